@@ -1,0 +1,187 @@
+"""The `nst-batch` command: parse, call the library, map errors to exit codes.
+
+Exit codes: 0 every task done or up to date; 1 some task failed (the rest ran);
+2 usage, manifest or weights error (nothing ran).
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from collections.abc import Callable
+
+import click
+
+from nst_batch import __version__
+from nst_batch.manifest import Manifest, ManifestError, load_manifest, parse_devices
+from nst_batch.plan import Task, plan, split, up_to_date
+from nst_batch.results import ResultsWriter, merge, summarize, write_table
+from nst_batch.weights import WeightsError
+
+EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
+RESULTS_FILE = "results.csv"
+TOP_LEVEL_FLAGS = ("--help", "-h", "--version")
+
+
+class ManifestGroup(click.Group):
+    """`nst-batch MANIFEST` runs it; `nst-batch report MANIFEST` and the like are subcommands."""
+
+    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
+        first = args[0] if args else None
+        if first is not None and first not in self.commands and first not in TOP_LEVEL_FLAGS:
+            args = ["run", *args]
+        return super().parse_args(ctx, args)
+
+
+def _fail(message: str) -> click.ClickException:
+    error = click.ClickException(message)
+    error.exit_code = EXIT_USAGE
+    return error
+
+
+def _load(manifest: str, overrides: tuple[str, ...], devices: str | None) -> Manifest:
+    try:
+        loaded = load_manifest(manifest, overrides)
+        if devices is not None:
+            from dataclasses import replace
+
+            loaded = replace(loaded, devices=parse_devices(devices, "--devices"))
+        return loaded
+    except ManifestError as exc:
+        raise _fail(str(exc)) from None
+
+
+def _plan(manifest: Manifest) -> list[Task]:
+    try:
+        return plan(manifest)
+    except WeightsError as exc:
+        raise _fail(str(exc)) from None
+    except OSError as exc:
+        raise _fail(f"{manifest.path}: cannot read {exc.filename}: {exc.strerror}") from None
+
+
+def _up_to_date_check(force: bool) -> Callable[[Task], bool]:
+    if force:
+        return lambda task: False
+    from nst_batch.images import read_metadata
+
+    return lambda task: up_to_date(task, read_metadata)
+
+
+def _duration(seconds: float) -> str:
+    minutes, secs = divmod(round(seconds), 60)
+    return f"{minutes}m{secs:02d}s" if minutes else f"{seconds:.1f}s"
+
+
+@click.group(cls=ManifestGroup, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, "--version", prog_name="nst-batch")
+def main() -> None:
+    """Regenerate a neural-style-transfer gallery: every content image in every style.
+
+    \b
+      nst-batch MANIFEST [OPTIONS]     run the gallery (only what changed)
+      nst-batch report MANIFEST        merge results into <output>/results.csv
+
+    Exit codes: 0 all done or up to date, 1 some task failed (the rest ran),
+    2 usage, manifest or weights error (nothing ran).
+    """
+
+
+@main.command("run")
+@click.argument("manifest", type=click.Path(dir_okay=False))
+@click.option("--devices", help="auto, cpu, cuda:0,cuda:1 or cpu,cpu (overrides the manifest).")
+@click.option("--force", is_flag=True, help="Redo every task, even those up to date.")
+@click.option("--dry-run", is_flag=True, help="Print what would run and what is up to date.")
+@click.option(
+    "--set",
+    "overrides",
+    multiple=True,
+    metavar="KEY=VALUE",
+    help="Override a manifest value, e.g. --set params.style_weight=20 (repeatable).",
+)
+@click.option("-q", "--quiet", count=True, help="Only errors and the summary.")
+@click.option("-v", "--verbose", count=True, help="Print each task's losses as it runs.")
+@click.option(
+    "--print-every", default=50, show_default=True, help="With -v, print losses every N steps."
+)
+def run_command(
+    manifest: str,
+    devices: str | None,
+    force: bool,
+    dry_run: bool,
+    overrides: tuple[str, ...],
+    quiet: int,
+    verbose: int,
+    print_every: int,
+) -> None:
+    """Run the gallery described by MANIFEST (YAML)."""
+    loaded = _load(manifest, overrides, devices)
+    tasks = _plan(loaded)
+    todo, fresh = split(tasks, _up_to_date_check(force))
+    if dry_run:
+        for task in tasks:
+            state = "up to date" if task in fresh else "would run"
+            click.echo(f"{state:>10}  {task.label}  ->  {task.relative_output}")
+        click.echo(f"{len(todo)} to run, {len(fresh)} up to date, {len(tasks)} in all")
+        return
+    sys.exit(_run(loaded, todo, fresh, verbose - quiet, print_every))
+
+
+def _run(
+    manifest: Manifest, todo: list[Task], fresh: list[Task], verbosity: int, every: int
+) -> int:
+    from nst_batch.progress import ConsoleEvents
+    from nst_batch.runner import resolve_devices, run_tasks, skipped_row
+
+    start = time.perf_counter()
+    results = manifest.output / RESULTS_FILE
+    try:
+        manifest.output.mkdir(parents=True, exist_ok=True)
+        writer = ResultsWriter(results)
+    except OSError as exc:
+        raise _fail(
+            f"cannot write to the output folder {manifest.output}: {exc.strerror}"
+        ) from None
+    events = ConsoleEvents(len(todo), len(fresh), verbosity, print_every=every)
+    with writer:
+        for task in fresh:
+            writer.write(skipped_row(task, ""))
+        devices = resolve_devices(manifest.devices, manifest.workers_per_device)
+        stats = run_tasks(todo, devices, writer, events, report_every=min(every, 10))
+    events.close()
+    if stats.fatal:
+        click.echo(f"Error: {stats.fatal}", err=True)
+        return EXIT_USAGE
+    elapsed = time.perf_counter() - start
+    click.echo(
+        f"{len(todo) + len(fresh)} tasks: {stats.done} done, {len(fresh)} skipped, "
+        f"{stats.failed} failed in {_duration(elapsed)} "
+        f"({stats.target_computations} style target computations)\n"
+        f"outputs: {manifest.output}\nresults: {results}",
+        err=verbosity < 0,
+    )
+    return EXIT_FAILED if stats.failed else EXIT_OK
+
+
+@main.command("report")
+@click.argument("manifest", type=click.Path(dir_okay=False))
+@click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE", help="As for run.")
+def report_command(manifest: str, overrides: tuple[str, ...]) -> None:
+    """Merge the results on disk into <output>/results.csv and summarize them."""
+    loaded = _load(manifest, overrides, None)
+    tasks = _plan(loaded)
+    files = sorted(loaded.output.glob("results*.csv"))
+    rows = merge(files)
+    planned = {(t.content.name, t.style.name, t.variant.name) for t in tasks}
+    current = [r for r in rows if (r.content, r.style, r.variant) in planned]
+    if files:  # shard files stay as they are: each is its shard's own attempt log
+        write_table(current, loaded.output / RESULTS_FILE)
+    counts = summarize(current)
+    missing = sorted(planned - {(r.content, r.style, r.variant) for r in current})
+    click.echo(
+        f"{len(tasks)} tasks planned: {counts['done']} done, {counts['skipped']} skipped, "
+        f"{counts['failed']} failed, {len(missing)} not yet run"
+    )
+    for content, style, variant in missing:
+        click.echo(f"  not yet run: {content} x {style}" + (f" [{variant}]" if variant else ""))
+    click.echo(f"results: {loaded.output / RESULTS_FILE}")

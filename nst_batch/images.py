@@ -1,0 +1,419 @@
+"""Loading, resizing and saving images, and converting between PIL images and tensors.
+
+The only module of the project that imports Pillow. Everything it hands out is 8-bit sRGB
+"RGB"; tensors are float32 ``(1, 3, H, W)`` in 0..1.
+"""
+
+from __future__ import annotations
+
+import errno
+import io
+import json
+import math
+import os
+import tempfile
+import threading
+import warnings
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager, suppress
+from pathlib import Path
+from typing import Any, cast
+
+import torch
+from PIL import Image, ImageFile, ImageOps, UnidentifiedImageError
+from PIL.PngImagePlugin import PngInfo
+from torchvision.transforms.functional import pil_to_tensor
+
+try:
+    from PIL import ImageCms
+except ImportError:  # Pillow built without littlecms: colours stay unmanaged
+    ImageCms = None  # type: ignore[assignment]
+
+__all__ = [
+    "DEFAULT_MAX_PIXELS",
+    "MIN_SIDE",
+    "SAVE_FORMATS",
+    "ImageError",
+    "load_image",
+    "read_metadata",
+    "resize",
+    "save_image",
+    "scaled_style_size",
+    "target_size",
+    "to_image",
+    "to_tensor",
+]
+
+DEFAULT_MAX_PIXELS: int = 64_000_000
+MIN_SIDE: int = 32
+SAVE_FORMATS = {".jpg": "JPEG", ".jpeg": "JPEG", ".png": "PNG", ".webp": "WEBP"}
+
+_IMAGE_DESCRIPTION = 0x010E
+_ALPHA_MODES = frozenset({"RGBA", "LA", "PA", "RGBa"})
+_HIGH_DEPTH_MODES = frozenset({"I", "I;16", "I;16L", "I;16B", "I;16N", "F"})
+_COLOR_MANAGED_MODES = frozenset({"RGB", "RGBA", "CMYK"})
+
+# Pillow's bomb limit and truncation flag are process-wide globals; load_image pins them for
+# the duration of one load, and this lock keeps concurrent loads from seeing each other's values.
+_PILLOW_GLOBALS = threading.Lock()
+
+
+def _read_umask() -> int:
+    # mkstemp creates files 0600; finished images should get the mode open() would give them.
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+_NEW_FILE_MODE = 0o666 & ~_read_umask()
+
+
+class ImageError(Exception):
+    """A user's image cannot be used; str() is one sentence naming the file and what to do."""
+
+
+# ---------------------------------------------------------------------------------------------
+# Loading
+
+
+def load_image(path: str | os.PathLike[str], max_pixels: int = DEFAULT_MAX_PIXELS) -> Image.Image:
+    """Open, verify and fully decode an image file into an 8-bit sRGB ``RGB`` image.
+
+    EXIF orientation is applied. Any mode is converted: alpha and palette transparency are
+    composited over white; 16-bit and 32-bit integer data are scaled (not clipped) to 8 bit;
+    an embedded ICC profile (Adobe RGB, Display P3, CMYK, ...) is converted to sRGB. The
+    returned image carries no ``info`` (no stale profile or EXIF), shape ``H x W x 3``.
+
+    The pixel count from the header is checked against ``max_pixels`` before anything is
+    decoded. Raises ImageError, naming the file, for a missing, empty, unreadable, non-image,
+    corrupt or truncated file, one over ``max_pixels`` and one under ``MIN_SIDE`` on a side.
+    """
+    if max_pixels < 1:
+        raise ValueError(f"max_pixels must be positive, got {max_pixels}")
+    name = os.fspath(path)
+    try:
+        with open(path, "rb") as fh:
+            if os.fstat(fh.fileno()).st_size == 0:
+                raise _unusable(name, "the file is empty (0 bytes)", "re-export or re-copy it")
+            image = _decode(fh, name, max_pixels)
+    except FileNotFoundError:
+        raise _unusable(name, "file not found", "check the path") from None
+    except IsADirectoryError:
+        raise _unusable(name, "it is a folder, not a file", "give an image file") from None
+    except PermissionError:
+        raise _unusable(name, "permission denied", "check the file's permissions") from None
+    except OSError as exc:
+        raise _unusable(name, f"it cannot be read ({exc.strerror or exc})", "check it") from exc
+
+    with suppress(Exception):  # a broken EXIF block should not make a usable photo unusable
+        image = ImageOps.exif_transpose(image)
+    try:
+        rgb = _to_srgb_rgb(image)
+    except ValueError as exc:
+        raise _unusable(
+            name, f"its colour mode {image.mode} is not supported", "convert it to RGB"
+        ) from exc
+    rgb.info = {}
+    return rgb
+
+
+def _unusable(name: str, problem: str, advice: str) -> ImageError:
+    return ImageError(f"Cannot use image '{name}': {problem}; {advice}.")
+
+
+def _too_many_pixels(name: str, max_pixels: int, size: tuple[int, int] | None = None) -> ImageError:
+    dims = f" ({size[0]}x{size[1]} = {size[0] * size[1]:,} pixels)" if size else ""
+    return _unusable(
+        name,
+        f"it is larger than the limit of {max_pixels:,} pixels{dims}",
+        "downscale it or raise the pixel limit",
+    )
+
+
+@contextmanager
+def _strict_pillow(max_pixels: int) -> Iterator[None]:
+    """Pin Pillow's globals: bomb limit = max_pixels (warning raised), truncation = error."""
+    with _PILLOW_GLOBALS, warnings.catch_warnings():
+        warnings.simplefilter("error", Image.DecompressionBombWarning)
+        saved = Image.MAX_IMAGE_PIXELS, ImageFile.LOAD_TRUNCATED_IMAGES
+        Image.MAX_IMAGE_PIXELS = max_pixels
+        ImageFile.LOAD_TRUNCATED_IMAGES = False
+        try:
+            yield
+        finally:
+            Image.MAX_IMAGE_PIXELS, ImageFile.LOAD_TRUNCATED_IMAGES = saved
+
+
+def _decode(fh: io.BufferedReader, name: str, max_pixels: int) -> Image.Image:
+    with _strict_pillow(max_pixels):
+        try:
+            with Image.open(fh) as probe:
+                width, height = probe.size
+                # open() has applied Pillow's check at the same limit; this one holds regardless.
+                if width * height > max_pixels:
+                    raise _too_many_pixels(name, max_pixels, probe.size)
+                if min(width, height) < MIN_SIDE:
+                    raise _unusable(
+                        name,
+                        f"it is {width}x{height} pixels but each side must be at least "
+                        f"{MIN_SIDE} pixels",
+                        "use a larger image",
+                    )
+                probe.verify()
+            fh.seek(0)  # verify() leaves the image unusable; decode from a fresh open
+            image = Image.open(fh)
+            image.load()
+        except ImageError:
+            raise
+        except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
+            raise _too_many_pixels(name, max_pixels) from exc
+        except UnidentifiedImageError as exc:
+            raise _unusable(
+                name, "it is not an image Pillow can read", "give a JPEG, PNG or WebP file"
+            ) from exc
+        except MemoryError:
+            raise
+        except Exception as exc:  # decoders raise many types (OSError, SyntaxError, EOFError...)
+            raise _unusable(
+                name, f"it is corrupt or truncated ({exc})", "re-export or re-copy it"
+            ) from exc
+    return image
+
+
+def _to_srgb_rgb(image: Image.Image) -> Image.Image:
+    if image.mode in _HIGH_DEPTH_MODES:
+        image = _to_8bit_gray(image)
+    image = _icc_to_srgb(image)
+    if image.mode in _ALPHA_MODES or "transparency" in image.info:
+        rgba = image.convert("RGBA")
+        white = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+        return Image.alpha_composite(white, rgba).convert("RGB")
+    return image.convert("RGB")
+
+
+def _to_8bit_gray(image: Image.Image) -> Image.Image:
+    """``I;16*``, ``I`` and ``F`` -> ``L`` by a linear map of the value range onto 0..255.
+
+    The range is that of the storage (0..65535 for 16-bit; ``I`` values within 0..65535 are
+    taken as 16-bit data in a 32-bit container, the usual case; ``F`` within 0..1 or 0..255
+    as normalised or 8-bit floats); data outside those is stretched from its own min..max.
+    """
+    low, high = cast(tuple[float, float], image.getextrema())
+    if image.mode.startswith("I;16") or (image.mode == "I" and low >= 0 and high <= 65535):
+        low, high = 0, 65535
+    elif image.mode == "F" and low >= 0 and high <= 1:
+        low, high = 0, 1
+    elif image.mode == "F" and low >= 0 and high <= 255:
+        low, high = 0, 255
+    elif high == low:
+        high = low + 1
+    scale = 255 / (high - low)
+    offset = 0.5 - low * scale  # +0.5: the F -> L conversion truncates
+    return image.convert("F").point(lambda v: v * scale + offset).convert("L")
+
+
+def _icc_to_srgb(image: Image.Image) -> Image.Image:
+    icc = image.info.get("icc_profile")
+    if not icc or ImageCms is None or image.mode not in _COLOR_MANAGED_MODES:
+        return image
+    try:
+        source = ImageCms.ImageCmsProfile(io.BytesIO(icc))
+        mode = "RGBA" if image.mode == "RGBA" else "RGB"
+        converted = ImageCms.profileToProfile(
+            image, source, ImageCms.createProfile("sRGB"), outputMode=mode
+        )
+    except (ImageCms.PyCMSError, OSError, ValueError, TypeError):
+        return image  # a broken profile: the pixels are still usable as if sRGB
+    assert converted is not None
+    converted.info = {k: v for k, v in image.info.items() if k != "icc_profile"}
+    return converted
+
+
+# ---------------------------------------------------------------------------------------------
+# Sizes
+
+
+def target_size(width: int, height: int, size: int, square: bool = False) -> tuple[int, int]:
+    """``(w, h)`` whose longest side is ``size``, keeping the aspect ratio (rounded half up,
+    each side at least 1); ``(size, size)`` if ``square``."""
+    if width < 1 or height < 1 or size < 1:
+        raise ValueError(f"sizes must be positive, got {width}x{height} -> {size}")
+    if square:
+        return size, size
+    if width >= height:
+        return size, max(1, _div_round(height * size, width))
+    return max(1, _div_round(width * size, height)), size
+
+
+def _div_round(numerator: int, denominator: int) -> int:
+    """numerator / denominator rounded half up, in exact integer arithmetic."""
+    return (2 * numerator + denominator) // (2 * denominator)
+
+
+def resize(image: Image.Image, size: tuple[int, int]) -> Image.Image:
+    """Resize to exactly ``size`` = ``(w, h)`` with Lanczos; strong downscaling first reduces
+    by an integer factor (``reducing_gap``), which is faster and indistinguishable in quality."""
+    width, height = size
+    if width < 1 or height < 1:
+        raise ValueError(f"size must be positive, got {width}x{height}")
+    return image.resize((width, height), Image.Resampling.LANCZOS, reducing_gap=3.0)
+
+
+def scaled_style_size(
+    style_wh: tuple[int, int], output_wh: tuple[int, int], style_scale: float
+) -> tuple[int, int]:
+    """Size ``(w, h)`` for the style image: the output's area times ``style_scale**2``, in the
+    style's aspect ratio; scaled up (aspect kept) if a side would fall below ``MIN_SIDE``."""
+    (style_w, style_h), (out_w, out_h) = style_wh, output_wh
+    if min(style_w, style_h, out_w, out_h) < 1:
+        raise ValueError(f"sizes must be positive, got style {style_wh} and output {output_wh}")
+    if not (math.isfinite(style_scale) and style_scale > 0):
+        raise ValueError(f"style_scale must be a positive number, got {style_scale}")
+    area = out_w * out_h * style_scale**2
+    factor = math.sqrt(area / (style_w * style_h))
+    factor = max(factor, MIN_SIDE / min(style_w, style_h))
+    return (
+        max(MIN_SIDE, math.floor(style_w * factor + 0.5)),
+        max(MIN_SIDE, math.floor(style_h * factor + 0.5)),
+    )
+
+
+# ---------------------------------------------------------------------------------------------
+# Tensors
+
+
+def to_tensor(image: Image.Image) -> torch.Tensor:
+    """``RGB`` image -> float32 tensor ``(1, 3, H, W)`` in 0..1."""
+    if image.mode != "RGB":
+        raise ValueError(f"expected an RGB image, got mode {image.mode} (use load_image)")
+    return pil_to_tensor(image).to(torch.float32).div_(255).unsqueeze_(0)
+
+
+def to_image(tensor: torch.Tensor) -> Image.Image:
+    """Float tensor ``(1, 3, H, W)`` or ``(3, H, W)`` in 0..1 -> ``RGB`` image.
+
+    Values outside 0..1 are clamped and then rounded to the nearest 8-bit level; NaN raises
+    ValueError. Any device and floating dtype are accepted.
+    """
+    if tensor.ndim == 4 and tensor.shape[0] == 1:
+        tensor = tensor[0]
+    if tensor.ndim != 3 or tensor.shape[0] != 3:
+        raise ValueError(f"expected shape (1, 3, H, W) or (3, H, W), got {tuple(tensor.shape)}")
+    if not tensor.is_floating_point():
+        raise TypeError(f"expected a floating-point tensor, got {tensor.dtype}")
+    pixels = tensor.detach().to("cpu", torch.float32)
+    if torch.isnan(pixels).any():
+        raise ValueError("the image tensor contains NaN values")
+    levels = pixels.clamp(0, 1).mul(255).round().to(torch.uint8)
+    return Image.fromarray(levels.permute(1, 2, 0).contiguous().numpy())
+
+
+# ---------------------------------------------------------------------------------------------
+# Saving
+
+
+def save_image(
+    image: Image.Image,
+    path: str | os.PathLike[str],
+    metadata: Mapping[str, str] | None = None,
+    quality: int = 95,
+) -> None:
+    """Write ``image`` atomically in the format its extension names (.jpg/.jpeg, .png, .webp).
+
+    The file is written to a hidden ``.<name>.*.tmp`` beside the target, fsync'ed and renamed
+    over it, so the target is either untouched or complete; parent folders are created.
+    ``metadata`` goes into PNG text chunks, or for JPEG/WebP into the EXIF ImageDescription as
+    JSON; ``read_metadata`` reads it back. ``quality`` (1..100) applies to JPEG and WebP.
+    Raises ValueError for an unsupported extension and ImageError (naming the path and the
+    reason, e.g. disk full) when the file system refuses the write.
+    """
+    target = Path(path)
+    fmt = SAVE_FORMATS.get(target.suffix.lower())
+    if fmt is None:
+        supported = ", ".join(sorted(SAVE_FORMATS))
+        raise ValueError(
+            f"Cannot save '{target}': unsupported extension '{target.suffix}'; use one of "
+            f"{supported}."
+        )
+    if not 1 <= quality <= 100:
+        raise ValueError(f"quality must be within 1..100, got {quality}")
+    options = _save_options(fmt, metadata, quality)
+    if fmt != "PNG" and image.mode not in ("RGB", "L"):
+        image = image.convert("RGB")
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        _write_atomically(image, target, fmt, options)
+    except OSError as exc:
+        problem, advice = _write_failure(exc)
+        raise ImageError(f"Cannot save '{target}': {problem}; {advice}.") from exc
+
+
+def _save_options(fmt: str, metadata: Mapping[str, str] | None, quality: int) -> dict[str, Any]:
+    options: dict[str, Any] = {}
+    if fmt == "JPEG":
+        # Chroma subsampling smears the fine colour strokes of a stylised image; like
+        # ImageMagick, keep full chroma at high quality.
+        options.update(quality=quality, subsampling=0 if quality >= 90 else 2, optimize=True)
+    elif fmt == "WEBP":
+        options.update(quality=quality)
+    if not metadata:
+        return options
+    for key, value in metadata.items():
+        if not (isinstance(key, str) and isinstance(value, str)):
+            raise TypeError(f"metadata must map str to str, got {key!r}: {value!r}")
+    if fmt == "PNG":
+        info = PngInfo()
+        for key, value in metadata.items():
+            if not 1 <= len(key) <= 79 or not key.isprintable() or not key.isascii():
+                raise ValueError(f"PNG text keys must be 1-79 printable ASCII characters: {key!r}")
+            info.add_text(key, value)  # falls back to iTXt for non-Latin-1 values
+        options["pnginfo"] = info
+    else:
+        exif = Image.Exif()
+        exif[_IMAGE_DESCRIPTION] = json.dumps(dict(metadata), ensure_ascii=True)
+        options["exif"] = exif.tobytes()
+    return options
+
+
+def _write_atomically(image: Image.Image, target: Path, fmt: str, options: dict[str, Any]) -> None:
+    temp = tempfile.NamedTemporaryFile(  # noqa: SIM115 - must outlive the with for os.replace
+        dir=target.parent, prefix=f".{target.name}.", suffix=".tmp", delete=False
+    )
+    try:
+        with temp:
+            image.save(temp, format=fmt, **options)
+            temp.flush()
+            os.chmod(temp.fileno(), _NEW_FILE_MODE)
+            os.fsync(temp.fileno())
+        os.replace(temp.name, target)
+    except BaseException:
+        with suppress(OSError):
+            os.unlink(temp.name)
+        raise
+
+
+def _write_failure(exc: OSError) -> tuple[str, str]:
+    if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+        reason = "disk full" if exc.errno == errno.ENOSPC else "disk quota exceeded"
+        return reason, "free some space or choose another output folder"
+    if exc.errno in (errno.EACCES, errno.EPERM):
+        return "permission denied", "check the folder's permissions or choose another output folder"
+    if exc.errno == errno.EROFS:
+        return "read-only file system", "choose another output folder"
+    return exc.strerror or str(exc), "check the output path"
+
+
+def read_metadata(path: str | os.PathLike[str]) -> dict[str, str]:
+    """The mapping ``save_image`` stored in the file; empty if none or the file is unreadable."""
+    try:
+        with Image.open(path) as image:
+            if image.format == "PNG":
+                # Our text chunks precede the pixel data, so they are in info without decoding.
+                return {str(k): str(v) for k, v in image.info.items() if isinstance(v, str)}
+            description = image.getexif().get(_IMAGE_DESCRIPTION)
+        stored = json.loads(description) if isinstance(description, str) else None
+    except Exception:
+        return {}
+    if not isinstance(stored, dict) or not all(isinstance(v, str) for v in stored.values()):
+        return {}
+    return stored

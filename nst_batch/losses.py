@@ -1,0 +1,54 @@
+"""The losses of Gatys et al. as pure functions on tensors.
+
+Normalized so that one set of weights gives the same look at 256 and at 1024 px:
+Gram matrices are averages over positions, and every loss is a mean, not a sum.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+import torch
+import torch.nn.functional as F
+
+
+def gram_matrix(features: torch.Tensor) -> torch.Tensor:
+    """(B, C, H, W) -> (B, C, C), divided by C*H*W.
+
+    Gatys et al. use the raw sum over positions; dividing by H*W makes targets
+    independent of image size, and the extra 1/C keeps deep and shallow layers
+    comparable (the PyTorch tutorial's normalization, which the default weights assume).
+    """
+    b, c, h, w = features.shape
+    flat = features.reshape(b, c, h * w).float()  # Gram in float32 even under autocast
+    return flat @ flat.transpose(1, 2) / (c * h * w)
+
+
+def content_loss(features: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """Mean squared feature difference: (B, C, H, W) x (B, C, H, W) -> scalar."""
+    return F.mse_loss(features.float(), target.float())
+
+
+def style_loss(
+    features: Mapping[str, torch.Tensor],
+    targets: Mapping[str, torch.Tensor],
+    layer_weights: Mapping[str, float],
+) -> torch.Tensor:
+    """Sum over layers of weight x mean squared Gram difference.
+
+    features: layer -> (B, C, H, W) activations of the image being optimized;
+    targets: layer -> (B or 1, C, C) Gram matrices of the style.
+    """
+    total = torch.zeros((), device=next(iter(features.values())).device)
+    for layer, weight in layer_weights.items():
+        if weight:
+            gram = gram_matrix(features[layer])  # (B, C, C)
+            total = total + weight * F.mse_loss(gram, targets[layer].float().expand_as(gram))
+    return total
+
+
+def total_variation_loss(image: torch.Tensor) -> torch.Tensor:
+    """Mean squared difference of neighbouring pixels, (B, 3, H, W) -> scalar."""
+    dh = image[..., 1:, :] - image[..., :-1, :]
+    dw = image[..., :, 1:] - image[..., :, :-1]
+    return dh.square().mean() + dw.square().mean()

@@ -1,0 +1,425 @@
+"""A gallery manifest: YAML in, a typed and fully validated `Manifest` out.
+
+Everything a run needs is checked here, before any work: keys and types, value
+ranges, layer names, image paths (files, folders, globs; relative to the manifest's
+folder), the output-name template, and every effective parameter combination.
+Every error names the manifest, the key and the fix.
+"""
+
+from __future__ import annotations
+
+import difflib
+import glob
+import itertools
+import os
+import re
+import string
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from nst_batch.params import PRESET_WEIGHTS, PRESETS, Params
+from nst_batch.weights import NAMED_SOURCES
+
+IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff", ".gif"})
+FORMATS = ("jpg", "png", "webp")
+TEMPLATE_FIELDS = ("content", "style", "variant")
+DEVICE_PATTERN = re.compile(r"^(cpu|cuda(:\d+)?|mps)$")
+DEFAULT_TEMPLATE = "{content}__{style}"
+DEFAULT_MAX_PIXELS = 64_000_000
+
+
+class ManifestError(Exception):
+    """The manifest cannot be used; str() names the file, the key and the fix."""
+
+
+# -- the raw YAML schema ------------------------------------------------------------
+
+
+class _Entry(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    path: str
+    name: str | None = None
+    params: dict[str, Any] = Field(default_factory=dict)
+
+
+class _Document(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    output: str
+    content: list[str | _Entry] = Field(min_length=1)
+    style: list[str | _Entry] = Field(min_length=1)
+    weights: str = "original"
+    devices: str | list[str] = "auto"
+    workers_per_device: int = Field(1, ge=1, le=64)
+    preset: str | None = None
+    params: dict[str, Any] = Field(default_factory=dict)
+    sweep: dict[str, list[Any]] = Field(default_factory=dict)
+    name: str = DEFAULT_TEMPLATE
+    format: Literal["jpg", "png", "webp"] = "jpg"
+    max_pixels: int = Field(DEFAULT_MAX_PIXELS, ge=1)
+
+    @field_validator("content", "style", mode="before")
+    @classmethod
+    def _one_or_many(cls, value: object) -> object:
+        return [value] if isinstance(value, str | dict) else value
+
+
+# -- the validated manifest ---------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ImageSpec:
+    """One content or style image, with its parameter overrides."""
+
+    path: Path
+    name: str
+    overrides: Mapping[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Variant:
+    """One point of the sweep: '' and no overrides when there is no sweep."""
+
+    name: str
+    overrides: Mapping[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Manifest:
+    path: Path
+    output: Path
+    contents: tuple[ImageSpec, ...]
+    styles: tuple[ImageSpec, ...]
+    variants: tuple[Variant, ...]
+    weights: str  # 'original', 'torchvision' or an absolute path
+    devices: tuple[str, ...]  # ('auto',) or explicit devices
+    workers_per_device: int
+    name_template: str
+    format: str
+    max_pixels: int
+    base: Mapping[str, Any]  # preset, then `params:`
+
+    def params_for(self, content: ImageSpec, style: ImageSpec, variant: Variant) -> Params:
+        """Effective parameters: base < content's < style's < the variant's."""
+        merged = {**self.base, **content.overrides, **style.overrides, **variant.overrides}
+        return Params.model_validate(merged)
+
+    def output_name(self, content: ImageSpec, style: ImageSpec, variant: Variant) -> str:
+        """Output path relative to `output`, with the format's extension."""
+        stem = self.name_template.format(
+            content=content.name, style=style.name, variant=variant.name
+        )
+        return f"{stem}.{self.format}"
+
+
+# -- loading ------------------------------------------------------------------------
+
+
+def load_manifest(path: str | os.PathLike[str], overrides: Sequence[str] = ()) -> Manifest:
+    """Read, apply `--set KEY=VALUE` overrides, validate, and resolve a manifest."""
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ManifestError(f"{path}: no such manifest file") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ManifestError(f"{path}: cannot be read ({exc})") from None
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        problem = getattr(exc, "problem", None) or str(exc)
+        raise ManifestError(f"{path}: YAML syntax error{where}: {problem}") from None
+    if not isinstance(data, dict):
+        raise ManifestError(
+            f"{path}: expected a mapping with at least output, content and style; "
+            f"got {type(data).__name__}"
+        )
+    for item in overrides:
+        _apply_override(data, item, path)
+    try:
+        doc = _Document.model_validate(data)
+    except ValidationError as exc:
+        raise ManifestError(_explain(path, exc, _Document)) from None
+    return _resolve(path, doc)
+
+
+def parse_devices(value: str | Sequence[str], where: str) -> tuple[str, ...]:
+    """'auto', 'cpu', 'cuda:0,cuda:1' or a list -> a tuple; raises ManifestError."""
+    items = value.split(",") if isinstance(value, str) else list(value)
+    devices = tuple(str(d).strip() for d in items if str(d).strip())
+    if devices == ("auto",):
+        return devices
+    bad = [d for d in devices if not DEVICE_PATTERN.match(d)]
+    if not devices or bad:
+        raise ManifestError(
+            f"{where}: unknown device {bad[0] if bad else '(none)'!r}; "
+            "use auto, cpu, cuda, cuda:N or a list of them (e.g. cuda:0,cuda:1 or cpu,cpu)"
+        )
+    return devices
+
+
+def _apply_override(data: dict[str, Any], item: str, path: Path) -> None:
+    key, eq, raw = item.partition("=")
+    if not eq or not key.strip():
+        raise ManifestError(f"--set {item!r}: expected KEY=VALUE, e.g. params.style_weight=20")
+    try:
+        value = yaml.safe_load(raw)
+    except yaml.YAMLError:
+        value = raw
+    node: Any = data
+    parts = key.strip().split(".")
+    for i, part in enumerate(parts):
+        last = i == len(parts) - 1
+        if isinstance(node, list):
+            if not part.isdigit() or int(part) >= len(node):
+                raise ManifestError(
+                    f"--set {key}: {'.'.join(parts[:i]) or 'the manifest'} is a list of "
+                    f"{len(node)}; use an index from 0 to {len(node) - 1}"
+                )
+            if last:
+                node[int(part)] = value
+            elif isinstance(node[int(part)], str):  # a bare path: turn it into an entry
+                node[int(part)] = {"path": node[int(part)]}
+            node = node[int(part)]
+        elif isinstance(node, dict):
+            if last:
+                node[part] = value
+            else:
+                node = node.setdefault(part, {})
+        else:
+            raise ManifestError(
+                f"--set {key}: {'.'.join(parts[:i])} in {path} is a value, not a mapping"
+            )
+
+
+def _explain(path: Path, exc: ValidationError, model: type[BaseModel], prefix: str = "") -> str:
+    """One line per problem: file: key: what is wrong (did you mean ...?)."""
+    lines = []
+    for error in exc.errors():
+        loc = [str(p) for p in error["loc"] if not str(p).startswith(("str", "_Entry"))]
+        key = prefix + ".".join(loc) if loc else prefix.rstrip(".") or "(top level)"
+        if error["type"] == "extra_forbidden":
+            known = _known_keys(model, loc[:-1])
+            close = difflib.get_close_matches(loc[-1], known, n=1)
+            hint = (
+                f" (did you mean '{close[0]}'?)" if close else f"; known keys: {', '.join(known)}"
+            )
+            lines.append(f"{path}: unknown key '{key}'{hint}")
+        elif error["type"] == "missing":
+            lines.append(f"{path}: missing required key '{key}'")
+        else:
+            message = error["msg"].removeprefix("Value error, ")
+            got = error.get("input")
+            shown = "" if isinstance(got, dict | list) else f" (got {got!r})"
+            lines.append(f"{path}: {key}: {message}{shown}")
+    return "\n".join(lines)
+
+
+def _known_keys(model: type[BaseModel], loc: Sequence[str]) -> list[str]:
+    if any(part in ("content", "style") for part in loc):  # inside an image entry
+        return list(_Entry.model_fields)
+    return list(model.model_fields)
+
+
+def _resolve(path: Path, doc: _Document) -> Manifest:
+    root = path.resolve().parent
+    base: dict[str, Any] = {}
+    weights = doc.weights
+    if doc.preset is not None:
+        if doc.preset not in PRESETS:
+            raise ManifestError(
+                f"{path}: preset: unknown preset '{doc.preset}'; known: {', '.join(PRESETS)}"
+            )
+        base.update(PRESETS[doc.preset])
+        if "weights" not in doc.model_fields_set:
+            weights = PRESET_WEIGHTS.get(doc.preset, weights)
+    base.update(doc.params)
+    if weights not in NAMED_SOURCES:
+        weights_path = (root / weights).resolve()
+        if not weights_path.is_file():
+            raise ManifestError(
+                f"{path}: weights: '{weights}' is neither {' nor '.join(NAMED_SOURCES)} nor an "
+                f"existing file (looked for {weights_path})"
+            )
+        weights = str(weights_path)
+    contents = _expand(path, root, "content", doc.content)
+    styles = _expand(path, root, "style", doc.style)
+    for kind, specs in (("content", contents), ("style", styles)):
+        for spec in specs:
+            _check_keys(path, f"{kind} '{spec.path.name}' params", spec.overrides)
+    _check_keys(path, "params", doc.params)
+    _check_keys(path, "sweep", doc.sweep)
+    for k in ("init_image",):
+        if k in base and base[k] is not None:
+            base[k] = str((root / str(base[k])).resolve())
+    template = _check_template(path, doc.name, bool(doc.sweep))
+    manifest = Manifest(
+        path=path,
+        output=(root / doc.output).resolve(),
+        contents=contents,
+        styles=styles,
+        variants=_variants(path, doc.sweep),
+        weights=weights,
+        devices=parse_devices(doc.devices, f"{path}: devices"),
+        workers_per_device=doc.workers_per_device,
+        name_template=template,
+        format=doc.format,
+        max_pixels=doc.max_pixels,
+        base=base,
+    )
+    _check_combinations(manifest)
+    return manifest
+
+
+def _expand(
+    path: Path, root: Path, kind: str, entries: Iterable[str | _Entry]
+) -> tuple[ImageSpec, ...]:
+    specs: list[ImageSpec] = []
+    for i, entry in enumerate(entries):
+        item = entry if isinstance(entry, _Entry) else _Entry(path=entry)
+        where = f"{path}: {kind}[{i}] '{item.path}'"
+        files = _match(root, item.path, where)
+        if item.name is not None and len(files) > 1:
+            raise ManifestError(f"{where}: 'name' needs a single file, but it matches {len(files)}")
+        for file in files:
+            if not os.access(file, os.R_OK):
+                raise ManifestError(f"{where}: {file} is not readable; check its permissions")
+            name = item.name or file.stem
+            specs.append(ImageSpec(path=file, name=name, overrides=dict(item.params)))
+    seen: dict[str, Path] = {}
+    for spec in specs:
+        if spec.name in seen and seen[spec.name] != spec.path:
+            raise ManifestError(
+                f"{path}: {kind} images {seen[spec.name]} and {spec.path} share the name "
+                f"'{spec.name}', so their outputs would collide; give one a 'name:'"
+            )
+        seen[spec.name] = spec.path
+    unique = {spec.path: spec for spec in specs}  # listed twice (say, a file and its folder)
+    return tuple(unique.values())
+
+
+def _match(root: Path, pattern: str, where: str) -> list[Path]:
+    target = Path(os.path.expanduser(pattern))
+    full = target if target.is_absolute() else root / target
+    if glob.has_magic(pattern):
+        files = sorted(Path(p) for p in glob.glob(str(full), recursive=True))
+        files = [f.resolve() for f in files if f.is_file() and f.suffix.lower() in IMAGE_SUFFIXES]
+        if not files:
+            raise ManifestError(
+                f"{where}: the pattern matches no image; patterns are relative to {root}"
+            )
+        return files
+    if full.is_dir():
+        files = sorted(f.resolve() for f in full.iterdir() if f.suffix.lower() in IMAGE_SUFFIXES)
+        if not files:
+            raise ManifestError(
+                f"{where}: the folder {full} holds no image ({', '.join(sorted(IMAGE_SUFFIXES))})"
+            )
+        return files
+    if not full.is_file():
+        raise ManifestError(f"{where}: no such file {full}; paths are relative to {root}")
+    return [full.resolve()]
+
+
+def _check_keys(path: Path, where: str, values: Mapping[str, Any]) -> None:
+    known = list(Params.model_fields)
+    for key in values:
+        if key not in known:
+            close = difflib.get_close_matches(key, known, n=1)
+            hint = f" (did you mean '{close[0]}'?)" if close else ""
+            raise ManifestError(f"{path}: {where}: unknown key '{key}'{hint}")
+
+
+def _check_template(path: Path, template: str, has_sweep: bool) -> str:
+    try:
+        names = [f for _, f, _, _ in string.Formatter().parse(template) if f is not None]
+    except ValueError as exc:
+        raise ManifestError(f"{path}: name: bad template {template!r} ({exc})") from None
+    unknown = [n for n in names if n not in TEMPLATE_FIELDS]
+    if unknown:
+        raise ManifestError(
+            f"{path}: name: unknown field {{{unknown[0]}}} in {template!r}; "
+            f"use {', '.join('{' + f + '}' for f in TEMPLATE_FIELDS)}"
+        )
+    parts = Path(template).parts
+    if Path(template).is_absolute() or template.startswith(("/", "~")) or ".." in parts:
+        raise ManifestError(
+            f"{path}: name: {template!r} would write outside the output folder; "
+            "use a relative name such as '{style}/{content}'"
+        )
+    if has_sweep and "variant" not in names:
+        template += "__{variant}"
+    return template
+
+
+def _variants(path: Path, sweep: Mapping[str, list[Any]]) -> tuple[Variant, ...]:
+    if not sweep:
+        return (Variant(name=""),)
+    for key, values in sweep.items():
+        if not values:
+            raise ManifestError(f"{path}: sweep.{key}: give at least one value")
+    keys = list(sweep)
+    variants = []
+    for combo in itertools.product(*(sweep[k] for k in keys)):
+        name = "_".join(f"{k}-{_slug(v)}" for k, v in zip(keys, combo, strict=True))
+        variants.append(Variant(name=name, overrides=dict(zip(keys, combo, strict=True))))
+    return tuple(variants)
+
+
+def _slug(value: Any) -> str:
+    text = f"{value:g}" if isinstance(value, float) else str(value)
+    return re.sub(r"[^A-Za-z0-9.+-]+", "-", text).strip("-") or "x"
+
+
+def _check_combinations(manifest: Manifest) -> None:
+    """Validate every distinct parameter combination and every output path, before any work."""
+    outputs: dict[str, tuple[str, str, str]] = {}
+    checked: set[str] = set()
+    for content in manifest.contents:
+        for style in manifest.styles:
+            for variant in manifest.variants:
+                combo = repr(
+                    sorted({**content.overrides, **style.overrides, **variant.overrides}.items())
+                )
+                if combo not in checked:
+                    checked.add(combo)
+                    try:
+                        manifest.params_for(content, style, variant)
+                    except ValidationError as exc:
+                        where = _combo_where(content, style, variant)
+                        raise ManifestError(
+                            _explain(manifest.path, exc, Params, prefix="params.") + where
+                        ) from None
+                name = manifest.output_name(content, style, variant)
+                if not (manifest.output / name).resolve().is_relative_to(manifest.output):
+                    raise ManifestError(
+                        f"{manifest.path}: name: output {name!r} would land outside "
+                        f"{manifest.output}; image names must not contain '..' or '/'"
+                    )
+                if name in outputs:
+                    first = outputs[name]
+                    raise ManifestError(
+                        f"{manifest.path}: two tasks would write {name}: {first} and "
+                        f"{(content.name, style.name, variant.name)}; "
+                        "add {variant} or {style} to 'name', or rename an image with 'name:'"
+                    )
+                outputs[name] = (content.name, style.name, variant.name)
+
+
+def _combo_where(content: ImageSpec, style: ImageSpec, variant: Variant) -> str:
+    parts = []
+    if content.overrides:
+        parts.append(f"content '{content.name}'")
+    if style.overrides:
+        parts.append(f"style '{style.name}'")
+    if variant.name:
+        parts.append(f"variant '{variant.name}'")
+    return f" (with the overrides of {', '.join(parts)})" if parts else ""

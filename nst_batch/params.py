@@ -1,0 +1,152 @@
+"""Every setting of one stylization, with its default, in one place.
+
+`Params` is what `stylize` receives and what a manifest's `params:` block (and its
+per-style, per-content and sweep overrides) is validated into. Pure pydantic and
+stdlib, so the manifest can be checked without importing torch.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Annotated, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+GATYS_CONTENT_LAYERS = ("relu4_2",)
+GATYS_STYLE_LAYERS = ("relu1_1", "relu2_1", "relu3_1", "relu4_1", "relu5_1")
+
+# Layer names of VGG19's feature stack, in order. Owned here (not in vgg.py) so that
+# manifest validation can reject an unknown layer without importing torch.
+_BLOCKS = (2, 2, 4, 4, 4)  # convolutions per block
+
+
+def _layer_names() -> tuple[tuple[str, ...], dict[str, str]]:
+    names: list[str] = []
+    flat: dict[str, str] = {}  # the single-image script's names: conv_N is the N-th conv
+    n = 0
+    for block, convs in enumerate(_BLOCKS, start=1):
+        for i in range(1, convs + 1):
+            n += 1
+            names += [f"conv{block}_{i}", f"relu{block}_{i}"]
+            flat[f"conv_{n}"] = f"conv{block}_{i}"
+            flat[f"relu_{n}"] = f"relu{block}_{i}"
+        names.append(f"pool{block}")
+        flat[f"pool_{block}"] = f"pool{block}"
+    return tuple(names), flat
+
+
+LAYER_NAMES, FLAT_ALIASES = _layer_names()
+
+
+def canonical_layer(name: str) -> str:
+    """`conv_4` -> `conv2_2`; paper names pass through; unknown names raise ValueError."""
+    if name in LAYER_NAMES:
+        return name
+    if name in FLAT_ALIASES:
+        return FLAT_ALIASES[name]
+    import difflib
+
+    close = difflib.get_close_matches(name, [*LAYER_NAMES, *FLAT_ALIASES], n=1)
+    hint = f" (did you mean '{close[0]}'?)" if close else ""
+    raise ValueError(
+        f"unknown VGG19 layer '{name}'{hint}; use names like relu4_2, conv1_1, pool3 "
+        "or the flat conv_1 ... conv_16"
+    )
+
+
+PositiveFloat = Annotated[float, Field(gt=0)]
+NonNegativeFloat = Annotated[float, Field(ge=0)]
+
+
+class Params(BaseModel):
+    """One stylization's settings. Defaults are calibrated for the `original` weights."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    size: int = Field(512, ge=32, le=8192, description="longest side of the output, px")
+    square: bool = Field(False, description="resize content to size x size, ignoring aspect")
+    style_scale: PositiveFloat = Field(1.0, description="style image size relative to output")
+    steps: int = Field(300, ge=1, le=100_000, description="loss evaluations (forward+backward)")
+    optimizer: Literal["lbfgs", "adam"] = "lbfgs"
+    learning_rate: PositiveFloat | None = Field(
+        None, description="None: 1.0 for L-BFGS, 0.02 (in 0..1 pixel units) for Adam"
+    )
+    line_search: Literal["strong_wolfe", "none"] = Field(
+        "strong_wolfe", description="L-BFGS step control; 'none' is the single-image script's"
+    )
+    content_weight: NonNegativeFloat = 1.0
+    style_weight: NonNegativeFloat = 50.0
+    tv_weight: NonNegativeFloat = 0.0
+    content_layers: tuple[str, ...] = GATYS_CONTENT_LAYERS
+    style_layers: tuple[str, ...] = GATYS_STYLE_LAYERS
+    style_layer_weights: tuple[NonNegativeFloat, ...] | None = Field(
+        None, description="one per style layer; None: 1 each"
+    )
+    init: Literal["content", "noise", "style", "image"] = "content"
+    init_image: str | None = Field(None, description="path, with init: image")
+    seed: int = Field(0, ge=0)
+    pooling: Literal["max", "avg"] = "max"
+
+    @field_validator("content_layers", "style_layers", mode="before")
+    @classmethod
+    def _one_or_many(cls, value: object) -> object:
+        return (value,) if isinstance(value, str) else value
+
+    @field_validator("content_layers", "style_layers")
+    @classmethod
+    def _known_layers(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        if not value:
+            raise ValueError("needs at least one layer")
+        return tuple(canonical_layer(name) for name in value)
+
+    @field_validator("content_weight", "style_weight", "tv_weight", "style_scale", "learning_rate")
+    @classmethod
+    def _finite(cls, value: float | None) -> float | None:
+        if value is not None and not math.isfinite(value):
+            raise ValueError("must be a finite number")
+        return value
+
+    @model_validator(mode="after")
+    def _consistent(self) -> Params:
+        if self.style_layer_weights is not None and len(self.style_layer_weights) != len(
+            self.style_layers
+        ):
+            raise ValueError(
+                f"style_layer_weights has {len(self.style_layer_weights)} values but "
+                f"style_layers has {len(self.style_layers)}; give one weight per layer"
+            )
+        if (self.init == "image") != (self.init_image is not None):
+            raise ValueError(
+                "init: image needs init_image (a path), and init_image needs init: image"
+            )
+        return self
+
+    @property
+    def layer_weights(self) -> tuple[float, ...]:
+        return self.style_layer_weights or (1.0,) * len(self.style_layers)
+
+    @property
+    def lr(self) -> float:
+        if self.learning_rate is not None:
+            return self.learning_rate
+        return 1.0 if self.optimizer == "lbfgs" else 0.02
+
+
+PRESETS: dict[str, dict[str, object]] = {
+    # The PyTorch tutorial's single-image script: its layers (flat names), its weights
+    # and its square 512 px, 300-step run. Its style weight belongs to torchvision's
+    # 0..1 input convention, so the preset selects those weights too (see README).
+    "pytorch-tutorial": {
+        "content_layers": ("conv_4",),
+        "style_layers": ("conv_1", "conv_2", "conv_3", "conv_4", "conv_5"),
+        "style_weight": 1e6,
+        "content_weight": 1.0,
+        "size": 512,
+        "square": True,
+        "steps": 300,
+    },
+}
+PRESET_WEIGHTS: dict[str, str] = {"pytorch-tutorial": "torchvision"}
+
+# Part of every task key: bump when a change to the math alters outputs.
+ALGORITHM_VERSION = "1"

@@ -1,0 +1,108 @@
+"""The work of a manifest: the content x style x variant cross product as tasks,
+each with an output path and a key, minus those already up to date; and shards.
+
+Torch-free: deciding what is up to date must not cost a model load.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from nst_batch.manifest import ImageSpec, Manifest, Variant
+from nst_batch.params import ALGORITHM_VERSION, Params
+from nst_batch.weights import file_sha256, fingerprint
+
+KEY_METADATA = "nst-batch:key"  # where an output image records the key it was made with
+
+
+@dataclass(frozen=True)
+class Task:
+    content: ImageSpec
+    style: ImageSpec
+    variant: Variant
+    params: Params
+    output: Path  # absolute
+    relative_output: str  # relative to the manifest's output folder
+    key: str
+    weights: str  # the weight source
+    max_pixels: int
+
+    @property
+    def label(self) -> str:
+        variant = f" [{self.variant.name}]" if self.variant.name else ""
+        return f"{self.content.name} x {self.style.name}{variant}"
+
+    @property
+    def target_group(self) -> tuple[object, ...]:
+        """Tasks with equal groups share one set of style targets."""
+        p = self.params
+        return (
+            str(self.style.path),
+            self.weights,
+            p.size,
+            p.square,
+            p.style_scale,
+            p.style_layers,
+            p.pooling,
+        )
+
+
+def task_key(
+    content: Path, style: Path, params: Params, weights: str, init_image: Path | None = None
+) -> str:
+    """A hash of everything that decides an output's pixels."""
+    recipe = {
+        "algorithm": ALGORITHM_VERSION,
+        "content": file_sha256(content),
+        "style": file_sha256(style),
+        "init_image": file_sha256(init_image) if init_image else None,
+        "params": params.model_dump(mode="json", exclude={"init_image"}),
+        "weights": fingerprint(weights),
+    }
+    blob = json.dumps(recipe, sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(blob.encode()).hexdigest()[:24]
+
+
+def plan(manifest: Manifest) -> list[Task]:
+    """Every task of the manifest, ordered so that tasks sharing style targets run together."""
+    tasks = []
+    for style in manifest.styles:
+        for variant in manifest.variants:
+            for content in manifest.contents:
+                params = manifest.params_for(content, style, variant)
+                init = Path(params.init_image) if params.init_image else None
+                relative = manifest.output_name(content, style, variant)
+                tasks.append(
+                    Task(
+                        content=content,
+                        style=style,
+                        variant=variant,
+                        params=params,
+                        output=manifest.output / relative,
+                        relative_output=relative,
+                        key=task_key(content.path, style.path, params, manifest.weights, init),
+                        weights=manifest.weights,
+                        max_pixels=manifest.max_pixels,
+                    )
+                )
+    order = {group: i for i, group in enumerate(dict.fromkeys(t.target_group for t in tasks))}
+    return sorted(tasks, key=lambda t: order[t.target_group])  # stable: manifest order within
+
+
+def up_to_date(task: Task, read_metadata: Callable[[Path], dict[str, str]]) -> bool:
+    """The output exists and records this task's key."""
+    return task.output.is_file() and read_metadata(task.output).get(KEY_METADATA) == task.key
+
+
+def split(
+    tasks: Sequence[Task], up_to_date_check: Callable[[Task], bool]
+) -> tuple[list[Task], list[Task]]:
+    """(tasks to run, tasks already up to date), each in plan order."""
+    todo, done = [], []
+    for task in tasks:
+        (done if up_to_date_check(task) else todo).append(task)
+    return todo, done

@@ -1,0 +1,267 @@
+"""The results CSV of a gallery run: one row per task attempt, appended as each finishes.
+
+Every row is one physical line (newlines in the error text become spaces), written, flushed
+and fsync'd on its own, so a killed run leaves complete rows plus at most one torn line, which
+the reader skips. Shards write separate files; `merge` reduces them to one row per task.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import os
+from collections.abc import Iterable, Sequence
+from dataclasses import MISSING, dataclass, fields, replace
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Literal, get_args
+
+Status = Literal["done", "skipped", "failed", "interrupted"]
+STATUSES: tuple[str, ...] = get_args(Status)
+
+
+@dataclass(frozen=True)
+class ResultRow:
+    content: str  # content image name (stem)
+    style: str  # style name
+    variant: str  # '' when the manifest has no sweep
+    output: str  # output path relative to the output folder
+    status: Status
+    content_loss: float | None = None
+    style_loss: float | None = None
+    tv_loss: float | None = None
+    total_loss: float | None = None
+    steps: int | None = None
+    seconds: float | None = None
+    device: str = ""  # e.g. 'cpu', 'cuda:0'
+    worker: str = ""  # e.g. 'cpu#0', 'cuda:1#1' (device plus worker index)
+    key: str = ""  # the task key (hex hash)
+    error: str = ""  # one-line reason for failed/interrupted
+    finished_at: str = ""  # ISO-8601 UTC timestamp, filled by the writer if empty
+    shard: str = ""  # e.g. '1/4', '' when unsharded
+
+    def __post_init__(self) -> None:
+        if self.status not in STATUSES:
+            raise ValueError(f"status must be one of {STATUSES}, not {self.status!r}")
+        # Also how the reader rejects a line torn inside the shard, the last column.
+        index, slash, count = self.shard.partition("/")
+        if self.shard and not (slash and index.isdigit() and count.isdigit()):
+            raise ValueError(f"shard must look like '1/4', not {self.shard!r}")
+
+
+COLUMNS: tuple[str, ...] = tuple(f.name for f in fields(ResultRow))
+_REQUIRED = frozenset(
+    f.name for f in fields(ResultRow) if f.default is MISSING and f.default_factory is MISSING
+)
+_FLOATS = frozenset({"content_loss", "style_loss", "tv_loss", "total_loss", "seconds"})
+_INTS = frozenset({"steps"})
+_EPOCH = datetime.min.replace(tzinfo=UTC)
+
+
+def _now() -> str:
+    # Fixed width, so timestamps also sort correctly as plain strings.
+    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def _cells(row: ResultRow, columns: Sequence[str]) -> list[str]:
+    out: dict[str, str] = {}
+    for name in COLUMNS:
+        value = getattr(row, name)
+        if value is None:
+            text = ""
+        elif name in _FLOATS:
+            text = repr(float(value))  # float() also unwraps numpy/torch scalars
+        elif name in _INTS:
+            text = str(int(value))
+        else:
+            text = str(value)
+            if name == "error":
+                text = text.replace("\r\n", " ").replace("\r", " ").replace("\n", " ")
+            elif "\n" in text or "\r" in text:
+                # The reader splits on line ends to survive torn lines, so a row must be one line.
+                raise ValueError(f"{name} contains a line break: {text!r}")
+        out[name] = text
+    return [out.get(c, "") for c in columns]
+
+
+def _line(cells: Iterable[str]) -> bytes:
+    buf = io.StringIO()
+    csv.writer(buf, lineterminator="\n").writerow(cells)
+    return buf.getvalue().encode("utf-8")
+
+
+def _split(line: bytes) -> list[str]:
+    """The cells of one line; ValueError if it is not valid UTF-8 and CSV (e.g. torn)."""
+    text = line.removesuffix(b"\r").decode("utf-8").removeprefix("\ufeff")
+    try:
+        return next(csv.reader([text], strict=True), [])
+    except csv.Error as e:
+        raise ValueError(str(e)) from e
+
+
+def _timestamp(text: str) -> datetime:
+    if not text:
+        return _EPOCH
+    stamp = datetime.fromisoformat(text)
+    return stamp if stamp.tzinfo else stamp.replace(tzinfo=UTC)
+
+
+def _parse(header: Sequence[str], cells: Sequence[str]) -> ResultRow:
+    if len(cells) != len(header):
+        raise ValueError("wrong number of cells")
+    values: dict[str, object] = {}
+    for name, cell in zip(header, cells, strict=True):
+        if name in _FLOATS:
+            values[name] = float(cell) if cell else None
+        elif name in _INTS:
+            values[name] = int(cell) if cell else None
+        elif name in COLUMNS:
+            values[name] = cell
+    row = ResultRow(**values)  # type: ignore[arg-type]  # TypeError if a required column is missing
+    _timestamp(row.finished_at)  # a bad timestamp would break merge's ordering
+    return row
+
+
+class ResultsWriter:
+    """Appends rows to one CSV file, one row per task attempt, each flushed and fsync'd.
+
+    Writes the header only when the file is new or empty. If the file ends in a torn line from
+    a killed run, a newline is written first so the next row starts on its own line. A file with
+    another version's header keeps it: rows are written in its columns (unknown ones left empty).
+    """
+
+    def __init__(self, path: str | os.PathLike[str]) -> None:
+        self.path = Path(path)
+        self._columns: tuple[str, ...] = COLUMNS
+        self._file: io.BufferedRandom | None = None
+        f = open(self.path, "a+b")  # noqa: SIM115  # closed by close()
+        try:
+            f.seek(0)
+            first = f.readline()
+            if first and not first.endswith(b"\n"):
+                # Only a header torn while the file was created; nothing worth keeping.
+                f.truncate(0)
+                first = b""
+            if first:
+                columns = tuple(_split(first))
+                if not _REQUIRED.issubset(columns):
+                    raise ValueError(f"{self.path} is not a results file (header {columns})")
+                self._columns = columns
+                f.seek(-1, os.SEEK_END)
+                if f.read(1) != b"\n":
+                    f.write(b"\n")
+            else:
+                f.write(_line(COLUMNS))
+            f.flush()
+            os.fsync(f.fileno())
+        except BaseException:
+            f.close()
+            raise
+        self._file = f
+
+    def write(self, row: ResultRow) -> None:
+        if self._file is None:
+            raise ValueError(f"ResultsWriter for {self.path} is closed")
+        if not row.finished_at:
+            row = replace(row, finished_at=_now())
+        self._file.write(_line(_cells(row, self._columns)))
+        self._file.flush()
+        os.fsync(self._file.fileno())
+
+    def close(self) -> None:
+        if self._file is not None:
+            self._file.close()
+            self._file = None
+
+    def __enter__(self) -> ResultsWriter:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def read_rows(path: str | os.PathLike[str]) -> list[ResultRow]:
+    """All complete rows of one file, in file order; [] for a missing file.
+
+    Skips blank lines and lines that do not parse (a torn line: too few cells, a number cut
+    mid-way, ...). Columns unknown to this version are ignored; missing ones take defaults.
+    """
+    try:
+        data = Path(path).read_bytes()
+    except FileNotFoundError:
+        return []
+    lines = data.split(b"\n")
+    try:
+        header = _split(lines[0])
+    except ValueError:
+        return []
+    rows = []
+    for line in lines[1:]:
+        if not line.strip():
+            continue
+        try:
+            rows.append(_parse(header, _split(line)))
+        except (ValueError, TypeError):
+            continue
+    return rows
+
+
+def merge(paths: Iterable[str | os.PathLike[str]]) -> list[ResultRow]:
+    """One row per (content, style, variant): its last attempt, sorted by (style, content, variant).
+
+    'Last' is by finished_at, then by the order of `paths`, then by line. A last attempt that
+    was 'skipped' yields instead the latest earlier 'done' row with the same (non-empty) key
+    and output, since the skip means that result is still valid and it carries the losses.
+    """
+    attempts: dict[tuple[str, str, str], list[tuple[datetime, int, int, ResultRow]]] = {}
+    for file_index, path in enumerate(paths):
+        for line_index, row in enumerate(read_rows(path)):
+            order = (_timestamp(row.finished_at), file_index, line_index, row)
+            attempts.setdefault((row.content, row.style, row.variant), []).append(order)
+    merged = []
+    for task in attempts.values():
+        task.sort(key=lambda a: a[:3])
+        last = task[-1][3]
+        if last.status == "skipped" and last.key:
+            done = [
+                r
+                for *_, r in task
+                if r.status == "done" and r.key == last.key and r.output == last.output
+            ]
+            if done:
+                last = done[-1]
+        merged.append(last)
+    return sorted(merged, key=lambda r: (r.style, r.content, r.variant))
+
+
+def write_table(rows: Iterable[ResultRow], path: str | os.PathLike[str]) -> None:
+    """Write a complete CSV (header + rows) atomically: temp file beside it, fsync, replace."""
+    path = Path(path)
+    data = b"".join([_line(COLUMNS), *(_line(_cells(r, COLUMNS)) for r in rows)])
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.{os.urandom(4).hex()}.tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)  # mode subject to umask
+    try:
+        with open(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    if hasattr(os, "O_DIRECTORY"):
+        # Make the rename itself durable, not just the new file's contents.
+        dir_fd = os.open(path.parent, os.O_RDONLY | os.O_DIRECTORY)
+        try:
+            os.fsync(dir_fd)
+        finally:
+            os.close(dir_fd)
+
+
+def summarize(rows: Iterable[ResultRow]) -> dict[str, int]:
+    """Rows per status (every status present, zero if none) plus 'total'."""
+    counts = dict.fromkeys(STATUSES, 0)
+    for row in rows:
+        counts[row.status] += 1
+    counts["total"] = sum(counts.values())
+    return counts

