@@ -7,9 +7,26 @@ Gram matrices are averages over positions, and every loss is a mean, not a sum.
 from __future__ import annotations
 
 from collections.abc import Mapping
+from typing import Any
 
 import torch
 import torch.nn.functional as F
+
+
+class _Gram(torch.autograd.Function):
+    """F F^T x scale, with a backward of one matmul: G is symmetric, so dL/dF = (dG + dG^T) F."""
+
+    @staticmethod
+    def forward(ctx: Any, flat: torch.Tensor, scale: float) -> torch.Tensor:
+        ctx.save_for_backward(flat)
+        ctx.scale = scale
+        return torch.bmm(flat, flat.transpose(1, 2)).mul_(scale)
+
+    @staticmethod
+    def backward(ctx: Any, grad: torch.Tensor) -> tuple[torch.Tensor, None]:
+        (flat,) = ctx.saved_tensors
+        # Autograd's own F @ F^T backward takes two matmuls and an add.
+        return torch.bmm(grad + grad.transpose(1, 2), flat).mul_(ctx.scale), None
 
 
 def gram_matrix(features: torch.Tensor) -> torch.Tensor:
@@ -20,8 +37,10 @@ def gram_matrix(features: torch.Tensor) -> torch.Tensor:
     comparable (the PyTorch tutorial's normalization, which the default weights assume).
     """
     b, c, h, w = features.shape
-    flat = features.reshape(b, c, h * w).float()  # Gram in float32 even under autocast
-    return flat @ flat.transpose(1, 2) / (c * h * w)
+    flat = features.reshape(b, c, h * w)
+    if flat.dtype in (torch.float16, torch.bfloat16):
+        flat = flat.float()  # Gram in float32 even under autocast: sums over H*W overflow halves
+    return _Gram.apply(flat, 1.0 / (c * h * w))
 
 
 def content_loss(features: torch.Tensor, target: torch.Tensor) -> torch.Tensor:

@@ -93,7 +93,7 @@ def _initial_image(
 
 
 class _Objective:
-    """The loss of an image, with the targets fixed; tracks the best image seen."""
+    """The weighted loss terms of an image, with the content and style targets fixed."""
 
     def __init__(
         self, vgg: VGG19Features, content: torch.Tensor, targets: StyleTargets, params: Params
@@ -142,12 +142,13 @@ def stylize(
     x = _initial_image(content, params, init_image).requires_grad_(True)
     best = x.detach().clone()
     best_total = torch.full((), float("inf"), device=x.device)
+    best_terms = torch.zeros(3, device=x.device)
     first_bad = torch.full((), -1, dtype=torch.long, device=x.device)  # no sync per step
     history: list[torch.Tensor] = []
     initial: list[torch.Tensor] = []
 
     def evaluate() -> torch.Tensor:
-        nonlocal best, best_total, first_bad
+        nonlocal best, best_total, best_terms, first_bad
         step = len(history)
         if step >= params.steps:
             raise _Stop
@@ -162,6 +163,7 @@ def stylize(
         better = finite & (t < best_total)
         best = torch.where(better, x.detach(), best)
         best_total = torch.where(better, t, best_total)
+        best_terms = torch.where(better, terms.detach(), best_terms)
         first_bad = torch.where(~finite & (first_bad < 0), step + 1, first_bad)
         history.append(t)
         # L-BFGS reads every loss on the host anyway, so checking costs nothing there;
@@ -189,11 +191,9 @@ def stylize(
             "lower learning_rate or the loss weights",
             step=bad_step,
         )
-    with torch.no_grad():
-        final = objective.terms(best)
     result = Result(
         image=best.clamp(0, 1),
-        losses=_losses(final),
+        losses=_losses(best_terms),
         initial_losses=_losses(initial[0]),
         steps=len(history),
         seconds=seconds,
