@@ -10,7 +10,6 @@ from collections.abc import Mapping
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 
 
 class _Gram(torch.autograd.Function):
@@ -43,9 +42,19 @@ def gram_matrix(features: torch.Tensor) -> torch.Tensor:
     return _Gram.apply(flat, 1.0 / (c * h * w))
 
 
+def mean_square(x: torch.Tensor) -> torch.Tensor:
+    """mean(x^2) as a float32 scalar, accumulated in float64.
+
+    A float32 sum's rounding depends on how many threads share it; in float64 the
+    result rounds to the same float32 whatever the thread count, so one seed gives one
+    image whether a CPU is shared by one worker or several.
+    """
+    return x.double().square().mean().float()
+
+
 def content_loss(features: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     """Mean squared feature difference: (B, C, H, W) x (B, C, H, W) -> scalar."""
-    return F.mse_loss(features.float(), target.float())
+    return mean_square(features.float() - target.float())
 
 
 def style_loss(
@@ -62,7 +71,7 @@ def style_loss(
     for layer, weight in layer_weights.items():
         if weight:
             gram = gram_matrix(features[layer])  # (B, C, C)
-            total = total + weight * F.mse_loss(gram, targets[layer].float().expand_as(gram))
+            total = total + weight * mean_square(gram - targets[layer].float())
     return total
 
 
@@ -70,4 +79,4 @@ def total_variation_loss(image: torch.Tensor) -> torch.Tensor:
     """Mean squared difference of neighbouring pixels, (B, 3, H, W) -> scalar."""
     dh = image[..., 1:, :] - image[..., :-1, :]
     dw = image[..., :, 1:] - image[..., :, :-1]
-    return dh.square().mean() + dw.square().mean()
+    return mean_square(dh) + mean_square(dw)

@@ -13,7 +13,8 @@ from dataclasses import dataclass, field
 
 import torch
 
-from nst_batch.losses import content_loss, style_loss, total_variation_loss
+from nst_batch.lbfgs import LBFGSConfig, minimize
+from nst_batch.losses import content_loss, gram_matrix, style_loss, total_variation_loss
 from nst_batch.params import Params
 from nst_batch.vgg import VGG19Features
 
@@ -69,8 +70,6 @@ def _layer_weights(params: Params) -> dict[str, float]:
 @torch.no_grad()
 def style_targets(vgg: VGG19Features, style: torch.Tensor, params: Params) -> StyleTargets:
     """Gram matrices of a style image (1, 3, H, W) at the style layers: layer -> (1, C, C)."""
-    from nst_batch.losses import gram_matrix
-
     features = vgg(style, params.style_layers)
     return {layer: gram_matrix(features[layer]) for layer in params.style_layers}
 
@@ -123,6 +122,60 @@ def _losses(terms: torch.Tensor) -> Losses:
     return Losses(content=c, style=s, tv=tv, total=c + s + tv)
 
 
+class _Tracker:
+    """Evaluates the objective within the step budget and keeps the best image seen.
+
+    Bookkeeping stays on the device (torch.where, no .item()) so that Adam's loop
+    never waits for the device; L-BFGS reads every loss anyway.
+    """
+
+    def __init__(
+        self,
+        objective: _Objective,
+        start: torch.Tensor,
+        params: Params,
+        callback: ProgressCallback | None,
+        report_every: int,
+    ) -> None:
+        self.objective, self.params = objective, params
+        self.callback, self.report_every = callback, report_every
+        device = start.device
+        self.best = start.detach().clone()
+        self.best_total = torch.full((), float("inf"), device=device)
+        self.best_terms = torch.zeros(3, device=device)
+        self.first_bad = torch.full((), -1, dtype=torch.long, device=device)
+        self.history: list[torch.Tensor] = []
+        self.initial: torch.Tensor | None = None
+
+    def __call__(self, image: torch.Tensor) -> torch.Tensor:
+        """Loss of `image` (a leaf requiring grad); fills image.grad. Raises _Stop when done."""
+        step = len(self.history)
+        if step >= self.params.steps:
+            raise _Stop
+        terms = self.objective.terms(image)
+        total = terms.sum()
+        total.backward()
+        t, terms = total.detach(), terms.detach()
+        finite = torch.isfinite(t)
+        better = finite & (t < self.best_total)
+        self.best = torch.where(better, image.detach(), self.best)
+        self.best_total = torch.where(better, t, self.best_total)
+        self.best_terms = torch.where(better, terms, self.best_terms)
+        self.first_bad = torch.where(~finite & (self.first_bad < 0), step + 1, self.first_bad)
+        self.history.append(t)
+        if self.initial is None:
+            self.initial = terms
+        check = self.params.optimizer == "lbfgs" or len(self.history) % 50 == 0
+        if check and int(self.first_bad) >= 0:
+            raise _Stop
+        done = step + 1
+        if self.callback is not None and (
+            done % self.report_every == 0 or done == self.params.steps
+        ):
+            self.callback(Progress(done, self.params.steps, _losses(terms)))
+        return total
+
+
 def stylize(
     vgg: VGG19Features,
     content: torch.Tensor,
@@ -139,94 +192,60 @@ def stylize(
     no image better than the start, raises StylizeError with the step.
     """
     objective = _Objective(vgg, content, targets, params)
-    x = _initial_image(content, params, init_image).requires_grad_(True)
-    best = x.detach().clone()
-    best_total = torch.full((), float("inf"), device=x.device)
-    best_terms = torch.zeros(3, device=x.device)
-    first_bad = torch.full((), -1, dtype=torch.long, device=x.device)  # no sync per step
-    history: list[torch.Tensor] = []
-    initial: list[torch.Tensor] = []
-
-    def evaluate() -> torch.Tensor:
-        nonlocal best, best_total, best_terms, first_bad
-        step = len(history)
-        if step >= params.steps:
-            raise _Stop
-        x.grad = None
-        terms = objective.terms(x)
-        total = terms.sum()
-        total.backward()
-        assert x.grad is not None
-        x.grad = x.grad.contiguous()  # conv backward may return channels_last; L-BFGS views it flat
-        t = total.detach()
-        finite = torch.isfinite(t)
-        better = finite & (t < best_total)
-        best = torch.where(better, x.detach(), best)
-        best_total = torch.where(better, t, best_total)
-        best_terms = torch.where(better, terms.detach(), best_terms)
-        first_bad = torch.where(~finite & (first_bad < 0), step + 1, first_bad)
-        history.append(t)
-        # L-BFGS reads every loss on the host anyway, so checking costs nothing there;
-        # Adam checks every 50 steps to keep the device loop free of synchronization.
-        if (params.optimizer == "lbfgs" or len(history) % 50 == 0) and int(first_bad) >= 0:
-            raise _Stop
-        if not initial:
-            initial.append(terms.detach())
-        done = step + 1
-        if callback is not None and (done % report_every == 0 or done == params.steps):
-            callback(Progress(done, params.steps, _losses(terms.detach())))
-        return total
-
+    x = _initial_image(content, params, init_image)
+    tracker = _Tracker(objective, x, params, callback, report_every)
     start = time.perf_counter()
-    if params.optimizer == "lbfgs":
-        _run_lbfgs(x, evaluate, params)
-    else:
-        _run_adam(x, evaluate, params)
+    with contextlib.suppress(_Stop):
+        if params.optimizer == "lbfgs":
+            _run_lbfgs(x, tracker, params)
+        else:
+            _run_adam(x, tracker, params)
     seconds = time.perf_counter() - start
 
-    bad_step = int(first_bad)
+    bad_step = int(tracker.first_bad)
     if bad_step >= 0:
         raise StylizeError(
             f"diverged: the loss became non-finite at step {bad_step}; "
             "lower learning_rate or the loss weights",
             step=bad_step,
         )
+    assert tracker.initial is not None
     result = Result(
-        image=best.clamp(0, 1),
-        losses=_losses(best_terms),
-        initial_losses=_losses(initial[0]),
-        steps=len(history),
+        image=tracker.best.clamp(0, 1),
+        losses=_losses(tracker.best_terms),
+        initial_losses=_losses(tracker.initial),
+        steps=len(tracker.history),
         seconds=seconds,
-        history=torch.stack(history).tolist(),
+        history=torch.stack(tracker.history).tolist(),
     )
     if not result.losses.total < result.initial_losses.total:
         raise StylizeError(
-            f"diverged: no step lowered the loss below its start "
-            f"({result.initial_losses.total:.4g})"
-            f"in {result.steps} steps; lower learning_rate",
+            "diverged: no step lowered the loss below its start "
+            f"({result.initial_losses.total:.4g}) in {result.steps} steps; lower learning_rate",
             step=result.steps,
         )
     return result
 
 
-def _run_lbfgs(x: torch.Tensor, evaluate: Callable[[], torch.Tensor], params: Params) -> None:
-    optimizer = torch.optim.LBFGS(
-        [x],
-        lr=params.lr,
-        max_iter=params.steps,
-        max_eval=2 * params.steps,  # the closure enforces the budget exactly
-        history_size=100,
-        line_search_fn="strong_wolfe" if params.line_search == "strong_wolfe" else None,
-    )
-    with contextlib.suppress(_Stop):
-        optimizer.step(evaluate)  # returns early only when L-BFGS has converged
+def _run_lbfgs(x: torch.Tensor, tracker: _Tracker, params: Params) -> None:
+    shape = x.shape
+
+    def objective(flat: torch.Tensor) -> tuple[float, torch.Tensor]:
+        image = flat.view(shape).detach().requires_grad_(True)
+        total = tracker(image)
+        assert image.grad is not None
+        return float(total.detach()), image.grad.reshape(-1)
+
+    config = LBFGSConfig(lr=params.lr, line_search=params.line_search == "strong_wolfe")
+    minimize(objective, x.reshape(-1).clone(), config)  # returns early only on convergence
 
 
-def _run_adam(x: torch.Tensor, evaluate: Callable[[], torch.Tensor], params: Params) -> None:
+def _run_adam(x: torch.Tensor, tracker: _Tracker, params: Params) -> None:
+    x.requires_grad_(True)
     optimizer = torch.optim.Adam([x], lr=params.lr)
-    with contextlib.suppress(_Stop):
-        for _ in range(params.steps):
-            evaluate()
-            optimizer.step()
-            with torch.no_grad():
-                x.clamp_(0, 1)  # projected gradient: Adam's steps keep the pixel range valid
+    for _ in range(params.steps):
+        optimizer.zero_grad(set_to_none=True)
+        tracker(x)
+        optimizer.step()
+        with torch.no_grad():
+            x.clamp_(0, 1)  # projected gradient: Adam's steps keep the pixel range valid

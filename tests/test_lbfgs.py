@@ -1,0 +1,83 @@
+"""The L-BFGS minimizer: exact dot products, convergence, thread-count independence."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from nst_batch.lbfgs import LBFGSConfig, dot, minimize
+
+
+@pytest.fixture
+def threads():
+    before = torch.get_num_threads()
+    yield
+    torch.set_num_threads(before)
+
+
+def rosenbrock(x: torch.Tensor) -> tuple[float, torch.Tensor]:
+    x = x.detach().requires_grad_(True)
+    a, b = x[:-1], x[1:]
+    loss = (100 * (b - a**2) ** 2 + (1 - a) ** 2).sum()
+    loss.backward()
+    assert x.grad is not None
+    return float(loss.detach()), x.grad
+
+
+@pytest.mark.parametrize("n", [1, 4095, 4096, 8256, 200_001])
+def test_dot_matches_float64_reference(n: int) -> None:
+    generator = torch.Generator().manual_seed(n)
+    a, b = torch.randn(n, generator=generator), torch.randn(n, generator=generator)
+    desired = float((a.double() * b.double()).sum())
+    assert dot(a, b) == pytest.approx(desired, rel=1e-6, abs=1e-6)
+
+
+def test_dot_does_not_depend_on_thread_count(threads: None) -> None:
+    generator = torch.Generator().manual_seed(0)
+    a, b = (
+        torch.randn(3 * 512 * 512, generator=generator),
+        torch.randn(3 * 512 * 512, generator=generator),
+    )
+    results = set()
+    for count in (1, 2, 1):
+        torch.set_num_threads(count)
+        results.add(dot(a, b))
+    assert len(results) == 1
+
+
+def test_minimizes_rosenbrock_with_line_search() -> None:
+    x = torch.full((6,), -1.0, dtype=torch.float64)
+    minimize(rosenbrock, x, LBFGSConfig(tolerance_grad=1e-10, tolerance_change=1e-14))
+    assert torch.allclose(x, torch.ones(6, dtype=torch.float64), atol=1e-5)
+
+
+def test_minimizes_a_quadratic_without_line_search() -> None:
+    scales = torch.tensor([1.0, 2.0, 5.0, 10.0], dtype=torch.float64)
+    target = torch.tensor([3.0, -1.0, 0.5, 2.0], dtype=torch.float64)
+
+    def quadratic(x: torch.Tensor) -> tuple[float, torch.Tensor]:
+        diff = x - target
+        return float((scales * diff**2).sum() / 2), scales * diff
+
+    x = torch.zeros(4, dtype=torch.float64)
+    minimize(quadratic, x, LBFGSConfig(line_search=False, tolerance_grad=1e-9))
+    assert torch.allclose(x, target, atol=1e-6)
+
+
+def test_the_objective_can_stop_the_run_at_a_budget() -> None:
+    class Budget(Exception):
+        pass
+
+    calls = []
+
+    def limited(x: torch.Tensor) -> tuple[float, torch.Tensor]:
+        if len(calls) == 7:
+            raise Budget
+        calls.append(1)
+        return rosenbrock(x)
+
+    x = torch.full((4,), -1.0, dtype=torch.float64)
+    with pytest.raises(Budget):
+        minimize(limited, x, LBFGSConfig())
+    assert len(calls) == 7
+    assert rosenbrock(x)[0] < rosenbrock(torch.full((4,), -1.0, dtype=torch.float64))[0]
