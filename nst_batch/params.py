@@ -66,7 +66,7 @@ class Params(BaseModel):
     size: int = Field(512, ge=32, le=8192, description="longest side of the output, px")
     square: bool = Field(False, description="resize content to size x size, ignoring aspect")
     style_scale: PositiveFloat = Field(1.0, description="style image size relative to output")
-    steps: int = Field(300, ge=1, le=100_000, description="loss evaluations (forward+backward)")
+    steps: int = Field(300, ge=2, le=100_000, description="loss evaluations (forward+backward)")
     optimizer: Literal["lbfgs", "adam"] = "lbfgs"
     learning_rate: PositiveFloat | None = Field(
         None, description="None: 1.0 for L-BFGS, 0.02 (in 0..1 pixel units) for Adam"

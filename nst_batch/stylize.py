@@ -142,7 +142,6 @@ class _Tracker:
         device = start.device
         self.best = start.detach().clone()
         self.best_total = torch.full((), float("inf"), device=device)
-        self.best_terms = torch.zeros(3, device=device)
         self.first_bad = torch.full((), -1, dtype=torch.long, device=device)
         self.history: list[torch.Tensor] = []
         self.initial: torch.Tensor | None = None
@@ -160,7 +159,6 @@ class _Tracker:
         better = finite & (t < self.best_total)
         self.best = torch.where(better, image.detach(), self.best)
         self.best_total = torch.where(better, t, self.best_total)
-        self.best_terms = torch.where(better, terms, self.best_terms)
         self.first_bad = torch.where(~finite & (self.first_bad < 0), step + 1, self.first_bad)
         self.history.append(t)
         if self.initial is None:
@@ -210,9 +208,12 @@ def stylize(
             step=bad_step,
         )
     assert tracker.initial is not None
+    image = tracker.best.clamp(0, 1)
+    with torch.no_grad():  # L-BFGS may leave pixels out of range: report the saved image's losses
+        final = objective.terms(image)
     result = Result(
-        image=tracker.best.clamp(0, 1),
-        losses=_losses(tracker.best_terms),
+        image=image,
+        losses=_losses(final),
         initial_losses=_losses(tracker.initial),
         steps=len(tracker.history),
         seconds=seconds,

@@ -7,6 +7,7 @@ weights (no random initialization that the weights would overwrite, no classifie
 from __future__ import annotations
 
 import pickle
+import zipfile
 from collections.abc import Collection, Mapping
 from dataclasses import dataclass
 from functools import lru_cache
@@ -100,14 +101,15 @@ def _file_state(path: Path) -> StateDict:
         raise WeightsError(f"{what} does not exist; give 'original', 'torchvision' or a path")
     try:
         raw = torch.load(path, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError as exc:
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else "unreadable"
-        raise WeightsError(
-            f"{what} is not a plain tensor state dict ({first}); only tensors are loaded "
-            "(weights_only); save it with torch.save(model.features.state_dict(), path)"
-        ) from None
-    except (RuntimeError, EOFError, OSError, ValueError) as exc:
-        raise WeightsError(f"{what} is corrupt or not a torch file ({exc}); re-create it") from None
+    except pickle.UnpicklingError:
+        if zipfile.is_zipfile(path):  # a real torch.save file, holding more than tensors
+            raise WeightsError(
+                f"{what} holds Python objects, not only tensors, and was refused "
+                "(weights_only loading); save it with torch.save(model.features.state_dict(), path)"
+            ) from None
+        raise WeightsError(f"{what} is corrupt or not a torch file; re-create it") from None
+    except (RuntimeError, EOFError, OSError, ValueError):
+        raise WeightsError(f"{what} is corrupt or not a torch file; re-create it") from None
     if not isinstance(raw, Mapping):
         raise WeightsError(f"{what} holds a {type(raw).__name__}, not a state dict")
     return _from_torchvision_layout(
@@ -204,7 +206,10 @@ class VGG19Features(nn.Module):
     def forward(self, image: torch.Tensor, layers: Collection[str]) -> dict[str, torch.Tensor]:
         wanted = set(layers)
         unknown = wanted - set(self.layers.keys())
-        assert not unknown, f"layers {sorted(unknown)} are beyond {self.last}"
+        if unknown:
+            raise ValueError(
+                f"layers {sorted(unknown)} are not in this stack (it ends at {self.last})"
+            )
         x = self.normalize(image)
         out: dict[str, torch.Tensor] = {}
         for name, layer in self.layers.items():

@@ -1,0 +1,360 @@
+"""End-to-end tests of nst_batch.stylize: the real 'original' VGG19 on the sample images at 64 px.
+
+One VGG19 is built per module; each run is a few to 30 loss evaluations on a 43x64 image.
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+import torch
+from conftest import CONTENT, STYLE
+
+from nst_batch import images
+from nst_batch.losses import gram_matrix, style_loss
+from nst_batch.params import GATYS_CONTENT_LAYERS, GATYS_STYLE_LAYERS, PRESETS, Params
+from nst_batch.stylize import Losses, Progress, Result, StylizeError, style_targets, stylize
+from nst_batch.vgg import VGG19Features, build_vgg19
+
+CHELSEA = CONTENT / "chelsea.png"  # 451x300 -> 64x43
+COFFEE = CONTENT / "coffee.png"
+STARRY = STYLE / "starry_night.jpg"
+
+# Explicit weights, so that these tests do not move with the defaults.
+WEIGHTS = {"content_weight": 1.0, "style_weight": 10.0}
+
+
+def _content(path: Path, size: int) -> torch.Tensor:
+    image = images.load_image(path)
+    return images.to_tensor(images.resize(image, images.target_size(*image.size, size)))
+
+
+def _style(path: Path, content: torch.Tensor, scale: float = 1.0) -> torch.Tensor:
+    """The style image at the output's area, as the worker sizes it."""
+    image = images.load_image(path)
+    out_wh = (content.shape[-1], content.shape[-2])
+    return images.to_tensor(
+        images.resize(image, images.scaled_style_size(image.size, out_wh, scale))
+    )
+
+
+def _params(**overrides: object) -> Params:
+    return Params(**{"size": 64, **WEIGHTS, **overrides})
+
+
+@pytest.fixture(scope="module")
+def net() -> VGG19Features:
+    return build_vgg19("original", (*GATYS_CONTENT_LAYERS, *GATYS_STYLE_LAYERS))
+
+
+@pytest.fixture(scope="module")
+def content() -> torch.Tensor:
+    tensor = _content(CHELSEA, 64)
+    assert tensor.shape == (1, 3, 43, 64)
+    return tensor
+
+
+@pytest.fixture(scope="module")
+def style(content: torch.Tensor) -> torch.Tensor:
+    return _style(STARRY, content)
+
+
+@pytest.fixture(scope="module")
+def targets(net, style) -> dict[str, torch.Tensor]:
+    return style_targets(net, style, _params())
+
+
+@pytest.fixture(scope="module")
+def content_start(net, content, targets) -> Losses:
+    """The initial losses of a run from the content image (no TV)."""
+    return stylize(net, content, targets, _params(steps=3)).initial_losses
+
+
+@dataclass
+class Run:
+    params: Params
+    result: Result
+    progress: list[Progress]
+
+
+@pytest.fixture(scope="module")
+def lbfgs_run(net, content, targets) -> Run:
+    """30 L-BFGS evaluations from the content image, with a small TV term and reports."""
+    params = _params(steps=30, tv_weight=1e3)
+    progress: list[Progress] = []
+    result = stylize(net, content, targets, params, callback=progress.append, report_every=10)
+    return Run(params, result, progress)
+
+
+def _unweighted_style_distance(net, image, targets) -> float:
+    """Mean squared Gram difference to the style, summed over the five style layers."""
+    with torch.no_grad():
+        features = net(image, GATYS_STYLE_LAYERS)
+    return style_loss(features, targets, dict.fromkeys(GATYS_STYLE_LAYERS, 1.0)).item()
+
+
+# ---------------------------------------------------------------------------------------------
+# Targets
+
+
+def test_style_targets_are_the_grams_of_the_style_image(net, style, targets) -> None:
+    assert set(targets) == set(GATYS_STYLE_LAYERS)
+    channels = {"relu1_1": 64, "relu2_1": 128, "relu3_1": 256, "relu4_1": 512, "relu5_1": 512}
+    with torch.no_grad():
+        features = net(style, GATYS_STYLE_LAYERS)
+    for layer, gram in targets.items():
+        assert gram.shape == (1, channels[layer], channels[layer])
+        assert gram.dtype == torch.float32 and not gram.requires_grad
+        assert torch.allclose(gram, gram_matrix(features[layer]), rtol=1e-5, atol=1e-6)
+        assert torch.allclose(gram, gram.transpose(1, 2), rtol=1e-5, atol=1e-5)
+        assert (torch.diagonal(gram, dim1=1, dim2=2) >= 0).all()
+
+
+# ---------------------------------------------------------------------------------------------
+# One L-BFGS run
+
+
+@pytest.mark.slow
+def test_lbfgs_lowers_the_total_loss(lbfgs_run) -> None:
+    result = lbfgs_run.result
+    assert result.steps == 30
+    assert len(result.history) == 30
+    assert all(math.isfinite(v) for v in result.history)
+    assert result.initial_losses.content == 0.0  # starts at the content image
+    assert result.initial_losses.style > 0
+    assert result.losses.total < result.initial_losses.total
+    assert result.losses.total < 0.5 * result.initial_losses.total  # not a token improvement
+    assert result.history[0] == pytest.approx(result.initial_losses.total, rel=1e-5)
+    running_min = list(itertools.accumulate(result.history, min))
+    assert all(b <= a for a, b in itertools.pairwise(running_min))
+    assert running_min[-1] < running_min[0]
+    # The reported losses are the saved (clamped) image's: close to the best evaluation.
+    assert result.losses.total == pytest.approx(min(result.history), rel=0.05)
+    assert result.seconds > 0
+
+
+@pytest.mark.slow
+def test_output_is_a_valid_image_of_the_content_shape(lbfgs_run, content) -> None:
+    image = lbfgs_run.result.image
+    assert image.shape == content.shape == (1, 3, 43, 64)
+    assert image.dtype == torch.float32
+    assert not image.requires_grad
+    assert image.min() >= 0 and image.max() <= 1
+    assert torch.isfinite(image).all()
+
+
+@pytest.mark.slow
+def test_output_moves_from_the_content_toward_the_style(lbfgs_run, net, content, targets) -> None:
+    image = lbfgs_run.result.image
+    assert (image - content).abs().mean() > 0.03
+    before = _unweighted_style_distance(net, content, targets)
+    after = _unweighted_style_distance(net, image, targets)
+    assert after < 0.5 * before
+    # Still the same picture: much closer to the content than to an unrelated photo.
+    other = torch.nn.functional.interpolate(_content(COFFEE, 64), size=content.shape[-2:])
+    assert (image - content).abs().mean() < (other - content).abs().mean()
+
+
+@pytest.mark.slow
+def test_progress_reports(lbfgs_run) -> None:
+    result, progress = lbfgs_run.result, lbfgs_run.progress
+    assert [p.step for p in progress] == [10, 20, 30]
+    assert all(p.steps == 30 for p in progress)
+    for p in progress:
+        losses = p.losses
+        assert all(math.isfinite(v) for v in (losses.content, losses.style, losses.tv))
+        assert losses.total == pytest.approx(losses.content + losses.style + losses.tv, rel=1e-12)
+        assert losses.content > 0 and losses.style > 0 and losses.tv > 0
+        # The report at step n is the loss of evaluation n.
+        assert losses.total == pytest.approx(result.history[p.step - 1], rel=1e-5)
+    totals = [p.losses.total for p in progress]
+    assert totals[-1] < totals[0]
+
+
+@pytest.mark.slow
+def test_losses_add_up(lbfgs_run) -> None:
+    for losses in (lbfgs_run.result.losses, lbfgs_run.result.initial_losses):
+        assert isinstance(losses, Losses)
+        assert losses.total == pytest.approx(losses.content + losses.style + losses.tv, rel=1e-12)
+    assert lbfgs_run.result.losses.tv > 0
+
+
+@pytest.mark.slow
+def test_reported_losses_are_those_of_the_returned_image(lbfgs_run, net, content, targets) -> None:
+    from nst_batch.losses import content_loss, total_variation_loss
+
+    result, p = lbfgs_run.result, lbfgs_run.params
+    image = result.image
+    with torch.no_grad():
+        features = net(image, GATYS_STYLE_LAYERS + GATYS_CONTENT_LAYERS)
+        content_target = net(content, GATYS_CONTENT_LAYERS)["relu4_2"]
+        c = p.content_weight * content_loss(features["relu4_2"], content_target).item()
+        s = p.style_weight * style_loss(features, targets, dict.fromkeys(GATYS_STYLE_LAYERS, 1.0))
+        tv = p.tv_weight * total_variation_loss(image).item()
+    assert c + s.item() + tv == pytest.approx(result.losses.total, rel=1e-3)
+
+
+# ---------------------------------------------------------------------------------------------
+# Other optimizers and starting images
+
+
+def test_adam_lowers_the_loss_and_reports_the_last_step(net, content, targets) -> None:
+    progress: list[Progress] = []
+    params = _params(steps=6, optimizer="adam")
+    result = stylize(net, content, targets, params, callback=progress.append, report_every=4)
+    assert result.steps == len(result.history) == 6
+    assert result.losses.total < result.initial_losses.total
+    assert result.image.min() >= 0 and result.image.max() <= 1
+    assert [p.step for p in progress] == [4, 6]  # and the final step, off the grid
+    assert progress[-1].losses.total == pytest.approx(result.history[-1], rel=1e-5)
+
+
+def test_noise_is_reproducible_from_the_seed(net, content, targets, content_start) -> None:
+    def run(seed: int) -> Result:
+        return stylize(net, content, targets, _params(steps=3, init="noise", seed=seed))
+
+    first, again, other = run(7), run(7), run(8)
+    assert torch.equal(first.image, again.image)
+    assert first.history == again.history
+    assert not torch.equal(first.image, other.image)
+    assert (first.image - other.image).abs().mean() > 0.1  # independent noise
+    # Noise is far from both the content and the style: it starts above the content image.
+    assert first.initial_losses.content > 0 == content_start.content
+    assert first.initial_losses.total > content_start.total
+    assert other.initial_losses.total > content_start.total
+
+
+def test_init_style_starts_close_to_the_style(net, content, style, targets, content_start):
+    assert style.shape[-2:] != content.shape[-2:]  # resized to the content inside
+    result = stylize(net, content, targets, _params(steps=3, init="style"), init_image=style)
+    start = content_start
+    assert result.image.shape == content.shape
+    assert result.initial_losses.style < 0.3 * start.style
+    assert result.initial_losses.content > 0
+    assert result.losses.total < result.initial_losses.total
+
+
+def test_init_style_needs_the_tensor(net, content, targets) -> None:
+    with pytest.raises(ValueError, match="init: style needs the init_image tensor"):
+        stylize(net, content, targets, _params(steps=2, init="style"))
+
+
+def test_init_image_of_another_size(net, content, targets, content_start) -> None:
+    other = _content(COFFEE, 96)
+    assert other.shape[-2:] != content.shape[-2:]
+    params = _params(steps=3, init="image", init_image=str(COFFEE))
+    result = stylize(net, content, targets, params, init_image=other)
+    start = content_start
+    assert result.image.shape == content.shape
+    assert result.image.min() >= 0 and result.image.max() <= 1
+    assert result.initial_losses.content > 0 == start.content
+    assert result.initial_losses.total != start.total
+    assert result.losses.total < result.initial_losses.total
+
+
+# ---------------------------------------------------------------------------------------------
+# Failures are caught and reported
+
+
+@pytest.mark.parametrize(
+    "settings",
+    [
+        {"optimizer": "adam", "learning_rate": 1e9, "steps": 3},
+        {"optimizer": "lbfgs", "line_search": "none", "learning_rate": 1e6, "steps": 10},
+    ],
+    ids=["adam-lr1e9", "lbfgs-no-line-search-lr1e6"],
+)
+def test_forced_divergence_raises(net, content, targets, settings) -> None:
+    params = _params(**settings)
+    with pytest.raises(StylizeError) as info:
+        stylize(net, content, targets, params)
+    error = info.value
+    assert "diverged" in str(error)
+    assert isinstance(error.step, int)
+    assert 1 <= error.step <= params.steps
+    assert f"{error.step}" in str(error)
+    assert "learning_rate" in str(error)
+
+
+def test_adam_that_never_improves_names_the_start_and_steps(net, content, targets) -> None:
+    with pytest.raises(StylizeError, match=r"no step lowered the loss below its start") as info:
+        stylize(net, content, targets, _params(optimizer="adam", learning_rate=1e9, steps=2))
+    assert info.value.step == 2
+    assert re.search(r"start \(\d\.\d+e\+\d+\) in 2 steps; lower learning_rate", str(info.value))
+
+
+@pytest.mark.parametrize("optimizer", ["lbfgs", "adam"])
+def test_nan_in_the_content_is_caught_at_the_first_step(net, content, targets, optimizer) -> None:
+    poisoned = content.clone()
+    poisoned[0, 1, 20, 30] = float("nan")
+    with pytest.raises(StylizeError, match=r"non-finite at step 1\b") as info:
+        stylize(net, poisoned, targets, _params(steps=3, optimizer=optimizer))
+    assert "diverged" in str(info.value)
+    assert info.value.step == 1
+
+
+def test_infinite_style_target_is_caught(net, content, targets) -> None:
+    bad = dict(targets)
+    bad["relu3_1"] = targets["relu3_1"].clone()
+    bad["relu3_1"][0, 0, 0] = float("inf")
+    with pytest.raises(StylizeError, match="non-finite at step 1") as info:
+        stylize(net, content, bad, _params(steps=3))
+    assert info.value.step == 1
+    # A zero weight on that layer leaves it out: the same targets then work.
+    weights = tuple(0.0 if name == "relu3_1" else 1.0 for name in GATYS_STYLE_LAYERS)
+    result = stylize(net, content, bad, _params(steps=3, style_layer_weights=weights))
+    assert math.isfinite(result.losses.total)
+
+
+# ---------------------------------------------------------------------------------------------
+# Presets and scale
+
+
+def test_pytorch_tutorial_preset() -> None:
+    params = Params(**PRESETS["pytorch-tutorial"])
+    assert params.content_layers == ("conv2_2",)
+    assert params.style_layers == ("conv1_1", "conv1_2", "conv2_1", "conv2_2", "conv3_1")
+    assert params.style_weight == 1e6
+    assert params.content_weight == 1.0
+    assert (params.size, params.square, params.steps) == (512, True, 300)
+    assert params.layer_weights == (1.0,) * 5
+
+
+def test_pytorch_tutorial_layers_run_on_conv_outputs(content) -> None:
+    preset = Params(**PRESETS["pytorch-tutorial"])
+    params = preset.model_copy(update={"size": 64, "steps": 4, "style_weight": 1.0})
+    model = build_vgg19("original", (*params.content_layers, *params.style_layers))
+    assert model.last == "conv3_1"
+    style = _style(STARRY, content)
+    targets = style_targets(model, style, params)
+    assert set(targets) == set(params.style_layers)
+    # Pre-activation Grams: conv outputs are not clobbered by an in-place ReLU.
+    with torch.no_grad():
+        conv = model(style, ["conv1_1"])["conv1_1"]
+    assert conv.min() < 0
+    assert torch.allclose(targets["conv1_1"], gram_matrix(conv), rtol=1e-5, atol=1e-5)
+    result = stylize(model, content, targets, params)
+    assert result.losses.total < result.initial_losses.total
+
+
+def test_losses_are_of_the_same_order_at_64_and_128_px(net, content, targets, content_start):
+    # Grams are averages and losses are means: doubling the size must not scale the loss
+    # by the 4x (pixels) or 16x (squared sums) an unnormalized loss would. The initial style
+    # loss of a run from the content image, recomputed here, at 64 and at 128 px:
+    def initial_style_loss(image: torch.Tensor, grams: dict[str, torch.Tensor]) -> float:
+        return WEIGHTS["style_weight"] * _unweighted_style_distance(net, image, grams)
+
+    at_64 = initial_style_loss(content, targets)
+    assert at_64 == pytest.approx(content_start.style, rel=1e-4)  # what stylize reports
+    content_128 = _content(CHELSEA, 128)
+    assert content_128.shape == (1, 3, 85, 128)
+    style_128 = _style(STARRY, content_128)
+    params_128 = _params(size=128)
+    at_128 = initial_style_loss(content_128, style_targets(net, style_128, params_128))
+    assert 0.1 < at_128 / at_64 < 10
+    assert at_128 != at_64
