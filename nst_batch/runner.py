@@ -6,15 +6,22 @@ for one device, spawned processes for several) stylize and write output images.
 
 from __future__ import annotations
 
+import contextlib
+import os
+import queue
+import signal
 import time
+from collections import deque
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Any, Protocol
+
+import torch.multiprocessing as mp
 
 from nst_batch.plan import Task
 from nst_batch.results import ResultRow, ResultsWriter
 from nst_batch.stylize import Progress
-from nst_batch.worker import FatalWorkerError, TaskOutcome, Worker
+from nst_batch.worker import FatalWorkerError, TaskOutcome, Worker, worker_main
 
 
 class Events(Protocol):
@@ -69,6 +76,26 @@ def make_row(task: Task, outcome: TaskOutcome, device: str, worker: str, shard: 
     )
 
 
+def interrupted_row(
+    task: Task, device: str, worker: str, shard: str, reason: BaseException
+) -> ResultRow:
+    why = "interrupted (Ctrl-C)" if isinstance(reason, KeyboardInterrupt) else "interrupted"
+    if isinstance(reason, SystemExit) and reason.code:
+        why = f"interrupted (exit {reason.code})"
+    return ResultRow(
+        content=task.content.name,
+        style=task.style.name,
+        variant=task.variant.name,
+        output=task.relative_output,
+        status="interrupted",
+        device=device,
+        worker=worker,
+        key=task.key,
+        error=why,
+        shard=shard,
+    )
+
+
 def skipped_row(task: Task, shard: str) -> ResultRow:
     return ResultRow(
         content=task.content.name,
@@ -89,10 +116,29 @@ def run_tasks(
     report_every: int = 10,
     shard: str = "",
 ) -> RunStats:
-    """Run every task, one row per attempt in `writer`; a failing task never stops the rest."""
-    stats = RunStats()
+    """Run every task, one row per attempt in `writer`; a failing task never stops the rest.
+
+    One device: in this process. Several (or one device with several workers): one
+    spawned process per entry of `devices`.
+    """
     start = time.perf_counter()
-    device = devices[0]
+    if len(devices) == 1:
+        stats = _run_here(tasks, devices[0], writer, events, report_every, shard)
+    else:
+        stats = _Pool(tasks, devices, writer, events, report_every, shard).run()
+    stats.seconds = time.perf_counter() - start
+    return stats
+
+
+def _run_here(
+    tasks: Sequence[Task],
+    device: str,
+    writer: ResultsWriter,
+    events: Events,
+    report_every: int,
+    shard: str,
+) -> RunStats:
+    stats = RunStats()
     worker = Worker(device, f"{device}#0")
     for task in tasks:
         events.task_started(task, worker.name)
@@ -103,14 +149,200 @@ def run_tasks(
         except FatalWorkerError as exc:
             stats.fatal = str(exc)
             break
+        except BaseException as exc:  # Ctrl-C or a termination signal: record, then stop
+            writer.write(interrupted_row(task, device, worker.name, shard, exc))
+            raise
         row = make_row(task, outcome, device, worker.name, shard)
         writer.write(row)
         _count(stats, outcome)
         events.task_finished(task, row)
     stats.target_computations = worker.target_computations
     stats.model_builds = worker.model_builds
-    stats.seconds = time.perf_counter() - start
     return stats
+
+
+def cpu_threads_per_worker(devices: Sequence[str]) -> int:
+    """Each CPU worker's torch thread count, so that CPU workers never oversubscribe the cores."""
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    cpu_workers = sum(1 for d in devices if d == "cpu") or 1
+    return max(1, (cores or 1) // cpu_workers)
+
+
+class _Scheduler:
+    """Hands out task indices so that a worker keeps to one style's tasks (one target set)."""
+
+    def __init__(self, tasks: Sequence[Task]) -> None:
+        self.groups: dict[tuple[object, ...], deque[int]] = {}
+        for index, task in enumerate(tasks):
+            self.groups.setdefault(task.target_group, deque()).append(index)
+        self.claimed: set[tuple[object, ...]] = set()
+
+    def next(self, current: tuple[object, ...] | None) -> int | None:
+        if current is not None and self.groups.get(current):
+            return self.groups[current].popleft()
+        fresh = [g for g, q in self.groups.items() if q and g not in self.claimed]
+        if fresh:  # a style nobody has started: its targets are computed once
+            self.claimed.add(fresh[0])
+            return self.groups[fresh[0]].popleft()
+        busiest = max(self.groups.values(), key=len, default=None)
+        return busiest.pop() if busiest else None  # help with the largest remaining style
+
+
+@dataclass
+class _Slot:
+    device: str
+    name: str
+    process: Any = None
+    inbox: Any = None
+    index: int | None = None  # the task in flight
+    group: tuple[object, ...] | None = None
+    counters: tuple[int, int] = (0, 0)  # target computations, model builds (cumulative)
+    retired: tuple[int, int] = (0, 0)  # counters of this slot's earlier, dead processes
+
+
+class _Pool:
+    """One spawned worker process per device entry; the parent writes rows and events."""
+
+    POLL_SECONDS = 0.5
+    JOIN_SECONDS = 5.0
+
+    def __init__(
+        self,
+        tasks: Sequence[Task],
+        devices: Sequence[str],
+        writer: ResultsWriter,
+        events: Events,
+        report_every: int,
+        shard: str,
+    ) -> None:
+        self.tasks, self.writer, self.events = tasks, writer, events
+        self.report_every, self.shard = report_every, shard
+        self.context = mp.get_context("spawn")  # CUDA cannot be initialized again after fork
+        self.outbox = self.context.Queue()
+        self.threads = cpu_threads_per_worker(devices)
+        self.slots = [_Slot(d, f"{d}#{i}") for i, d in enumerate(devices)]
+        self.scheduler = _Scheduler(tasks)
+        self.stats = RunStats()
+        self.restarts_left = 2 * len(devices)
+
+    def run(self) -> RunStats:
+        try:
+            for slot in self.slots:
+                self._start(slot)
+                self._assign(slot)
+            while any(slot.index is not None for slot in self.slots) and not self.stats.fatal:
+                try:
+                    message = self.outbox.get(timeout=self.POLL_SECONDS)
+                except queue.Empty:
+                    self._check_processes()
+                    continue
+                self._handle(message)
+        except BaseException as exc:  # Ctrl-C or a termination signal: record, then stop
+            for slot in self.slots:
+                if slot.index is not None:
+                    task = self.tasks[slot.index]
+                    self.writer.write(
+                        interrupted_row(task, slot.device, slot.name, self.shard, exc)
+                    )
+            raise
+        finally:
+            self._stop()
+        for slot in self.slots:
+            self.stats.target_computations += slot.retired[0] + slot.counters[0]
+            self.stats.model_builds += slot.retired[1] + slot.counters[1]
+        return self.stats
+
+    def _start(self, slot: _Slot) -> None:
+        slot.inbox = self.context.Queue()
+        threads = self.threads if slot.device == "cpu" else 1
+        slot.process = self.context.Process(
+            target=worker_main,
+            args=(slot.device, slot.name, threads, slot.inbox, self.outbox, self.report_every),
+            name=f"nst-batch {slot.name}",
+            daemon=True,
+        )
+        slot.process.start()
+
+    def _assign(self, slot: _Slot) -> None:
+        index = self.scheduler.next(slot.group)
+        slot.index = index
+        if index is None:
+            slot.inbox.put(None)
+            return
+        task = self.tasks[index]
+        slot.group = task.target_group
+        slot.inbox.put((index, task))
+        self.events.task_started(task, slot.name)
+
+    def _slot(self, name: str) -> _Slot:
+        return next(slot for slot in self.slots if slot.name == name)
+
+    def _handle(self, message: tuple[Any, ...]) -> None:
+        kind, name, index = message[:3]
+        slot = self._slot(name)
+        if kind == "step":
+            self.events.step(self.tasks[index], message[3])
+        elif kind == "done":
+            outcome, targets, builds = message[3:]
+            slot.counters = (targets, builds)
+            self._finish(slot, outcome)
+            self._assign(slot)
+        elif kind == "fatal":
+            self.stats.fatal = message[3]
+
+    def _finish(self, slot: _Slot, outcome: TaskOutcome) -> None:
+        assert slot.index is not None
+        task = self.tasks[slot.index]
+        row = make_row(task, outcome, slot.device, slot.name, self.shard)
+        self.writer.write(row)
+        _count(self.stats, outcome)
+        self.events.task_finished(task, row)
+        slot.index = None
+
+    def _check_processes(self) -> None:
+        """A worker that died (killed, segfault, OOM killer) fails its task, not the run."""
+        for slot in self.slots:
+            if slot.index is None or slot.process.is_alive():
+                continue
+            try:  # it may have reported just before dying
+                while True:
+                    self._handle(self.outbox.get_nowait())
+            except queue.Empty:
+                pass
+            if slot.index is None:
+                continue
+            code = slot.process.exitcode
+            how = (
+                f"signal {signal.Signals(-code).name}" if code and code < 0 else f"exit code {code}"
+            )
+            self._finish(
+                slot,
+                TaskOutcome(
+                    "failed", error=f"worker process {slot.name} died ({how}) during this task"
+                ),
+            )
+            slot.retired = (slot.retired[0] + slot.counters[0], slot.retired[1] + slot.counters[1])
+            slot.counters, slot.group = (0, 0), None
+            if self.restarts_left > 0:
+                self.restarts_left -= 1
+                self._start(slot)
+                self._assign(slot)
+
+    def _stop(self) -> None:
+        for slot in self.slots:
+            if slot.process is not None and slot.process.is_alive():
+                with contextlib.suppress(Exception):
+                    slot.inbox.put(None)
+        deadline = time.monotonic() + self.JOIN_SECONDS
+        for slot in self.slots:
+            if slot.process is None:
+                continue
+            if slot.index is not None:  # still busy (Ctrl-C, fatal error): do not wait
+                slot.process.terminate()
+            slot.process.join(max(0.1, deadline - time.monotonic()))
+            if slot.process.is_alive():
+                slot.process.kill()
+                slot.process.join()
 
 
 def _count(stats: RunStats, outcome: TaskOutcome) -> None:

@@ -8,12 +8,13 @@ every outcome, good or bad, comes back as a `TaskOutcome`.
 from __future__ import annotations
 
 import json
+import signal
 import time
 import traceback
 from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Any, Literal
 
 import torch
 
@@ -158,3 +159,28 @@ class Worker:
             optimize_seconds=result.seconds,
             history=result.history,
         )
+
+
+def worker_main(
+    device: str, name: str, threads: int, inbox: Any, outbox: Any, report_every: int
+) -> None:
+    """A spawned worker process: run tasks from `inbox` until None, report to `outbox`.
+
+    Messages out: ("step", name, index, Progress), ("done", name, index, TaskOutcome,
+    target_computations, model_builds), ("fatal", name, index, message).
+    """
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent decides how to stop on Ctrl-C
+    torch.set_num_threads(threads)
+    worker = Worker(device, name)
+    while (item := inbox.get()) is not None:
+        index, task = item
+
+        def report(progress: Progress, index: int = index) -> None:
+            outbox.put(("step", name, index, progress))
+
+        try:
+            outcome = worker.run(task, report, report_every)
+        except FatalWorkerError as exc:
+            outbox.put(("fatal", name, index, str(exc)))
+            return
+        outbox.put(("done", name, index, outcome, worker.target_computations, worker.model_builds))
