@@ -102,7 +102,11 @@ def main() -> None:
 @click.option("-q", "--quiet", count=True, help="Only errors and the summary.")
 @click.option("-v", "--verbose", count=True, help="Print each task's losses as it runs.")
 @click.option(
-    "--print-every", default=50, show_default=True, help="With -v, print losses every N steps."
+    "--print-every",
+    default=50,
+    show_default=True,
+    type=click.IntRange(min=1),
+    help="With -v, print losses every N steps.",
 )
 def run_command(
     manifest: str,
@@ -167,21 +171,35 @@ def _run(
 @click.argument("manifest", type=click.Path(dir_okay=False))
 @click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE", help="As for run.")
 def report_command(manifest: str, overrides: tuple[str, ...]) -> None:
-    """Merge the results on disk into <output>/results.csv and summarize them."""
+    """Merge the results on disk into <output>/results.csv and summarize them.
+
+    A task counts as done only when its latest result was made with the settings the
+    manifest has now (same task key); older results are listed as outdated.
+    """
     loaded = _load(manifest, overrides, None)
     tasks = _plan(loaded)
     files = sorted(loaded.output.glob("results*.csv"))
-    rows = merge(files)
-    planned = {(t.content.name, t.style.name, t.variant.name) for t in tasks}
-    current = [r for r in rows if (r.content, r.style, r.variant) in planned]
+    latest = {(r.content, r.style, r.variant): r for r in merge(files)}
+    current, outdated, missing = [], [], []
+    for task in tasks:
+        row = latest.get((task.content.name, task.style.name, task.variant.name))
+        if row is None:
+            missing.append(task)
+        else:
+            current.append(row)
+            if row.key != task.key:
+                outdated.append(task)
+    counts = summarize(r for r in current if r.key in {t.key for t in tasks})
+    results = loaded.output / RESULTS_FILE
     if files:  # shard files stay as they are: each is its shard's own attempt log
-        write_table(current, loaded.output / RESULTS_FILE)
-    counts = summarize(current)
-    missing = sorted(planned - {(r.content, r.style, r.variant) for r in current})
+        write_table(current, results)
     click.echo(
-        f"{len(tasks)} tasks planned: {counts['done']} done, {counts['skipped']} skipped, "
-        f"{counts['failed']} failed, {len(missing)} not yet run"
+        f"{len(tasks)} tasks planned: {counts['done'] + counts['skipped']} done, "
+        f"{counts['failed']} failed, {counts['interrupted']} interrupted, "
+        f"{len(outdated)} outdated, {len(missing)} not yet run"
     )
-    for content, style, variant in missing:
-        click.echo(f"  not yet run: {content} x {style}" + (f" [{variant}]" if variant else ""))
-    click.echo(f"results: {loaded.output / RESULTS_FILE}")
+    for task in missing:
+        click.echo(f"  not yet run: {task.label}")
+    for task in outdated:
+        click.echo(f"  outdated:    {task.label}")
+    click.echo(f"results: {results}" if files else f"no results yet in {loaded.output}")

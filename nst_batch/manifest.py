@@ -166,44 +166,64 @@ def parse_devices(value: str | Sequence[str], where: str) -> tuple[str, ...]:
     return devices
 
 
+STRING_KEYS = frozenset({"output", "name", "weights", "format", "preset", "path", "init_image"})
+LIST_KEYS = frozenset({"content", "style"})
+MAPPING_KEYS = frozenset({"params", "sweep"})
+
+
 def _apply_override(data: dict[str, Any], item: str, path: Path) -> None:
     key, eq, raw = item.partition("=")
-    if not eq or not key.strip():
-        raise ManifestError(f"--set {item!r}: expected KEY=VALUE, e.g. params.style_weight=20")
-    try:
-        value = yaml.safe_load(raw)
-    except yaml.YAMLError:
-        value = raw
-    node: Any = data
     parts = key.strip().split(".")
+    if not eq or not all(parts):
+        raise ManifestError(f"--set {item!r}: expected KEY=VALUE, e.g. params.style_weight=20")
+    value: Any = raw
+    if parts[-1] not in STRING_KEYS:  # numbers, lists, booleans; text keys stay as typed
+        try:
+            value = yaml.safe_load(raw)
+        except yaml.YAMLError:
+            value = raw
+    node: Any = data
     for i, part in enumerate(parts):
         last = i == len(parts) - 1
-        if isinstance(node, list):
+        where = ".".join(parts[:i]) or "the manifest"
+        if isinstance(node, dict):
+            if last:
+                node[part] = value
+                return
+            child = node.get(part)
+            if child is None and part in MAPPING_KEYS:
+                child = node[part] = {}
+            elif isinstance(child, str) and part in LIST_KEYS:
+                child = node[part] = [child]  # a single path: make it a list to index
+            if not isinstance(child, dict | list):
+                raise ManifestError(
+                    f"--set {key}: {'.'.join(parts[: i + 1])} is "
+                    f"{'not in ' + str(path) if child is None else 'a value, not a mapping'}; "
+                    "set an existing mapping's key, e.g. params.style_weight"
+                )
+            node = child
+        elif isinstance(node, list):
             if not part.isdigit() or int(part) >= len(node):
                 raise ManifestError(
-                    f"--set {key}: {'.'.join(parts[:i]) or 'the manifest'} is a list of "
-                    f"{len(node)}; use an index from 0 to {len(node) - 1}"
+                    f"--set {key}: {where} is a list of {len(node)}; "
+                    f"use an index from 0 to {len(node) - 1}"
                 )
             if last:
                 node[int(part)] = value
-            elif isinstance(node[int(part)], str):  # a bare path: turn it into an entry
+                return
+            if isinstance(node[int(part)], str):  # a bare path: turn it into an entry
                 node[int(part)] = {"path": node[int(part)]}
             node = node[int(part)]
-        elif isinstance(node, dict):
-            if last:
-                node[part] = value
-            else:
-                node = node.setdefault(part, {})
-        else:
-            raise ManifestError(
-                f"--set {key}: {'.'.join(parts[:i])} in {path} is a value, not a mapping"
-            )
 
 
 def _explain(path: Path, exc: ValidationError, model: type[BaseModel], prefix: str = "") -> str:
     """One line per problem: file: key: what is wrong (did you mean ...?)."""
     lines = []
-    for error in exc.errors():
+    errors = exc.errors()
+    entry_errors = {tuple(e["loc"][:2]) for e in errors if "_Entry" in map(str, e["loc"])}
+    for error in errors:
+        if error["loc"][-1:] == ("str",) and tuple(error["loc"][:2]) in entry_errors:
+            continue  # an entry object with a problem, not a bare path: say only that
         loc = [str(p) for p in error["loc"] if not str(p).startswith(("str", "_Entry"))]
         key = prefix + ".".join(loc) if loc else prefix.rstrip(".") or "(top level)"
         if error["type"] == "extra_forbidden":
@@ -318,7 +338,15 @@ def _match(root: Path, pattern: str, where: str) -> list[Path]:
             )
         return files
     if full.is_dir():
-        files = sorted(f.resolve() for f in full.iterdir() if f.suffix.lower() in IMAGE_SUFFIXES)
+        try:
+            entries = list(full.iterdir())
+        except OSError as exc:
+            raise ManifestError(
+                f"{where}: cannot list the folder {full} ({exc.strerror})"
+            ) from None
+        files = sorted(
+            f.resolve() for f in entries if f.suffix.lower() in IMAGE_SUFFIXES and f.is_file()
+        )
         if not files:
             raise ManifestError(
                 f"{where}: the folder {full} holds no image ({', '.join(sorted(IMAGE_SUFFIXES))})"
@@ -376,7 +404,7 @@ def _variants(path: Path, sweep: Mapping[str, list[Any]]) -> tuple[Variant, ...]
 
 def _slug(value: Any) -> str:
     text = f"{value:g}" if isinstance(value, float) else str(value)
-    return re.sub(r"[^A-Za-z0-9.+-]+", "-", text).strip("-") or "x"
+    return re.sub(r"[^A-Za-z0-9.+-]+", "_", text).strip("_") or "x"
 
 
 def _check_combinations(manifest: Manifest) -> None:

@@ -46,7 +46,9 @@ def canonical_layer(name: str) -> str:
         return FLAT_ALIASES[name]
     import difflib
 
-    close = difflib.get_close_matches(name, [*LAYER_NAMES, *FLAT_ALIASES], n=1)
+    close = difflib.get_close_matches(name, LAYER_NAMES, n=1) or difflib.get_close_matches(
+        name, FLAT_ALIASES, n=1
+    )
     hint = f" (did you mean '{close[0]}'?)" if close else ""
     raise ValueError(
         f"unknown VGG19 layer '{name}'{hint}; use names like relu4_2, conv1_1, pool3 "
@@ -99,10 +101,16 @@ class Params(BaseModel):
             raise ValueError("needs at least one layer")
         return tuple(canonical_layer(name) for name in value)
 
-    @field_validator("content_weight", "style_weight", "tv_weight", "style_scale", "learning_rate")
+    @field_validator(
+        "content_weight", "style_weight", "tv_weight", "style_scale", "learning_rate", mode="before"
+    )
     @classmethod
-    def _finite(cls, value: float | None) -> float | None:
-        if value is not None and not math.isfinite(value):
+    def _finite(cls, value: object) -> object:
+        try:
+            number = float(value)  # type: ignore[arg-type]
+        except (TypeError, ValueError):
+            return value  # not a number: the type check says so
+        if not math.isfinite(number):
             raise ValueError("must be a finite number")
         return value
 

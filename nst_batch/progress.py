@@ -72,7 +72,8 @@ class ConsoleEvents:
 
     def step(self, task: Task, progress: Progress) -> None:
         losses = progress.losses
-        if self.verbosity > 0 and progress.step % self.print_every == 0:
+        last = progress.step == progress.steps
+        if self.verbosity > 0 and (progress.step % self.print_every == 0 or last):
             self._line(
                 f"{task.label} step {progress.step}/{progress.steps}: "
                 f"content {losses.content:.4g} style {losses.style:.4g} "

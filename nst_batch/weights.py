@@ -42,7 +42,7 @@ def original_weights_file() -> Path:
 
 
 @lru_cache(maxsize=8)
-def _file_sha256(path: Path, mtime_ns: int, size: int) -> str:
+def _file_sha256(path: Path, mtime_ns: int, ctime_ns: int, inode: int, size: int) -> str:
     digest = hashlib.sha256()
     with path.open("rb") as f:
         while chunk := f.read(1 << 20):
@@ -51,9 +51,11 @@ def _file_sha256(path: Path, mtime_ns: int, size: int) -> str:
 
 
 def file_sha256(path: Path) -> str:
-    """sha256 of a file's bytes, cached per (path, mtime, size) within the process."""
+    """sha256 of a file's bytes, cached within the process while the file's stat is unchanged."""
     stat = path.stat()
-    return _file_sha256(path.resolve(), stat.st_mtime_ns, stat.st_size)
+    return _file_sha256(
+        path.resolve(), stat.st_mtime_ns, stat.st_ctime_ns, stat.st_ino, stat.st_size
+    )
 
 
 def fingerprint(source: str) -> str:

@@ -1,0 +1,619 @@
+"""Tests of the `nst-batch` command: real galleries end to end, reruns, errors and exit codes.
+
+One 2x2 gallery (64 px, 8 steps) is run once per module, by the installed `nst-batch`
+executable in a subprocess; tests that change it work on a copy (shutil.copy2 keeps the
+mtimes, and the outputs carry their task keys), tests that only read it share it.
+"""
+
+from __future__ import annotations
+
+import io
+import math
+import re
+import shutil
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from click.testing import CliRunner, Result
+from conftest import CONTENT, STYLE
+from PIL import Image
+
+from nst_batch import __version__
+from nst_batch.cli import main
+from nst_batch.images import read_metadata
+from nst_batch.plan import KEY_METADATA
+from nst_batch.results import read_rows
+
+NST_BATCH = Path(sys.executable).parent / "nst-batch"
+OUTPUTS = (
+    "chelsea__starry_night.jpg",
+    "coffee__starry_night.jpg",
+    "chelsea__the_scream.jpg",
+    "coffee__the_scream.jpg",
+)
+STARRY = OUTPUTS[:2]  # style 0
+SCREAM = OUTPUTS[2:]  # style 1
+SUMMARY = re.compile(
+    r"^(\d+) tasks: (\d+) done, (\d+) skipped, (\d+) failed in \S+ "
+    r"\((\d+) style target computations\)$",
+    re.MULTILINE,
+)
+
+
+def _write(folder: Path, name: str = "gallery.yaml", **fields: Any) -> Path:
+    """The conftest gallery (2x2, 64 px, 8 steps, output 'out'), for any folder and scope."""
+    doc: dict[str, Any] = {
+        "output": "out",
+        "content": [str(CONTENT / "chelsea.png"), str(CONTENT / "coffee.png")],
+        "style": [str(STYLE / "starry_night.jpg"), str(STYLE / "the_scream.jpg")],
+        "params": {"size": 64, "steps": 8},
+    }
+    doc.update(fields)
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / name
+    path.write_text(yaml.safe_dump(doc, sort_keys=False))
+    return path
+
+
+def _invoke(*args: object) -> Result:
+    return CliRunner().invoke(main, [str(a) for a in args])
+
+
+def _summary(text: str) -> tuple[int, ...]:
+    """(tasks, done, skipped, failed, target computations) from the run summary."""
+    found = SUMMARY.findall(text)
+    assert len(found) == 1, text
+    return tuple(int(n) for n in found[0])
+
+
+def _mtimes(out: Path) -> dict[str, int]:
+    return {name: (out / name).stat().st_mtime_ns for name in OUTPUTS}
+
+
+def _tree(folder: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(folder)): p.read_bytes() for p in folder.rglob("*") if p.is_file()}
+
+
+def _bad_image(path: Path) -> Path:
+    path.write_text("this is a text file, not a PNG\n")
+    return path
+
+
+@dataclass(frozen=True)
+class Finished:
+    root: Path
+    manifest: Path
+    out: Path
+    returncode: int
+    stdout: str
+    stderr: str
+
+
+@pytest.fixture(scope="module")
+def finished(tmp_path_factory: pytest.TempPathFactory) -> Finished:
+    """The 2x2 gallery, run once by the installed executable (a real subprocess)."""
+    root = tmp_path_factory.mktemp("finished")
+    manifest = _write(root)
+    proc = subprocess.run(
+        [str(NST_BATCH), "gallery.yaml"],
+        cwd=root,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    return Finished(root, manifest, root / "out", proc.returncode, proc.stdout, proc.stderr)
+
+
+@pytest.fixture
+def gallery(finished: Finished, tmp_path: Path) -> Path:
+    """A private copy of the finished gallery (mtimes kept); returns its manifest."""
+    assert finished.returncode == 0, finished.stderr
+    root = tmp_path / "gallery"
+    shutil.copytree(finished.root, root, copy_function=shutil.copy2)
+    return root / "gallery.yaml"
+
+
+@dataclass(frozen=True)
+class FailedRun:
+    root: Path
+    manifest: Path
+    result: Result
+
+
+@pytest.fixture(scope="module")
+def failed_run(tmp_path_factory: pytest.TempPathFactory) -> FailedRun:
+    """A 2x2 gallery whose first content image is a text file named bad.png, run with -q."""
+    root = tmp_path_factory.mktemp("failing")
+    _bad_image(root / "bad.png")
+    manifest = _write(root, content=["bad.png", str(CONTENT / "chelsea.png")])
+    return FailedRun(root, manifest, _invoke(manifest, "-q"))
+
+
+# --- a whole gallery, by the real executable -------------------------------------------------
+
+
+@pytest.mark.slow
+def test_subprocess_run(finished: Finished) -> None:
+    assert NST_BATCH.is_file()
+    assert finished.returncode == 0, finished.stderr
+    # stderr is a pipe, not a terminal: plain progress lines instead of a bar
+    for i, label in enumerate(
+        ["chelsea x starry_night", "coffee x starry_night", "chelsea x the_scream"], start=1
+    ):
+        assert f"[{i}/4] {label}: done in " in finished.stderr
+    assert "[4/4] coffee x the_scream: done in " in finished.stderr
+    assert "\r" not in finished.stderr
+    assert sorted(p.name for p in finished.out.iterdir()) == sorted([*OUTPUTS, "results.csv"])
+
+
+@pytest.mark.slow
+def test_gallery_outputs_are_valid_images(finished: Finished) -> None:
+    for name in OUTPUTS:
+        path = finished.out / name
+        with Image.open(path) as image:
+            image.verify()
+        with Image.open(path) as image:
+            assert image.format == "JPEG"
+            assert max(image.size) == 64
+            image.load()
+
+
+@pytest.mark.slow
+def test_gallery_results_csv(finished: Finished) -> None:
+    rows = read_rows(finished.out / "results.csv")
+    assert [r.output for r in rows] == list(OUTPUTS)
+    for row in rows:
+        assert row.status == "done"
+        assert row.steps == 8
+        assert row.error == ""
+        losses = (row.content_loss, row.style_loss, row.tv_loss, row.total_loss)
+        assert all(v is not None and math.isfinite(v) for v in losses), row
+        assert row.content_loss > 0 and row.style_loss > 0  # type: ignore[operator]
+        assert row.total_loss == pytest.approx(
+            row.content_loss + row.style_loss + row.tv_loss  # type: ignore[operator]
+        )
+        assert row.seconds is not None and row.seconds > 0
+        assert row.device
+        assert row.worker.startswith(row.device)
+        assert re.fullmatch(r"[0-9a-f]{24}", row.key)
+        # the output records the key its row names
+        assert read_metadata(finished.out / row.output)[KEY_METADATA] == row.key
+    assert len({r.key for r in rows}) == 4
+
+
+@pytest.mark.slow
+def test_gallery_summary(finished: Finished) -> None:
+    # one style target computation per style, not per task
+    assert _summary(finished.stdout) == (4, 4, 0, 0, 2)
+    assert "(2 style target computations)" in finished.stdout
+    assert f"outputs: {finished.out}" in finished.stdout
+    assert f"results: {finished.out / 'results.csv'}" in finished.stdout
+
+
+# --- reruns -----------------------------------------------------------------------------------
+
+
+@pytest.mark.slow
+def test_rerun_does_no_optimization(gallery: Path) -> None:
+    out = gallery.parent / "out"
+    before = _mtimes(out)
+    first_rows = read_rows(out / "results.csv")
+
+    result = _invoke(gallery)
+
+    assert result.exit_code == 0, result.output
+    assert _summary(result.stdout) == (4, 0, 4, 0, 0)
+    assert "0 done, 4 skipped" in result.stdout
+    assert "done in" not in result.stderr
+    assert _mtimes(out) == before
+    rows = read_rows(out / "results.csv")
+    assert rows[:4] == first_rows
+    assert [r.status for r in rows[4:]] == ["skipped"] * 4
+    assert [(r.output, r.key) for r in rows[4:]] == [(r.output, r.key) for r in first_rows]
+
+
+@pytest.mark.slow
+def test_set_redoes_exactly_one_style(gallery: Path) -> None:
+    out = gallery.parent / "out"
+    before = _mtimes(out)
+    old_keys = {r.output: r.key for r in read_rows(out / "results.csv")}
+
+    result = _invoke(gallery, "--set", "style.0.params.style_weight=5")
+
+    assert result.exit_code == 0, result.output
+    assert _summary(result.stdout) == (4, 2, 2, 0, 1)
+    after = _mtimes(out)
+    assert all(after[name] != before[name] for name in STARRY)
+    assert all(after[name] == before[name] for name in SCREAM)
+    new = read_rows(out / "results.csv")[4:]
+    assert sorted((r.output, r.status) for r in new) == sorted(
+        [(n, "done") for n in STARRY] + [(n, "skipped") for n in SCREAM]
+    )
+    for row in new:
+        assert (row.key != old_keys[row.output]) == (row.output in STARRY)
+        assert read_metadata(out / row.output)[KEY_METADATA] == row.key
+
+    # the same override again: all up to date
+    again = _invoke(gallery, "--set", "style.0.params.style_weight=5")
+    assert again.exit_code == 0, again.output
+    assert _summary(again.stdout) == (4, 0, 4, 0, 0)
+
+    # the same change written into the manifest as per-style params is the same work
+    doc = yaml.safe_load(gallery.read_text())
+    doc["style"][0] = {"path": doc["style"][0], "params": {"style_weight": 5}}
+    gallery.write_text(yaml.safe_dump(doc))
+    dry = _invoke(gallery, "--dry-run")
+    assert dry.exit_code == 0, dry.output
+    assert "0 to run, 4 up to date, 4 in all" in dry.stdout
+
+
+@pytest.mark.slow
+def test_force_redoes_everything(gallery: Path) -> None:
+    out = gallery.parent / "out"
+    before = _mtimes(out)
+
+    result = _invoke(gallery, "--force")
+
+    assert result.exit_code == 0, result.output
+    assert _summary(result.stdout) == (4, 4, 0, 0, 2)
+    after = _mtimes(out)
+    assert all(after[name] != before[name] for name in OUTPUTS)
+    rows = read_rows(out / "results.csv")
+    assert [r.status for r in rows] == ["done"] * 8
+    assert [r.key for r in rows[4:]] == [r.key for r in rows[:4]]  # same work, same keys
+
+
+# --- dry runs ---------------------------------------------------------------------------------
+
+
+def test_dry_run_on_a_fresh_gallery_writes_nothing(tmp_path: Path) -> None:
+    manifest = _write(tmp_path)
+
+    result = _invoke(manifest, "--dry-run")
+
+    assert result.exit_code == 0, result.output
+    assert result.stdout.splitlines() == [
+        " would run  chelsea x starry_night  ->  chelsea__starry_night.jpg",
+        " would run  coffee x starry_night  ->  coffee__starry_night.jpg",
+        " would run  chelsea x the_scream  ->  chelsea__the_scream.jpg",
+        " would run  coffee x the_scream  ->  coffee__the_scream.jpg",
+        "4 to run, 0 up to date, 4 in all",
+    ]
+    assert not (tmp_path / "out").exists()
+    assert [p.name for p in tmp_path.iterdir()] == ["gallery.yaml"]
+
+
+def test_run_subcommand_and_options_before_the_manifest(tmp_path: Path) -> None:
+    manifest = _write(tmp_path)
+    plain = _invoke(manifest, "--dry-run")
+    assert _invoke("run", manifest, "--dry-run").stdout == plain.stdout
+    assert _invoke("--dry-run", manifest).stdout == plain.stdout
+
+
+@pytest.mark.slow
+def test_dry_run_after_a_run(gallery: Path) -> None:
+    folder = gallery.parent
+    before = _tree(folder)
+    mtimes = {p: p.stat().st_mtime_ns for p in folder.rglob("*")}
+
+    result = _invoke(gallery, "--dry-run")
+    assert result.exit_code == 0, result.output
+    assert [line.split("  ")[0].strip() for line in result.stdout.splitlines()[:4]] == [
+        "up to date"
+    ] * 4
+    assert result.stdout.splitlines()[-1] == "0 to run, 4 up to date, 4 in all"
+
+    changed = _invoke(gallery, "--dry-run", "--set", "style.0.params.style_weight=5")
+    assert changed.stdout.splitlines() == [
+        " would run  chelsea x starry_night  ->  chelsea__starry_night.jpg",
+        " would run  coffee x starry_night  ->  coffee__starry_night.jpg",
+        "up to date  chelsea x the_scream  ->  chelsea__the_scream.jpg",
+        "up to date  coffee x the_scream  ->  coffee__the_scream.jpg",
+        "2 to run, 2 up to date, 4 in all",
+    ]
+    forced = _invoke(gallery, "--dry-run", "--force")
+    assert forced.stdout.splitlines()[-1] == "4 to run, 0 up to date, 4 in all"
+
+    assert _tree(folder) == before  # not a byte written
+    assert {p: p.stat().st_mtime_ns for p in folder.rglob("*")} == mtimes
+
+
+# --- report -----------------------------------------------------------------------------------
+
+
+@pytest.mark.slow
+def test_report_keeps_done_rows_over_later_skips(gallery: Path) -> None:
+    out = gallery.parent / "out"
+    done_rows = read_rows(out / "results.csv")
+    rerun = _invoke(gallery)  # appends 4 skipped rows
+    assert rerun.exit_code == 0, rerun.output
+    assert len(read_rows(out / "results.csv")) == 8
+
+    result = _invoke("report", gallery)
+
+    assert result.exit_code == 0, result.output
+    assert result.stdout.splitlines() == [
+        "4 tasks planned: 4 done, 0 failed, 0 interrupted, 0 outdated, 0 not yet run",
+        f"results: {out / 'results.csv'}",
+    ]
+    merged = read_rows(out / "results.csv")
+    assert len(merged) == 4  # one row per task
+    assert sorted(merged, key=lambda r: r.output) == sorted(done_rows, key=lambda r: r.output)
+
+
+@pytest.mark.slow
+def test_report_does_not_count_outdated_results_as_done(gallery: Path) -> None:
+    change = ("--set", "params.style_weight=7")
+    dry = _invoke(gallery, "--dry-run", *change)
+    assert dry.stdout.splitlines()[-1] == "4 to run, 0 up to date, 4 in all"
+
+    report = _invoke("report", gallery, *change)
+    assert report.exit_code == 0, report.output
+    assert not report.stdout.startswith("4 tasks planned: 4 done")
+
+
+def test_report_on_a_fresh_manifest(tmp_path: Path) -> None:
+    manifest = _write(tmp_path)
+
+    result = _invoke("report", manifest)
+
+    assert result.exit_code == 0, result.output
+    assert result.stdout.splitlines()[:5] == [
+        "4 tasks planned: 0 done, 0 failed, 0 interrupted, 0 outdated, 4 not yet run",
+        "  not yet run: chelsea x starry_night",  # plan order: one style's tasks together
+        "  not yet run: coffee x starry_night",
+        "  not yet run: chelsea x the_scream",
+        "  not yet run: coffee x the_scream",
+    ]
+    assert not (tmp_path / "out").exists()
+
+
+# --- a failing task ---------------------------------------------------------------------------
+
+
+@pytest.mark.slow
+def test_failing_task(failed_run: FailedRun) -> None:
+    result, out = failed_run.result, failed_run.root / "out"
+    bad = failed_run.root / "bad.png"
+
+    assert result.exit_code == 1, result.output
+    assert _summary(result.stderr) == (4, 2, 0, 2, 2)  # on stderr: the run used -q
+    assert "FAILED bad x starry_night: Cannot use image" in result.stderr
+    rows = {(r.content, r.style): r for r in read_rows(out / "results.csv")}
+    assert len(rows) == 4
+    for style in ("starry_night", "the_scream"):
+        failed = rows[("bad", style)]
+        assert failed.status == "failed"
+        assert str(bad) in failed.error
+        assert "not an image" in failed.error
+        assert failed.content_loss is None and failed.steps is None
+        assert not (out / f"bad__{style}.jpg").exists()
+        ok = rows[("chelsea", style)]  # the tasks after the failure still ran
+        assert ok.status == "done" and ok.steps == 8
+        assert (out / f"chelsea__{style}.jpg").is_file()
+
+
+@pytest.mark.slow
+def test_report_after_fixing_a_failed_task(failed_run: FailedRun, tmp_path: Path) -> None:
+    root = tmp_path / "failing"
+    shutil.copytree(failed_run.root, root, copy_function=shutil.copy2)
+    manifest, out = root / "gallery.yaml", root / "out"
+
+    report = _invoke("report", manifest)
+    assert report.stdout.splitlines()[0] == (
+        "4 tasks planned: 2 done, 2 failed, 0 interrupted, 0 outdated, 0 not yet run"
+    )
+
+    shutil.copyfile(CONTENT / "coffee.png", root / "bad.png")  # now a real image
+    rerun = _invoke(manifest)
+    assert rerun.exit_code == 0, rerun.output
+    assert _summary(rerun.stdout) == (4, 2, 2, 0, 2)
+
+    report = _invoke("report", manifest)
+    assert report.exit_code == 0, report.output
+    assert report.stdout.splitlines()[0] == (
+        "4 tasks planned: 4 done, 0 failed, 0 interrupted, 0 outdated, 0 not yet run"
+    )
+    merged = read_rows(out / "results.csv")
+    assert [(r.content, r.style, r.status) for r in merged] == [
+        ("bad", "starry_night", "done"),  # the last attempt wins over the failure
+        ("chelsea", "starry_night", "done"),
+        ("bad", "the_scream", "done"),
+        ("chelsea", "the_scream", "done"),
+    ]
+    assert all(r.error == "" and r.steps == 8 for r in merged)
+
+
+# --- manifest and usage errors: exit 2, nothing written ---------------------------------------
+
+
+def _yaml_error(folder: Path) -> Path:
+    path = folder / "gallery.yaml"
+    path.write_text(
+        f"output: out\ncontent: [{CONTENT / 'coffee.png'}\nstyle: {STYLE / 'shipwreck.jpg'}\n"
+    )
+    return path
+
+
+ERRORS = {
+    "unknown key": (
+        lambda d: _write(d, ouptut="x"),
+        [],
+        "unknown key 'ouptut' (did you mean 'output'?)",
+    ),
+    "missing file": (
+        lambda d: _write(d, content=["photos/missing.png"]),
+        [],
+        "content[0] 'photos/missing.png': no such file",
+    ),
+    "bad param": (
+        lambda d: _write(d, params={"size": 64, "steps": 0}),
+        [],
+        "params.steps: Input should be greater than or equal to ",
+    ),
+    "bad --set": (
+        _write,
+        ["--set", "params.style_weight"],
+        "--set 'params.style_weight': expected KEY=VALUE, e.g. params.style_weight=20",
+    ),
+    "bad --set index": (
+        _write,
+        ["--set", "style.9=monet.jpg"],
+        "--set style.9: style is a list of 2; use an index from 0 to 1",
+    ),
+    "bad --devices": (
+        _write,
+        ["--devices", "gpu"],
+        "--devices: unknown device 'gpu'; use auto, cpu, cuda, cuda:N",
+    ),
+    "yaml syntax": (_yaml_error, [], "YAML syntax error at line 3, column "),
+}
+
+
+@pytest.mark.parametrize("case", list(ERRORS))
+def test_manifest_errors_exit_2(tmp_path: Path, case: str) -> None:
+    make, args, message = ERRORS[case]
+    manifest = make(tmp_path)
+
+    result = _invoke(manifest, *args)
+
+    assert result.exit_code == 2, result.output
+    assert result.exception is None or isinstance(result.exception, SystemExit)
+    assert result.stdout == ""
+    assert result.stderr.startswith("Error: ")
+    assert message in result.stderr
+    if not case.startswith("bad --"):
+        assert str(manifest) in result.stderr  # the message names the file
+    assert [p.name for p in tmp_path.iterdir()] == ["gallery.yaml"]  # nothing written
+
+
+def test_missing_manifest_exit_2(tmp_path: Path) -> None:
+    result = _invoke(tmp_path / "nope.yaml")
+    assert result.exit_code == 2
+    assert f"Error: {tmp_path / 'nope.yaml'}: no such manifest file" in result.stderr
+
+
+def test_report_manifest_error_exit_2(tmp_path: Path) -> None:
+    result = _invoke("report", _write(tmp_path, ouptut="x"))
+    assert result.exit_code == 2
+    assert "did you mean 'output'?" in result.stderr
+    assert not (tmp_path / "out").exists()
+
+
+def test_unknown_option_exit_2(tmp_path: Path) -> None:
+    result = _invoke(_write(tmp_path), "--frobnicate")
+    assert result.exit_code == 2
+    assert "No such option '--frobnicate'" in result.stderr
+
+
+def test_corrupt_weights_file_exit_2(tmp_path: Path) -> None:
+    (tmp_path / "vgg.pth").write_text("not a state dict")
+    manifest = _write(tmp_path, weights="vgg.pth")
+
+    result = _invoke(manifest)
+
+    assert result.exit_code == 2, result.output
+    assert result.stderr.startswith(f"Error: weights file {tmp_path / 'vgg.pth'} ")
+    assert "done" not in result.output
+    rows = read_rows(tmp_path / "out" / "results.csv")
+    assert rows == []  # the run stopped before any task finished
+    assert not list((tmp_path / "out").glob("*.jpg"))
+
+
+def test_output_folder_that_is_a_file_exit_2(tmp_path: Path) -> None:
+    (tmp_path / "out").write_text("a file where the output folder should be")
+    manifest = _write(tmp_path)
+
+    result = _invoke(manifest)
+
+    assert result.exit_code == 2, result.output
+    assert result.stderr.startswith(f"Error: cannot write to the output folder {tmp_path / 'out'}")
+
+
+@pytest.mark.slow
+def test_print_every_zero_is_a_usage_error(tmp_path: Path) -> None:
+    manifest = _write(
+        tmp_path, content=[str(CONTENT / "coffee.png")], style=[str(STYLE / "shipwreck.jpg")]
+    )
+    result = _invoke(manifest, "--print-every", "0")
+    assert result.exit_code == 2, result.output
+    assert not (tmp_path / "out").exists()
+
+
+# --- verbosity --------------------------------------------------------------------------------
+
+
+@pytest.mark.slow
+def test_quiet_prints_only_errors_and_the_summary(failed_run: FailedRun) -> None:
+    result, out = failed_run.result, failed_run.root / "out"
+    bad = failed_run.root / "bad.png"
+    assert result.stdout == ""  # with -q even the summary goes to stderr
+    lines = result.stderr.splitlines()
+    assert len(lines) == 5, result.stderr  # no per-task '[n/4] ... done' lines
+    assert lines[0].startswith(f"FAILED bad x starry_night: Cannot use image '{bad}'")
+    assert lines[1].startswith(f"FAILED bad x the_scream: Cannot use image '{bad}'")
+    assert _summary(lines[2]) == (4, 2, 0, 2, 2)
+    assert lines[3:] == [f"outputs: {out}", f"results: {out / 'results.csv'}"]
+
+
+@pytest.mark.slow
+def test_verbose_prints_step_losses(tmp_path: Path) -> None:
+    manifest = _write(
+        tmp_path, content=[str(CONTENT / "coffee.png")], style=[str(STYLE / "shipwreck.jpg")]
+    )
+
+    result = _invoke(manifest, "-v", "--print-every", "4")
+
+    assert result.exit_code == 0, result.output
+    assert re.search(r"^start coffee x shipwreck on \S+#0$", result.stderr, re.MULTILINE)
+    number = r"[-+0-9.e]+"
+    for step in (4, 8):
+        assert re.search(
+            rf"^coffee x shipwreck step {step}/8: content {number} style {number} "
+            rf"tv {number} total {number}$",
+            result.stderr,
+            re.MULTILINE,
+        ), result.stderr
+    assert "step 2/8" not in result.stderr
+    assert "[1/1] coffee x shipwreck: done in " in result.stderr
+    assert _summary(result.stdout) == (1, 1, 0, 0, 1)
+
+
+def test_verbose_prints_the_final_step_with_the_default_print_every() -> None:
+    from nst_batch.progress import ConsoleEvents
+    from nst_batch.stylize import Losses, Progress
+
+    task: Any = type("Task", (), {"label": "coffee x shipwreck"})()  # only its label is used
+    stream = io.StringIO()
+    events = ConsoleEvents(total=1, skipped=0, verbosity=1, print_every=50, stream=stream)
+    events.step(task, Progress(8, 8, Losses(1.0, 2.0, 0.0, 3.0)))
+    events.close()
+    assert "step 8/8" in stream.getvalue()
+
+
+# --- version and help -------------------------------------------------------------------------
+
+
+def test_version() -> None:
+    result = _invoke("--version")
+    assert result.exit_code == 0
+    assert result.stdout == f"nst-batch, version {__version__}\n"
+
+
+@pytest.mark.parametrize("args", [["--help"], ["-h"], ["run", "--help"], ["report", "--help"]])
+def test_help(args: list[str]) -> None:
+    result = _invoke(*args)
+    assert result.exit_code == 0
+    assert "Usage: " in result.stdout
+    if args[0] == "run":
+        for option in ("--devices", "--force", "--dry-run", "--set", "-q", "-v", "--print-every"):
+            assert option in result.stdout
+    elif args[0] != "report":
+        assert "Exit codes: 0 all done or up to date, 1 some task failed" in result.stdout
+        assert "report" in result.stdout

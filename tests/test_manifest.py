@@ -1,0 +1,840 @@
+"""Tests of nst_batch.manifest: loading, path expansion, validation messages, sweeps, --set."""
+
+from __future__ import annotations
+
+import os
+import pathlib
+import shutil
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from conftest import CONTENT, STYLE
+from PIL import Image
+
+from nst_batch.manifest import Manifest, ManifestError, load_manifest, parse_devices
+from nst_batch.params import GATYS_STYLE_LAYERS, PRESETS, Params
+
+WriteManifest = Callable[..., Path]
+
+
+def _error(path: Path, overrides: tuple[str, ...] = ()) -> str:
+    """The message of the ManifestError that loading `path` raises."""
+    with pytest.raises(ManifestError) as info:
+        load_manifest(path, overrides)
+    return str(info.value)
+
+
+def _write_text(tmp_path: Path, text: str, name: str = "gallery.yaml") -> Path:
+    path = tmp_path / name
+    path.write_text(text)
+    return path
+
+
+def _write_doc(tmp_path: Path, doc: dict[str, Any], name: str = "gallery.yaml") -> Path:
+    return _write_text(tmp_path, yaml.safe_dump(doc, sort_keys=False), name)
+
+
+def _edit(path: Path, **fields: Any) -> Path:
+    """Set top-level keys of a written manifest (for `name`, which write_manifest reserves)."""
+    doc = yaml.safe_load(path.read_text())
+    doc.update(fields)
+    path.write_text(yaml.safe_dump(doc, sort_keys=False))
+    return path
+
+
+def _copy(source: Path, target: Path) -> Path:
+    target.parent.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(source, target)
+    return target
+
+
+def _names(manifest: Manifest) -> tuple[list[str], list[str]]:
+    return [c.name for c in manifest.contents], [s.name for s in manifest.styles]
+
+
+# --- a valid manifest ------------------------------------------------------------------------
+
+
+def test_valid_manifest_loads(write_manifest: WriteManifest, tmp_path: Path) -> None:
+    path = write_manifest()
+    manifest = load_manifest(path)
+
+    assert manifest.path == path
+    assert manifest.output == (tmp_path / "out").resolve()
+    assert _names(manifest) == (["chelsea", "coffee"], ["starry_night", "the_scream"])
+    assert manifest.contents[0].path == CONTENT / "chelsea.png"
+    assert manifest.styles[1].path == STYLE / "the_scream.jpg"
+    assert [v.name for v in manifest.variants] == [""]
+    assert manifest.weights == "original"
+    assert manifest.devices == ("auto",)
+    assert manifest.workers_per_device == 1
+    assert manifest.format == "jpg"
+    assert manifest.name_template == "{content}__{style}"
+    assert dict(manifest.base) == {"size": 64, "steps": 8}
+    params = manifest.params_for(manifest.contents[0], manifest.styles[0], manifest.variants[0])
+    assert (params.size, params.steps) == (64, 8)
+    assert params.style_weight == Params().style_weight  # the default
+    assert params.style_layers == GATYS_STYLE_LAYERS
+    names = [
+        manifest.output_name(c, s, v)
+        for s in manifest.styles
+        for c in manifest.contents
+        for v in manifest.variants
+    ]
+    assert names == [
+        "chelsea__starry_night.jpg",
+        "coffee__starry_night.jpg",
+        "chelsea__the_scream.jpg",
+        "coffee__the_scream.jpg",
+    ]
+
+
+def test_single_path_instead_of_a_list(write_manifest: WriteManifest) -> None:
+    manifest = load_manifest(
+        write_manifest(content=str(CONTENT / "rocket.jpg"), style=str(STYLE / "shipwreck.jpg"))
+    )
+    assert _names(manifest) == (["rocket"], ["shipwreck"])
+
+
+def test_paths_resolve_relative_to_the_manifest_folder(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    project = tmp_path / "project"
+    _copy(CONTENT / "chelsea.png", project / "images" / "content" / "chelsea.png")
+    _copy(STYLE / "the_scream.jpg", project / "images" / "style" / "the_scream.jpg")
+    path = _write_doc(
+        project,
+        {
+            "output": "gallery/out",
+            "content": ["images/content/chelsea.png"],
+            "style": ["./images/style/the_scream.jpg"],
+        },
+    )
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)  # relative to the manifest, not to the working directory
+
+    manifest = load_manifest(path)
+
+    assert manifest.contents[0].path == (project / "images/content/chelsea.png").resolve()
+    assert manifest.styles[0].path == (project / "images/style/the_scream.jpg").resolve()
+    assert manifest.output == (project / "gallery" / "out").resolve()
+
+
+def test_relative_manifest_path_from_the_working_directory(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    _copy(CONTENT / "coffee.png", tmp_path / "sub" / "c" / "coffee.png")
+    _write_doc(tmp_path / "sub", {"output": "o", "content": "c", "style": str(STYLE)})
+    monkeypatch.chdir(tmp_path)
+
+    manifest = load_manifest("sub/gallery.yaml")
+
+    assert manifest.contents[0].path == (tmp_path / "sub" / "c" / "coffee.png").resolve()
+    assert manifest.output == (tmp_path / "sub" / "o").resolve()
+
+
+def test_folder_expands_to_its_images_sorted(tmp_path: Path) -> None:
+    folder = tmp_path / "content"
+    _copy(CONTENT / "coffee.png", folder / "b_coffee.png")
+    _copy(CONTENT / "rocket.jpg", folder / "a_rocket.jpg")
+    _copy(CONTENT / "chelsea.png", folder / "c_chelsea.PNG")  # suffixes match in any case
+    (folder / "notes.txt").write_text("not an image")
+    path = _write_doc(tmp_path, {"output": "out", "content": "content", "style": str(STYLE)})
+
+    manifest = load_manifest(path)
+
+    assert [c.name for c in manifest.contents] == ["a_rocket", "b_coffee", "c_chelsea"]
+    assert [c.path.name for c in manifest.contents] == [
+        "a_rocket.jpg",
+        "b_coffee.png",
+        "c_chelsea.PNG",
+    ]
+    assert [s.name for s in manifest.styles] == [
+        "shipwreck",
+        "starry_night",
+        "the_scream",
+        "woman-with-hat-matisse",
+    ]
+
+
+def test_folder_expansion_ignores_subfolders_named_like_images(tmp_path: Path) -> None:
+    folder = tmp_path / "content"
+    _copy(CONTENT / "coffee.png", folder / "coffee.png")
+    (folder / "old.png").mkdir()
+    path = _write_doc(tmp_path, {"output": "out", "content": "content", "style": str(STYLE)})
+
+    assert [c.name for c in load_manifest(path).contents] == ["coffee"]
+
+
+def test_globs_expand_sorted_and_only_to_images(tmp_path: Path) -> None:
+    _copy(CONTENT / "coffee.png", tmp_path / "imgs" / "coffee.png")
+    _copy(CONTENT / "chelsea.png", tmp_path / "imgs" / "chelsea.png")
+    _copy(CONTENT / "rocket.jpg", tmp_path / "imgs" / "rocket.jpg")
+    _copy(CONTENT / "astronaut.png", tmp_path / "imgs" / "deeper" / "astronaut.png")
+    (tmp_path / "imgs" / "list.txt").write_text("x")
+    _copy(STYLE / "shipwreck.jpg", tmp_path / "styles" / "one" / "shipwreck.jpg")
+    _copy(STYLE / "the_scream.jpg", tmp_path / "styles" / "two" / "the_scream.jpg")
+    path = _write_doc(
+        tmp_path,
+        {"output": "out", "content": ["imgs/*.png"], "style": ["styles/**/*.jpg"]},
+    )
+
+    manifest = load_manifest(path)
+
+    assert _names(manifest) == (["chelsea", "coffee"], ["shipwreck", "the_scream"])
+    assert manifest.contents[0].path == (tmp_path / "imgs" / "chelsea.png").resolve()
+
+
+def test_a_file_listed_twice_is_used_once(tmp_path: Path) -> None:
+    _copy(CONTENT / "coffee.png", tmp_path / "c" / "coffee.png")
+    _copy(CONTENT / "chelsea.png", tmp_path / "c" / "chelsea.png")
+    path = _write_doc(
+        tmp_path,
+        {"output": "out", "content": ["c/coffee.png", "c"], "style": str(STYLE / "shipwreck.jpg")},
+    )
+    assert [c.name for c in load_manifest(path).contents] == ["coffee", "chelsea"]
+
+
+def test_entry_object_with_path_name_and_params(write_manifest: WriteManifest) -> None:
+    path = write_manifest(
+        style=[
+            {
+                "path": str(STYLE / "starry_night.jpg"),
+                "name": "vangogh",
+                "params": {"tv_weight": 2},
+            },
+            str(STYLE / "the_scream.jpg"),
+        ]
+    )
+    manifest = load_manifest(path)
+
+    vangogh, scream = manifest.styles
+    assert (vangogh.name, vangogh.path, dict(vangogh.overrides)) == (
+        "vangogh",
+        STYLE / "starry_night.jpg",
+        {"tv_weight": 2},
+    )
+    assert (scream.name, dict(scream.overrides)) == ("the_scream", {})
+    content, variant = manifest.contents[0], manifest.variants[0]
+    assert manifest.params_for(content, vangogh, variant).tv_weight == 2
+    assert manifest.params_for(content, scream, variant).tv_weight == 0
+    assert manifest.output_name(content, vangogh, variant) == "chelsea__vangogh.jpg"
+
+
+def test_entry_name_needs_a_single_file(write_manifest: WriteManifest) -> None:
+    path = write_manifest(style=[{"path": str(STYLE), "name": "all"}])
+    message = _error(path)
+    assert str(path) in message
+    assert f"style[0] '{STYLE}'" in message
+    assert "'name' needs a single file, but it matches 4" in message
+
+
+def test_format_and_template_shape_the_output_names(write_manifest: WriteManifest) -> None:
+    manifest = load_manifest(_edit(write_manifest(format="png"), name="{style}/{content}"))
+    content, style, variant = manifest.contents[0], manifest.styles[0], manifest.variants[0]
+    assert manifest.output_name(content, style, variant) == "starry_night/chelsea.png"
+
+
+# --- unknown keys, types and ranges --------------------------------------------------------
+
+
+def test_unknown_top_level_key_suggests_the_right_one(write_manifest: WriteManifest) -> None:
+    path = write_manifest(ouptut="elsewhere")
+    message = _error(path)
+    assert message == f"{path}: unknown key 'ouptut' (did you mean 'output'?)"
+
+
+def test_misspelled_required_key_reports_missing_and_suggests(tmp_path: Path) -> None:
+    path = _write_doc(
+        tmp_path,
+        {"ouptut": "out", "content": str(CONTENT / "coffee.png"), "style": str(STYLE)},
+    )
+    message = _error(path)
+    assert f"{path}: missing required key 'output'" in message
+    assert f"{path}: unknown key 'ouptut' (did you mean 'output'?)" in message
+
+
+def test_unknown_key_without_close_match_lists_known_keys(write_manifest: WriteManifest) -> None:
+    path = write_manifest(zzz=1)
+    message = _error(path)
+    assert f"{path}: unknown key 'zzz'; known keys: output, content, style" in message
+
+
+def test_unknown_params_key_suggests_the_right_one(write_manifest: WriteManifest) -> None:
+    path = write_manifest(params={"stlye_weight": 10})
+    assert (
+        _error(path) == f"{path}: params: unknown key 'stlye_weight' (did you mean 'style_weight'?)"
+    )
+
+
+def test_unknown_key_in_an_image_entry(write_manifest: WriteManifest) -> None:
+    path = write_manifest(style=[{"path": str(STYLE / "shipwreck.jpg"), "nmae": "ship"}])
+    message = _error(path)
+    assert f"{path}: unknown key 'style.0.nmae' (did you mean 'name'?)" in message
+
+
+def test_unknown_key_in_per_style_params(write_manifest: WriteManifest) -> None:
+    path = write_manifest(
+        style=[{"path": str(STYLE / "shipwreck.jpg"), "params": {"stlye_weight": 1}}]
+    )
+    message = _error(path)
+    assert message == (
+        f"{path}: style 'shipwreck.jpg' params: unknown key 'stlye_weight' "
+        "(did you mean 'style_weight'?)"
+    )
+
+
+def test_wrong_type(write_manifest: WriteManifest) -> None:
+    path = write_manifest(params={"size": "big"})
+    message = _error(path)
+    assert message.startswith(f"{path}: params.size: ")
+    assert "valid integer" in message
+    assert "(got 'big')" in message
+
+
+def _bound(key: str, kind: str) -> float:
+    """A Params field's ge/le bound, read from the model so the tests follow its definition."""
+    return next(getattr(m, kind) for m in Params.model_fields[key].metadata if hasattr(m, kind))
+
+
+@pytest.mark.parametrize(
+    ("key", "value", "kind"),
+    [
+        ("size", 0, "ge"),
+        ("size", 9000, "le"),
+        ("steps", -1, "ge"),
+        ("steps", 0, "ge"),
+        ("style_weight", -1, "ge"),
+        ("content_weight", -0.5, "ge"),
+    ],
+)
+def test_out_of_range(write_manifest: WriteManifest, key: str, value: object, kind: str) -> None:
+    limit = _bound(key, kind)
+    relation = "greater than or equal to" if kind == "ge" else "less than or equal to"
+    assert (value < limit) if kind == "ge" else (value > limit)  # type: ignore[operator]
+    path = write_manifest(params={key: value})
+    assert _error(path) == (
+        f"{path}: params.{key}: Input should be {relation} {limit} (got {value!r})"
+    )
+
+
+def test_infinite_weight(tmp_path: Path) -> None:
+    path = _write_text(
+        tmp_path,
+        f"output: out\ncontent: {CONTENT / 'coffee.png'}\nstyle: {STYLE / 'shipwreck.jpg'}\n"
+        "params:\n  style_weight: .inf\n",
+    )
+    assert _error(path) == f"{path}: params.style_weight: must be a finite number (got inf)"
+
+
+def test_nan_weight_is_rejected(tmp_path: Path) -> None:
+    path = _write_text(
+        tmp_path,
+        f"output: out\ncontent: {CONTENT / 'coffee.png'}\nstyle: {STYLE / 'shipwreck.jpg'}\n"
+        "params:\n  style_weight: .nan\n",
+    )
+    message = _error(path)
+    assert message.startswith(f"{path}: params.style_weight: ")
+    assert "(got nan)" in message
+
+
+def test_nan_weight_message_says_finite(tmp_path: Path) -> None:
+    path = _write_text(
+        tmp_path,
+        f"output: out\ncontent: {CONTENT / 'coffee.png'}\nstyle: {STYLE / 'shipwreck.jpg'}\n"
+        "params:\n  style_weight: .nan\n",
+    )
+    assert "must be a finite number" in _error(path)
+
+
+def test_unknown_layer(write_manifest: WriteManifest) -> None:
+    path = write_manifest(params={"style_layers": ["relu1_1", "relu9_1"]})
+    message = _error(path)
+    assert message.startswith(f"{path}: params.style_layers: unknown VGG19 layer 'relu9_1'")
+    assert "use names like relu4_2, conv1_1, pool3 or the flat conv_1 ... conv_16" in message
+
+
+def test_flat_layer_names_are_canonicalized(write_manifest: WriteManifest) -> None:
+    manifest = load_manifest(write_manifest(params={"content_layers": "conv_4"}))
+    params = manifest.params_for(manifest.contents[0], manifest.styles[0], manifest.variants[0])
+    assert params.content_layers == ("conv2_2",)
+
+
+def test_style_layer_weights_must_match_the_layers(write_manifest: WriteManifest) -> None:
+    path = write_manifest(params={"style_layer_weights": [1, 2]})
+    message = _error(path)
+    assert "style_layer_weights has 2 values but style_layers has 5" in message
+
+
+def test_bad_format(write_manifest: WriteManifest) -> None:
+    path = write_manifest(format="gif")
+    assert _error(path) == f"{path}: format: Input should be 'jpg', 'png' or 'webp' (got 'gif')"
+
+
+def test_unknown_preset(write_manifest: WriteManifest) -> None:
+    path = write_manifest(preset="pytorch")
+    assert _error(path) == f"{path}: preset: unknown preset 'pytorch'; known: pytorch-tutorial"
+
+
+def test_weights_neither_named_nor_a_file(write_manifest: WriteManifest, tmp_path: Path) -> None:
+    path = write_manifest(weights="vgg.pth")
+    message = _error(path)
+    assert message == (
+        f"{path}: weights: 'vgg.pth' is neither original nor torchvision nor an existing file "
+        f"(looked for {(tmp_path / 'vgg.pth').resolve()})"
+    )
+
+
+def test_weights_file_resolves_relative_to_the_manifest(
+    write_manifest: WriteManifest, tmp_path: Path
+) -> None:
+    (tmp_path / "vgg.pth").write_bytes(b"state dict")
+    manifest = load_manifest(write_manifest(weights="vgg.pth"))
+    assert manifest.weights == str((tmp_path / "vgg.pth").resolve())
+
+
+# --- images that cannot be found ------------------------------------------------------------
+
+
+def test_empty_glob(write_manifest: WriteManifest, tmp_path: Path) -> None:
+    path = write_manifest(content=["photos/*.png"])
+    assert _error(path) == (
+        f"{path}: content[0] 'photos/*.png': the pattern matches no image; "
+        f"patterns are relative to {tmp_path.resolve()}"
+    )
+
+
+def test_missing_file(write_manifest: WriteManifest, tmp_path: Path) -> None:
+    path = write_manifest(style=[str(STYLE / "shipwreck.jpg"), "styles/monet.jpg"])
+    root = tmp_path.resolve()
+    assert _error(path) == (
+        f"{path}: style[1] 'styles/monet.jpg': no such file {root / 'styles/monet.jpg'}; "
+        f"paths are relative to {root}"
+    )
+
+
+def test_content_folder_without_images(write_manifest: WriteManifest, tmp_path: Path) -> None:
+    (tmp_path / "photos").mkdir()
+    (tmp_path / "photos" / "readme.txt").write_text("no images here")
+    path = write_manifest(content="photos")
+    message = _error(path)
+    assert message.startswith(
+        f"{path}: content[0] 'photos': the folder {tmp_path.resolve() / 'photos'} holds no image"
+    )
+    assert ".jpg" in message
+    assert ".png" in message
+
+
+def test_unreadable_content_folder(
+    write_manifest: WriteManifest, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    folder = tmp_path / "photos"
+    _copy(CONTENT / "coffee.png", folder / "coffee.png")
+    path = write_manifest(content="photos")
+    if os.geteuid() == 0:  # root reads anything: make the listing fail as it would for a user
+        real_iterdir = pathlib.Path.iterdir
+
+        def iterdir(self: Path):  # type: ignore[no-untyped-def]
+            if self == folder:
+                raise PermissionError(13, "Permission denied", str(self))
+            return real_iterdir(self)
+
+        monkeypatch.setattr(pathlib.Path, "iterdir", iterdir)
+    else:
+        folder.chmod(0)
+    try:
+        message = _error(path)
+    finally:
+        folder.chmod(0o755)
+    assert "content[0] 'photos'" in message
+    assert "permission" in message.lower()
+
+
+def test_same_stem_in_two_folders_collides(write_manifest: WriteManifest, tmp_path: Path) -> None:
+    first = _copy(CONTENT / "chelsea.png", tmp_path / "x" / "a.png")
+    second = tmp_path / "y" / "a.jpg"
+    second.parent.mkdir()
+    Image.open(CONTENT / "coffee.png").convert("RGB").save(second)
+    path = write_manifest(content=["x/a.png", "y/a.jpg"])
+    assert _error(path) == (
+        f"{path}: content images {first.resolve()} and {second.resolve()} share the name 'a', "
+        "so their outputs would collide; give one a 'name:'"
+    )
+
+
+def test_same_stem_resolved_with_name(write_manifest: WriteManifest, tmp_path: Path) -> None:
+    _copy(CONTENT / "chelsea.png", tmp_path / "x" / "a.png")
+    _copy(CONTENT / "coffee.png", tmp_path / "y" / "a.png")
+    manifest = load_manifest(write_manifest(content=["x/a.png", {"path": "y/a.png", "name": "b"}]))
+    assert [c.name for c in manifest.contents] == ["a", "b"]
+
+
+# --- YAML and document shape ---------------------------------------------------------------
+
+
+def test_yaml_syntax_error_names_the_line(tmp_path: Path) -> None:
+    path = _write_text(
+        tmp_path,
+        "output: out\n"
+        f"content: {CONTENT / 'coffee.png'}\n"
+        f"style: [{STYLE / 'shipwreck.jpg'}\n"
+        "params:\n"
+        "  size: 64\n",
+    )
+    message = _error(path)
+    assert message.startswith(f"{path}: YAML syntax error at line 4, column ")
+
+
+def test_yaml_bad_indentation_names_the_line(tmp_path: Path) -> None:
+    path = _write_text(tmp_path, "output: out\n  content: a.png\nstyle: b.jpg\n")
+    assert _error(path) == (
+        f"{path}: YAML syntax error at line 2, column 10: mapping values are not allowed here"
+    )
+
+
+@pytest.mark.parametrize("text", ["", "- a.png\n- b.png\n", "just text\n"])
+def test_document_must_be_a_mapping(tmp_path: Path, text: str) -> None:
+    path = _write_text(tmp_path, text)
+    message = _error(path)
+    assert message.startswith(f"{path}: expected a mapping with at least output, content and style")
+
+
+def test_missing_manifest_file(tmp_path: Path) -> None:
+    path = tmp_path / "nope.yaml"
+    assert _error(path) == f"{path}: no such manifest file"
+
+
+def test_empty_content_list(write_manifest: WriteManifest) -> None:
+    path = write_manifest(content=[])
+    message = _error(path)
+    assert message.startswith(f"{path}: content: ")
+    assert "at least 1 item" in message
+
+
+# --- output name template ------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "template", ["../{content}__{style}", "{style}/../../{content}", "/tmp/{content}_{style}"]
+)
+def test_template_outside_the_output_folder(write_manifest: WriteManifest, template: str) -> None:
+    path = _edit(write_manifest(), name=template)
+    assert _error(path) == (
+        f"{path}: name: {template!r} would write outside the output folder; "
+        "use a relative name such as '{style}/{content}'"
+    )
+
+
+def test_template_unknown_field(write_manifest: WriteManifest) -> None:
+    path = _edit(write_manifest(), name="{content}__{colour}")
+    assert _error(path) == (
+        f"{path}: name: unknown field {{colour}} in '{{content}}__{{colour}}'; "
+        "use {content}, {style}, {variant}"
+    )
+
+
+def test_template_bad_syntax(write_manifest: WriteManifest) -> None:
+    path = _edit(write_manifest(), name="{content")
+    assert _error(path).startswith(f"{path}: name: bad template '{{content'")
+
+
+def test_template_without_style_collides(write_manifest: WriteManifest) -> None:
+    path = _edit(write_manifest(), name="{content}")
+    message = _error(path)
+    assert message.startswith(f"{path}: two tasks would write chelsea.jpg: ")
+    assert "add {variant} or {style} to 'name'" in message
+
+
+def test_image_name_cannot_escape_the_output_folder(write_manifest: WriteManifest) -> None:
+    path = write_manifest(content=[{"path": str(CONTENT / "coffee.png"), "name": "../../evil"}])
+    message = _error(path)
+    assert message.startswith(f"{path}: name: output '../../evil__starry_night.jpg' would land")
+    assert "must not contain '..' or '/'" in message
+
+
+# --- sweeps and per-image overrides --------------------------------------------------------
+
+
+def test_sweep_one_variant_per_value(write_manifest: WriteManifest) -> None:
+    manifest = load_manifest(write_manifest(sweep={"style_weight": [1, 10, 100.5]}))
+    assert [v.name for v in manifest.variants] == [
+        "style_weight-1",
+        "style_weight-10",
+        "style_weight-100.5",
+    ]
+    content, style = manifest.contents[0], manifest.styles[0]
+    weights = [manifest.params_for(content, style, v).style_weight for v in manifest.variants]
+    assert weights == [1, 10, 100.5]
+    names = [manifest.output_name(content, style, v) for v in manifest.variants]
+    assert names == [
+        "chelsea__starry_night__style_weight-1.jpg",
+        "chelsea__starry_night__style_weight-10.jpg",
+        "chelsea__starry_night__style_weight-100.5.jpg",
+    ]
+
+
+def test_sweep_of_two_keys_makes_every_combination(write_manifest: WriteManifest) -> None:
+    manifest = load_manifest(
+        write_manifest(sweep={"style_weight": [1, 10], "tv_weight": [0, 0.5]}),
+    )
+    assert [v.name for v in manifest.variants] == [
+        "style_weight-1_tv_weight-0",
+        "style_weight-1_tv_weight-0.5",
+        "style_weight-10_tv_weight-0",
+        "style_weight-10_tv_weight-0.5",
+    ]
+    assert [dict(v.overrides) for v in manifest.variants] == [
+        {"style_weight": 1, "tv_weight": 0},
+        {"style_weight": 1, "tv_weight": 0.5},
+        {"style_weight": 10, "tv_weight": 0},
+        {"style_weight": 10, "tv_weight": 0.5},
+    ]
+    names = {
+        manifest.output_name(c, s, v)
+        for c in manifest.contents
+        for s in manifest.styles
+        for v in manifest.variants
+    }
+    assert len(names) == 2 * 2 * 4
+    for variant in manifest.variants:
+        name = manifest.output_name(manifest.contents[0], manifest.styles[0], variant)
+        assert variant.name in name
+
+
+def test_sweep_with_variant_in_the_template(write_manifest: WriteManifest) -> None:
+    path = _edit(write_manifest(sweep={"steps": [2, 4]}), name="{variant}/{style}/{content}")
+    manifest = load_manifest(path)
+    assert manifest.name_template == "{variant}/{style}/{content}"
+    content, style, variant = manifest.contents[0], manifest.styles[0], manifest.variants[1]
+    assert manifest.output_name(content, style, variant) == "steps-4/starry_night/chelsea.jpg"
+
+
+def test_sweep_unknown_key(write_manifest: WriteManifest) -> None:
+    path = write_manifest(sweep={"stlye_weight": [1, 2]})
+    assert (
+        _error(path) == f"{path}: sweep: unknown key 'stlye_weight' (did you mean 'style_weight'?)"
+    )
+
+
+def test_sweep_without_values(write_manifest: WriteManifest) -> None:
+    path = write_manifest(sweep={"style_weight": []})
+    assert _error(path) == f"{path}: sweep.style_weight: give at least one value"
+
+
+def test_sweep_bad_value_names_the_variant(write_manifest: WriteManifest) -> None:
+    path = write_manifest(sweep={"style_weight": [1, -1]})
+    message = _error(path)
+    assert message.startswith(
+        f"{path}: params.style_weight: Input should be greater than or equal to 0 (got -1)"
+    )
+    assert "(with the overrides of variant 'style_weight-" in message
+
+
+def test_sweep_bad_value_variant_name_keeps_the_sign(write_manifest: WriteManifest) -> None:
+    path = write_manifest(sweep={"style_weight": [1, -1]})
+    assert "variant 'style_weight-1'" not in _error(path)
+
+
+def test_per_style_params_override_base_params(write_manifest: WriteManifest) -> None:
+    manifest = load_manifest(
+        write_manifest(
+            params={"style_weight": 20, "tv_weight": 1},
+            style=[
+                {"path": str(STYLE / "starry_night.jpg"), "params": {"style_weight": 5}},
+                str(STYLE / "the_scream.jpg"),
+            ],
+        )
+    )
+    content, variant = manifest.contents[0], manifest.variants[0]
+    starry, scream = manifest.styles
+    assert manifest.params_for(content, starry, variant).style_weight == 5
+    assert manifest.params_for(content, starry, variant).tv_weight == 1  # not overridden
+    assert manifest.params_for(content, scream, variant).style_weight == 20
+
+
+def test_style_overrides_beat_content_overrides(write_manifest: WriteManifest) -> None:
+    manifest = load_manifest(
+        write_manifest(
+            content=[{"path": str(CONTENT / "coffee.png"), "params": {"tv_weight": 3, "seed": 7}}],
+            style=[{"path": str(STYLE / "shipwreck.jpg"), "params": {"tv_weight": 4}}],
+        )
+    )
+    params = manifest.params_for(manifest.contents[0], manifest.styles[0], manifest.variants[0])
+    assert (params.tv_weight, params.seed) == (4, 7)
+
+
+def test_sweep_overrides_base_and_per_style_params(write_manifest: WriteManifest) -> None:
+    manifest = load_manifest(
+        write_manifest(
+            params={"style_weight": 20},
+            style=[
+                {"path": str(STYLE / "starry_night.jpg"), "params": {"style_weight": 5}},
+                str(STYLE / "the_scream.jpg"),
+            ],
+            sweep={"style_weight": [100, 200]},
+        )
+    )
+    content = manifest.contents[0]
+    for style in manifest.styles:
+        got = [manifest.params_for(content, style, v).style_weight for v in manifest.variants]
+        assert got == [100, 200]
+
+
+def test_bad_per_style_value_names_the_style(write_manifest: WriteManifest) -> None:
+    path = write_manifest(
+        style=[{"path": str(STYLE / "shipwreck.jpg"), "params": {"steps": 0}}],
+    )
+    assert _error(path) == (
+        f"{path}: params.steps: Input should be greater than or equal to {_bound('steps', 'ge')} "
+        "(got 0) (with the overrides of style 'shipwreck')"
+    )
+
+
+# --- --set overrides -----------------------------------------------------------------------
+
+
+def test_set_overrides_a_param(write_manifest: WriteManifest) -> None:
+    manifest = load_manifest(
+        write_manifest(), ["params.style_weight=20", "params.size=96", "format=png"]
+    )
+    assert dict(manifest.base) == {"size": 96, "steps": 8, "style_weight": 20}
+    assert manifest.format == "png"
+
+
+def test_set_a_list_index_turns_a_bare_path_into_an_entry(write_manifest: WriteManifest) -> None:
+    manifest = load_manifest(write_manifest(), ["style.0.params.tv_weight=1"])
+    starry, scream = manifest.styles
+    assert (starry.name, starry.path, dict(starry.overrides)) == (
+        "starry_night",
+        STYLE / "starry_night.jpg",
+        {"tv_weight": 1},
+    )
+    assert dict(scream.overrides) == {}
+
+
+def test_set_replaces_a_list_item(write_manifest: WriteManifest) -> None:
+    manifest = load_manifest(write_manifest(), [f"content.1={CONTENT / 'rocket.jpg'}"])
+    assert [c.name for c in manifest.contents] == ["chelsea", "rocket"]
+
+
+def test_set_index_out_of_range(write_manifest: WriteManifest) -> None:
+    message = _error(write_manifest(), ("style.9=monet.jpg",))
+    assert message == "--set style.9: style is a list of 2; use an index from 0 to 1"
+
+
+def test_set_non_numeric_index(write_manifest: WriteManifest) -> None:
+    message = _error(write_manifest(), ("style.first.params.tv_weight=1",))
+    assert (
+        message
+        == "--set style.first.params.tv_weight: style is a list of 2; use an index from 0 to 1"
+    )
+
+
+def test_set_into_a_value(write_manifest: WriteManifest) -> None:
+    path = write_manifest(params={"style_weight": 5})
+    message = _error(path, ("params.style_weight.x=1",))
+    assert message == (
+        "--set params.style_weight.x: params.style_weight is a value, not a mapping; "
+        "set an existing mapping's key, e.g. params.style_weight"
+    )
+
+
+def test_set_into_an_absent_params_key_names_the_set(write_manifest: WriteManifest) -> None:
+    message = _error(write_manifest(), ("params.style_weight.x=1",))
+    assert "--set params.style_weight.x" in message
+
+
+@pytest.mark.parametrize("item", ["params.style_weight", "=20", " =1"])
+def test_set_without_key_or_value(write_manifest: WriteManifest, item: str) -> None:
+    message = _error(write_manifest(), (item,))
+    assert message == f"--set {item!r}: expected KEY=VALUE, e.g. params.style_weight=20"
+
+
+def test_set_unknown_key_is_validated_like_the_file(write_manifest: WriteManifest) -> None:
+    path = write_manifest()
+    message = _error(path, ("params.stlye_weight=3",))
+    assert message == f"{path}: params: unknown key 'stlye_weight' (did you mean 'style_weight'?)"
+
+
+def test_set_index_into_a_single_path(write_manifest: WriteManifest) -> None:
+    path = write_manifest(style=str(STYLE / "shipwreck.jpg"))
+    manifest = load_manifest(path, ["style.0.params.tv_weight=1"])
+    assert dict(manifest.styles[0].overrides) == {"tv_weight": 1}
+
+
+def test_set_a_template_value(write_manifest: WriteManifest) -> None:
+    path = write_manifest(style=[str(STYLE / "shipwreck.jpg")])
+    try:
+        manifest = load_manifest(path, ["name={content}"])
+    except ManifestError as exc:
+        assert "--set" in str(exc)
+    else:
+        assert manifest.name_template == "{content}"
+
+
+# --- presets --------------------------------------------------------------------------------
+
+
+def test_preset_sets_its_params_and_torchvision_weights(write_manifest: WriteManifest) -> None:
+    manifest = load_manifest(write_manifest(preset="pytorch-tutorial"))
+    assert manifest.weights == "torchvision"
+    params = manifest.params_for(manifest.contents[0], manifest.styles[0], manifest.variants[0])
+    assert params.content_layers == ("conv2_2",)  # the tutorial's conv_4
+    assert params.style_layers == ("conv1_1", "conv1_2", "conv2_1", "conv2_2", "conv3_1")
+    assert params.square is True
+    preset = Params.model_validate(PRESETS["pytorch-tutorial"])
+    for key in ("style_weight", "content_weight", "content_layers", "style_layers", "square"):
+        assert getattr(params, key) == getattr(preset, key), key
+    # the manifest's own params win over the preset's
+    assert (params.size, params.steps) == (64, 8)
+
+
+def test_preset_keeps_explicit_weights(write_manifest: WriteManifest) -> None:
+    manifest = load_manifest(write_manifest(preset="pytorch-tutorial", weights="original"))
+    assert manifest.weights == "original"
+    params = manifest.params_for(manifest.contents[0], manifest.styles[0], manifest.variants[0])
+    assert params.style_weight == 1e6
+
+
+# --- devices --------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [
+        ("auto", ("auto",)),
+        ("cpu", ("cpu",)),
+        ("cpu,cpu", ("cpu", "cpu")),
+        (" cuda:0 , cuda:1 ", ("cuda:0", "cuda:1")),
+        (["cuda:0", "cuda:1"], ("cuda:0", "cuda:1")),
+        ("cuda", ("cuda",)),
+        ("mps", ("mps",)),
+    ],
+)
+def test_parse_devices(value: str | list[str], expected: tuple[str, ...]) -> None:
+    assert parse_devices(value, "--devices") == expected
+
+
+@pytest.mark.parametrize(
+    ("value", "shown"),
+    [("gpu", "'gpu'"), ("cpu,gpu1", "'gpu1'"), ("", "'(none)'"), (["cuda:x"], "'cuda:x'")],
+)
+def test_parse_devices_rejects(value: str | list[str], shown: str) -> None:
+    with pytest.raises(ManifestError) as info:
+        parse_devices(value, "--devices")
+    assert str(info.value) == (
+        f"--devices: unknown device {shown}; use auto, cpu, cuda, cuda:N or a list of them "
+        "(e.g. cuda:0,cuda:1 or cpu,cpu)"
+    )
+
+
+def test_manifest_devices(write_manifest: WriteManifest) -> None:
+    manifest = load_manifest(write_manifest(devices=["cuda:0", "cuda:1"], workers_per_device=2))
+    assert manifest.devices == ("cuda:0", "cuda:1")
+    assert manifest.workers_per_device == 2
+    path = write_manifest(devices="gpu")
+    assert _error(path).startswith(f"{path}: devices: unknown device 'gpu'; use auto, cpu")
