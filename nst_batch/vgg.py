@@ -235,6 +235,18 @@ def build_vgg19(
     return VGG19Features(state, convention, last, pooling, keep_pre_relu=keep).to(device)
 
 
+def layer_shape(name: str, height: int, width: int) -> tuple[int, int, int]:
+    """(C, H, W) of a layer's activation for an (H, W) input."""
+    name = canonical_layer(name)
+    channels, h, w = 3, height, width
+    for layer in LAYER_NAMES[: LAYER_NAMES.index(name) + 1]:
+        if layer.startswith("conv"):
+            channels = CONV_SHAPES[CONV_NAMES.index(layer)][0]
+        elif layer.startswith("pool"):
+            h, w = h // 2, w // 2
+    return channels, h, w
+
+
 def conv_flops(height: int, width: int, last: str) -> int:
     """Multiply-adds x 2 of the convolutions up to `last` for one (H, W) image's forward pass."""
     flops, h, w = 0, height, width

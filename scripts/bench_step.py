@@ -1,8 +1,9 @@
 """Seconds per optimization step against the machine's compute bound, side by side.
 
 One step is a forward and backward pass of the VGG19 prefix (default layers, up to
-relu5_1) plus the L-BFGS update. The bound is a float32 matmul doing the same FLOPs
-(forward convs + their input-gradient convs) on the same device, in the same run.
+relu5_1) with the Gram matrices, plus the L-BFGS update. The bound is the time float32
+matmuls take for the same FLOPs (forward convs, their input-gradient convs, the Gram
+matmuls) at the best rate they reach on the same device, in the same run.
 
     python scripts/bench_step.py [--size 256] [--steps 20] [--device cpu]
 """
@@ -19,7 +20,7 @@ import torch
 from nst_batch import images
 from nst_batch.params import LAYER_NAMES, Params
 from nst_batch.stylize import style_targets, stylize
-from nst_batch.vgg import build_vgg19, conv_flops
+from nst_batch.vgg import build_vgg19, conv_flops, layer_shape
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples" / "images"
 
@@ -51,18 +52,21 @@ def seconds_per_step(params: Params, device: torch.device, repeats: int) -> tupl
 
 
 def matmul_seconds(flops: float, device: torch.device, repeats: int) -> float:
-    n = round((flops / 2) ** (1 / 3))
-    a = torch.randn(n, n, device=device)
-    b = torch.randn(n, n, device=device)
-    torch.mm(a, b)
-    times = []
-    for _ in range(repeats):
-        _sync(device)
-        start = time.perf_counter()
+    """Time of `flops` at the best rate float32 matmuls reach here (several square sizes)."""
+    best_rate = 0.0
+    for n in (1024, 2048, 3072, 4096):
+        a = torch.randn(n, n, device=device)
+        b = torch.randn(n, n, device=device)
         torch.mm(a, b)
-        _sync(device)
-        times.append(time.perf_counter() - start)
-    return statistics.median(times) * flops / (2 * n**3)
+        times = []
+        for _ in range(repeats):
+            _sync(device)
+            start = time.perf_counter()
+            torch.mm(a, b)
+            _sync(device)
+            times.append(time.perf_counter() - start)
+        best_rate = max(best_rate, 2 * n**3 / statistics.median(times))
+    return flops / best_rate
 
 
 def main() -> None:
@@ -76,12 +80,19 @@ def main() -> None:
     params = Params(size=args.size, steps=args.steps)
     step, h, w = seconds_per_step(params, device, args.repeats)
     last = max((*params.content_layers, *params.style_layers), key=LAYER_NAMES.index)
-    # Forward convs plus the input-gradient convs of the backward pass (no weight grads).
-    flops = 2 * conv_flops(h, w, last)
+    # Forward convs plus the input-gradient convs of the backward pass (no weight grads);
+    # each Gram matrix is one matmul forward and one backward.
+    conv = 2 * conv_flops(h, w, last)
+    gram = 0
+    for layer in params.style_layers:
+        c, lh, lw = layer_shape(layer, h, w)
+        gram += 2 * (2 * c * c * lh * lw)
+    flops = conv + gram
     bound = matmul_seconds(flops, device, max(5, args.repeats))
     threads = torch.get_num_threads()
     print(f"device {device} ({threads} threads), image {w}x{h}, layers up to {last}")
-    print(f"FLOPs per step      {flops / 1e9:.2f} GFLOP")
+    parts = f"convs {conv / 1e9:.2f}, Grams {gram / 1e9:.2f}"
+    print(f"FLOPs per step      {flops / 1e9:.2f} GFLOP ({parts})")
     print(f"seconds per step    {step * 1e3:.1f} ms  ({flops / step / 1e9:.1f} GFLOP/s)")
     print(f"matmul, same FLOPs  {bound * 1e3:.1f} ms  ({flops / bound / 1e9:.1f} GFLOP/s)")
     print(f"ratio step / bound  {step / bound:.2f}")
