@@ -259,18 +259,19 @@ def resize(image: Image.Image, size: tuple[int, int]) -> Image.Image:
     return image.resize((width, height), Image.Resampling.LANCZOS, reducing_gap=3.0)
 
 
-def scaled_style_size(
-    style_wh: tuple[int, int], output_wh: tuple[int, int], style_scale: float
-) -> tuple[int, int]:
-    """Size ``(w, h)`` for the style image: the output's area times ``style_scale**2``, in the
-    style's aspect ratio; scaled up (aspect kept) if a side would fall below ``MIN_SIDE``."""
-    (style_w, style_h), (out_w, out_h) = style_wh, output_wh
-    if min(style_w, style_h, out_w, out_h) < 1:
-        raise ValueError(f"sizes must be positive, got style {style_wh} and output {output_wh}")
+def scaled_style_size(style_wh: tuple[int, int], size: int, style_scale: float) -> tuple[int, int]:
+    """Size ``(w, h)`` for the style image: longest side ``size * style_scale``, the style's
+    aspect kept; scaled up (aspect kept) if a side would fall below ``MIN_SIDE``.
+
+    Relative to the output's `size`, not to each content's shape, so one style's targets
+    serve every content image of a gallery.
+    """
+    style_w, style_h = style_wh
+    if min(style_w, style_h, size) < 1:
+        raise ValueError(f"sizes must be positive, got style {style_wh} and size {size}")
     if not (math.isfinite(style_scale) and style_scale > 0):
         raise ValueError(f"style_scale must be a positive number, got {style_scale}")
-    area = out_w * out_h * style_scale**2
-    factor = math.sqrt(area / (style_w * style_h))
+    factor = size * style_scale / max(style_w, style_h)
     factor = max(factor, MIN_SIDE / min(style_w, style_h))
     return (
         max(MIN_SIDE, math.floor(style_w * factor + 0.5)),

@@ -44,7 +44,6 @@ class Task:
             str(self.style.path),
             self.weights,
             p.size,
-            p.square,
             p.style_scale,
             p.style_layers,
             p.pooling,

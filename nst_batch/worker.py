@@ -67,13 +67,13 @@ class Worker:
             self.model_builds += 1
         return self._models[key]
 
-    def targets(self, task: Task, vgg: VGG19Features, output_size: tuple[int, int]) -> StyleTargets:
-        key = (*task.target_group, output_size)
+    def targets(self, task: Task, vgg: VGG19Features) -> StyleTargets:
+        key = task.target_group
         if key in self._targets:
             self._targets.move_to_end(key)
             return self._targets[key]
         style = images.load_image(task.style.path, task.max_pixels)
-        size = images.scaled_style_size(style.size, output_size, task.params.style_scale)
+        size = images.scaled_style_size(style.size, task.params.size, task.params.style_scale)
         tensor = images.to_tensor(images.resize(style, size)).to(self.device)
         self._targets[key] = style_targets(vgg, tensor, task.params)
         self.target_computations += 1
@@ -123,7 +123,7 @@ class Worker:
         content_image = images.load_image(task.content.path, task.max_pixels)
         size = images.target_size(*content_image.size, p.size, p.square)
         content = images.to_tensor(images.resize(content_image, size)).to(self.device)
-        targets = self.targets(task, vgg, size)
+        targets = self.targets(task, vgg)
         init = None
         if p.init in ("style", "image"):
             source = task.style.path if p.init == "style" else p.init_image

@@ -287,12 +287,12 @@ def test_target_size() -> None:
 
 
 def test_scaled_style_size() -> None:
-    assert scaled_style_size((1024, 640), (512, 512), 1.0) == (648, 405)  # 647.6 x 404.8
-    assert scaled_style_size((1024, 640), (512, 512), 0.5) == (324, 202)  # quarter area
-    assert scaled_style_size((640, 1024), (512, 342), 2.0) == (662, 1059)  # 661.6 x 1058.6
-    assert scaled_style_size((1024, 640), (512, 512), 0.01) == (51, MIN_SIDE)  # aspect kept
+    assert scaled_style_size((1024, 640), 512, 1.0) == (512, 320)  # longest side = size
+    assert scaled_style_size((1024, 640), 512, 0.5) == (256, 160)
+    assert scaled_style_size((640, 1024), 300, 2.0) == (375, 600)
+    assert scaled_style_size((1024, 640), 512, 0.01) == (51, MIN_SIDE)  # aspect kept
     with pytest.raises(ValueError):
-        scaled_style_size((1024, 640), (512, 512), 0.0)
+        scaled_style_size((1024, 640), 512, 0.0)
 
 
 def test_resize_hits_exact_size() -> None:

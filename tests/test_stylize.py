@@ -35,12 +35,10 @@ def _content(path: Path, size: int) -> torch.Tensor:
 
 
 def _style(path: Path, content: torch.Tensor, scale: float = 1.0) -> torch.Tensor:
-    """The style image at the output's area, as the worker sizes it."""
+    """The style image at the output's size (longest side), as the worker sizes it."""
     image = images.load_image(path)
-    out_wh = (content.shape[-1], content.shape[-2])
-    return images.to_tensor(
-        images.resize(image, images.scaled_style_size(image.size, out_wh, scale))
-    )
+    size = max(content.shape[-2:])
+    return images.to_tensor(images.resize(image, images.scaled_style_size(image.size, size, scale)))
 
 
 def _params(**overrides: object) -> Params:
