@@ -19,14 +19,19 @@ Objective = Callable[[torch.Tensor], tuple[float, torch.Tensor]]
 _BLOCK = 4096  # below ATen's parallel grain: each block is summed by one thread
 
 
+def fixed_sum(a: torch.Tensor) -> float:
+    """sum(a) of a flat tensor, in an order that does not depend on the thread count."""
+    head = a.numel() - a.numel() % _BLOCK
+    # One thread per block, then a sum of fewer values than ATen ever splits across threads.
+    total = a[:head].view(-1, _BLOCK).sum(dim=1, dtype=torch.float64).sum()
+    if head < a.numel():
+        total = total + a[head:].sum(dtype=torch.float64)
+    return float(total)
+
+
 def dot(a: torch.Tensor, b: torch.Tensor) -> float:
-    """sum(a * b) of two flat tensors, in an order that does not depend on the thread count."""
-    product = a * b
-    pad = (-product.numel()) % _BLOCK
-    if pad:
-        product = torch.nn.functional.pad(product, (0, pad))
-    partial = product.view(-1, _BLOCK).sum(dim=1, dtype=torch.float64)  # one thread per block
-    return float(partial.cumsum(0)[-1])  # cumsum runs sequentially
+    """sum(a * b) of two flat tensors, in a fixed order (see fixed_sum)."""
+    return fixed_sum(a * b)
 
 
 @dataclass(frozen=True)
@@ -52,7 +57,7 @@ def minimize(objective: Objective, x: torch.Tensor, config: LBFGSConfig) -> torc
         return x
     directions: list[tuple[torch.Tensor, torch.Tensor, float]] = []  # (s, y, 1 / y.s)
     gamma = 1.0  # scale of the initial inverse Hessian
-    step = min(1.0, 1.0 / float(grad.abs().sum())) * config.lr
+    step = min(1.0, 1.0 / fixed_sum(grad.abs())) * config.lr
     while True:
         d = _direction(grad, directions, gamma)
         gtd = dot(grad, d)

@@ -356,3 +356,20 @@ def test_losses_are_of_the_same_order_at_64_and_128_px(net, content, targets, co
     at_128 = initial_style_loss(content_128, style_targets(net, style_128, params_128))
     assert 0.1 < at_128 / at_64 < 10
     assert at_128 != at_64
+
+
+@pytest.mark.slow
+def test_pixels_do_not_depend_on_the_thread_count(net) -> None:
+    # 160 px: 3 x 160 x 107 values, more than ATen sums on one thread.
+    content = _content(CHELSEA, 160)
+    targets = style_targets(net, _style(STARRY, content), _params(size=160))
+    before = torch.get_num_threads()
+    try:
+        images_by_threads = {}
+        for threads in (1, 2):
+            torch.set_num_threads(threads)
+            result = stylize(net, content, targets, _params(size=160, steps=8))
+            images_by_threads[threads] = result.image
+    finally:
+        torch.set_num_threads(before)
+    assert torch.equal(images_by_threads[1], images_by_threads[2])
