@@ -107,8 +107,9 @@ class _Objective:
         self.content_targets = {k: features[k].detach() for k in params.content_layers}
 
     def terms(self, image: torch.Tensor) -> torch.Tensor:
-        """Weighted (content, style, tv) losses as one (3,) tensor."""
+        """Weighted (content, style, tv) losses of image.clamp(0, 1) as one (3,) tensor."""
         p = self.params
+        image = image.clamp(0, 1)  # the loss of the image that will be saved
         features = self.vgg(image, self.layers)
         zero = torch.zeros((), device=image.device)
         c = sum((content_loss(features[k], t) for k, t in self.content_targets.items()), zero)
@@ -142,6 +143,7 @@ class _Tracker:
         device = start.device
         self.best = start.detach().clone()
         self.best_total = torch.full((), float("inf"), device=device)
+        self.best_terms = torch.zeros(3, device=device)
         self.first_bad = torch.full((), -1, dtype=torch.long, device=device)
         self.history: list[torch.Tensor] = []
         self.initial: torch.Tensor | None = None
@@ -159,6 +161,7 @@ class _Tracker:
         better = finite & (t < self.best_total)
         self.best = torch.where(better, image.detach(), self.best)
         self.best_total = torch.where(better, t, self.best_total)
+        self.best_terms = torch.where(better, terms, self.best_terms)
         self.first_bad = torch.where(~finite & (self.first_bad < 0), step + 1, self.first_bad)
         self.history.append(t)
         if self.initial is None:
@@ -208,12 +211,9 @@ def stylize(
             step=bad_step,
         )
     assert tracker.initial is not None
-    image = tracker.best.clamp(0, 1)
-    with torch.no_grad():  # L-BFGS may leave pixels out of range: report the saved image's losses
-        final = objective.terms(image)
     result = Result(
-        image=image,
-        losses=_losses(final),
+        image=tracker.best.clamp(0, 1),  # the image the losses were computed on
+        losses=_losses(tracker.best_terms),
         initial_losses=_losses(tracker.initial),
         steps=len(tracker.history),
         seconds=seconds,
