@@ -6,6 +6,7 @@ Exit codes: 0 every task done or up to date; 1 some task failed (the rest ran);
 
 from __future__ import annotations
 
+import signal
 import sys
 import time
 from collections.abc import Callable
@@ -66,6 +67,12 @@ def _up_to_date_check(force: bool) -> Callable[[Task], bool]:
     from nst_batch.images import read_metadata
 
     return lambda task: up_to_date(task, read_metadata)
+
+
+def _raise_interrupted(signum: int, frame: object) -> None:
+    from nst_batch.runner import Interrupted
+
+    raise Interrupted(signum)
 
 
 def _duration(seconds: float) -> str:
@@ -135,10 +142,19 @@ def _run(
     manifest: Manifest, todo: list[Task], fresh: list[Task], verbosity: int, every: int
 ) -> int:
     from nst_batch.progress import ConsoleEvents
-    from nst_batch.runner import resolve_devices, run_tasks, skipped_row
+    from nst_batch.runner import Interrupted, resolve_devices, run_tasks, skipped_row
 
     start = time.perf_counter()
     results = manifest.output / RESULTS_FILE
+    if todo:  # a weights problem stops the run before anything is written
+        from nst_batch.vgg import load_weights
+
+        try:
+            load_weights(manifest.weights)
+        except WeightsError as exc:
+            raise _fail(str(exc)) from None
+    if manifest.output.exists() and not manifest.output.is_dir():
+        raise _fail(f"output {manifest.output} is a file, not a folder; choose another 'output'")
     try:
         manifest.output.mkdir(parents=True, exist_ok=True)
         writer = ResultsWriter(results)
@@ -147,11 +163,27 @@ def _run(
             f"cannot write to the output folder {manifest.output}: {exc.strerror}"
         ) from None
     events = ConsoleEvents(len(todo), len(fresh), verbosity, print_every=every)
-    with writer:
-        for task in fresh:
-            writer.write(skipped_row(task, ""))
-        devices = resolve_devices(manifest.devices, manifest.workers_per_device)
-        stats = run_tasks(todo, devices, writer, events, report_every=min(every, 10))
+    # SIGTERM: Slurm preemption or time limit, kill; SIGINT: Ctrl-C, also when started
+    # in the background, where the shell would have it ignored.
+    previous = {s: signal.signal(s, _raise_interrupted) for s in (signal.SIGTERM, signal.SIGINT)}
+    try:
+        with writer:
+            for task in fresh:
+                writer.write(skipped_row(task, ""))
+            devices = resolve_devices(manifest.devices, manifest.workers_per_device)
+            stats = run_tasks(todo, devices, writer, events, report_every=min(every, 10))
+    except (KeyboardInterrupt, Interrupted) as exc:
+        events.close()
+        signum = exc.signum if isinstance(exc, Interrupted) else signal.SIGINT
+        click.echo(
+            f"interrupted by {signal.Signals(signum).name}: finished outputs are kept, the tasks "
+            f"in flight are recorded as interrupted in {results}; rerun to finish",
+            err=True,
+        )
+        return 128 + signum
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
     events.close()
     if stats.fatal:
         click.echo(f"Error: {stats.fatal}", err=True)

@@ -76,12 +76,22 @@ def make_row(task: Task, outcome: TaskOutcome, device: str, worker: str, shard: 
     )
 
 
+class Interrupted(BaseException):
+    """A termination signal (SIGTERM: Slurm preemption or time limit) stops the run."""
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(f"interrupted by signal {signum}")
+        self.signum = signum
+
+
 def interrupted_row(
     task: Task, device: str, worker: str, shard: str, reason: BaseException
 ) -> ResultRow:
-    why = "interrupted (Ctrl-C)" if isinstance(reason, KeyboardInterrupt) else "interrupted"
-    if isinstance(reason, SystemExit) and reason.code:
-        why = f"interrupted (exit {reason.code})"
+    why = "interrupted"
+    if isinstance(reason, KeyboardInterrupt):
+        why = "interrupted (SIGINT)"
+    elif isinstance(reason, Interrupted):
+        why = f"interrupted ({signal.Signals(reason.signum).name})"
     return ResultRow(
         content=task.content.name,
         style=task.style.name,

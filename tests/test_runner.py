@@ -135,3 +135,53 @@ def test_a_failing_task_does_not_stop_its_worker(write_manifest, tmp_path) -> No
     # The workers that failed a task went on to finish others.
     assert {r.worker for r in failed} <= {r.worker for r in done}
     assert multiprocessing.active_children() == []
+
+
+def _children(pid: int) -> list[int]:
+    found = []
+    for path in Path(f"/proc/{pid}/task").glob("*/children"):
+        found += [int(p) for p in path.read_text().split()]
+    return found
+
+
+def _running(pid: int) -> bool:
+    """Alive and not a zombie (PID 1 here does not reap orphans)."""
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except FileNotFoundError:
+        return False
+    return state != "Z"
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
+def test_a_signal_stops_every_worker_and_records_the_tasks_in_flight(write_manifest, signum):
+    import subprocess
+    import sys
+    import time
+
+    manifest = write_manifest(params={"size": 64, "steps": 2000})
+    command = [sys.executable, "-m", "nst_batch", str(manifest), "--devices", "cpu,cpu", "-v"]
+    command += ["--print-every", "5"]
+    process = subprocess.Popen(command, stderr=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    assert process.stderr is not None
+    steps_seen = 0
+    for line in process.stderr:  # both workers are stylizing once each has printed a step
+        steps_seen += " step " in line
+        if steps_seen >= 2:
+            break
+    workers = _children(process.pid)
+    assert len(workers) >= 2
+    process.send_signal(signum)
+    _, err = process.communicate(timeout=30)
+    assert process.returncode == 128 + signum
+    assert f"interrupted by {signal.Signals(signum).name}" in err
+    deadline = time.monotonic() + 10
+    while any(_running(pid) for pid in workers) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert not any(_running(pid) for pid in workers)
+    rows = read_rows(manifest.parent / "out" / "results.csv")
+    assert len(rows) == 2
+    assert all(r.status == "interrupted" for r in rows)
+    assert all(r.error == f"interrupted ({signal.Signals(signum).name})" for r in rows)
+    assert not list((manifest.parent / "out").glob("*.jpg"))  # nothing half-done is saved
