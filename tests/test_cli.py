@@ -533,7 +533,9 @@ def test_output_folder_that_is_a_file_exit_2(tmp_path: Path) -> None:
     result = _invoke(manifest)
 
     assert result.exit_code == 2, result.output
-    assert result.stderr.startswith(f"Error: cannot write to the output folder {tmp_path / 'out'}")
+    assert result.stderr == (
+        f"Error: output {tmp_path / 'out'} is a file, not a folder; choose another 'output'\n"
+    )
 
 
 @pytest.mark.slow
