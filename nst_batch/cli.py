@@ -6,16 +6,19 @@ Exit codes: 0 every task done or up to date; 1 some task failed (the rest ran);
 
 from __future__ import annotations
 
+import os
 import signal
 import sys
 import time
 from collections.abc import Callable
+from pathlib import Path
 
 import click
 
 from nst_batch import __version__
 from nst_batch.manifest import Manifest, ManifestError, load_manifest, parse_devices
-from nst_batch.plan import Task, plan, split, up_to_date
+from nst_batch.plan import Task, parse_shard, plan, slurm_shard, split, up_to_date
+from nst_batch.plan import shard as shard_tasks
 from nst_batch.results import ResultsWriter, merge, summarize, write_table
 from nst_batch.weights import WeightsError
 
@@ -115,6 +118,12 @@ def main() -> None:
     type=click.IntRange(min=1),
     help="With -v, print losses every N steps.",
 )
+@click.option(
+    "--shard",
+    metavar="K/N",
+    help="Run the K-th of N disjoint shares of the tasks (default in a Slurm job array: "
+    "from the task's position in the array).",
+)
 def run_command(
     manifest: str,
     devices: str | None,
@@ -124,28 +133,54 @@ def run_command(
     quiet: int,
     verbose: int,
     print_every: int,
+    shard: str | None,
 ) -> None:
     """Run the gallery described by MANIFEST (YAML)."""
     loaded = _load(manifest, overrides, devices)
     tasks = _plan(loaded)
+    share = _shard(shard)
+    if share is not None:
+        tasks = shard_tasks(tasks, *share)
     todo, fresh = split(tasks, _up_to_date_check(force))
     if dry_run:
         for task in tasks:
             state = "up to date" if task in fresh else "would run"
             click.echo(f"{state:>10}  {task.label}  ->  {task.relative_output}")
-        click.echo(f"{len(todo)} to run, {len(fresh)} up to date, {len(tasks)} in all")
+        where = f" in shard {share[0]}/{share[1]}" if share else ""
+        click.echo(f"{len(todo)} to run, {len(fresh)} up to date, {len(tasks)} in all{where}")
         return
-    sys.exit(_run(loaded, todo, fresh, verbose - quiet, print_every))
+    sys.exit(_run(loaded, todo, fresh, verbose - quiet, print_every, share))
+
+
+def _shard(option: str | None) -> tuple[int, int] | None:
+    """--shard K/N, else this Slurm array task's share, else None (everything)."""
+    try:
+        return parse_shard(option) if option is not None else slurm_shard(os.environ)
+    except ValueError as exc:
+        raise _fail(str(exc)) from None
+
+
+def results_file(output: Path, share: tuple[int, int] | None) -> Path:
+    """Each shard appends to its own file, so no two processes ever write one file."""
+    if share is None:
+        return output / RESULTS_FILE
+    return output / f"results-shard-{share[0]}-of-{share[1]}.csv"
 
 
 def _run(
-    manifest: Manifest, todo: list[Task], fresh: list[Task], verbosity: int, every: int
+    manifest: Manifest,
+    todo: list[Task],
+    fresh: list[Task],
+    verbosity: int,
+    every: int,
+    share: tuple[int, int] | None,
 ) -> int:
     from nst_batch.progress import ConsoleEvents
     from nst_batch.runner import Interrupted, resolve_devices, run_tasks, skipped_row
 
     start = time.perf_counter()
-    results = manifest.output / RESULTS_FILE
+    results = results_file(manifest.output, share)
+    label = f"{share[0]}/{share[1]}" if share else ""
     if todo:  # a weights problem stops the run before anything is written
         from nst_batch.vgg import load_weights
 
@@ -169,9 +204,11 @@ def _run(
     try:
         with writer:
             for task in fresh:
-                writer.write(skipped_row(task, ""))
+                writer.write(skipped_row(task, label))
             devices = resolve_devices(manifest.devices, manifest.workers_per_device)
-            stats = run_tasks(todo, devices, writer, events, report_every=min(every, 10))
+            stats = run_tasks(
+                todo, devices, writer, events, report_every=min(every, 10), shard=label
+            )
     except (KeyboardInterrupt, Interrupted) as exc:
         events.close()
         signum = exc.signum if isinstance(exc, Interrupted) else signal.SIGINT
@@ -190,7 +227,8 @@ def _run(
         return EXIT_USAGE
     elapsed = time.perf_counter() - start
     click.echo(
-        f"{len(todo) + len(fresh)} tasks: {stats.done} done, {len(fresh)} skipped, "
+        f"{len(todo) + len(fresh)} tasks{' in shard ' + label if label else ''}: "
+        f"{stats.done} done, {len(fresh)} skipped, "
         f"{stats.failed} failed in {_duration(elapsed)} "
         f"({stats.target_computations} style target computations)\n"
         f"outputs: {manifest.output}\nresults: {results}",

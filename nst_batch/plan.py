@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -105,3 +105,53 @@ def split(
     for task in tasks:
         (done if up_to_date_check(task) else todo).append(task)
     return todo, done
+
+
+def shard(tasks: Sequence[Task], index: int, count: int) -> list[Task]:
+    """The index-th (1-based) of `count` shares of the plan.
+
+    Contiguous slices of the plan, whose sizes differ by at most one: deterministic,
+    balanced, and a style's tasks (adjacent in the plan) stay in one shard or two.
+    """
+    if not 1 <= index <= count:
+        raise ValueError(f"shard {index}/{count}: K must be between 1 and {count}")
+    start = (index - 1) * len(tasks) // count
+    stop = index * len(tasks) // count
+    return list(tasks[start:stop])
+
+
+def parse_shard(text: str) -> tuple[int, int]:
+    """'K/N' -> (K, N) with 1 <= K <= N; ValueError with the rule otherwise."""
+    index, slash, count = text.partition("/")
+    if not (slash and index.strip().isdigit() and count.strip().isdigit()):
+        raise ValueError(f"--shard {text!r}: expected K/N, e.g. 1/4 (K from 1 to N)")
+    k, n = int(index), int(count)
+    if not 1 <= k <= n:
+        raise ValueError(f"--shard {text!r}: K must be between 1 and N ({n})")
+    return k, n
+
+
+def slurm_shard(env: Mapping[str, str]) -> tuple[int, int] | None:
+    """(K, N) of this Slurm array task from its position in the array, or None outside one.
+
+    Arrays need not start at 0 (1-4) nor be contiguous (1-7:2): the position is
+    (ID - MIN) / STEP. A list whose IDs are not evenly spaced (0,3,7) gives a task no
+    way to know its position: ValueError says what to submit instead.
+    """
+    if "SLURM_ARRAY_TASK_ID" not in env:
+        return None
+    try:
+        task = int(env["SLURM_ARRAY_TASK_ID"])
+        first = int(env.get("SLURM_ARRAY_TASK_MIN", task))
+        last = int(env.get("SLURM_ARRAY_TASK_MAX", task))
+        step = int(env.get("SLURM_ARRAY_TASK_STEP", 1)) or 1
+        count = int(env.get("SLURM_ARRAY_TASK_COUNT", (last - first) // step + 1))
+    except ValueError:
+        raise ValueError("the SLURM_ARRAY_TASK_* variables are not integers") from None
+    if first + step * (count - 1) != last or (task - first) % step:
+        raise ValueError(
+            f"this Slurm array's task IDs (from {first} to {last}, {count} tasks) are not "
+            "evenly spaced, so a task cannot tell its position; submit a range such as "
+            f"--array=0-{count - 1}, or give each task --shard K/N"
+        )
+    return (task - first) // step + 1, count

@@ -619,3 +619,43 @@ def test_help(args: list[str]) -> None:
     elif args[0] != "report":
         assert "Exit codes: 0 all done or up to date, 1 some task failed" in result.stdout
         assert "report" in result.stdout
+
+
+# --- shards ---------------------------------------------------------------------------------
+
+
+@pytest.mark.slow
+def test_shards_split_the_gallery_and_report_merges_them(tmp_path: Path, monkeypatch) -> None:
+    manifest = _write(tmp_path, params={"size": 64, "steps": 4})
+    out = tmp_path / "out"
+    first = _invoke(manifest, "--shard", "1/2")
+    assert first.exit_code == 0, first.output
+    assert "2 tasks in shard 1/2: 2 done" in first.output
+    # The second shard comes from a Slurm array's variables: task 5 of --array=4-5.
+    for name, value in {"ID": 5, "MIN": 4, "MAX": 5, "COUNT": 2, "STEP": 1}.items():
+        monkeypatch.setenv(f"SLURM_ARRAY_TASK_{name}", str(value))
+    second = _invoke(manifest)
+    assert second.exit_code == 0, second.output
+    assert "2 tasks in shard 2/2: 2 done" in second.output
+    shards = [read_rows(out / f"results-shard-{k}-of-2.csv") for k in (1, 2)]
+    pairs = [{(r.content, r.style) for r in rows} for rows in shards]
+    assert len(pairs[0]) == len(pairs[1]) == 2 and not pairs[0] & pairs[1]
+    assert all(r.shard == f"{k}/2" for k, rows in zip((1, 2), shards, strict=True) for r in rows)
+    assert not (out / "results.csv").exists()
+    monkeypatch.delenv("SLURM_ARRAY_TASK_ID")
+    report = _invoke("report", manifest)
+    assert report.exit_code == 0, report.output
+    assert report.output.splitlines()[0] == (
+        "4 tasks planned: 4 done, 0 failed, 0 interrupted, 0 outdated, 0 not yet run"
+    )
+    merged = read_rows(out / "results.csv")
+    assert len(merged) == 4 and {r.status for r in merged} == {"done"}
+    again = _invoke(manifest, "--shard", "2/2")
+    assert "0 done, 2 skipped" in again.output
+
+
+def test_a_bad_shard_is_a_usage_error(tmp_path: Path) -> None:
+    result = _invoke(_write(tmp_path), "--shard", "3/2")
+    assert result.exit_code == 2
+    assert "--shard '3/2': K must be between 1 and N (2)" in result.output
+    assert not (tmp_path / "out").exists()

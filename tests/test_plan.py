@@ -15,7 +15,17 @@ from PIL import Image
 from nst_batch.images import read_metadata, save_image
 from nst_batch.manifest import load_manifest
 from nst_batch.params import Params
-from nst_batch.plan import KEY_METADATA, Task, plan, split, task_key, up_to_date
+from nst_batch.plan import (
+    KEY_METADATA,
+    Task,
+    parse_shard,
+    plan,
+    shard,
+    slurm_shard,
+    split,
+    task_key,
+    up_to_date,
+)
 
 WriteManifest = Callable[..., Path]
 
@@ -284,3 +294,86 @@ def test_split_keeps_plan_order(write_manifest: WriteManifest) -> None:
     assert todo == [tasks[0], tasks[2], tasks[3], tasks[5]]
     assert done == [tasks[1], tasks[4]]
     assert split([], lambda t: True) == ([], [])
+
+
+# --- shards ---------------------------------------------------------------------------------
+
+
+def _tasks(write_manifest, contents: int = 2, styles: int = 2) -> list:
+    content = [str(CONTENT / n) for n in ("chelsea.png", "coffee.png", "astronaut.png")][:contents]
+    style = [str(STYLE / n) for n in ("starry_night.jpg", "the_scream.jpg", "shipwreck.jpg")]
+    return plan(load_manifest(write_manifest(content=content, style=style[:styles])))
+
+
+@pytest.mark.parametrize("count", [1, 2, 3, 4, 5, 9])
+def test_shards_are_disjoint_complete_balanced_and_deterministic(write_manifest, count) -> None:
+    tasks = _tasks(write_manifest, 3, 3)  # 9 tasks
+    shares = [shard(tasks, k, count) for k in range(1, count + 1)]
+    keys = [t.key for share in shares for t in share]
+    assert sorted(keys) == sorted(t.key for t in tasks)  # every task exactly once
+    sizes = [len(share) for share in shares]
+    assert max(sizes) - min(sizes) <= 1
+    assert shares == [shard(tasks, k, count) for k in range(1, count + 1)]
+
+
+def test_shards_keep_a_style_together_where_they_can(write_manifest) -> None:
+    tasks = _tasks(write_manifest, 3, 3)
+    for k in (1, 2, 3):
+        assert len({t.style.name for t in shard(tasks, k, 3)}) == 1
+
+
+def test_more_shards_than_tasks(write_manifest) -> None:
+    tasks = _tasks(write_manifest, 1, 2)  # 2 tasks
+    shares = [shard(tasks, k, 5) for k in range(1, 6)]
+    assert sum(len(s) for s in shares) == 2
+    assert [len(s) for s in shares].count(0) == 3
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"), [("1/4", (1, 4)), ("4/4", (4, 4)), (" 2 / 3 ", (2, 3))]
+)
+def test_parse_shard(text: str, expected: tuple[int, int]) -> None:
+    assert parse_shard(text) == expected
+
+
+@pytest.mark.parametrize("text", ["0/4", "5/4", "1-4", "a/b", "1/0", "/3"])
+def test_parse_shard_refuses(text: str) -> None:
+    with pytest.raises(ValueError, match="--shard"):
+        parse_shard(text)
+
+
+def _array(task: int, first: int, last: int, count: int, step: int | None = None) -> dict:
+    env = {
+        "SLURM_ARRAY_TASK_ID": str(task),
+        "SLURM_ARRAY_TASK_MIN": str(first),
+        "SLURM_ARRAY_TASK_MAX": str(last),
+        "SLURM_ARRAY_TASK_COUNT": str(count),
+    }
+    if step is not None:
+        env["SLURM_ARRAY_TASK_STEP"] = str(step)
+    return env
+
+
+def test_slurm_shard_outside_an_array() -> None:
+    assert slurm_shard({}) is None
+
+
+@pytest.mark.parametrize(
+    ("env", "expected"),
+    [
+        (_array(0, 0, 3, 4, 1), (1, 4)),
+        (_array(3, 0, 3, 4, 1), (4, 4)),
+        (_array(1, 1, 4, 4), (1, 4)),  # starts at 1
+        (_array(4, 1, 4, 4), (4, 4)),
+        (_array(5, 1, 7, 4, 2), (3, 4)),  # 1-7:2 is 1,3,5,7
+        (_array(7, 3, 7, 2, 4), (2, 2)),  # 3,7: evenly spaced, not contiguous
+        (_array(12, 12, 12, 1, 1), (1, 1)),
+    ],
+)
+def test_slurm_shard_from_the_task_position(env: dict, expected: tuple[int, int]) -> None:
+    assert slurm_shard(env) == expected
+
+
+def test_slurm_shard_refuses_an_unevenly_spaced_array() -> None:
+    with pytest.raises(ValueError, match=r"not evenly spaced.*--shard K/N"):
+        slurm_shard(_array(3, 0, 7, 3, 1))  # --array=0,3,7
