@@ -19,7 +19,7 @@ from typing import Any, Protocol
 import torch.multiprocessing as mp
 
 from nst_batch.plan import Task
-from nst_batch.results import ResultRow, ResultsWriter
+from nst_batch.results import ResultRow, ResultsWriter, Status
 from nst_batch.stylize import Progress
 from nst_batch.worker import FatalWorkerError, TaskOutcome, Worker, worker_main
 
@@ -55,13 +55,33 @@ def resolve_devices(devices: Sequence[str], workers_per_device: int = 1) -> list
     return [d for d in devices for _ in range(workers_per_device)]
 
 
-def make_row(task: Task, outcome: TaskOutcome, device: str, worker: str, shard: str) -> ResultRow:
+class Interrupted(BaseException):
+    """A termination signal (SIGTERM: Slurm preemption or time limit) stops the run."""
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(f"interrupted by signal {signum}")
+        self.signum = signum
+
+
+def _row(task: Task, status: Status, shard: str, **fields: Any) -> ResultRow:
+    """A results row naming `task`, with the given outcome fields."""
     return ResultRow(
         content=task.content.name,
         style=task.style.name,
         variant=task.variant.name,
         output=task.relative_output,
-        status=outcome.status,
+        status=status,
+        key=task.key,
+        shard=shard,
+        **fields,
+    )
+
+
+def make_row(task: Task, outcome: TaskOutcome, device: str, worker: str, shard: str) -> ResultRow:
+    return _row(
+        task,
+        outcome.status,
+        shard,
         content_loss=outcome.content_loss,
         style_loss=outcome.style_loss,
         tv_loss=outcome.tv_loss,
@@ -70,18 +90,8 @@ def make_row(task: Task, outcome: TaskOutcome, device: str, worker: str, shard: 
         seconds=round(outcome.seconds, 3),
         device=device,
         worker=worker,
-        key=task.key,
         error=outcome.error,
-        shard=shard,
     )
-
-
-class Interrupted(BaseException):
-    """A termination signal (SIGTERM: Slurm preemption or time limit) stops the run."""
-
-    def __init__(self, signum: int) -> None:
-        super().__init__(f"interrupted by signal {signum}")
-        self.signum = signum
 
 
 def interrupted_row(
@@ -92,30 +102,11 @@ def interrupted_row(
         why = "interrupted (SIGINT)"
     elif isinstance(reason, Interrupted):
         why = f"interrupted ({signal.Signals(reason.signum).name})"
-    return ResultRow(
-        content=task.content.name,
-        style=task.style.name,
-        variant=task.variant.name,
-        output=task.relative_output,
-        status="interrupted",
-        device=device,
-        worker=worker,
-        key=task.key,
-        error=why,
-        shard=shard,
-    )
+    return _row(task, "interrupted", shard, device=device, worker=worker, error=why)
 
 
 def skipped_row(task: Task, shard: str) -> ResultRow:
-    return ResultRow(
-        content=task.content.name,
-        style=task.style.name,
-        variant=task.variant.name,
-        output=task.relative_output,
-        status="skipped",
-        key=task.key,
-        shard=shard,
-    )
+    return _row(task, "skipped", shard)
 
 
 def run_tasks(

@@ -419,18 +419,6 @@ def test_truncated_file(tmp_path, state) -> None:
         load_weights(str(path))
 
 
-def test_random_bytes_are_rejected(tmp_path) -> None:
-    path = tmp_path / "noise.pth"
-    path.write_bytes(
-        torch.randint(0, 256, (4096,), generator=torch.Generator().manual_seed(0))
-        .to(torch.uint8)
-        .numpy()
-        .tobytes()
-    )
-    with pytest.raises(WeightsError, match=re.escape(str(path))):
-        load_weights(str(path))
-
-
 def test_random_bytes_are_called_corrupt(tmp_path) -> None:
     path = tmp_path / "noise.pth"
     path.write_bytes(
@@ -441,6 +429,7 @@ def test_random_bytes_are_called_corrupt(tmp_path) -> None:
     )
     with pytest.raises(WeightsError) as info:
         load_weights(str(path))
+    assert str(path) in str(info.value)
     assert "corrupt" in str(info.value)
     assert "weights_only` set to `False`" not in str(info.value)
 
