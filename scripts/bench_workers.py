@@ -4,7 +4,7 @@ On a CPU the N workers split the cores (each gets cores/N threads), so expect a 
 near 1: the point is that worker processes cost nothing. On a machine with several
 GPUs, compare `--devices cuda:0` with `--devices cuda:0,cuda:1,...`.
 
-    python scripts/bench_workers.py [--size 128] [--steps 30] [--devices cpu,cpu]
+    python scripts/bench_workers.py [--size 128] [--steps 100] [--devices cpu,cpu]
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ EXAMPLES = Path(__file__).resolve().parent.parent / "examples" / "images"
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--size", type=int, default=128)
-    parser.add_argument("--steps", type=int, default=30)
+    parser.add_argument("--steps", type=int, default=100)
     parser.add_argument("--devices", default="cpu,cpu", help="the N-worker run's devices")
     args = parser.parse_args()
     single = args.devices.split(",")[0]
@@ -60,6 +60,7 @@ def main() -> None:
                 ],
                 check=True,
                 stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
             )
             times[devices] = time.perf_counter() - start
     print(f"2x2 gallery at {args.size} px, {args.steps} steps")
