@@ -1,7 +1,8 @@
 """The `nst-batch` command: parse, call the library, map errors to exit codes.
 
 Exit codes: 0 every task done or up to date; 1 some task failed (the rest ran);
-2 usage, manifest or weights error (nothing ran).
+2 usage, manifest or weights error (nothing ran); 75 another run holds the output;
+130 and 143 stopped by SIGINT or SIGTERM.
 """
 
 from __future__ import annotations
@@ -93,7 +94,8 @@ def main() -> None:
       nst-batch report MANIFEST        merge results into <output>/results.csv
 
     Exit codes: 0 all done or up to date, 1 some task failed (the rest ran),
-    2 usage, manifest or weights error (nothing ran).
+    2 usage, manifest or weights error (nothing ran), 75 another run holds the
+    output, 130/143 stopped by SIGINT/SIGTERM.
     """
 
 
@@ -175,12 +177,10 @@ def _run(
     every: int,
     share: tuple[int, int] | None,
 ) -> int:
-    from nst_batch.progress import ConsoleEvents
-    from nst_batch.runner import Interrupted, resolve_devices, run_tasks, skipped_row
+    from nst_batch.runner import EXIT_LOCKED, Locked, hold_lock
 
     start = time.perf_counter()
     results = results_file(manifest.output, share)
-    label = f"{share[0]}/{share[1]}" if share else ""
     if todo:  # a weights problem stops the run before anything is written
         from nst_batch.vgg import load_weights
 
@@ -190,13 +190,44 @@ def _run(
             raise _fail(str(exc)) from None
     if manifest.output.exists() and not manifest.output.is_dir():
         raise _fail(f"output {manifest.output} is a file, not a folder; choose another 'output'")
+    lock = manifest.output / (
+        f".nst-batch-shard-{share[0]}-of-{share[1]}.lock" if share else ".nst-batch.lock"
+    )
     try:
         manifest.output.mkdir(parents=True, exist_ok=True)
-        writer = ResultsWriter(results)
-    except OSError as exc:
+        with hold_lock(lock):
+            return _run_locked(manifest, todo, fresh, verbosity, every, share, results, start)
+    except Locked as exc:
+        click.echo(f"Error: {exc}", err=True)
+        return EXIT_LOCKED
+    except OSError as exc:  # unwritable folder, disk full: finished outputs stay
         raise _fail(
             f"cannot write to the output folder {manifest.output}: {exc.strerror}"
         ) from None
+
+
+def _run_locked(
+    manifest: Manifest,
+    todo: list[Task],
+    fresh: list[Task],
+    verbosity: int,
+    every: int,
+    share: tuple[int, int] | None,
+    results: Path,
+    start: float,
+) -> int:
+    from nst_batch.progress import ConsoleEvents
+    from nst_batch.runner import (
+        Interrupted,
+        remove_stale_temporaries,
+        resolve_devices,
+        run_tasks,
+        skipped_row,
+    )
+
+    label = f"{share[0]}/{share[1]}" if share else ""
+    remove_stale_temporaries(todo)
+    writer = ResultsWriter(results)  # an OSError here is reported by the caller
     events = ConsoleEvents(len(todo), len(fresh), verbosity, print_every=every)
     # SIGTERM: Slurm preemption or time limit, kill; SIGINT: Ctrl-C, also when started
     # in the background, where the shell would have it ignored.

@@ -7,13 +7,16 @@ for one device, spawned processes for several) stylize and write output images.
 from __future__ import annotations
 
 import contextlib
+import fcntl
+import glob
 import os
 import queue
 import signal
 import time
 from collections import deque
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Protocol
 
 import torch.multiprocessing as mp
@@ -53,6 +56,53 @@ def resolve_devices(devices: Sequence[str], workers_per_device: int = 1) -> list
         count = torch.cuda.device_count() if torch.cuda.is_available() else 0
         devices = [f"cuda:{i}" for i in range(count)] or ["cpu"]
     return [d for d in devices for _ in range(workers_per_device)]
+
+
+EXIT_LOCKED = 75  # EX_TEMPFAIL: another run holds the output; try again later
+
+
+class Locked(Exception):
+    """Another run works on the same output (or the same shard of it)."""
+
+
+@contextlib.contextmanager
+def hold_lock(path: Path) -> Iterator[None]:
+    """An exclusive flock on `path` for the duration, with our PID written in it.
+
+    The kernel drops the lock when its process dies, however it dies, so a lock left by a
+    killed run is simply taken over. (Shards use separate lock and results files, since
+    NFS locks are unreliable.)
+    """
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.pread(fd, 32, 0).decode(errors="replace").strip() or "unknown"
+            raise Locked(
+                f"another nst-batch run (PID {holder}) is working on this output: {path} is "
+                "locked; wait for it to finish, or stop it"
+            ) from None
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+        yield
+    finally:
+        os.close(fd)
+
+
+def remove_stale_temporaries(tasks: Sequence[Task]) -> int:
+    """Delete temporary files a killed run left beside these tasks' outputs; returns how many.
+
+    Safe while other shards run: only this run's own outputs' temporaries are touched,
+    and the lock keeps a second run of the same share away.
+    """
+    removed = 0
+    for task in tasks:
+        for temp in task.output.parent.glob(f".{glob.escape(task.output.name)}.*.tmp"):
+            with contextlib.suppress(FileNotFoundError):
+                temp.unlink()
+                removed += 1
+    return removed
 
 
 class Interrupted(BaseException):

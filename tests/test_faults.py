@@ -1,0 +1,115 @@
+"""Real nst-batch processes killed, stopped and run twice at once: nothing lost, nothing corrupt."""
+
+from __future__ import annotations
+
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from PIL import Image
+
+from nst_batch.results import read_rows
+
+COMMAND = [sys.executable, "-m", "nst_batch"]
+
+
+def _start(manifest: Path, *args: str) -> subprocess.Popen[str]:
+    return subprocess.Popen(
+        [*COMMAND, str(manifest), *args],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+
+
+def _wait_for(condition, timeout: float = 120.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.05)
+
+
+def _valid(path: Path) -> bool:
+    with Image.open(path) as image:
+        image.load()
+        return image.size[0] > 0
+
+
+@pytest.mark.slow
+def test_sigkill_after_the_first_output_then_rerun(write_manifest) -> None:
+    manifest = write_manifest(params={"size": 64, "steps": 30})
+    out = manifest.parent / "out"
+    process = _start(manifest)
+    _wait_for(lambda: any(out.glob("*.jpg")))
+    process.kill()
+    process.wait()
+    assert process.returncode == -signal.SIGKILL
+    first = read_rows(out / "results.csv")  # complete rows only; a torn line is ignored
+    done_first = {r.output for r in first if r.status == "done"}
+    assert 1 <= len(done_first) < 4
+    assert all(_valid(p) for p in out.glob("*.jpg"))
+
+    rerun = subprocess.run([*COMMAND, str(manifest)], capture_output=True, text=True, check=False)
+    assert rerun.returncode == 0, rerun.stderr
+    rows = read_rows(out / "results.csv")
+    done = [r.output for r in rows if r.status == "done"]
+    assert sorted(done) == sorted(set(done)) and len(done) == 4  # each task done exactly once
+    assert {r.output for r in rows[len(first) :] if r.status == "skipped"} == done_first
+    outputs = sorted(out.glob("*.jpg"))
+    assert len(outputs) == 4 and all(_valid(p) for p in outputs)
+    assert not list(out.glob(".*.tmp"))
+
+
+@pytest.mark.slow
+def test_sigterm_records_the_task_in_flight_and_exits_143(write_manifest) -> None:
+    manifest = write_manifest(params={"size": 64, "steps": 3000})
+    out = manifest.parent / "out"
+    process = _start(manifest, "-v", "--print-every", "5")
+    assert process.stderr is not None
+    for line in process.stderr:
+        if " step " in line:
+            break
+    process.send_signal(signal.SIGTERM)
+    _, err = process.communicate(timeout=30)
+    assert process.returncode == 143
+    assert "interrupted by SIGTERM" in err
+    rows = read_rows(out / "results.csv")
+    assert [(r.status, r.error) for r in rows] == [("interrupted", "interrupted (SIGTERM)")]
+    assert not list(out.glob("*.jpg"))
+
+
+@pytest.mark.slow
+def test_a_second_run_on_the_same_output_refuses_at_once(write_manifest) -> None:
+    manifest = write_manifest(params={"size": 64, "steps": 3000})
+    out = manifest.parent / "out"
+    first = _start(manifest)
+    try:
+        _wait_for(lambda: (out / "results.csv").exists())
+        start = time.monotonic()
+        second = subprocess.run(
+            [*COMMAND, str(manifest)], capture_output=True, text=True, check=False
+        )
+        assert time.monotonic() - start < 20
+        assert second.returncode == 75
+        assert f"PID {first.pid}" in second.stderr
+        assert str(out / ".nst-batch.lock") in second.stderr
+        # Looking is not working: a dry run needs no lock.
+        dry = subprocess.run(
+            [*COMMAND, str(manifest), "--dry-run"], capture_output=True, text=True, check=False
+        )
+        assert dry.returncode == 0
+    finally:
+        first.kill()
+        first.wait()
+    # The killed run's lock is taken over at once: flock dies with its process.
+    rerun = subprocess.run(
+        [*COMMAND, str(manifest), "--set", "params.steps=2"],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert rerun.returncode == 0, rerun.stderr
+    assert len(list(out.glob("*.jpg"))) == 4
