@@ -5,12 +5,13 @@ process start, imports, the model and the style targets again. Both runs happen
 here, side by side, at each size. Then, inside one in-process batch run, the share
 of each task's time spent outside its optimization steps (load, targets, save).
 
-    python scripts/bench_gallery.py [--sizes 64 128] [--steps 50]
+    python scripts/bench_gallery.py [--sizes 64 128] [--steps 50] [--repeats 3]
 """
 
 from __future__ import annotations
 
 import argparse
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -46,6 +47,14 @@ def timed(command: list[str]) -> float:
     return time.perf_counter() - start
 
 
+def median_seconds(repeats: int, manifests: list[Path]) -> float:
+    """Median over repeats of the time to run each manifest in its own nst-batch process."""
+    runs = [
+        sum(timed([*NST_BATCH, str(m), "--force", "-q"]) for m in manifests) for _ in range(repeats)
+    ]
+    return statistics.median(runs)
+
+
 def overhead_share(manifest: Path) -> tuple[float, float]:
     """(share of task time outside optimization, mean task seconds) of an in-process run."""
     from nst_batch.manifest import load_manifest
@@ -71,6 +80,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sizes", type=int, nargs="+", default=[64, 128])
     parser.add_argument("--steps", type=int, default=50)
+    parser.add_argument("--repeats", type=int, default=1, help="median of this many runs")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp)
@@ -78,14 +88,13 @@ def main() -> None:
         print(f"{'size':>6} {'batch':>8} {'per pair':>9} {'ratio':>6}")
         for size in args.sizes:
             batch = write_manifest(folder, f"batch{size}", CONTENTS, STYLES, size, args.steps)
-            batch_s = timed([*NST_BATCH, str(batch), "--force", "-q"])
-            pair_s = 0.0
-            for i, content in enumerate(CONTENTS):
-                for j, style in enumerate(STYLES):
-                    one = write_manifest(
-                        folder, f"p{size}_{i}{j}", [content], [style], size, args.steps
-                    )
-                    pair_s += timed([*NST_BATCH, str(one), "--force", "-q"])
+            batch_s = median_seconds(args.repeats, [batch])
+            pairs = [
+                write_manifest(folder, f"p{size}_{i}{j}", [content], [style], size, args.steps)
+                for i, content in enumerate(CONTENTS)
+                for j, style in enumerate(STYLES)
+            ]
+            pair_s = median_seconds(args.repeats, pairs)
             print(f"{size:>6} {batch_s:>8.1f} {pair_s:>9.1f} {pair_s / batch_s:>5.2f}x")
         size = max(args.sizes)
         manifest = write_manifest(folder, f"inproc{size}", CONTENTS, STYLES, size, args.steps)
