@@ -134,9 +134,9 @@ def parse_shard(text: str) -> tuple[int, int]:
 def slurm_shard(env: Mapping[str, str]) -> tuple[int, int] | None:
     """(K, N) of this Slurm array task from its position in the array, or None outside one.
 
-    Arrays need not start at 0 (1-4) nor be contiguous (1-7:2): the position is
-    (ID - MIN) / STEP. A list whose IDs are not evenly spaced (0,3,7) gives a task no
-    way to know its position: ValueError says what to submit instead.
+    Arrays need not start at 0 (1-4) nor be contiguous (1-7:2, or the list 3,7): the
+    position is (ID - MIN) / STEP. A list whose IDs are not evenly spaced (0,3,7) gives a
+    task no way to know its position: ValueError says what to submit instead.
     """
     if "SLURM_ARRAY_TASK_ID" not in env:
         return None
@@ -148,6 +148,8 @@ def slurm_shard(env: Mapping[str, str]) -> tuple[int, int] | None:
         count = int(env.get("SLURM_ARRAY_TASK_COUNT", (last - first) // step + 1))
     except ValueError:
         raise ValueError("the SLURM_ARRAY_TASK_* variables are not integers") from None
+    if count > 1 and first + step * (count - 1) != last and (last - first) % (count - 1) == 0:
+        step = (last - first) // (count - 1)  # a list such as 3,7 is given STEP=1 by Slurm
     if first + step * (count - 1) != last or (task - first) % step:
         raise ValueError(
             f"this Slurm array's task IDs (from {first} to {last}, {count} tasks) are not "

@@ -366,7 +366,10 @@ def test_slurm_shard_outside_an_array() -> None:
         (_array(1, 1, 4, 4), (1, 4)),  # starts at 1
         (_array(4, 1, 4, 4), (4, 4)),
         (_array(5, 1, 7, 4, 2), (3, 4)),  # 1-7:2 is 1,3,5,7
-        (_array(7, 3, 7, 2, 4), (2, 2)),  # 3,7: evenly spaced, not contiguous
+        (_array(7, 3, 7, 2, 4), (2, 2)),  # 3-7:4
+        (_array(3, 3, 7, 2, 1), (1, 2)),  # the list 3,7: Slurm says STEP=1
+        (_array(7, 3, 7, 2, 1), (2, 2)),
+        (_array(6, 0, 6, 3, 1), (3, 3)),  # the list 0,3,6
         (_array(12, 12, 12, 1, 1), (1, 1)),
     ],
 )

@@ -191,11 +191,18 @@ def test_job_array_renders_the_gallery_in_shards(
     assert {p.name: p.stat().st_mtime_ns for p in output.glob("*.jpg")} == mtimes
 
 
+@pytest.mark.parametrize(
+    "array",
+    [
+        "3-7:4",  # a stride: SLURM_ARRAY_TASK_STEP=4
+        "3,7",  # a list: Slurm 22.05 sets STEP=1 (MIN=3, MAX=7, COUNT=2)
+    ],
+)
 def test_non_contiguous_array_shares_by_position(
-    slurm: Slurm, tmp_path: Path, write_manifest: Callable[..., Path]
+    slurm: Slurm, tmp_path: Path, write_manifest: Callable[..., Path], array: str
 ) -> None:
     manifest = write_manifest(params={"size": 64, "steps": 6})
-    job = _submit(slurm, tmp_path, manifest, "3,7")
+    job = _submit(slurm, tmp_path, manifest, array)
     _wait(slurm, tmp_path, job)
     logs = _job_logs(tmp_path, job)
     assert sorted(logs) == [f"nst-gallery-{job}_3.out", f"nst-gallery-{job}_7.out"]
