@@ -164,9 +164,12 @@ def _shard(option: str | None) -> tuple[int, int] | None:
 
 def results_file(output: Path, share: tuple[int, int] | None) -> Path:
     """Each shard appends to its own file, so no two processes ever write one file."""
-    if share is None:
-        return output / RESULTS_FILE
-    return output / f"results-shard-{share[0]}-of-{share[1]}.csv"
+    return output / f"results{_share_suffix(share)}.csv"
+
+
+def _share_suffix(share: tuple[int, int] | None) -> str:
+    """'' for a whole run, '-shard-K-of-N' for a shard: its results and lock file names."""
+    return f"-shard-{share[0]}-of-{share[1]}" if share else ""
 
 
 def _run(
@@ -190,9 +193,7 @@ def _run(
             raise _fail(str(exc)) from None
     if manifest.output.exists() and not manifest.output.is_dir():
         raise _fail(f"output {manifest.output} is a file, not a folder; choose another 'output'")
-    lock = manifest.output / (
-        f".nst-batch-shard-{share[0]}-of-{share[1]}.lock" if share else ".nst-batch.lock"
-    )
+    lock = manifest.output / f".nst-batch{_share_suffix(share)}.lock"
     try:
         manifest.output.mkdir(parents=True, exist_ok=True)
         with hold_lock(lock):
