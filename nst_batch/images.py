@@ -349,6 +349,30 @@ def save_image(
         raise ImageError(f"Cannot save '{target}': {problem}; {advice}.") from exc
 
 
+def save_text(text: str, path: str | os.PathLike[str]) -> None:
+    """Write a small text file atomically, like save_image; raises ImageError on failure."""
+    target = Path(path)
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        temp = tempfile.NamedTemporaryFile(  # noqa: SIM115 - must outlive the with
+            "w", dir=target.parent, prefix=f".{target.name}.", suffix=".tmp", delete=False
+        )
+        try:
+            with temp:
+                temp.write(text)
+                temp.flush()
+                os.chmod(temp.fileno(), _NEW_FILE_MODE)
+                os.fsync(temp.fileno())
+            os.replace(temp.name, target)
+        except BaseException:
+            with suppress(OSError):
+                os.unlink(temp.name)
+            raise
+    except OSError as exc:
+        problem, advice = _write_failure(exc)
+        raise ImageError(f"Cannot save '{target}': {problem}; {advice}.") from exc
+
+
 def _save_options(fmt: str, metadata: Mapping[str, str] | None, quality: int) -> dict[str, Any]:
     options: dict[str, Any] = {}
     if fmt == "JPEG":

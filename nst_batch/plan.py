@@ -19,6 +19,11 @@ from nst_batch.weights import file_sha256, fingerprint
 KEY_METADATA = "nst-batch:key"  # where an output image records the key it was made with
 
 
+def curve_path(output: Path) -> Path:
+    """The loss curve file written beside an output: `<output name>.json`."""
+    return output.with_name(output.name + ".json")
+
+
 @dataclass(frozen=True)
 class Task:
     content: ImageSpec

@@ -20,7 +20,7 @@ import torch
 
 from nst_batch import images
 from nst_batch.params import LAYER_NAMES
-from nst_batch.plan import KEY_METADATA, Task
+from nst_batch.plan import KEY_METADATA, Task, curve_path
 from nst_batch.stylize import Progress, StyleTargets, StylizeError, style_targets, stylize
 from nst_batch.vgg import VGG19Features, build_vgg19
 from nst_batch.weights import WeightsError
@@ -148,6 +148,7 @@ class Worker:
         }
         images.save_image(images.to_image(result.image), task.output, metadata)
         losses = result.losses
+        images.save_text(_curve_json(task, result.history), curve_path(task.output))
         return TaskOutcome(
             "done",
             content_loss=losses.content,
@@ -159,6 +160,12 @@ class Worker:
             optimize_seconds=result.seconds,
             history=result.history,
         )
+
+
+def _curve_json(task: Task, history: list[float]) -> str:
+    """The loss curve of a finished task: total loss per step, 5 significant digits."""
+    curve = {"key": task.key, "total_loss": [float(f"{v:.5g}") for v in history]}
+    return json.dumps(curve, separators=(",", ":"))
 
 
 def worker_main(

@@ -8,6 +8,7 @@ mtimes, and the outputs carry their task keys), tests that only read it share it
 from __future__ import annotations
 
 import io
+import json
 import math
 import re
 import shutil
@@ -26,7 +27,7 @@ from PIL import Image
 from nst_batch import __version__
 from nst_batch.cli import main
 from nst_batch.images import read_metadata
-from nst_batch.plan import KEY_METADATA
+from nst_batch.plan import KEY_METADATA, curve_path
 from nst_batch.results import read_rows
 
 NST_BATCH = Path(sys.executable).parent / "nst-batch"
@@ -187,6 +188,17 @@ def test_gallery_results_csv(finished: Finished) -> None:
         # the output records the key its row names
         assert read_metadata(finished.out / row.output)[KEY_METADATA] == row.key
     assert len({r.key for r in rows}) == 4
+
+
+@pytest.mark.slow
+def test_gallery_loss_curves_beside_outputs(finished: Finished) -> None:
+    for row in read_rows(finished.out / "results.csv"):
+        curve = json.loads(curve_path(finished.out / row.output).read_text())
+        assert curve["key"] == row.key
+        totals = curve["total_loss"]
+        assert len(totals) == row.steps == 8
+        assert min(totals) == pytest.approx(row.total_loss, rel=1e-4)
+        assert totals[-1] < totals[0]
 
 
 @pytest.mark.slow
