@@ -57,6 +57,7 @@ class _Document(BaseModel):
     weights: str = "original"
     devices: str | list[str] = "auto"
     workers_per_device: int = Field(1, ge=1, le=64)
+    batch_size: Literal["auto"] | int = Field("auto", ge=1, le=256)
     preset: str | None = None
     params: dict[str, Any] = Field(default_factory=dict)
     sweep: dict[str, list[Any]] = Field(default_factory=dict)
@@ -100,6 +101,7 @@ class Manifest:
     weights: str  # 'original', 'torchvision' or an absolute path
     devices: tuple[str, ...]  # ('auto',) or explicit devices
     workers_per_device: int
+    batch_size: int | None  # tasks optimized together; None: chosen by image size
     name_template: str
     format: str
     max_pixels: int
@@ -290,6 +292,7 @@ def _resolve(path: Path, doc: _Document) -> Manifest:
         weights=weights,
         devices=parse_devices(doc.devices, f"{path}: devices"),
         workers_per_device=doc.workers_per_device,
+        batch_size=None if doc.batch_size == "auto" else doc.batch_size,
         name_template=template,
         format=doc.format,
         max_pixels=doc.max_pixels,
