@@ -126,7 +126,7 @@ def _too_many_pixels(name: str, max_pixels: int, size: tuple[int, int] | None = 
     return _unusable(
         name,
         f"it is larger than the limit of {max_pixels:,} pixels{dims}",
-        "downscale it or raise the pixel limit",
+        "downscale it, or raise max_pixels in the manifest if the image is trusted",
     )
 
 
@@ -147,19 +147,7 @@ def _strict_pillow(max_pixels: int) -> Iterator[None]:
 def _decode(fh: io.BufferedReader, name: str, max_pixels: int) -> Image.Image:
     with _strict_pillow(max_pixels):
         try:
-            with Image.open(fh) as probe:
-                width, height = probe.size
-                # open() has applied Pillow's check at the same limit; this one holds regardless.
-                if width * height > max_pixels:
-                    raise _too_many_pixels(name, max_pixels, probe.size)
-                if min(width, height) < MIN_SIDE:
-                    raise _unusable(
-                        name,
-                        f"it is {width}x{height} pixels but each side must be at least "
-                        f"{MIN_SIDE} pixels",
-                        "use a larger image",
-                    )
-                probe.verify()
+            _probe(fh, name, max_pixels)
             fh.seek(0)  # verify() leaves the image unusable; decode from a fresh open
             image = Image.open(fh)
             image.load()
@@ -178,6 +166,30 @@ def _decode(fh: io.BufferedReader, name: str, max_pixels: int) -> Image.Image:
                 name, f"it is corrupt or truncated ({exc})", "re-export or re-copy it"
             ) from exc
     return image
+
+
+def _probe(fh: io.BufferedReader, name: str, max_pixels: int) -> None:
+    """Check the header's size against ``max_pixels`` and ``MIN_SIDE``, then verify the file.
+
+    Pillow's own bomb check is off while the header is read (open() decodes no pixels), so
+    that the message can give the size; the decode that follows has it back on.
+    """
+    Image.MAX_IMAGE_PIXELS = None
+    try:
+        with Image.open(fh) as probe:
+            width, height = probe.size
+            if width * height > max_pixels:
+                raise _too_many_pixels(name, max_pixels, probe.size)
+            if min(width, height) < MIN_SIDE:
+                raise _unusable(
+                    name,
+                    f"it is {width}x{height} pixels but each side must be at least "
+                    f"{MIN_SIDE} pixels",
+                    "use a larger image",
+                )
+            probe.verify()
+    finally:
+        Image.MAX_IMAGE_PIXELS = max_pixels
 
 
 def _to_srgb_rgb(image: Image.Image) -> Image.Image:
@@ -243,6 +255,23 @@ def target_size(width: int, height: int, size: int, square: bool = False) -> tup
     if width >= height:
         return size, max(1, _div_round(height * size, width))
     return max(1, _div_round(width * size, height)), size
+
+
+def oriented_size(path: str | os.PathLike[str]) -> tuple[int, int] | None:
+    """``(w, h)`` of an image as load_image will return it, from the header alone (EXIF
+    rotations swap the sides); None when the header cannot be read."""
+    try:
+        with Image.open(path) as image:
+            width, height = image.size
+            with suppress(Exception):
+                if image.getexif().get(_ORIENTATION) in (5, 6, 7, 8):
+                    width, height = height, width
+            return width, height
+    except Exception:
+        return None
+
+
+_ORIENTATION = 0x0112  # EXIF tag: rotations 5..8 turn the picture by 90 degrees
 
 
 def _div_round(numerator: int, denominator: int) -> int:

@@ -15,14 +15,14 @@ import os
 import re
 import string
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from nst_batch.params import PRESET_WEIGHTS, PRESETS, Params
+from nst_batch.params import PRESET_WEIGHTS, PRESETS, Params, StrictInt
 from nst_batch.weights import NAMED_SOURCES
 
 IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff", ".gif"})
@@ -56,19 +56,26 @@ class _Document(BaseModel):
     style: list[str | _Entry] = Field(min_length=1)
     weights: str = "original"
     devices: str | list[str] = "auto"
-    workers_per_device: int = Field(1, ge=1, le=64)
-    batch_size: Literal["auto"] | int = Field("auto", ge=1, le=256)
+    workers_per_device: StrictInt = Field(1, ge=1, le=64)
+    batch_size: Literal["auto"] | StrictInt = Field("auto", ge=1, le=256)
     preset: str | None = None
     params: dict[str, Any] = Field(default_factory=dict)
     sweep: dict[str, list[Any]] = Field(default_factory=dict)
     name: str = DEFAULT_TEMPLATE
     format: Literal["jpg", "png", "webp"] = "jpg"
-    max_pixels: int = Field(DEFAULT_MAX_PIXELS, ge=1)
+    max_pixels: StrictInt = Field(DEFAULT_MAX_PIXELS, ge=1)
 
     @field_validator("content", "style", mode="before")
     @classmethod
     def _one_or_many(cls, value: object) -> object:
         return [value] if isinstance(value, str | dict) else value
+
+    @field_validator("batch_size", mode="before")
+    @classmethod
+    def _auto_or_count(cls, value: object) -> object:
+        if value == "auto" or (isinstance(value, int) and not isinstance(value, bool)):
+            return value  # the range is checked by the field
+        raise ValueError("Input should be 'auto' or a valid integer")
 
 
 # -- the validated manifest ---------------------------------------------------------
@@ -279,16 +286,20 @@ def _resolve(path: Path, doc: _Document) -> Manifest:
             _check_keys(path, f"{kind} '{spec.path.name}' params", spec.overrides)
     _check_keys(path, "params", doc.params)
     _check_keys(path, "sweep", doc.sweep)
-    for k in ("init_image",):
-        if k in base and base[k] is not None:
-            base[k] = str((root / str(base[k])).resolve())
+    base = _with_init_image(path, root, "params", base)
+    contents = _specs_with_init_image(path, root, "content", contents)
+    styles = _specs_with_init_image(path, root, "style", styles)
+    variants = tuple(
+        replace(v, overrides=_with_init_image(path, root, "sweep", v.overrides))
+        for v in _variants(path, doc.sweep)
+    )
     template = _check_template(path, doc.name, bool(doc.sweep))
     manifest = Manifest(
         path=path,
         output=(root / doc.output).resolve(),
         contents=contents,
         styles=styles,
-        variants=_variants(path, doc.sweep),
+        variants=variants,
         weights=weights,
         devices=parse_devices(doc.devices, f"{path}: devices"),
         workers_per_device=doc.workers_per_device,
@@ -308,6 +319,8 @@ def _expand(
     specs: list[ImageSpec] = []
     for i, entry in enumerate(entries):
         item = entry if isinstance(entry, _Entry) else _Entry(path=entry)
+        if item.name is not None:
+            _check_image_name(f"{path}: {kind}[{i}].name", item.name)
         where = f"{path}: {kind}[{i}] '{item.path}'"
         files = _match(root, item.path, where)
         if item.name is not None and len(files) > 1:
@@ -327,6 +340,46 @@ def _expand(
         seen[spec.name] = spec.path
     unique = {spec.path: spec for spec in specs}  # listed twice (say, a file and its folder)
     return tuple(unique.values())
+
+
+def _check_image_name(where: str, name: str) -> None:
+    if Path(name).is_absolute() or ".." in Path(name).parts:
+        raise ManifestError(
+            f"{where}: {name!r} would write outside the output folder; "
+            "give a relative name without '..', such as 'portrait'"
+        )
+
+
+def _specs_with_init_image(
+    path: Path, root: Path, kind: str, specs: tuple[ImageSpec, ...]
+) -> tuple[ImageSpec, ...]:
+    return tuple(
+        replace(
+            spec,
+            overrides=_with_init_image(
+                path, root, f"{kind} '{spec.path.name}' params", spec.overrides
+            ),
+        )
+        for spec in specs
+    )
+
+
+def _with_init_image(
+    path: Path, root: Path, where: str, overrides: Mapping[str, Any]
+) -> dict[str, Any]:
+    """`overrides` with its init_image made absolute, once it is known to be a readable file."""
+    value = overrides.get("init_image")
+    if not isinstance(value, str):
+        return dict(overrides)  # absent, or a wrong type that Params reports
+    full = (root / os.path.expanduser(value)).resolve()
+    key = f"{path}: {where}.init_image"
+    if full.is_dir():
+        raise ManifestError(f"{key}: {full} is a folder; give an image file")
+    if not full.is_file():
+        raise ManifestError(f"{key}: no such file {full}; paths are relative to {root}")
+    if not os.access(full, os.R_OK):
+        raise ManifestError(f"{key}: {full} is not readable; check its permissions")
+    return {**overrides, "init_image": str(full)}
 
 
 def _match(root: Path, pattern: str, where: str) -> list[Path]:
@@ -397,12 +450,29 @@ def _variants(path: Path, sweep: Mapping[str, list[Any]]) -> tuple[Variant, ...]
     for key, values in sweep.items():
         if not values:
             raise ManifestError(f"{path}: sweep.{key}: give at least one value")
+        _check_distinct(path, key, values)
     keys = list(sweep)
     variants = []
     for combo in itertools.product(*(sweep[k] for k in keys)):
         name = "_".join(f"{k}-{_slug(v)}" for k, v in zip(keys, combo, strict=True))
         variants.append(Variant(name=name, overrides=dict(zip(keys, combo, strict=True))))
     return tuple(variants)
+
+
+def _check_distinct(path: Path, key: str, values: Sequence[Any]) -> None:
+    """Two values of one sweep key must not give one variant name (10 and 10.0 do)."""
+    seen: dict[str, Any] = {}
+    for value in values:
+        slug = _slug(value)
+        if slug in seen:
+            first = seen[slug]
+            problem = (
+                f"the value {value!r} is listed twice"
+                if repr(first) == repr(value)
+                else f"{first!r} and {value!r} both give the variant name '{key}-{slug}'"
+            )
+            raise ManifestError(f"{path}: sweep.{key}: {problem}; keep one of them")
+        seen[slug] = value
 
 
 def _slug(value: Any) -> str:
@@ -414,35 +484,50 @@ def _check_combinations(manifest: Manifest) -> None:
     """Validate every distinct parameter combination and every output path, before any work."""
     outputs: dict[str, tuple[str, str, str]] = {}
     checked: set[str] = set()
-    for content in manifest.contents:
-        for style in manifest.styles:
-            for variant in manifest.variants:
-                combo = repr(
-                    sorted({**content.overrides, **style.overrides, **variant.overrides}.items())
-                )
-                if combo not in checked:
-                    checked.add(combo)
-                    try:
-                        manifest.params_for(content, style, variant)
-                    except ValidationError as exc:
-                        where = _combo_where(content, style, variant)
-                        raise ManifestError(
-                            _explain(manifest.path, exc, Params, prefix="params.") + where
-                        ) from None
-                name = manifest.output_name(content, style, variant)
-                if not (manifest.output / name).resolve().is_relative_to(manifest.output):
-                    raise ManifestError(
-                        f"{manifest.path}: name: output {name!r} would land outside "
-                        f"{manifest.output}; image names must not contain '..' or '/'"
-                    )
-                if name in outputs:
-                    first = outputs[name]
-                    raise ManifestError(
-                        f"{manifest.path}: two tasks would write {name}: {first} and "
-                        f"{(content.name, style.name, variant.name)}; "
-                        "add {variant} or {style} to 'name', or rename an image with 'name:'"
-                    )
-                outputs[name] = (content.name, style.name, variant.name)
+    tasks = itertools.product(manifest.contents, manifest.styles, manifest.variants)
+    for content, style, variant in tasks:
+        combo = repr(sorted({**content.overrides, **style.overrides, **variant.overrides}.items()))
+        if combo not in checked:
+            checked.add(combo)
+            _check_params(manifest, content, style, variant)
+        name = manifest.output_name(content, style, variant)
+        _check_output_name(manifest, name, variant)
+        task = (content.name, style.name, variant.name)
+        if name in outputs:
+            raise ManifestError(
+                f"{manifest.path}: two tasks would write {name}: {outputs[name]} and {task}; "
+                "add {variant} or {style} to 'name', or rename an image with 'name:'"
+            )
+        outputs[name] = task
+
+
+def _check_params(
+    manifest: Manifest, content: ImageSpec, style: ImageSpec, variant: Variant
+) -> None:
+    try:
+        manifest.params_for(content, style, variant)
+    except ValidationError as exc:
+        where = _combo_where(content, style, variant)
+        raise ManifestError(
+            _explain(manifest.path, exc, Params, prefix="params.") + where
+        ) from None
+
+
+def _check_output_name(manifest: Manifest, name: str, variant: Variant) -> None:
+    template = manifest.name_template
+    parts = name.split("/")
+    if not parts[0] or parts[-1] == f".{manifest.format}":
+        unset = not variant.name and "{variant}" in template
+        why = " ({variant} is empty without a sweep)" if unset else ""
+        raise ManifestError(
+            f"{manifest.path}: name: {template!r} gives the output {name!r}, with an empty file "
+            f"or folder name{why}; put {{content}} or {{style}} in each part of 'name'"
+        )
+    if not (manifest.output / name).resolve().is_relative_to(manifest.output):
+        raise ManifestError(
+            f"{manifest.path}: name: output {name!r} would land outside {manifest.output}; "
+            "change 'name' or the image names, or remove the link in the output folder"
+        )
 
 
 def _combo_where(content: ImageSpec, style: ImageSpec, variant: Variant) -> str:

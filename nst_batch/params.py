@@ -8,9 +8,18 @@ stdlib, so the manifest can be checked without importing torch.
 from __future__ import annotations
 
 import math
+from contextlib import suppress
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    Strict,
+    field_validator,
+    model_validator,
+)
 
 GATYS_CONTENT_LAYERS = ("relu4_2",)
 GATYS_STYLE_LAYERS = ("relu1_1", "relu2_1", "relu3_1", "relu4_1", "relu5_1")
@@ -56,8 +65,24 @@ def canonical_layer(name: str) -> str:
     )
 
 
-PositiveFloat = Annotated[float, Field(gt=0)]
-NonNegativeFloat = Annotated[float, Field(ge=0)]
+def _finite_number(value: object) -> object:
+    """Take numeric text as a float and refuse inf and nan; leave other values to the type.
+
+    YAML reads `1e6` (no dot) as text, so a weight written that way arrives as a string.
+    """
+    if isinstance(value, str):
+        with suppress(ValueError):
+            value = float(value)
+    if isinstance(value, float) and not math.isfinite(value):
+        raise ValueError("must be a finite number")
+    return value
+
+
+# Strict: YAML's true and false are not numbers (lax pydantic would take them as 1 and 0).
+# A strict float still takes an int, so `style_weight: 10` is fine.
+StrictInt = Annotated[int, Strict()]
+PositiveFloat = Annotated[float, Strict(), Field(gt=0), BeforeValidator(_finite_number)]
+NonNegativeFloat = Annotated[float, Strict(), Field(ge=0), BeforeValidator(_finite_number)]
 
 
 class Params(BaseModel):
@@ -65,10 +90,12 @@ class Params(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    size: int = Field(512, ge=32, le=8192, description="longest side of the output, px")
+    size: StrictInt = Field(512, ge=32, le=8192, description="longest side of the output, px")
     square: bool = Field(False, description="resize content to size x size, ignoring aspect")
     style_scale: PositiveFloat = Field(1.0, description="style image size relative to output")
-    steps: int = Field(300, ge=2, le=100_000, description="loss evaluations (forward+backward)")
+    steps: StrictInt = Field(
+        300, ge=2, le=100_000, description="loss evaluations (forward+backward)"
+    )
     optimizer: Literal["lbfgs", "adam"] = "lbfgs"
     learning_rate: PositiveFloat | None = Field(
         None, description="None: 1.0 for L-BFGS, 0.02 (in 0..1 pixel units) for Adam"
@@ -86,7 +113,7 @@ class Params(BaseModel):
     )
     init: Literal["content", "noise", "style", "image"] = "content"
     init_image: str | None = Field(None, description="path, with init: image")
-    seed: int = Field(0, ge=0)
+    seed: StrictInt = Field(0, ge=0)
     pooling: Literal["max", "avg"] = "max"
 
     @field_validator("content_layers", "style_layers", mode="before")
@@ -100,19 +127,6 @@ class Params(BaseModel):
         if not value:
             raise ValueError("needs at least one layer")
         return tuple(canonical_layer(name) for name in value)
-
-    @field_validator(
-        "content_weight", "style_weight", "tv_weight", "style_scale", "learning_rate", mode="before"
-    )
-    @classmethod
-    def _finite(cls, value: object) -> object:
-        try:
-            number = float(value)  # type: ignore[arg-type]
-        except (TypeError, ValueError):
-            return value  # not a number: the type check says so
-        if not math.isfinite(number):
-            raise ValueError("must be a finite number")
-        return value
 
     @model_validator(mode="after")
     def _consistent(self) -> Params:

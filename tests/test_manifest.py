@@ -397,6 +397,129 @@ def test_weights_file_resolves_relative_to_the_manifest(
     assert manifest.weights == str((tmp_path / "vgg.pth").resolve())
 
 
+# --- booleans and numbers ------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("fields", "message"),
+    [
+        ({"params": {"size": True}}, "params.size: Input should be a valid integer (got True)"),
+        ({"params": {"seed": False}}, "params.seed: Input should be a valid integer (got False)"),
+        (
+            {"params": {"tv_weight": True}},
+            "params.tv_weight: Input should be a valid number (got True)",
+        ),
+        (
+            {"params": {"style_layer_weights": [1, 1, True, 1, 1]}},
+            "params.style_layer_weights.2: Input should be a valid number (got True)",
+        ),
+        ({"workers_per_device": True}, "workers_per_device: Input should be a valid integer"),
+        ({"batch_size": True}, "batch_size: Input should be 'auto' or a valid integer"),
+        ({"batch_size": "many"}, "batch_size: Input should be 'auto' or a valid integer"),
+        ({"max_pixels": True}, "max_pixels: Input should be a valid integer (got True)"),
+    ],
+)
+def test_a_boolean_is_not_a_number(
+    write_manifest: WriteManifest, fields: dict[str, Any], message: str
+) -> None:
+    path = write_manifest(**fields)
+    assert _error(path).startswith(f"{path}: {message}")
+
+
+def test_weights_accept_ints_and_exponents_without_a_dot(tmp_path: Path) -> None:
+    path = _write_text(  # YAML reads 1e6 (no dot) as text
+        tmp_path,
+        f"output: out\ncontent: {CONTENT / 'coffee.png'}\nstyle: {STYLE / 'shipwreck.jpg'}\n"
+        "params:\n  style_weight: 1e6\n  content_weight: 2\n  tv_weight: 1.5e-3\n"
+        "batch_size: 4\n",
+    )
+    manifest = load_manifest(path)
+    params = manifest.params_for(manifest.contents[0], manifest.styles[0], manifest.variants[0])
+    assert (params.style_weight, params.content_weight, params.tv_weight) == (1e6, 2.0, 1.5e-3)
+    assert isinstance(params.content_weight, float)
+    assert manifest.batch_size == 4
+
+
+@pytest.mark.parametrize(("value", "shown"), [(".inf", "inf"), (".nan", "nan"), ("-.inf", "-inf")])
+def test_non_finite_style_layer_weight(tmp_path: Path, value: str, shown: str) -> None:
+    path = _write_text(
+        tmp_path,
+        f"output: out\ncontent: {CONTENT / 'coffee.png'}\nstyle: {STYLE / 'shipwreck.jpg'}\n"
+        f"params:\n  style_layer_weights: [1, 1, {value}, 1, 1]\n",
+    )
+    assert _error(path) == (
+        f"{path}: params.style_layer_weights.2: must be a finite number (got {shown})"
+    )
+
+
+# --- init_image -----------------------------------------------------------------------------
+
+
+def _init_doc(tmp_path: Path, **fields: Any) -> dict[str, Any]:
+    _copy(CONTENT / "astronaut.png", tmp_path / "init" / "astronaut.png")
+    doc: dict[str, Any] = {
+        "output": "out",
+        "content": [str(CONTENT / "coffee.png")],
+        "style": [str(STYLE / "shipwreck.jpg")],
+        "params": {"init": "image", "init_image": "init/astronaut.png"},
+    }
+    return {**doc, **fields}
+
+
+def test_init_image_resolves_relative_to_the_manifest_everywhere(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    init = str((tmp_path / "init" / "astronaut.png").resolve())
+    doc = _init_doc(
+        tmp_path,
+        style=[
+            {
+                "path": str(STYLE / "shipwreck.jpg"),
+                "params": {"init_image": "./init/../init/astronaut.png"},
+            }
+        ],
+        sweep={"init_image": ["init/astronaut.png"]},
+    )
+    path = _write_doc(tmp_path, doc)
+    monkeypatch.chdir(CONTENT)  # relative to the manifest, not to the working directory
+
+    manifest = load_manifest(path)
+
+    assert manifest.base["init_image"] == init
+    assert manifest.styles[0].overrides["init_image"] == init
+    assert manifest.variants[0].overrides["init_image"] == init
+    assert manifest.variants[0].name == "init_image-init_astronaut.png"  # as written
+
+
+def test_missing_init_image_names_the_key(tmp_path: Path) -> None:
+    doc = _init_doc(tmp_path)
+    doc["params"]["init_image"] = "init/nope.png"
+    path = _write_doc(tmp_path, doc)
+    root = tmp_path.resolve()
+    assert _error(path) == (
+        f"{path}: params.init_image: no such file {root / 'init' / 'nope.png'}; "
+        f"paths are relative to {root}"
+    )
+
+
+def test_init_image_folder_names_the_key(tmp_path: Path) -> None:
+    doc = _init_doc(tmp_path)
+    doc["params"]["init_image"] = "init"
+    path = _write_doc(tmp_path, doc)
+    assert _error(path) == (
+        f"{path}: params.init_image: {(tmp_path / 'init').resolve()} is a folder; "
+        "give an image file"
+    )
+
+
+def test_missing_init_image_in_an_override_names_where(tmp_path: Path) -> None:
+    entry = {"path": str(CONTENT / "coffee.png"), "params": {"init_image": "gone.png"}}
+    path = _write_doc(tmp_path, _init_doc(tmp_path, content=[entry]))
+    assert _error(path).startswith(f"{path}: content 'coffee.png' params.init_image: no such file ")
+    path = _write_doc(tmp_path, _init_doc(tmp_path, sweep={"init_image": ["gone.png"]}))
+    assert _error(path).startswith(f"{path}: sweep.init_image: no such file ")
+
+
 # --- images that cannot be found ------------------------------------------------------------
 
 
@@ -549,11 +672,50 @@ def test_template_without_style_collides(write_manifest: WriteManifest) -> None:
     assert "add {variant} or {style} to 'name'" in message
 
 
-def test_image_name_cannot_escape_the_output_folder(write_manifest: WriteManifest) -> None:
-    path = write_manifest(content=[{"path": str(CONTENT / "coffee.png"), "name": "../../evil"}])
-    message = _error(path)
-    assert message.startswith(f"{path}: name: output '../../evil__starry_night.jpg' would land")
-    assert "must not contain '..' or '/'" in message
+@pytest.mark.parametrize(("kind", "name"), [("content", "../../evil"), ("style", "/tmp/evil")])
+def test_image_name_cannot_escape_the_output_folder(
+    write_manifest: WriteManifest, kind: str, name: str
+) -> None:
+    entries = {
+        "content": [str(CONTENT / "chelsea.png"), {"path": str(CONTENT / "coffee.png")}],
+        "style": [str(STYLE / "starry_night.jpg"), {"path": str(STYLE / "the_scream.jpg")}],
+    }
+    entries[kind][1]["name"] = name  # type: ignore[index]
+    path = write_manifest(**entries)
+    assert _error(path) == (
+        f"{path}: {kind}[1].name: {name!r} would write outside the output folder; "
+        "give a relative name without '..', such as 'portrait'"
+    )
+
+
+def test_image_name_with_a_folder_stays_inside(write_manifest: WriteManifest) -> None:
+    path = write_manifest(content=[{"path": str(CONTENT / "coffee.png"), "name": "cups/coffee"}])
+    manifest = load_manifest(path)
+    content, style, variant = manifest.contents[0], manifest.styles[0], manifest.variants[0]
+    assert manifest.output_name(content, style, variant) == "cups/coffee__starry_night.jpg"
+
+
+@pytest.mark.parametrize(
+    ("template", "output"),
+    [("{variant}", ".jpg"), ("{variant}/{content}", "/chelsea.jpg"), ("{style}/{variant}", None)],
+)
+def test_template_that_renders_an_empty_part(
+    write_manifest: WriteManifest, template: str, output: str | None
+) -> None:
+    path = _edit(write_manifest(), name=template)
+    output = output or "starry_night/.jpg"
+    assert _error(path) == (
+        f"{path}: name: {template!r} gives the output {output!r}, with an empty file or folder "
+        "name ({variant} is empty without a sweep); put {content} or {style} in each part of "
+        "'name'"
+    )
+
+
+def test_template_variant_alone_is_fine_with_a_sweep(write_manifest: WriteManifest) -> None:
+    path = _edit(write_manifest(sweep={"steps": [2, 4]}), name="{style}/{content}/{variant}")
+    manifest = load_manifest(path)
+    content, style, variant = manifest.contents[0], manifest.styles[0], manifest.variants[0]
+    assert manifest.output_name(content, style, variant) == "starry_night/chelsea/steps-2.jpg"
 
 
 # --- sweeps and per-image overrides --------------------------------------------------------
@@ -623,6 +785,26 @@ def test_sweep_unknown_key(write_manifest: WriteManifest) -> None:
 def test_sweep_without_values(write_manifest: WriteManifest) -> None:
     path = write_manifest(sweep={"style_weight": []})
     assert _error(path) == f"{path}: sweep.style_weight: give at least one value"
+
+
+def test_sweep_value_listed_twice(write_manifest: WriteManifest) -> None:
+    path = write_manifest(sweep={"tv_weight": [0, 1], "style_weight": [5, 10, 10]})
+    assert _error(path) == (
+        f"{path}: sweep.style_weight: the value 10 is listed twice; keep one of them"
+    )
+
+
+@pytest.mark.parametrize(("first", "second"), [(10, 10.0), (10, "10"), ("a b", "a_b")])
+def test_sweep_values_with_one_variant_name(
+    write_manifest: WriteManifest, first: object, second: object
+) -> None:
+    path = write_manifest(sweep={"init": [first, second]})
+    message = _error(path)
+    assert message == (
+        f"{path}: sweep.init: {first!r} and {second!r} both give the variant name "
+        f"'init-{second if isinstance(second, str) else first}'; keep one of them"
+    )
+    assert "add {variant}" not in message
 
 
 def test_sweep_bad_value_names_the_variant(write_manifest: WriteManifest) -> None:
