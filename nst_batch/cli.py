@@ -239,7 +239,13 @@ def _run_locked(
                 writer.write(skipped_row(task, label))
             devices = resolve_devices(manifest.devices, manifest.workers_per_device)
             stats = run_tasks(
-                todo, devices, writer, events, report_every=min(every, 10), shard=label
+                todo,
+                devices,
+                writer,
+                events,
+                report_every=min(every, 10),
+                shard=label,
+                batch_size=manifest.batch_size,
             )
     except (KeyboardInterrupt, Interrupted) as exc:
         events.close()

@@ -8,13 +8,18 @@ last-bit differences into a visibly different image.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Generator
 from dataclasses import dataclass
 
 import torch
 
-# Objective: flat image (N,) -> (loss as a float, gradient (N,)).
-Objective = Callable[[torch.Tensor], tuple[float, torch.Tensor]]
+# Objective: flat image (N,) -> (loss, gradient (N,)); the loss a float or a 0-d tensor.
+Evaluation = tuple[float | torch.Tensor, torch.Tensor]
+Objective = Callable[[torch.Tensor], Evaluation]
+# The optimizer as a coroutine: yields each point to evaluate, is sent its Evaluation,
+# returns the final point on convergence.
+Search = Generator[torch.Tensor, Evaluation, torch.Tensor]
+_Probe = Generator[torch.Tensor, Evaluation, tuple[float, float, torch.Tensor]]
 
 _BLOCK = 4096  # below ATen's parallel grain: each block is summed by one thread
 
@@ -52,7 +57,30 @@ def minimize(objective: Objective, x: torch.Tensor, config: LBFGSConfig) -> torc
     The objective itself enforces the evaluation budget (by raising); this function
     returns only on convergence.
     """
-    loss, grad = objective(x)
+    steps = search(x, config)
+    point = next(steps)
+    while True:
+        try:
+            point = steps.send(objective(point))
+        except StopIteration as converged:
+            return converged.value
+
+
+def _evaluate(
+    point: torch.Tensor,
+) -> Generator[torch.Tensor, Evaluation, tuple[float, torch.Tensor]]:
+    loss, grad = yield point
+    return float(loss), grad
+
+
+def search(x: torch.Tensor, config: LBFGSConfig) -> Search:
+    """L-BFGS from x (N,), updated in place, as a coroutine that asks for each evaluation.
+
+    The caller decides when and how points are evaluated: one at a time (`minimize`) or
+    stacked with other tasks' points into one batch, each task keeping its own history
+    and line search. It stops asking by closing the coroutine at its budget.
+    """
+    loss, grad = yield from _evaluate(x)
     if float(grad.abs().max()) <= config.tolerance_grad:
         return x
     directions: list[tuple[torch.Tensor, torch.Tensor, float]] = []  # (s, y, 1 / y.s)
@@ -64,9 +92,9 @@ def minimize(objective: Objective, x: torch.Tensor, config: LBFGSConfig) -> torc
         if gtd > -config.tolerance_change:
             return x  # not a descent direction: converged as far as float32 allows
         if config.line_search:
-            step, new_loss, new_grad = _strong_wolfe(objective, x, step, d, loss, grad, gtd, config)
+            step, new_loss, new_grad = yield from _strong_wolfe(x, step, d, loss, grad, gtd, config)
         else:
-            new_loss, new_grad = objective(x + step * d)
+            new_loss, new_grad = yield from _evaluate(x + step * d)
         s = step * d
         x.add_(s)
         y = new_grad - grad
@@ -118,7 +146,6 @@ def _cubic_min(
 
 
 def _strong_wolfe(
-    objective: Objective,
     x: torch.Tensor,
     step: float,
     d: torch.Tensor,
@@ -126,19 +153,19 @@ def _strong_wolfe(
     grad: torch.Tensor,
     gtd: float,
     config: LBFGSConfig,
-) -> tuple[float, float, torch.Tensor]:
+) -> _Probe:
     """A step along d meeting the strong Wolfe conditions: (step, loss, gradient) there."""
     prev = (0.0, loss, grad, gtd)
     for i in range(config.max_line_search):
-        new_loss, new_grad = objective(x + step * d)
+        new_loss, new_grad = yield from _evaluate(x + step * d)
         new_gtd = dot(new_grad, d)
         current = (step, new_loss, new_grad, new_gtd)
         if new_loss > loss + config.c1 * step * gtd or (i > 0 and new_loss >= prev[1]):
-            return _zoom(objective, x, d, loss, gtd, prev, current, config, i + 1)
+            return (yield from _zoom(x, d, loss, gtd, prev, current, config, i + 1))
         if abs(new_gtd) <= -config.c2 * gtd:
             return step, new_loss, new_grad
         if new_gtd >= 0:
-            return _zoom(objective, x, d, loss, gtd, current, prev, config, i + 1)
+            return (yield from _zoom(x, d, loss, gtd, current, prev, config, i + 1))
         # Still descending: extrapolate, at most to 10x the step.
         next_step = _cubic_min(
             prev[0], prev[1], prev[3], step, new_loss, new_gtd,
@@ -149,7 +176,6 @@ def _strong_wolfe(
 
 
 def _zoom(
-    objective: Objective,
     x: torch.Tensor,
     d: torch.Tensor,
     loss: float,
@@ -158,7 +184,7 @@ def _zoom(
     high: tuple[float, float, torch.Tensor, float],
     config: LBFGSConfig,
     used: int,
-) -> tuple[float, float, torch.Tensor]:
+) -> _Probe:
     """Shrink the bracket [low, high] (low has the lower loss) to a strong-Wolfe step."""
     for _ in range(config.max_line_search - used):
         a, b = sorted((low[0], high[0]))
@@ -168,7 +194,7 @@ def _zoom(
         step = _cubic_min(low[0], low[1], low[3], high[0], high[1], high[3], a, b)
         if min(step - a, b - step) < 0.1 * width:
             step = (a + b) / 2  # interpolation stuck at an end: bisect
-        new_loss, new_grad = objective(x + step * d)
+        new_loss, new_grad = yield from _evaluate(x + step * d)
         new_gtd = dot(new_grad, d)
         current = (step, new_loss, new_grad, new_gtd)
         if new_loss > loss + config.c1 * step * gtd or new_loss >= low[1]:

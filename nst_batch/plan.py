@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from nst_batch.manifest import ImageSpec, Manifest, Variant
-from nst_batch.params import ALGORITHM_VERSION, Params
+from nst_batch.params import ALGORITHM_VERSION, LAYER_NAMES, Params
 from nst_batch.weights import file_sha256, fingerprint
 
 KEY_METADATA = "nst-batch:key"  # where an output image records the key it was made with
@@ -53,6 +53,40 @@ class Task:
             p.style_layers,
             p.pooling,
         )
+
+    @property
+    def model_key(self) -> tuple[object, ...]:
+        """Tasks with equal model keys share one VGG19 stack (and can share a batch)."""
+        p = self.params
+        layers = tuple(sorted({*p.content_layers, *p.style_layers}, key=LAYER_NAMES.index))
+        return (self.weights, p.pooling, layers)
+
+
+def batches(
+    tasks: Sequence[Task],
+    limit: Callable[[Task], int],
+    shape: Callable[[Task], tuple[int, int] | None],
+) -> list[tuple[int, ...]]:
+    """Task indices in batches to optimize together, in plan order.
+
+    A batch holds tasks of one model and one image `shape(task)` (w, h), at most
+    `limit(task)` of them; a task whose shape is unknown (None: unreadable header)
+    runs alone and fails there with the reason.
+    """
+    filling: dict[tuple[object, ...], list[int]] = {}
+    result: list[list[int]] = []
+    for index, task in enumerate(tasks):
+        most, wh = limit(task), shape(task)
+        if wh is None or most <= 1:
+            result.append([index])
+            continue
+        key = (*task.model_key, wh)
+        batch = filling.get(key)
+        if batch is None or len(batch) >= most:
+            batch = filling[key] = []
+            result.append(batch)
+        batch.append(index)
+    return [tuple(batch) for batch in result]
 
 
 def task_key(

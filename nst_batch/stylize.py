@@ -6,14 +6,13 @@ Tensors in, tensors out: no files, no printing. Progress leaves through a callba
 
 from __future__ import annotations
 
-import contextlib
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 import torch
 
-from nst_batch.lbfgs import LBFGSConfig, minimize
+from nst_batch.lbfgs import LBFGSConfig, Search, search
 from nst_batch.losses import content_loss, gram_matrix, style_loss, total_variation_loss
 from nst_batch.params import Params
 from nst_batch.vgg import VGG19Features
@@ -59,10 +58,6 @@ class StylizeError(Exception):
         self.step = step
 
 
-class _Stop(Exception):
-    """Raised inside the L-BFGS closure to end the run at the evaluation budget."""
-
-
 def _layer_weights(params: Params) -> dict[str, float]:
     return dict(zip(params.style_layers, params.layer_weights, strict=True))
 
@@ -92,25 +87,25 @@ def _initial_image(
 
 
 class _Objective:
-    """The weighted loss terms of an image, with the content and style targets fixed."""
+    """The weighted loss terms of one task's image, with its content and style targets fixed."""
 
     def __init__(
         self, vgg: VGG19Features, content: torch.Tensor, targets: StyleTargets, params: Params
     ) -> None:
-        self.vgg, self.targets, self.params = vgg, targets, params
+        self.targets, self.params = targets, params
         self.layer_weights = _layer_weights(params)
-        self.layers = sorted(
-            set(params.content_layers) | {k for k, w in self.layer_weights.items() if w}
-        )
+        self.layers = {*params.content_layers, *(k for k, w in self.layer_weights.items() if w)}
         with torch.no_grad():
             features = vgg(content, params.content_layers)
         self.content_targets = {k: features[k].detach() for k in params.content_layers}
 
-    def terms(self, image: torch.Tensor) -> torch.Tensor:
-        """Weighted (content, style, tv) losses of image.clamp(0, 1) as one (3,) tensor."""
+    def terms(self, features: dict[str, torch.Tensor], image: torch.Tensor) -> torch.Tensor:
+        """Weighted (content, style, tv) losses as one (3,) tensor.
+
+        `image` (1, 3, H, W) is already clamped to 0..1, the image that will be saved, and
+        `features` are its own: one sample's slices of a batch.
+        """
         p = self.params
-        image = image.clamp(0, 1)  # the loss of the image that will be saved
-        features = self.vgg(image, self.layers)
         zero = torch.zeros((), device=image.device)
         c = sum((content_loss(features[k], t) for k, t in self.content_targets.items()), zero)
         s = style_loss(features, self.targets, self.layer_weights)
@@ -124,22 +119,16 @@ def _losses(terms: torch.Tensor) -> Losses:
 
 
 class _Tracker:
-    """Evaluates the objective within the step budget and keeps the best image seen.
+    """Counts one task's evaluations against its budget and keeps the best image seen.
 
     Bookkeeping stays on the device (torch.where, no .item()) so that Adam's loop
     never waits for the device; L-BFGS reads every loss anyway.
     """
 
     def __init__(
-        self,
-        objective: _Objective,
-        start: torch.Tensor,
-        params: Params,
-        callback: ProgressCallback | None,
-        report_every: int,
+        self, start: torch.Tensor, params: Params, callback: ProgressCallback | None, every: int
     ) -> None:
-        self.objective, self.params = objective, params
-        self.callback, self.report_every = callback, report_every
+        self.params, self.callback, self.every = params, callback, every
         device = start.device
         self.best = start.detach().clone()
         self.best_total = torch.full((), float("inf"), device=device)
@@ -148,33 +137,139 @@ class _Tracker:
         self.history: list[torch.Tensor] = []
         self.initial: torch.Tensor | None = None
 
-    def __call__(self, image: torch.Tensor) -> torch.Tensor:
-        """Loss of `image` (a leaf requiring grad); fills image.grad. Raises _Stop when done."""
+    def record(self, image: torch.Tensor, terms: torch.Tensor) -> bool:
+        """Note the loss terms of `image`; True when the task must stop (budget, diverged)."""
         step = len(self.history)
-        if step >= self.params.steps:
-            raise _Stop
-        terms = self.objective.terms(image)
-        total = terms.sum()
-        total.backward()
-        t, terms = total.detach(), terms.detach()
+        t = terms.sum()
         finite = torch.isfinite(t)
         better = finite & (t < self.best_total)
-        self.best = torch.where(better, image.detach(), self.best)
+        self.best = torch.where(better, image, self.best)
         self.best_total = torch.where(better, t, self.best_total)
         self.best_terms = torch.where(better, terms, self.best_terms)
         self.first_bad = torch.where(~finite & (self.first_bad < 0), step + 1, self.first_bad)
         self.history.append(t)
         if self.initial is None:
             self.initial = terms
-        check = self.params.optimizer == "lbfgs" or len(self.history) % 50 == 0
-        if check and int(self.first_bad) >= 0:
-            raise _Stop
         done = step + 1
-        if self.callback is not None and (
-            done % self.report_every == 0 or done == self.params.steps
-        ):
+        if self.callback is not None and (done % self.every == 0 or done == self.params.steps):
             self.callback(Progress(done, self.params.steps, _losses(terms)))
-        return total
+        check = self.params.optimizer == "lbfgs" or done % 50 == 0
+        return done >= self.params.steps or (check and int(self.first_bad) >= 0)
+
+    def result(self, seconds: float) -> Result | StylizeError:
+        bad_step = int(self.first_bad)
+        if bad_step >= 0:
+            return StylizeError(
+                f"diverged: the loss became non-finite at step {bad_step}; "
+                "lower learning_rate or the loss weights",
+                step=bad_step,
+            )
+        assert self.initial is not None
+        result = Result(
+            image=self.best.clamp(0, 1),  # the image the losses were computed on
+            losses=_losses(self.best_terms),
+            initial_losses=_losses(self.initial),
+            steps=len(self.history),
+            seconds=seconds,
+            history=torch.stack(self.history).tolist(),
+        )
+        if not result.losses.total < result.initial_losses.total:
+            return StylizeError(
+                "diverged: no step lowered the loss below its start "
+                f"({result.initial_losses.total:.4g}) in {result.steps} steps; "
+                "lower learning_rate",
+                step=result.steps,
+            )
+        return result
+
+
+@dataclass(frozen=True)
+class Job:
+    """One task's optimization: its content (1, 3, H, W, 0..1), targets and settings."""
+
+    content: torch.Tensor
+    targets: StyleTargets
+    params: Params
+    init_image: torch.Tensor | None = None
+    callback: ProgressCallback | None = None
+
+
+class _Run:
+    """One job in flight: its objective, bookkeeping and optimizer coroutine."""
+
+    def __init__(self, vgg: VGG19Features, job: Job, report_every: int) -> None:
+        self.objective = _Objective(vgg, job.content, job.targets, job.params)
+        x = _initial_image(job.content, job.params, job.init_image)
+        self.tracker = _Tracker(x, job.params, job.callback, report_every)
+        self.search = _searcher(x, job.params)
+        self.point: torch.Tensor = next(self.search)
+        self.seconds = 0.0
+
+
+def _searcher(x: torch.Tensor, params: Params) -> Search:
+    if params.optimizer == "lbfgs":
+        config = LBFGSConfig(lr=params.lr, line_search=params.line_search == "strong_wolfe")
+        return search(x.reshape(-1).clone(), config)
+    return _adam(x, params)
+
+
+def _adam(x: torch.Tensor, params: Params) -> Search:
+    """Adam as a coroutine like L-BFGS's; projected: every step is clamped to 0..1."""
+    x = x.detach().clone().requires_grad_(True)
+    optimizer = torch.optim.Adam([x], lr=params.lr)
+    while True:
+        _, grad = yield x.detach()
+        x.grad = grad.view_as(x)
+        optimizer.step()
+        with torch.no_grad():
+            x.clamp_(0, 1)
+
+
+def stylize_batch(
+    vgg: VGG19Features, jobs: Sequence[Job], report_every: int = 10
+) -> list[Result | StylizeError]:
+    """Optimize several jobs together, one stacked VGG19 pass per evaluation.
+
+    The jobs' contents must share one shape. Each job keeps its own optimizer state,
+    line search and step budget; the VGG19 has no cross-sample layers, so each job's
+    gradient is exactly that of its own loss, and results equal the unbatched ones
+    (bit for bit on the CPU). A job that stops early leaves the batch smaller.
+    """
+    shapes = {job.content.shape for job in jobs}
+    if len(shapes) != 1:
+        raise ValueError(f"a batch needs contents of one shape, got {sorted(shapes)}")
+    runs = [_Run(vgg, job, report_every) for job in jobs]
+    shape = jobs[0].content.shape
+    layers = sorted(set().union(*(run.objective.layers for run in runs)))
+    active = runs
+    while active:
+        start = time.perf_counter()
+        x = torch.cat([run.point.view(shape) for run in active]).requires_grad_(True)
+        image = x.clamp(0, 1)  # the loss of the image that will be saved
+        features = vgg(image, layers)
+        terms = [
+            run.objective.terms({k: f[i : i + 1] for k, f in features.items()}, image[i : i + 1])
+            for i, run in enumerate(active)
+        ]
+        torch.stack(terms).sum().backward()
+        assert x.grad is not None
+        still = []
+        for i, run in enumerate(active):
+            total = terms[i].detach().sum()
+            stop = run.tracker.record(x[i : i + 1].detach(), terms[i].detach())
+            if not stop:
+                try:
+                    run.point = run.search.send((total, x.grad[i].reshape(-1)))
+                    still.append(run)
+                except StopIteration:  # converged
+                    pass
+        share = (time.perf_counter() - start) / len(active)
+        for run in active:
+            run.seconds += share
+        active = still
+    for run in runs:
+        run.search.close()
+    return [run.tracker.result(run.seconds) for run in runs]
 
 
 def stylize(
@@ -192,61 +287,8 @@ def stylize(
     Returns the lowest-loss image seen, never a diverged one: a non-finite loss, or
     no image better than the start, raises StylizeError with the step.
     """
-    objective = _Objective(vgg, content, targets, params)
-    x = _initial_image(content, params, init_image)
-    tracker = _Tracker(objective, x, params, callback, report_every)
-    start = time.perf_counter()
-    with contextlib.suppress(_Stop):
-        if params.optimizer == "lbfgs":
-            _run_lbfgs(x, tracker, params)
-        else:
-            _run_adam(x, tracker, params)
-    seconds = time.perf_counter() - start
-
-    bad_step = int(tracker.first_bad)
-    if bad_step >= 0:
-        raise StylizeError(
-            f"diverged: the loss became non-finite at step {bad_step}; "
-            "lower learning_rate or the loss weights",
-            step=bad_step,
-        )
-    assert tracker.initial is not None
-    result = Result(
-        image=tracker.best.clamp(0, 1),  # the image the losses were computed on
-        losses=_losses(tracker.best_terms),
-        initial_losses=_losses(tracker.initial),
-        steps=len(tracker.history),
-        seconds=seconds,
-        history=torch.stack(tracker.history).tolist(),
-    )
-    if not result.losses.total < result.initial_losses.total:
-        raise StylizeError(
-            "diverged: no step lowered the loss below its start "
-            f"({result.initial_losses.total:.4g}) in {result.steps} steps; lower learning_rate",
-            step=result.steps,
-        )
-    return result
-
-
-def _run_lbfgs(x: torch.Tensor, tracker: _Tracker, params: Params) -> None:
-    shape = x.shape
-
-    def objective(flat: torch.Tensor) -> tuple[float, torch.Tensor]:
-        image = flat.view(shape).detach().requires_grad_(True)
-        total = tracker(image)
-        assert image.grad is not None
-        return float(total.detach()), image.grad.reshape(-1)
-
-    config = LBFGSConfig(lr=params.lr, line_search=params.line_search == "strong_wolfe")
-    minimize(objective, x.reshape(-1).clone(), config)  # returns early only on convergence
-
-
-def _run_adam(x: torch.Tensor, tracker: _Tracker, params: Params) -> None:
-    x.requires_grad_(True)
-    optimizer = torch.optim.Adam([x], lr=params.lr)
-    for _ in range(params.steps):
-        optimizer.zero_grad(set_to_none=True)
-        tracker(x)
-        optimizer.step()
-        with torch.no_grad():
-            x.clamp_(0, 1)  # projected gradient: Adam's steps keep the pixel range valid
+    job = Job(content, targets, params, init_image, callback)
+    outcome = stylize_batch(vgg, [job], report_every)[0]
+    if isinstance(outcome, StylizeError):
+        raise outcome
+    return outcome

@@ -12,16 +12,23 @@ import signal
 import time
 import traceback
 from collections import OrderedDict
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any, Literal, cast
 
 import torch
 
 from nst_batch import images
-from nst_batch.params import LAYER_NAMES
 from nst_batch.plan import KEY_METADATA, Task, curve_path
-from nst_batch.stylize import Progress, StyleTargets, StylizeError, style_targets, stylize
+from nst_batch.stylize import (
+    Job,
+    Progress,
+    Result,
+    StyleTargets,
+    StylizeError,
+    style_targets,
+    stylize_batch,
+)
 from nst_batch.vgg import VGG19Features, build_vgg19
 from nst_batch.weights import WeightsError
 
@@ -56,12 +63,11 @@ class Worker:
         self.model_builds = 0
 
     def model(self, task: Task) -> VGG19Features:
-        p = task.params
-        layers = tuple(sorted({*p.content_layers, *p.style_layers}, key=LAYER_NAMES.index))
-        key = (task.weights, p.pooling, layers)
+        key = task.model_key
         if key not in self._models:
+            weights, pooling, layers = key
             try:
-                self._models[key] = build_vgg19(task.weights, layers, p.pooling, self.device)
+                self._models[key] = build_vgg19(weights, layers, pooling, self.device)
             except WeightsError as exc:
                 raise FatalWorkerError(str(exc)) from None
             self.model_builds += 1
@@ -88,40 +94,67 @@ class Worker:
         report_every: int = 10,
     ) -> TaskOutcome:
         """Stylize one task and write its output atomically. Raises only FatalWorkerError."""
-        start = time.perf_counter()
-        try:
-            return self._run(task, start, on_progress, report_every)
-        except FatalWorkerError:
-            raise
-        except (images.ImageError, StylizeError) as exc:
-            return TaskOutcome("failed", seconds=time.perf_counter() - start, error=str(exc))
-        except torch.cuda.OutOfMemoryError:
-            self._targets.clear()
-            torch.cuda.empty_cache()
-            size = task.params.size
-            return TaskOutcome(
-                "failed",
-                seconds=time.perf_counter() - start,
-                error=f"out of memory on {self.device} at size {size}; try size {size * 3 // 4} "
-                "or fewer workers_per_device",
-            )
-        except Exception as exc:
-            detail = traceback.format_exception_only(exc)[-1].strip()
-            return TaskOutcome(
-                "failed", seconds=time.perf_counter() - start, error=f"internal error: {detail}"
-            )
+        report = None if on_progress is None else lambda _, progress: on_progress(progress)
+        return self.run_batch([task], report, report_every)[0]
 
-    def _run(
+    def run_batch(
         self,
-        task: Task,
-        start: float,
-        on_progress: Callable[[Progress], None] | None,
-        report_every: int,
-    ) -> TaskOutcome:
+        tasks: Sequence[Task],
+        on_progress: Callable[[int, Progress], None] | None = None,
+        report_every: int = 10,
+    ) -> list[TaskOutcome]:
+        """Stylize tasks of one model together, one stacked VGG19 pass per step, and write
+        their outputs; an outcome per task, in order. Raises only FatalWorkerError.
+
+        Tasks whose contents turn out to differ in shape run in separate batches.
+        `on_progress` hears (position in `tasks`, progress).
+        """
+        outcomes: list[TaskOutcome | None] = [None] * len(tasks)
+        by_shape: dict[tuple[int, ...], list[tuple[int, Job, float]]] = {}
+        for i, task in enumerate(tasks):
+            start = time.perf_counter()
+            try:
+                job = self._prepare(task, i, on_progress)
+            except FatalWorkerError:
+                raise
+            except Exception as exc:
+                outcomes[i] = self._failure(task, exc, time.perf_counter() - start)
+                continue
+            prepared = time.perf_counter() - start
+            by_shape.setdefault(tuple(job.content.shape), []).append((i, job, prepared))
+        for group in by_shape.values():
+            start = time.perf_counter()
+            try:
+                results = stylize_batch(
+                    self.model(tasks[group[0][0]]), [job for _, job, _ in group], report_every
+                )
+            except FatalWorkerError:
+                raise
+            except Exception as exc:
+                share = (time.perf_counter() - start) / len(group)
+                for i, _, prepared in group:
+                    outcomes[i] = self._failure(tasks[i], exc, prepared + share)
+                continue
+            share = (time.perf_counter() - start) / len(group)
+            for (i, _, prepared), result in zip(group, results, strict=True):
+                outcomes[i] = self._finish(tasks[i], result, prepared + share)
+        assert all(outcome is not None for outcome in outcomes)
+        return cast(list[TaskOutcome], outcomes)
+
+    def _prepare(
+        self, task: Task, position: int, on_progress: Callable[[int, Progress], None] | None
+    ) -> Job:
+        """Load the task's images and targets at the output size."""
         p = task.params
         vgg = self.model(task)
         content_image = images.load_image(task.content.path, task.max_pixels)
         size = images.target_size(*content_image.size, p.size, p.square)
+        if min(size) < images.MIN_SIDE:
+            raise images.ImageError(
+                f"{task.content.path}: at size {p.size} it becomes {size[0]}x{size[1]}, under "
+                f"the minimum of {images.MIN_SIDE} pixels on a side; raise size, crop the "
+                "image, or set square: true"
+            )
         content = images.to_tensor(images.resize(content_image, size)).to(self.device)
         targets = self.targets(task, vgg)
         init = None
@@ -130,25 +163,50 @@ class Worker:
             assert source is not None
             init_image = images.resize(images.load_image(source, task.max_pixels), size)
             init = images.to_tensor(init_image).to(self.device)
-        result = stylize(
-            vgg,
-            content,
-            targets,
-            p,
-            init_image=init,
-            callback=on_progress,
-            report_every=report_every,
-        )
-        metadata = {
-            KEY_METADATA: task.key,
-            "nst-batch:params": json.dumps(p.model_dump(mode="json"), sort_keys=True),
-            "nst-batch:source": json.dumps(
-                {"content": task.content.path.name, "style": task.style.path.name}
-            ),
-        }
-        images.save_image(images.to_image(result.image), task.output, metadata)
+        callback = None
+        if on_progress is not None:
+
+            def callback(progress: Progress) -> None:
+                on_progress(position, progress)
+
+        return Job(content, targets, p, init, callback)
+
+    def _failure(self, task: Task, exc: Exception, seconds: float) -> TaskOutcome:
+        """The failed outcome of `exc` after `seconds`, with a reason a user can act on."""
+        if isinstance(exc, images.ImageError | StylizeError):
+            return TaskOutcome("failed", seconds=seconds, error=str(exc))
+        if isinstance(exc, torch.cuda.OutOfMemoryError):
+            self._targets.clear()
+            torch.cuda.empty_cache()
+            size = task.params.size
+            return TaskOutcome(
+                "failed",
+                seconds=seconds,
+                error=f"out of memory on {self.device} at size {size}; try size {size * 3 // 4}, "
+                "a smaller batch_size or fewer workers_per_device",
+            )
+        detail = traceback.format_exception_only(exc)[-1].strip()
+        return TaskOutcome("failed", seconds=seconds, error=f"internal error: {detail}")
+
+    def _finish(self, task: Task, result: Result | StylizeError, spent: float) -> TaskOutcome:
+        """Save a finished task's image and loss curve: its outcome. `spent`: the task's
+        own preparation plus its share of the batch's time."""
+        if isinstance(result, StylizeError):
+            return self._failure(task, result, spent)
+        start = time.perf_counter()
+        try:
+            metadata = {
+                KEY_METADATA: task.key,
+                "nst-batch:params": json.dumps(task.params.model_dump(mode="json"), sort_keys=True),
+                "nst-batch:source": json.dumps(
+                    {"content": task.content.path.name, "style": task.style.path.name}
+                ),
+            }
+            images.save_image(images.to_image(result.image), task.output, metadata)
+            images.save_text(_curve_json(task, result.history), curve_path(task.output))
+        except Exception as exc:
+            return self._failure(task, exc, spent + time.perf_counter() - start)
         losses = result.losses
-        images.save_text(_curve_json(task, result.history), curve_path(task.output))
         return TaskOutcome(
             "done",
             content_loss=losses.content,
@@ -156,7 +214,7 @@ class Worker:
             tv_loss=losses.tv,
             total_loss=losses.total,
             steps=result.steps,
-            seconds=time.perf_counter() - start,
+            seconds=spent + time.perf_counter() - start,
             optimize_seconds=result.seconds,
             history=result.history,
         )
@@ -171,23 +229,26 @@ def _curve_json(task: Task, history: list[float]) -> str:
 def worker_main(
     device: str, name: str, threads: int, inbox: Any, outbox: Any, report_every: int
 ) -> None:
-    """A spawned worker process: run tasks from `inbox` until None, report to `outbox`.
+    """A spawned worker process: run batches of tasks from `inbox` until None, report to
+    `outbox`.
 
-    Messages out: ("step", name, index, Progress), ("done", name, index, TaskOutcome,
-    target_computations, model_builds), ("fatal", name, index, message).
+    Messages out: ("step", name, index, Progress), ("done", name, indices, [TaskOutcome],
+    target_computations, model_builds), ("fatal", name, indices, message).
     """
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent decides how to stop on Ctrl-C
     torch.set_num_threads(threads)
     worker = Worker(device, name)
     while (item := inbox.get()) is not None:
-        index, task = item
+        indices, tasks = item
 
-        def report(progress: Progress, index: int = index) -> None:
-            outbox.put(("step", name, index, progress))
+        def report(position: int, progress: Progress, indices: tuple[int, ...] = indices) -> None:
+            outbox.put(("step", name, indices[position], progress))
 
         try:
-            outcome = worker.run(task, report, report_every)
+            outcomes = worker.run_batch(tasks, report, report_every)
         except FatalWorkerError as exc:
-            outbox.put(("fatal", name, index, str(exc)))
+            outbox.put(("fatal", name, indices, str(exc)))
             return
-        outbox.put(("done", name, index, outcome, worker.target_computations, worker.model_builds))
+        outbox.put(
+            ("done", name, indices, outcomes, worker.target_computations, worker.model_builds)
+        )

@@ -34,11 +34,18 @@ class Recorder:
         self.rows.append(row)
 
 
-def run(manifest: Path, devices: list[str], events: Recorder | None = None) -> list[ResultRow]:
+def run(
+    manifest: Path,
+    devices: list[str],
+    events: Recorder | None = None,
+    batch_size: int | None = None,
+) -> list[ResultRow]:
     loaded = load_manifest(manifest)
     loaded.output.mkdir(parents=True, exist_ok=True)
     with ResultsWriter(loaded.output / "results.csv") as writer:
-        stats = run_tasks(plan(loaded), devices, writer, events or Recorder())
+        stats = run_tasks(
+            plan(loaded), devices, writer, events or Recorder(), batch_size=batch_size
+        )
     assert not stats.fatal
     return read_rows(loaded.output / "results.csv")
 
@@ -64,16 +71,17 @@ def test_cpu_workers_share_the_cores() -> None:
 
 def test_scheduler_keeps_a_worker_on_one_style(write_manifest) -> None:
     tasks = plan(load_manifest(write_manifest(params={"size": 64, "steps": 2})))
-    scheduler = _Scheduler(tasks)
+    scheduler = _Scheduler(tasks, [(i,) for i in range(len(tasks))])
     first = scheduler.next(None)
     second = scheduler.next(None)
     assert first is not None and second is not None
     # Two workers start on two different styles, then each continues its own.
-    assert tasks[first].style.name != tasks[second].style.name
-    follow = scheduler.next(tasks[first].target_group)
-    assert follow is not None and tasks[follow].style.name == tasks[first].style.name
-    rest = [scheduler.next(tasks[second].target_group), scheduler.next(None)]
-    assert sorted(i for i in [first, second, follow, *rest] if i is not None) == [0, 1, 2, 3]
+    assert tasks[first[0]].style.name != tasks[second[0]].style.name
+    follow = scheduler.next(tasks[first[0]].target_group)
+    assert follow is not None and tasks[follow[0]].style.name == tasks[first[0]].style.name
+    rest = [scheduler.next(tasks[second[0]].target_group), scheduler.next(None)]
+    handed = [u for u in [first, second, follow, *rest] if u is not None]
+    assert sorted(i for unit in handed for i in unit) == [0, 1, 2, 3]
     assert scheduler.next(None) is None
 
 
@@ -99,7 +107,8 @@ def test_two_cpu_workers_share_the_gallery_and_match_one(write_manifest, tmp_pat
 
 
 @pytest.mark.slow
-def test_a_killed_worker_fails_only_its_task(write_manifest) -> None:
+@pytest.mark.parametrize("batch_size", [1, None])
+def test_a_killed_worker_fails_only_its_batch(write_manifest, batch_size) -> None:
     manifest = write_manifest(params={"size": 64, "steps": 40})
 
     class Killer(Recorder):
@@ -112,11 +121,13 @@ def test_a_killed_worker_fails_only_its_task(write_manifest) -> None:
                 os.kill(victim.pid, signal.SIGKILL)
                 self.killed = True
 
-    rows = run(manifest, ["cpu", "cpu"], Killer())
+    rows = run(manifest, ["cpu", "cpu"], Killer(), batch_size)
     failed = [r for r in rows if r.status == "failed"]
-    assert len(failed) == 1
-    assert "died (signal SIGKILL)" in failed[0].error
-    assert sorted(r.status for r in rows) == ["done", "done", "done", "failed"]
+    # 4 tasks on 2 workers: batches of 1, or (auto) of 2 so that neither worker idles
+    assert len(failed) == (1 if batch_size == 1 else 2)
+    assert all("died (signal SIGKILL)" in r.error for r in failed)
+    assert len({r.worker for r in failed}) == 1
+    assert sorted(r.status for r in rows).count("done") == 4 - len(failed)
     assert multiprocessing.active_children() == []
 
 
@@ -126,7 +137,7 @@ def test_a_failing_task_does_not_stop_its_worker(write_manifest, tmp_path) -> No
     bad.write_text("not an image")
     good = Path(__file__).resolve().parent.parent / "examples/images/content/chelsea.png"
     manifest = write_manifest(content=[str(bad), str(good)], params={"size": 64, "steps": 4})
-    rows = run(manifest, ["cpu", "cpu"])
+    rows = run(manifest, ["cpu", "cpu"], batch_size=1)
     failed = [r for r in rows if r.status == "failed"]
     assert {r.content for r in failed} == {"broken"}
     assert all("broken.png" in r.error for r in failed)
@@ -181,7 +192,7 @@ def test_a_signal_stops_every_worker_and_records_the_tasks_in_flight(write_manif
         time.sleep(0.1)
     assert not any(_running(pid) for pid in workers)
     rows = read_rows(manifest.parent / "out" / "results.csv")
-    assert len(rows) == 2
+    assert len(rows) == 4  # every task was in flight: a batch of two on each worker
     assert all(r.status == "interrupted" for r in rows)
     assert all(r.error == f"interrupted ({signal.Signals(signum).name})" for r in rows)
     assert not list((manifest.parent / "out").glob("*.jpg"))  # nothing half-done is saved

@@ -18,7 +18,16 @@ from conftest import CONTENT, STYLE
 from nst_batch import images
 from nst_batch.losses import gram_matrix, style_loss
 from nst_batch.params import GATYS_CONTENT_LAYERS, GATYS_STYLE_LAYERS, PRESETS, Params
-from nst_batch.stylize import Losses, Progress, Result, StylizeError, style_targets, stylize
+from nst_batch.stylize import (
+    Job,
+    Losses,
+    Progress,
+    Result,
+    StylizeError,
+    style_targets,
+    stylize,
+    stylize_batch,
+)
 from nst_batch.vgg import VGG19Features, build_vgg19
 
 CHELSEA = CONTENT / "chelsea.png"  # 451x300 -> 64x43
@@ -373,3 +382,42 @@ def test_pixels_do_not_depend_on_the_thread_count(net) -> None:
     finally:
         torch.set_num_threads(before)
     assert torch.equal(images_by_threads[1], images_by_threads[2])
+
+
+def test_a_batch_equals_its_jobs_run_one_by_one(net, content, targets) -> None:
+    """Each job keeps its own optimizer, line search, budget and weights inside a batch."""
+    coffee = _content(COFFEE, 64)
+    assert coffee.shape == content.shape
+    scream = style_targets(net, _style(STYLE / "the_scream.jpg", coffee), _params())
+    heard: list[list[int]] = [[], [], []]
+    jobs = [
+        Job(content, targets, _params(steps=12), callback=lambda p: heard[0].append(p.step)),
+        Job(coffee, scream, _params(steps=7, style_weight=100.0)),
+        Job(coffee, targets, _params(steps=9, optimizer="adam", init="noise", seed=3)),
+    ]
+    batched = stylize_batch(net, jobs, report_every=4)
+    for job, outcome in zip(jobs, batched, strict=True):
+        alone = stylize(net, job.content, job.targets, job.params)
+        assert isinstance(outcome, Result)
+        assert outcome.steps == job.params.steps
+        assert torch.equal(outcome.image, alone.image)  # bit for bit on the CPU
+        assert outcome.history == alone.history
+        assert outcome.losses == alone.losses
+    assert heard[0] == [4, 8, 12]
+    assert sum(r.seconds for r in batched if isinstance(r, Result)) > 0
+
+
+def test_a_diverging_job_fails_alone_in_its_batch(net, content, targets) -> None:
+    bad = content.clone()
+    bad[..., 0, 0] = float("nan")
+    jobs = [Job(content, targets, _params(steps=6)), Job(bad, targets, _params(steps=6))]
+    good, failed = stylize_batch(net, jobs)
+    assert isinstance(good, Result) and good.steps == 6
+    assert good.losses.total < good.initial_losses.total
+    assert isinstance(failed, StylizeError) and failed.step == 1
+
+
+def test_a_batch_needs_one_shape(net, content, targets) -> None:
+    other = _content(CHELSEA, 48)
+    with pytest.raises(ValueError, match="one shape"):
+        stylize_batch(net, [Job(content, targets, _params()), Job(other, targets, _params())])
