@@ -272,14 +272,35 @@ def _run_locked(
         f"outputs: {manifest.output}\nresults: {results}",
         err=verbosity < 0,
     )
+    # A shard knows only its own tasks; the page shows the whole gallery.
+    _write_gallery(manifest, None if share else [*todo, *fresh], err=verbosity < 0)
     return EXIT_FAILED if stats.failed else EXIT_OK
+
+
+def _write_gallery(manifest: Manifest, tasks: list[Task] | None, err: bool) -> None:
+    """Rebuild the gallery page and contact sheet from every results file in the output.
+
+    A gallery that cannot be written costs a warning, not the run's exit code: the outputs
+    and results it would show are safe on disk, and `nst-batch report` writes it again.
+    """
+    from nst_batch.gallery import write_gallery
+    from nst_batch.images import ImageError
+
+    try:
+        tasks = plan(manifest) if tasks is None else tasks
+        rows = merge(sorted(manifest.output.glob("results*.csv")))
+        files = write_gallery(manifest, tasks, rows)
+    except (OSError, ImageError, WeightsError) as exc:
+        click.echo(f"warning: cannot write the gallery in {manifest.output}: {exc}", err=True)
+        return
+    click.echo(f"gallery: {files.page}", err=err)
 
 
 @main.command("report")
 @click.argument("manifest", type=click.Path(dir_okay=False))
 @click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE", help="As for run.")
 def report_command(manifest: str, overrides: tuple[str, ...]) -> None:
-    """Merge the results on disk into <output>/results.csv and summarize them.
+    """Merge the results on disk into <output>/results.csv, summarize them, rebuild the gallery.
 
     A task counts as done only when its latest result was made with the settings the
     manifest has now (same task key); older results are listed as outdated.
@@ -311,3 +332,5 @@ def report_command(manifest: str, overrides: tuple[str, ...]) -> None:
     for task in outdated:
         click.echo(f"  outdated:    {task.label}")
     click.echo(f"results: {results}" if files else f"no results yet in {loaded.output}")
+    if loaded.output.is_dir():
+        _write_gallery(loaded, tasks, err=False)

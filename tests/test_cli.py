@@ -150,8 +150,11 @@ def test_subprocess_run(finished: Finished) -> None:
         assert f"[{i}/4] {label}: done in " in finished.stderr
     assert "[4/4] coffee x the_scream: done in " in finished.stderr
     assert "\r" not in finished.stderr
+    # the lock file stays (its flock goes); each output has its loss curve beside it
+    curves = [f"{o}.json" for o in OUTPUTS]
+    gallery = ["index.html", "thumbs", "contact_sheet.jpg"]  # the page, its thumbnails, the sheet
     assert sorted(p.name for p in finished.out.iterdir()) == sorted(
-        [*OUTPUTS, "results.csv", ".nst-batch.lock"]  # the lock file stays; its flock goes
+        [*OUTPUTS, *curves, "results.csv", ".nst-batch.lock", *gallery]
     )
 
 
@@ -208,6 +211,7 @@ def test_gallery_summary(finished: Finished) -> None:
     assert "(2 style target computations)" in finished.stdout
     assert f"outputs: {finished.out}" in finished.stdout
     assert f"results: {finished.out / 'results.csv'}" in finished.stdout
+    assert finished.stdout.splitlines()[-1] == f"gallery: {finished.out / 'index.html'}"
 
 
 # --- reruns -----------------------------------------------------------------------------------
@@ -355,6 +359,7 @@ def test_report_keeps_done_rows_over_later_skips(gallery: Path) -> None:
     assert result.stdout.splitlines() == [
         "4 tasks planned: 4 done, 0 failed, 0 interrupted, 0 outdated, 0 not yet run",
         f"results: {out / 'results.csv'}",
+        f"gallery: {out / 'index.html'}",
     ]
     merged = read_rows(out / "results.csv")
     assert len(merged) == 4  # one row per task
@@ -571,11 +576,15 @@ def test_quiet_prints_only_errors_and_the_summary(failed_run: FailedRun) -> None
     bad = failed_run.root / "bad.png"
     assert result.stdout == ""  # with -q even the summary goes to stderr
     lines = result.stderr.splitlines()
-    assert len(lines) == 5, result.stderr  # no per-task '[n/4] ... done' lines
+    assert len(lines) == 6, result.stderr  # no per-task '[n/4] ... done' lines
     assert lines[0].startswith(f"FAILED bad x starry_night: Cannot use image '{bad}'")
     assert lines[1].startswith(f"FAILED bad x the_scream: Cannot use image '{bad}'")
     assert _summary(lines[2]) == (4, 2, 0, 2, 2)
-    assert lines[3:] == [f"outputs: {out}", f"results: {out / 'results.csv'}"]
+    assert lines[3:] == [
+        f"outputs: {out}",
+        f"results: {out / 'results.csv'}",
+        f"gallery: {out / 'index.html'}",  # also when some tasks failed
+    ]
 
 
 @pytest.mark.slow

@@ -59,7 +59,7 @@ def test_sigkill_after_the_first_output_then_rerun(write_manifest) -> None:
     done = [r.output for r in rows if r.status == "done"]
     assert sorted(done) == sorted(set(done)) and len(done) == 4  # each task done exactly once
     assert {r.output for r in rows[len(first) :] if r.status == "skipped"} == done_first
-    outputs = sorted(out.glob("*.jpg"))
+    outputs = sorted(out.glob("*__*.jpg"))  # the outputs, not the contact sheet
     assert len(outputs) == 4 and all(_valid(p) for p in outputs)
     assert not list(out.glob(".*.tmp"))
 
@@ -114,4 +114,4 @@ def test_a_second_run_on_the_same_output_refuses_at_once(write_manifest) -> None
         check=False,
     )
     assert rerun.returncode == 0, rerun.stderr
-    assert len(list(out.glob("*.jpg"))) == 4
+    assert len(list(out.glob("*__*.jpg"))) == 4

@@ -180,7 +180,7 @@ def test_job_array_renders_the_gallery_in_shards(
 
     # The same array again: every task up to date, nothing redone.
     before = {name: len(rows) for name, rows in _shards(output).items()}
-    mtimes = {p.name: p.stat().st_mtime_ns for p in output.glob("*.jpg")}
+    mtimes = {p.name: p.stat().st_mtime_ns for p in output.glob("*__*.jpg")}
     assert len(mtimes) == 4
     again = _submit(slurm, tmp_path, manifest, "0-1")
     _wait(slurm, tmp_path, again)
@@ -188,7 +188,7 @@ def test_job_array_renders_the_gallery_in_shards(
         new = rows[before[name] :]
         assert new and all(r.status == "skipped" for r in new), (name, new)
     assert sum(len(rows) for rows in _shards(output).values()) == sum(before.values()) + 4
-    assert {p.name: p.stat().st_mtime_ns for p in output.glob("*.jpg")} == mtimes
+    assert {p.name: p.stat().st_mtime_ns for p in output.glob("*__*.jpg")} == mtimes
 
 
 @pytest.mark.parametrize(
