@@ -246,6 +246,7 @@ def _run_locked(
                 report_every=min(every, 10),
                 shard=label,
                 batch_size=manifest.batch_size,
+                compile=manifest.compile,
             )
     except (KeyboardInterrupt, Interrupted) as exc:
         events.close()
@@ -272,6 +273,11 @@ def _run_locked(
         f"outputs: {manifest.output}\nresults: {results}",
         err=verbosity < 0,
     )
+    for (size, mode, batch), peak in sorted(stats.peak_memory.items()):
+        click.echo(
+            f"peak GPU memory at {size} px, {mode}, batch {batch}: {peak / 2**30:.2f} GiB",
+            err=verbosity < 0,
+        )
     # A shard knows only its own tasks; the page shows the whole gallery.
     _write_gallery(manifest, None if share else [*todo, *fresh], err=verbosity < 0)
     return EXIT_FAILED if stats.failed else EXIT_OK

@@ -19,7 +19,8 @@ class _Gram(torch.autograd.Function):
     def forward(ctx: Any, flat: torch.Tensor, scale: float) -> torch.Tensor:
         ctx.save_for_backward(flat)
         ctx.scale = scale
-        return torch.bmm(flat, flat.transpose(1, 2)).mul_(scale)
+        with torch.autocast(flat.device.type, enabled=False):  # float32 under bf16/fp16 too
+            return torch.bmm(flat, flat.transpose(1, 2)).mul_(scale)
 
     @staticmethod
     def backward(ctx: Any, grad: torch.Tensor) -> tuple[torch.Tensor, None]:

@@ -58,6 +58,7 @@ class _Document(BaseModel):
     devices: str | list[str] = "auto"
     workers_per_device: StrictInt = Field(1, ge=1, le=64)
     batch_size: Literal["auto"] | StrictInt = Field("auto", ge=1, le=256)
+    compile: bool = False
     preset: str | None = None
     params: dict[str, Any] = Field(default_factory=dict)
     sweep: dict[str, list[Any]] = Field(default_factory=dict)
@@ -109,6 +110,7 @@ class Manifest:
     devices: tuple[str, ...]  # ('auto',) or explicit devices
     workers_per_device: int
     batch_size: int | None  # tasks optimized together; None: chosen by image size
+    compile: bool  # torch.compile the VGG19 stack, once per worker and image shape
     name_template: str
     format: str
     max_pixels: int
@@ -304,6 +306,7 @@ def _resolve(path: Path, doc: _Document) -> Manifest:
         devices=parse_devices(doc.devices, f"{path}: devices"),
         workers_per_device=doc.workers_per_device,
         batch_size=None if doc.batch_size == "auto" else doc.batch_size,
+        compile=doc.compile,
         name_template=template,
         format=doc.format,
         max_pixels=doc.max_pixels,

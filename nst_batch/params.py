@@ -115,6 +115,9 @@ class Params(BaseModel):
     init_image: str | None = Field(None, description="path, with init: image")
     seed: StrictInt = Field(0, ge=0)
     pooling: Literal["max", "avg"] = "max"
+    precision: Literal["fp32", "tf32", "bf16", "fp16"] = Field(
+        "fp32", description="VGG19 arithmetic; Gram matrices and losses stay float32"
+    )
 
     @field_validator("content_layers", "style_layers", mode="before")
     @classmethod

@@ -11,6 +11,7 @@ import json
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Literal
 
 from nst_batch.manifest import ImageSpec, Manifest, Variant
 from nst_batch.params import ALGORITHM_VERSION, LAYER_NAMES, Params
@@ -52,10 +53,11 @@ class Task:
             p.style_scale,
             p.style_layers,
             p.pooling,
+            p.precision,
         )
 
     @property
-    def model_key(self) -> tuple[object, ...]:
+    def model_key(self) -> tuple[str, Literal["max", "avg"], tuple[str, ...]]:
         """Tasks with equal model keys share one VGG19 stack (and can share a batch)."""
         p = self.params
         layers = tuple(sorted({*p.content_layers, *p.style_layers}, key=LAYER_NAMES.index))
@@ -69,7 +71,7 @@ def batches(
 ) -> list[tuple[int, ...]]:
     """Task indices in batches to optimize together, in plan order.
 
-    A batch holds tasks of one model and one image `shape(task)` (w, h), at most
+    A batch holds tasks of one model, precision and image `shape(task)` (w, h), at most
     `limit(task)` of them; a task whose shape is unknown (None: unreadable header)
     runs alone and fails there with the reason.
     """
@@ -80,7 +82,7 @@ def batches(
         if wh is None or most <= 1:
             result.append([index])
             continue
-        key = (*task.model_key, wh)
+        key = (*task.model_key, task.params.precision, wh)
         batch = filling.get(key)
         if batch is None or len(batch) >= most:
             batch = filling[key] = []

@@ -16,7 +16,7 @@ import signal
 import time
 from collections import deque
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -48,6 +48,8 @@ class RunStats:
     task_seconds: float = 0.0  # summed over tasks: whole task
     optimize_seconds: float = 0.0  # summed over tasks: optimization steps only
     fatal: str = ""  # set when the run stopped on a problem no task can get past
+    # CUDA only: the highest peak of device memory per (size, precision, batch), in bytes
+    peak_memory: dict[tuple[int, str, int], int] = field(default_factory=dict)
 
 
 def resolve_devices(devices: Sequence[str], workers_per_device: int = 1) -> list[str]:
@@ -169,6 +171,7 @@ def run_tasks(
     report_every: int = 10,
     shard: str = "",
     batch_size: int | None = None,
+    compile: bool = False,
 ) -> RunStats:
     """Run every task, one row per attempt in `writer`; a failing task never stops the rest.
 
@@ -180,9 +183,11 @@ def run_tasks(
     limit = batch_limit(batch_size, devices, len(tasks))
     units = batches(tasks, limit, _shape_reader())
     if len(devices) == 1:
-        stats = _run_here(tasks, units, devices[0], writer, events, report_every, shard)
+        worker = Worker(devices[0], f"{devices[0]}#0", compile)
+        stats = _run_here(tasks, units, worker, writer, events, report_every, shard)
     else:
-        stats = _Pool(tasks, units, devices, writer, events, report_every, shard).run()
+        pool = _Pool(tasks, units, devices, writer, events, report_every, shard, compile)
+        stats = pool.run()
     stats.seconds = time.perf_counter() - start
     return stats
 
@@ -223,14 +228,14 @@ def _shape_reader() -> Callable[[Task], tuple[int, int] | None]:
 def _run_here(
     tasks: Sequence[Task],
     units: Sequence[tuple[int, ...]],
-    device: str,
+    worker: Worker,
     writer: ResultsWriter,
     events: Events,
     report_every: int,
     shard: str,
 ) -> RunStats:
     stats = RunStats()
-    worker = Worker(device, f"{device}#0")
+    device = str(worker.device)
     for unit in units:
         batch = [tasks[i] for i in unit]
         for task in batch:
@@ -249,7 +254,7 @@ def _run_here(
         for task, outcome in zip(batch, outcomes, strict=True):
             row = make_row(task, outcome, device, worker.name, shard)
             writer.write(row)
-            _count(stats, outcome)
+            _count(stats, outcome, task)
             events.task_finished(task, row)
     stats.target_computations = worker.target_computations
     stats.model_builds = worker.model_builds
@@ -315,8 +320,10 @@ class _Pool:
         events: Events,
         report_every: int,
         shard: str,
+        compile: bool = False,
     ) -> None:
         self.tasks, self.writer, self.events = tasks, writer, events
+        self.compile = compile
         self.report_every, self.shard = report_every, shard
         self.context = mp.get_context("spawn")  # CUDA cannot be initialized again after fork
         self.outbox = self.context.Queue()
@@ -357,7 +364,15 @@ class _Pool:
         threads = self.threads if slot.device == "cpu" else 1
         slot.process = self.context.Process(
             target=worker_main,
-            args=(slot.device, slot.name, threads, slot.inbox, self.outbox, self.report_every),
+            args=(
+                slot.device,
+                slot.name,
+                threads,
+                slot.inbox,
+                self.outbox,
+                self.report_every,
+                self.compile,
+            ),
             name=f"nst-batch {slot.name}",
             daemon=True,
         )
@@ -397,7 +412,7 @@ class _Pool:
             task = self.tasks[index]
             row = make_row(task, outcome, slot.device, slot.name, self.shard)
             self.writer.write(row)
-            _count(self.stats, outcome)
+            _count(self.stats, outcome, task)
             self.events.task_finished(task, row)
         slot.unit = None
 
@@ -445,10 +460,13 @@ class _Pool:
                 slot.process.join()
 
 
-def _count(stats: RunStats, outcome: TaskOutcome) -> None:
+def _count(stats: RunStats, outcome: TaskOutcome, task: Task) -> None:
     if outcome.status == "done":
         stats.done += 1
     else:
         stats.failed += 1
     stats.task_seconds += outcome.seconds
     stats.optimize_seconds += outcome.optimize_seconds
+    if outcome.peak_memory is not None:
+        where = (task.params.size, task.params.precision, outcome.batch)
+        stats.peak_memory[where] = max(stats.peak_memory.get(where, 0), outcome.peak_memory)

@@ -15,7 +15,7 @@ import torch
 from nst_batch.lbfgs import LBFGSConfig, Search, search
 from nst_batch.losses import content_loss, gram_matrix, style_loss, total_variation_loss
 from nst_batch.params import Params
-from nst_batch.vgg import VGG19Features
+from nst_batch.vgg import VGG19Features, precision_scope
 
 StyleTargets = dict[str, torch.Tensor]  # style layer -> Gram matrix (1, C, C)
 
@@ -65,7 +65,8 @@ def _layer_weights(params: Params) -> dict[str, float]:
 @torch.no_grad()
 def style_targets(vgg: VGG19Features, style: torch.Tensor, params: Params) -> StyleTargets:
     """Gram matrices of a style image (1, 3, H, W) at the style layers: layer -> (1, C, C)."""
-    features = vgg(style, params.style_layers)
+    with precision_scope(style.device, params.precision):
+        features = vgg(style, params.style_layers)
     return {layer: gram_matrix(features[layer]) for layer in params.style_layers}
 
 
@@ -95,7 +96,7 @@ class _Objective:
         self.targets, self.params = targets, params
         self.layer_weights = _layer_weights(params)
         self.layers = {*params.content_layers, *(k for k, w in self.layer_weights.items() if w)}
-        with torch.no_grad():
+        with torch.no_grad(), precision_scope(content.device, params.precision):
             features = vgg(content, params.content_layers)
         self.content_targets = {k: features[k].detach() for k in params.content_layers}
 
@@ -225,6 +226,26 @@ def _adam(x: torch.Tensor, params: Params) -> Search:
             x.clamp_(0, 1)
 
 
+class _LossScale:
+    """Dynamic loss scaling for fp16: float16 gradients of small losses underflow to zero,
+    so the loss is multiplied before backward and the gradient divided after; on an
+    overflow the scale halves and the evaluation is repeated. Off (factor 1) otherwise."""
+
+    def __init__(self, enabled: bool) -> None:
+        self.enabled = enabled
+        self.factor = 2.0**16 if enabled else 1.0
+
+    def overflowed(self, total: torch.Tensor, grad: torch.Tensor) -> bool:
+        """True when the gradient overflowed at this scale (a finite loss, a non-finite
+        gradient) and a smaller scale is left to try; one device sync, fp16 only."""
+        if not self.enabled or self.factor <= 1.0:
+            return False
+        if bool(torch.isfinite(total)) and not bool(torch.isfinite(grad).all()):
+            self.factor /= 2
+            return True
+        return False
+
+
 def stylize_batch(
     vgg: VGG19Features, jobs: Sequence[Job], report_every: int = 10
 ) -> list[Result | StylizeError]:
@@ -238,28 +259,37 @@ def stylize_batch(
     shapes = {job.content.shape for job in jobs}
     if len(shapes) != 1:
         raise ValueError(f"a batch needs contents of one shape, got {sorted(shapes)}")
+    modes = {job.params.precision for job in jobs}
+    if len(modes) != 1:
+        raise ValueError(f"a batch needs one precision, got {sorted(modes)}")
     runs = [_Run(vgg, job, report_every) for job in jobs]
-    shape = jobs[0].content.shape
+    shape, mode = jobs[0].content.shape, jobs[0].params.precision
     layers = sorted(set().union(*(run.objective.layers for run in runs)))
+    scale = _LossScale(mode == "fp16")
     active = runs
     while active:
         start = time.perf_counter()
         x = torch.cat([run.point.view(shape) for run in active]).requires_grad_(True)
         image = x.clamp(0, 1)  # the loss of the image that will be saved
-        features = vgg(image, layers)
+        with precision_scope(x.device, mode):
+            features = vgg(image, layers)
         terms = [
             run.objective.terms({k: f[i : i + 1] for k, f in features.items()}, image[i : i + 1])
             for i, run in enumerate(active)
         ]
-        torch.stack(terms).sum().backward()
+        total = torch.stack(terms).sum()
+        (total * scale.factor).backward()
         assert x.grad is not None
+        if scale.overflowed(total, x.grad):
+            continue  # the same points again at a smaller scale; no step is counted
+        grad = x.grad / scale.factor if scale.factor != 1 else x.grad
         still = []
         for i, run in enumerate(active):
-            total = terms[i].detach().sum()
+            total_i = terms[i].detach().sum()
             stop = run.tracker.record(x[i : i + 1].detach(), terms[i].detach())
             if not stop:
                 try:
-                    run.point = run.search.send((total, x.grad[i].reshape(-1)))
+                    run.point = run.search.send((total_i, grad[i].reshape(-1)))
                     still.append(run)
                 except StopIteration:  # converged
                     pass

@@ -6,9 +6,10 @@ weights (no random initialization that the weights would overwrite, no classifie
 
 from __future__ import annotations
 
+import contextlib
 import pickle
 import zipfile
-from collections.abc import Collection, Mapping
+from collections.abc import Collection, Iterator, Mapping
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
@@ -186,7 +187,13 @@ class _Conv3x3(nn.Conv2d):
     _flipped: torch.Tensor | None = None
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if x.device.type != "cpu" or x.dtype != torch.float32 or not _MKLDNN:
+        if (
+            x.device.type != "cpu"
+            or x.dtype != torch.float32
+            or not _MKLDNN
+            or torch.is_autocast_enabled("cpu")
+            or torch.compiler.is_compiling()  # the compiler picks its own kernels
+        ):
             return super().forward(x)
         if not x.requires_grad:
             return torch.mkldnn_convolution(x, self.weight, self.bias, *_SAME)
@@ -242,9 +249,18 @@ class VGG19Features(nn.Module):
     def last(self) -> str:
         return next(reversed(self.layers.keys()))
 
+    channels_last = False  # NHWC activations: what cuDNN's tensor-core kernels want
+
     def normalize(self, image: torch.Tensor) -> torch.Tensor:
         x = image.flip(1) if self.bgr else image
-        return (x * self.scale - self.mean) / self.std
+        x = (x * self.scale - self.mean) / self.std
+        return x.contiguous(memory_format=torch.channels_last) if self.channels_last else x
+
+    def to_channels_last(self) -> VGG19Features:
+        """Weights and activations in NHWC, for CUDA; the CPU path keeps NCHW for oneDNN."""
+        self.to(memory_format=torch.channels_last)
+        self.channels_last = True
+        return self
 
     def forward(self, image: torch.Tensor, layers: Collection[str]) -> dict[str, torch.Tensor]:
         wanted = set(layers)
@@ -276,6 +292,31 @@ def build_vgg19(
     state, convention = load_weights(source)
     keep = [name for name in names if name.startswith("conv")]
     return VGG19Features(state, convention, last, pooling, keep_pre_relu=keep).to(device)
+
+
+Precision = Literal["fp32", "tf32", "bf16", "fp16"]
+_AUTOCAST = {"bf16": torch.bfloat16, "fp16": torch.float16}
+
+
+@contextlib.contextmanager
+def precision_scope(device: torch.device, mode: Precision) -> Iterator[None]:
+    """VGG19's arithmetic within: fp32 (true float32, TF32 off), tf32 (TF32 tensor cores
+    for convolutions and matmuls on CUDA; the same as fp32 on a CPU), or bf16/fp16
+    autocast. The losses force float32 themselves (losses.py)."""
+    if mode in _AUTOCAST:
+        with torch.autocast(device.type, dtype=_AUTOCAST[mode]):
+            yield
+        return
+    if device.type != "cuda":
+        yield
+        return
+    backends = torch.backends
+    saved = (backends.cuda.matmul.allow_tf32, backends.cudnn.allow_tf32)
+    backends.cuda.matmul.allow_tf32 = backends.cudnn.allow_tf32 = mode == "tf32"
+    try:
+        yield
+    finally:
+        backends.cuda.matmul.allow_tf32, backends.cudnn.allow_tf32 = saved
 
 
 def layer_shape(name: str, height: int, width: int) -> tuple[int, int, int]:

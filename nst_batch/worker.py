@@ -7,6 +7,7 @@ every outcome, good or bad, comes back as a `TaskOutcome`.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import signal
 import time
@@ -47,6 +48,8 @@ class TaskOutcome:
     optimize_seconds: float = 0.0
     error: str = ""
     history: list[float] = field(default_factory=list)
+    peak_memory: int | None = None  # bytes, CUDA: the peak of the batch the task ran in
+    batch: int = 1  # tasks optimized together with this one, itself included
 
 
 class FatalWorkerError(Exception):
@@ -54,9 +57,13 @@ class FatalWorkerError(Exception):
 
 
 class Worker:
-    def __init__(self, device: str, name: str) -> None:
+    def __init__(self, device: str, name: str, compile: bool = False) -> None:
         self.device = torch.device(device)
         self.name = name
+        self.compile = compile
+        if self.device.type == "cuda":
+            torch.cuda.set_device(self.device)
+            torch.backends.cudnn.benchmark = True  # a gallery reuses each shape many times
         self._models: dict[tuple[object, ...], VGG19Features] = {}
         self._targets: OrderedDict[tuple[object, ...], StyleTargets] = OrderedDict()
         self.target_computations = 0
@@ -67,9 +74,14 @@ class Worker:
         if key not in self._models:
             weights, pooling, layers = key
             try:
-                self._models[key] = build_vgg19(weights, layers, pooling, self.device)
+                model = build_vgg19(weights, layers, pooling, self.device)
             except WeightsError as exc:
                 raise FatalWorkerError(str(exc)) from None
+            if self.device.type == "cuda":
+                model.to_channels_last()
+            if self.compile:  # traced once per shape, then reused by every task of that shape
+                model.forward = torch.compile(model.forward, dynamic=False)  # type: ignore[method-assign]
+            self._models[key] = model
             self.model_builds += 1
         return self._models[key]
 
@@ -124,6 +136,8 @@ class Worker:
             by_shape.setdefault(tuple(job.content.shape), []).append((i, job, prepared))
         for group in by_shape.values():
             start = time.perf_counter()
+            if self.device.type == "cuda":
+                torch.cuda.reset_peak_memory_stats(self.device)
             try:
                 results = stylize_batch(
                     self.model(tasks[group[0][0]]), [job for _, job, _ in group], report_every
@@ -136,10 +150,18 @@ class Worker:
                     outcomes[i] = self._failure(tasks[i], exc, prepared + share)
                 continue
             share = (time.perf_counter() - start) / len(group)
+            peak = self._peak_memory()
             for (i, _, prepared), result in zip(group, results, strict=True):
-                outcomes[i] = self._finish(tasks[i], result, prepared + share)
+                outcome = self._finish(tasks[i], result, prepared + share)
+                outcomes[i] = dataclasses.replace(outcome, peak_memory=peak, batch=len(group))
         assert all(outcome is not None for outcome in outcomes)
         return cast(list[TaskOutcome], outcomes)
+
+    def _peak_memory(self) -> int | None:
+        """Bytes of device memory at the peak of the last batch; None on a CPU."""
+        if self.device.type != "cuda":
+            return None
+        return int(torch.cuda.max_memory_allocated(self.device))
 
     def _prepare(
         self, task: Task, position: int, on_progress: Callable[[int, Progress], None] | None
@@ -227,7 +249,13 @@ def _curve_json(task: Task, history: list[float]) -> str:
 
 
 def worker_main(
-    device: str, name: str, threads: int, inbox: Any, outbox: Any, report_every: int
+    device: str,
+    name: str,
+    threads: int,
+    inbox: Any,
+    outbox: Any,
+    report_every: int,
+    compile: bool = False,
 ) -> None:
     """A spawned worker process: run batches of tasks from `inbox` until None, report to
     `outbox`.
@@ -237,7 +265,7 @@ def worker_main(
     """
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent decides how to stop on Ctrl-C
     torch.set_num_threads(threads)
-    worker = Worker(device, name)
+    worker = Worker(device, name, compile)
     while (item := inbox.get()) is not None:
         indices, tasks = item
 
