@@ -17,10 +17,10 @@ import string
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, Strict, ValidationError, field_validator
 
 from nst_batch.params import PRESET_WEIGHTS, PRESETS, Params, StrictInt
 from nst_batch.weights import NAMED_SOURCES
@@ -43,7 +43,8 @@ class ManifestError(Exception):
 class _Entry(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    path: str
+    path: str | list[str] = Field(union_mode="left_to_right")
+    weights: list[Annotated[float, Strict(), Field(gt=0, allow_inf_nan=False)]] | None = None
     name: str | None = None
     params: dict[str, Any] = Field(default_factory=dict)
 
@@ -84,11 +85,21 @@ class _Document(BaseModel):
 
 @dataclass(frozen=True)
 class ImageSpec:
-    """One content or style image, with its parameter overrides."""
+    """One content or style image, with its parameter overrides.
+
+    A style may be a blend: several images whose Gram matrices are averaged with
+    `blend` weights (which sum to 1); `path` is then the first of them.
+    """
 
     path: Path
     name: str
     overrides: Mapping[str, Any] = field(default_factory=dict)
+    blend: tuple[tuple[Path, float], ...] = ()
+
+    @property
+    def images(self) -> tuple[tuple[Path, float], ...]:
+        """(file, weight) of every image this spec stands for; weights sum to 1."""
+        return self.blend or ((self.path, 1.0),)
 
 
 @dataclass(frozen=True)
@@ -324,6 +335,9 @@ def _expand(
         item = entry if isinstance(entry, _Entry) else _Entry(path=entry)
         if item.name is not None:
             _check_image_name(f"{path}: {kind}[{i}].name", item.name)
+        if isinstance(item.path, list) or item.weights is not None:
+            specs.append(_blend(path, root, kind, i, item))
+            continue
         where = f"{path}: {kind}[{i}] '{item.path}'"
         files = _match(root, item.path, where)
         if item.name is not None and len(files) > 1:
@@ -333,16 +347,52 @@ def _expand(
                 raise ManifestError(f"{where}: {file} is not readable; check its permissions")
             name = item.name or file.stem
             specs.append(ImageSpec(path=file, name=name, overrides=dict(item.params)))
-    seen: dict[str, Path] = {}
+    seen: dict[str, ImageSpec] = {}
     for spec in specs:
-        if spec.name in seen and seen[spec.name] != spec.path:
+        other = seen.get(spec.name)
+        if other is not None and other.images != spec.images:
             raise ManifestError(
-                f"{path}: {kind} images {seen[spec.name]} and {spec.path} share the name "
+                f"{path}: {kind} images {other.path} and {spec.path} share the name "
                 f"'{spec.name}', so their outputs would collide; give one a 'name:'"
             )
-        seen[spec.name] = spec.path
-    unique = {spec.path: spec for spec in specs}  # listed twice (say, a file and its folder)
+        seen[spec.name] = spec
+    # listed twice (say, a file and its folder)
+    unique = {spec.images: spec for spec in specs}
     return tuple(unique.values())
+
+
+def _blend(path: Path, root: Path, kind: str, i: int, item: _Entry) -> ImageSpec:
+    """A style entry whose `path` lists several files, mixed by `weights` (default equal)."""
+    where = f"{path}: {kind}[{i}]"
+    if kind != "style":
+        raise ManifestError(
+            f"{where}.path: a list of images blends styles; a content entry takes one "
+            "image, file, folder or pattern"
+        )
+    paths = item.path if isinstance(item.path, list) else [item.path]
+    if not paths:
+        raise ManifestError(f"{where}.path: the blend lists no image; give one or more files")
+    weights = item.weights if item.weights is not None else [1.0] * len(paths)
+    if len(weights) != len(paths):
+        raise ManifestError(
+            f"{where}.weights: {len(weights)} weights for {len(paths)} images; give one "
+            "weight per image in 'path'"
+        )
+    files = []
+    for j, pattern in enumerate(paths):
+        matched = _match(root, pattern, f"{where}.path[{j}] '{pattern}'")
+        if len(matched) != 1 or glob.has_magic(pattern):
+            raise ManifestError(
+                f"{where}.path[{j}] '{pattern}': a blend takes single files, not folders or "
+                "patterns; list each image"
+            )
+        if not os.access(matched[0], os.R_OK):
+            raise ManifestError(f"{where}.path[{j}]: {matched[0]} is not readable")
+        files.append(matched[0])
+    total = sum(weights)
+    name = item.name or "+".join(f.stem for f in files)
+    blend = tuple((f, w / total) for f, w in zip(files, weights, strict=True))
+    return ImageSpec(path=files[0], name=name, overrides=dict(item.params), blend=blend)
 
 
 def _check_image_name(where: str, name: str) -> None:

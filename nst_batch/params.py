@@ -115,6 +115,20 @@ class Params(BaseModel):
     init_image: str | None = Field(None, description="path, with init: image")
     seed: StrictInt = Field(0, ge=0)
     pooling: Literal["max", "avg"] = "max"
+    preserve_color: Literal["none", "luminance", "histogram"] = Field(
+        "none",
+        description="luminance: transfer on luminance, keep the content's colours; "
+        "histogram: match the style's colours to the content's first",
+    )
+    scales: StrictInt = Field(
+        1, ge=1, le=6, description="coarse-to-fine: sizes size/2^(scales-1) .. size"
+    )
+    scale_steps: StrictInt | None = Field(
+        None, ge=1, le=100_000, description="steps at each coarser scale; None: as `steps`"
+    )
+    adam_average: NonNegativeFloat = Field(
+        0.9, lt=1, description="Adam: decay of the iterate average output at the end; 0 off"
+    )
     precision: Literal["fp32", "tf32", "bf16", "fp16"] = Field(
         "fp32", description="VGG19 arithmetic; Gram matrices and losses stay float32"
     )
@@ -151,10 +165,25 @@ class Params(BaseModel):
         return self.style_layer_weights or (1.0,) * len(self.style_layers)
 
     @property
+    def scale_sizes(self) -> tuple[int, ...]:
+        """The coarse-to-fine sizes, ending at `size`; none under MIN_SCALE_SIZE but the last."""
+        sizes = [self.size // 2**k for k in reversed(range(self.scales))]
+        return (*(s for s in sizes[:-1] if s >= MIN_SCALE_SIZE), self.size)
+
+    @property
+    def total_steps(self) -> int:
+        """Loss evaluations over every scale."""
+        coarse = len(self.scale_sizes) - 1
+        return self.steps + coarse * (self.scale_steps or self.steps)
+
+    @property
     def lr(self) -> float:
         if self.learning_rate is not None:
             return self.learning_rate
         return 1.0 if self.optimizer == "lbfgs" else 0.02
+
+
+MIN_SCALE_SIZE = 64  # coarser scales leave relu5_1 a few pixels wide: too little to shape
 
 
 PRESETS: dict[str, dict[str, object]] = {
@@ -174,4 +203,4 @@ PRESETS: dict[str, dict[str, object]] = {
 PRESET_WEIGHTS: dict[str, str] = {"pytorch-tutorial": "torchvision"}
 
 # Part of every task key: bump when a change to the math alters outputs.
-ALGORITHM_VERSION = "4"
+ALGORITHM_VERSION = "5"

@@ -46,8 +46,12 @@ class Task:
     def target_group(self) -> tuple[object, ...]:
         """Tasks with equal groups share one set of style targets."""
         p = self.params
+        # Colour modes fit the style image to the content before its Gram matrices.
+        fitted = str(self.content.path) if p.preserve_color != "none" else None
         return (
-            str(self.style.path),
+            tuple((str(path), weight) for path, weight in self.style.images),
+            fitted,
+            p.preserve_color,
             self.weights,
             p.size,
             p.style_scale,
@@ -92,13 +96,23 @@ def batches(
 
 
 def task_key(
-    content: Path, style: Path, params: Params, weights: str, init_image: Path | None = None
+    content: Path,
+    style: Path | Sequence[tuple[Path, float]],
+    params: Params,
+    weights: str,
+    init_image: Path | None = None,
 ) -> str:
-    """A hash of everything that decides an output's pixels."""
+    """A hash of everything that decides an output's pixels; `style` may be a blend."""
+    if isinstance(style, Path):
+        style_recipe: object = file_sha256(style)
+    elif len(style) == 1 and style[0][1] == 1.0:
+        style_recipe = file_sha256(style[0][0])  # a blend of one is that image alone
+    else:
+        style_recipe = [[file_sha256(path), weight] for path, weight in style]
     recipe = {
         "algorithm": ALGORITHM_VERSION,
         "content": file_sha256(content),
-        "style": file_sha256(style),
+        "style": style_recipe,
         "init_image": file_sha256(init_image) if init_image else None,
         "params": params.model_dump(mode="json", exclude={"init_image"}),
         "weights": fingerprint(weights),
@@ -124,7 +138,7 @@ def plan(manifest: Manifest) -> list[Task]:
                         params=params,
                         output=manifest.output / relative,
                         relative_output=relative,
-                        key=task_key(content.path, style.path, params, manifest.weights, init),
+                        key=task_key(content.path, style.images, params, manifest.weights, init),
                         weights=manifest.weights,
                         max_pixels=manifest.max_pixels,
                     )

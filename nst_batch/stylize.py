@@ -215,15 +215,27 @@ def _searcher(x: torch.Tensor, params: Params) -> Search:
 
 
 def _adam(x: torch.Tensor, params: Params) -> Search:
-    """Adam as a coroutine like L-BFGS's; projected: every step is clamped to 0..1."""
+    """Adam as a coroutine like L-BFGS's; projected: every step is clamped to 0..1.
+
+    With `adam_average`, the last evaluation is of the exponential moving average of the
+    iterates (bias-corrected), which smooths away the noise of Adam's last steps.
+    """
     x = x.detach().clone().requires_grad_(True)
     optimizer = torch.optim.Adam([x], lr=params.lr)
-    while True:
+    decay = params.adam_average
+    average, weight = torch.zeros_like(x, requires_grad=False), 0.0
+    for step in range(params.steps):
+        if decay and weight and step == params.steps - 1:
+            yield average / weight
+            break
         _, grad = yield x.detach()
         x.grad = grad.view_as(x)
         optimizer.step()
         with torch.no_grad():
             x.clamp_(0, 1)
+            average.mul_(decay).add_(x, alpha=1 - decay)
+        weight = weight * decay + (1 - decay)
+    return x.detach()
 
 
 class _LossScale:
