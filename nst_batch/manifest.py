@@ -31,6 +31,8 @@ TEMPLATE_FIELDS = ("content", "style", "variant")
 DEVICE_PATTERN = re.compile(r"^(cpu|cuda(:\d+)?|mps)$")
 DEFAULT_TEMPLATE = "{content}__{style}"
 DEFAULT_MAX_PIXELS = 64_000_000
+# What nst-batch itself writes in the output folder (see gallery.py and cli.py).
+RESERVED_NAMES = frozenset({"index.html", "contact_sheet.jpg", "thumbs"})
 
 
 class ManifestError(Exception):
@@ -580,6 +582,12 @@ def _check_output_name(manifest: Manifest, name: str, variant: Variant) -> None:
         raise ManifestError(
             f"{manifest.path}: name: output {name!r} would land outside {manifest.output}; "
             "change 'name' or the image names, or remove the link in the output folder"
+        )
+    first = parts[0].lower()
+    if first in RESERVED_NAMES or (first.startswith("results") and first.endswith(".csv")):
+        raise ManifestError(
+            f"{manifest.path}: name: output {name!r} would overwrite nst-batch's own "
+            f"{parts[0]!r} in the output folder; rename the image with 'name:' or change 'name'"
         )
 
 

@@ -1020,3 +1020,192 @@ def test_manifest_devices(write_manifest: WriteManifest) -> None:
     assert manifest.workers_per_device == 2
     path = write_manifest(devices="gpu")
     assert _error(path).startswith(f"{path}: devices: unknown device 'gpu'; use auto, cpu")
+
+
+# --- style blends and the colour and scale options -----------------------------------------
+
+STARRY_PATH, SCREAM_PATH = STYLE / "starry_night.jpg", STYLE / "the_scream.jpg"
+PAIR = [str(STARRY_PATH), str(SCREAM_PATH)]
+
+
+def test_a_style_blend_normalizes_its_weights(write_manifest: WriteManifest) -> None:
+    path = write_manifest(
+        style=[
+            {"path": PAIR, "weights": [3, 1], "name": "mix", "params": {"tv_weight": 2}},
+            {"path": PAIR},
+            {"path": [str(STARRY_PATH)], "weights": [7]},
+        ]
+    )
+    mix, equal, one = load_manifest(path).styles
+    assert mix.blend == ((STARRY_PATH, 0.75), (SCREAM_PATH, 0.25))
+    assert mix.images == mix.blend
+    assert (mix.name, mix.path, dict(mix.overrides)) == ("mix", STARRY_PATH, {"tv_weight": 2})
+    assert equal.images == ((STARRY_PATH, 0.5), (SCREAM_PATH, 0.5))
+    assert equal.name == "starry_night+the_scream"
+    assert one.images == ((STARRY_PATH, 1.0),)
+    assert sum(w for _, w in mix.images) == 1.0
+
+
+def test_a_plain_style_stands_for_its_image_at_weight_1(write_manifest: WriteManifest) -> None:
+    (starry, scream) = load_manifest(write_manifest()).styles
+    assert (starry.blend, starry.images) == ((), ((STARRY_PATH, 1.0),))
+    assert scream.images == ((SCREAM_PATH, 1.0),)
+
+
+def test_blend_paths_resolve_relative_to_the_manifest(tmp_path: Path) -> None:
+    a = _copy(STARRY_PATH, tmp_path / "paintings" / "a.jpg")
+    b = _copy(SCREAM_PATH, tmp_path / "paintings" / "b.jpg")
+    doc = {
+        "output": "out",
+        "content": str(CONTENT / "chelsea.png"),
+        "style": [{"path": ["paintings/a.jpg", "paintings/b.jpg"], "weights": [1, 4]}],
+    }
+    (style,) = load_manifest(_write_doc(tmp_path, doc)).styles
+    assert style.images == ((a.resolve(), 0.2), (b.resolve(), 0.8))
+    assert style.name == "a+b"
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="--set keeps the value of any key named 'weights' as text (for the top-level "
+    "weights source), so an entry's blend weights cannot be set: 'style.0.weights: Input "
+    "should be a valid list (got '[1, 3]')'",
+)
+def test_set_overrides_blend_weights(write_manifest: WriteManifest) -> None:
+    path = write_manifest(style=[{"path": PAIR, "weights": [3, 1]}])
+    (style,) = load_manifest(path, ("style.0.weights=[1, 3]",)).styles
+    assert style.images == ((STARRY_PATH, 0.25), (SCREAM_PATH, 0.75))
+
+
+def test_a_content_entry_cannot_blend(write_manifest: WriteManifest) -> None:
+    path = write_manifest(content=[{"path": [str(CONTENT / "chelsea.png")] * 2}])
+    assert _error(path) == (
+        f"{path}: content[0].path: a list of images blends styles; a content entry takes one "
+        "image, file, folder or pattern"
+    )
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="a content entry with `weights` and a single path is refused as if its path were "
+    "a list: the message names content[0].path, not the key at fault",
+)
+def test_weights_on_a_content_entry_name_the_weights(write_manifest: WriteManifest) -> None:
+    path = write_manifest(content=[{"path": str(CONTENT / "chelsea.png"), "weights": [1]}])
+    assert _error(path).startswith(f"{path}: content[0].weights: ")
+
+
+@pytest.mark.parametrize("weights", [[1], [1, 2, 3]])
+def test_blend_needs_one_weight_per_image(write_manifest: WriteManifest, weights: list) -> None:
+    path = write_manifest(style=[str(STARRY_PATH), {"path": PAIR, "weights": weights}])
+    assert _error(path) == (
+        f"{path}: style[1].weights: {len(weights)} weights for 2 images; give one weight per "
+        "image in 'path'"
+    )
+
+
+@pytest.mark.parametrize(
+    "pattern", [str(STYLE / "*.jpg"), str(STYLE / "the_*.jpg"), str(STYLE)], ids=str
+)
+def test_a_blend_takes_single_files(write_manifest: WriteManifest, pattern: str) -> None:
+    path = write_manifest(style=[{"path": [str(STARRY_PATH), pattern]}])
+    assert _error(path) == (
+        f"{path}: style[0].path[1] '{pattern}': a blend takes single files, not folders or "
+        "patterns; list each image"
+    )
+
+
+def test_a_blend_with_a_missing_file(write_manifest: WriteManifest, tmp_path: Path) -> None:
+    path = write_manifest(style=[{"path": [str(STARRY_PATH), "nope.jpg"]}])
+    assert _error(path) == (
+        f"{path}: style[0].path[1] 'nope.jpg': no such file {tmp_path / 'nope.jpg'}; "
+        f"paths are relative to {tmp_path}"
+    )
+
+
+def test_an_empty_blend(write_manifest: WriteManifest) -> None:
+    path = write_manifest(style=[{"path": []}])
+    assert _error(path) == (
+        f"{path}: style[0].path: the blend lists no image; give one or more files"
+    )
+
+
+@pytest.mark.parametrize(
+    ("weights", "index", "value"), [([1, 0], 1, 0), ([-1, 2], 0, -1), ([0.0, 0.0], 0, 0.0)]
+)
+def test_blend_weights_must_be_positive(
+    write_manifest: WriteManifest, weights: list, index: int, value: float
+) -> None:
+    path = write_manifest(style=[{"path": PAIR, "weights": weights}])
+    assert _error(path).startswith(
+        f"{path}: style.0.weights.{index}: Input should be greater than 0 (got {value!r})"
+    )
+
+
+def test_blend_weights_must_be_numbers(write_manifest: WriteManifest) -> None:
+    path = write_manifest(style=[{"path": PAIR, "weights": [True, 1]}])
+    assert _error(path) == f"{path}: style.0.weights.0: Input should be a valid number (got True)"
+
+
+def test_preserve_color_names_its_choices(write_manifest: WriteManifest) -> None:
+    path = write_manifest(params={"preserve_color": "sepia"})
+    assert _error(path) == (
+        f"{path}: params.preserve_color: Input should be 'none', 'luminance' or 'histogram' "
+        "(got 'sepia')"
+    )
+    path = write_manifest(style=[{"path": PAIR, "params": {"preserve_color": "yes"}}])
+    assert _error(path) == (
+        f"{path}: params.preserve_color: Input should be 'none', 'luminance' or 'histogram' "
+        "(got 'yes') (with the overrides of style 'starry_night+the_scream')"
+    )
+
+
+@pytest.mark.parametrize(
+    ("key", "value", "problem"),
+    [
+        ("scales", 0, "greater than or equal to 1"),
+        ("scales", 7, "less than or equal to 6"),
+        ("scale_steps", 0, "greater than or equal to 1"),
+        ("adam_average", 1, "less than 1"),
+        ("adam_average", -0.1, "greater than or equal to 0"),
+    ],
+)
+def test_scale_and_average_ranges(
+    write_manifest: WriteManifest, key: str, value: float, problem: str
+) -> None:
+    path = write_manifest(params={key: value})
+    assert _error(path) == f"{path}: params.{key}: Input should be {problem} (got {value!r})"
+
+
+def test_scales_must_be_an_integer(write_manifest: WriteManifest) -> None:
+    path = write_manifest(params={"scales": 2.0})
+    assert _error(path).startswith(f"{path}: params.scales: Input should be a valid integer")
+
+
+def test_option_values_reach_the_params(write_manifest: WriteManifest) -> None:
+    path = write_manifest(
+        params={"preserve_color": "histogram", "scales": 3, "scale_steps": 5, "adam_average": 0}
+    )
+    manifest = load_manifest(path)
+    params = manifest.params_for(manifest.contents[0], manifest.styles[0], manifest.variants[0])
+    assert (params.preserve_color, params.scales, params.scale_steps, params.adam_average) == (
+        "histogram",
+        3,
+        5,
+        0.0,
+    )
+    assert (params.scale_sizes, params.total_steps) == ((64,), 8)  # 16 and 32 are dropped
+
+
+@pytest.mark.parametrize(
+    ("name", "output"),
+    [("contact_sheet", "contact_sheet.jpg"), ("thumbs/{content}", "thumbs/chelsea.jpg")],
+)
+def test_output_names_that_would_overwrite_the_gallery_are_refused(
+    write_manifest, name: str, output: str
+) -> None:
+    path = write_manifest(content=[str(CONTENT / "chelsea.png")])
+    doc = yaml.safe_load(path.read_text())
+    path.write_text(yaml.safe_dump({**doc, "name": name}))
+    with pytest.raises(ManifestError, match=f"output '{output}' would overwrite"):
+        load_manifest(path)
