@@ -201,7 +201,10 @@ def _apply_override(data: dict[str, Any], item: str, path: Path) -> None:
     if not eq or not all(parts):
         raise ManifestError(f"--set {item!r}: expected KEY=VALUE, e.g. params.style_weight=20")
     value: Any = raw
-    if parts[-1] not in STRING_KEYS:  # numbers, lists, booleans; text keys stay as typed
+    # Text keys stay as typed (a file named 1e6.jpg), unless a list: a style blend's path
+    # list, or an entry's blend `weights` (the top-level `weights` is the weight source).
+    text = parts[-1] in STRING_KEYS and not (parts[-1] == "weights" and len(parts) > 1)
+    if not text or raw.lstrip().startswith("["):
         try:
             value = yaml.safe_load(raw)
         except yaml.YAMLError:
@@ -366,10 +369,15 @@ def _expand(
 def _blend(path: Path, root: Path, kind: str, i: int, item: _Entry) -> ImageSpec:
     """A style entry whose `path` lists several files, mixed by `weights` (default equal)."""
     where = f"{path}: {kind}[{i}]"
-    if kind != "style":
+    if kind != "style" and isinstance(item.path, list):
         raise ManifestError(
             f"{where}.path: a list of images blends styles; a content entry takes one "
             "image, file, folder or pattern"
+        )
+    if kind != "style":
+        raise ManifestError(
+            f"{where}.weights: weights mix the images of a style blend; a content entry "
+            "has none, remove them"
         )
     paths = item.path if isinstance(item.path, list) else [item.path]
     if not paths:

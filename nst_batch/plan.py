@@ -47,7 +47,7 @@ class Task:
         """Tasks with equal groups share one set of style targets."""
         p = self.params
         # Colour modes fit the style image to the content before its Gram matrices.
-        fitted = str(self.content.path) if p.preserve_color != "none" else None
+        fitted = (str(self.content.path), p.square) if p.preserve_color != "none" else None
         return (
             tuple((str(path), weight) for path, weight in self.style.images),
             fitted,
@@ -114,11 +114,23 @@ def task_key(
         "content": file_sha256(content),
         "style": style_recipe,
         "init_image": file_sha256(init_image) if init_image else None,
-        "params": params.model_dump(mode="json", exclude={"init_image"}),
+        "params": _effective(params),
         "weights": fingerprint(weights),
     }
     blob = json.dumps(recipe, sort_keys=True, separators=(",", ":"))
     return hashlib.sha256(blob.encode()).hexdigest()[:24]
+
+
+def _effective(params: Params) -> dict[str, object]:
+    """The parameters that can change the pixels: settings that do nothing with the
+    others (Adam's average under L-BFGS, coarse steps without a coarse scale) are left
+    out, so that changing them redoes nothing."""
+    leave_out = {"init_image"}  # its file's bytes are in the key instead
+    if params.optimizer != "adam":
+        leave_out.add("adam_average")
+    if len(params.scale_sizes) == 1:
+        leave_out |= {"scales", "scale_steps"}
+    return params.model_dump(mode="json", exclude=leave_out)
 
 
 def plan(manifest: Manifest) -> list[Task]:

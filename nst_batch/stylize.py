@@ -143,7 +143,10 @@ class _Tracker:
         step = len(self.history)
         t = terms.sum()
         finite = torch.isfinite(t)
-        better = finite & (t < self.best_total)
+        p = self.params
+        averaged = p.optimizer == "adam" and p.adam_average > 0 and step + 1 == p.steps
+        # Adam's averaged iterate is the output by choice, even if an iterate scored lower.
+        better = finite & ((t < self.best_total) | averaged)
         self.best = torch.where(better, image, self.best)
         self.best_total = torch.where(better, t, self.best_total)
         self.best_terms = torch.where(better, terms, self.best_terms)

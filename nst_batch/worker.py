@@ -303,7 +303,7 @@ class Worker:
             start = None if start is None else color.luminance(start)
         callback = None
         if on_progress is not None:
-            offset, total = inp.done, p.total_steps
+            offset, total = inp.done, sum(n for _, n in inp.stages)
 
             def callback(progress: Progress) -> None:
                 on_progress(position, Progress(offset + progress.step, total, progress.losses))

@@ -1065,12 +1065,6 @@ def test_blend_paths_resolve_relative_to_the_manifest(tmp_path: Path) -> None:
     assert style.name == "a+b"
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="--set keeps the value of any key named 'weights' as text (for the top-level "
-    "weights source), so an entry's blend weights cannot be set: 'style.0.weights: Input "
-    "should be a valid list (got '[1, 3]')'",
-)
 def test_set_overrides_blend_weights(write_manifest: WriteManifest) -> None:
     path = write_manifest(style=[{"path": PAIR, "weights": [3, 1]}])
     (style,) = load_manifest(path, ("style.0.weights=[1, 3]",)).styles
@@ -1085,11 +1079,6 @@ def test_a_content_entry_cannot_blend(write_manifest: WriteManifest) -> None:
     )
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="a content entry with `weights` and a single path is refused as if its path were "
-    "a list: the message names content[0].path, not the key at fault",
-)
 def test_weights_on_a_content_entry_name_the_weights(write_manifest: WriteManifest) -> None:
     path = write_manifest(content=[{"path": str(CONTENT / "chelsea.png"), "weights": [1]}])
     assert _error(path).startswith(f"{path}: content[0].weights: ")

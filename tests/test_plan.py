@@ -12,12 +12,13 @@ import pytest
 from conftest import CONTENT, STYLE
 from PIL import Image
 
-from nst_batch.images import read_metadata, save_image
+from nst_batch.images import read_metadata, save_image, target_size
 from nst_batch.manifest import load_manifest
 from nst_batch.params import Params
 from nst_batch.plan import (
     KEY_METADATA,
     Task,
+    batches,
     parse_shard,
     plan,
     shard,
@@ -380,3 +381,215 @@ def test_slurm_shard_from_the_task_position(env: dict, expected: tuple[int, int]
 def test_slurm_shard_refuses_an_unevenly_spaced_array() -> None:
     with pytest.raises(ValueError, match=r"not evenly spaced.*--shard K/N"):
         slurm_shard(_array(3, 0, 7, 3, 1))  # --array=0,3,7
+
+
+# --- batches --------------------------------------------------------------------------------
+
+MIXED_CONTENTS = [str(CONTENT / n) for n in ("chelsea.png", "coffee.png", "astronaut.png")]
+
+
+def _shape(task: Task) -> tuple[int, int]:
+    with Image.open(task.content.path) as image:
+        return target_size(*image.size, task.params.size, task.params.square)
+
+
+def _mixed(write_manifest: WriteManifest, **fields: object) -> list[Task]:
+    """chelsea and coffee (3:2, 64x43 at 64 px) and astronaut (square) in two styles."""
+    tasks = _plan(write_manifest(content=MIXED_CONTENTS, **fields))
+    assert [_shape(t) for t in tasks[:3]] == [(64, 43), (64, 43), (64, 64)]
+    return tasks
+
+
+def test_batches_group_one_shape_in_plan_order(write_manifest: WriteManifest) -> None:
+    tasks = _mixed(write_manifest)
+    assert [(t.content.name, t.style.name) for t in tasks] == [
+        (c, s) for s in ("starry_night", "the_scream") for c in ("chelsea", "coffee", "astronaut")
+    ]
+    assert batches(tasks, lambda t: 4, _shape) == [(0, 1, 3, 4), (2, 5)]
+    assert batches(tasks, lambda t: 16, _shape) == [(0, 1, 3, 4), (2, 5)]
+
+
+def test_batches_of_two_aspect_ratios(write_manifest: WriteManifest) -> None:
+    tasks = _plan(write_manifest(content=[MIXED_CONTENTS[0], MIXED_CONTENTS[2]]))
+    assert [(_shape(t), t.style.name) for t in tasks] == [
+        ((64, 43), "starry_night"),
+        ((64, 64), "starry_night"),
+        ((64, 43), "the_scream"),
+        ((64, 64), "the_scream"),
+    ]
+    assert batches(tasks, lambda t: 4, _shape) == [(0, 2), (1, 3)]
+
+
+def test_batches_are_chunked_at_the_limit_and_ordered_by_their_first_task(
+    write_manifest: WriteManifest,
+) -> None:
+    tasks = _mixed(write_manifest)
+    assert batches(tasks, lambda t: 3, _shape) == [(0, 1, 3), (2, 5), (4,)]
+    assert batches(tasks, lambda t: 2, _shape) == [(0, 1), (2, 5), (3, 4)]
+    assert batches(tasks, lambda t: 1, _shape) == [(i,) for i in range(6)]
+    assert batches([], lambda t: 4, _shape) == []
+
+
+def test_batches_run_a_task_alone_at_limit_one_or_without_a_shape(
+    write_manifest: WriteManifest,
+) -> None:
+    tasks = _mixed(write_manifest)
+    coffee = tasks[1].content.path
+
+    def limit(task: Task) -> int:
+        return 1 if task.content.path == coffee else 4
+
+    def unreadable(task: Task) -> tuple[int, int] | None:
+        return None if task.content.path == coffee else _shape(task)
+
+    assert batches(tasks, limit, _shape) == [(0, 3), (1,), (2, 5), (4,)]
+    assert batches(tasks, lambda t: 4, unreadable) == [(0, 3), (1,), (2, 5), (4,)]
+
+
+def test_batches_follow_the_shape_at_the_task_size(write_manifest: WriteManifest) -> None:
+    tasks = _plan(write_manifest(content=MIXED_CONTENTS, params={"size": 64, "square": True}))
+    assert {_shape(t) for t in tasks} == {(64, 64)}
+    assert batches(tasks, lambda t: 6, _shape) == [(0, 1, 2, 3, 4, 5)]
+
+
+def test_batches_split_a_precision_sweep(write_manifest: WriteManifest) -> None:
+    tasks = _plan(write_manifest(sweep={"precision": ["fp32", "bf16"]}))
+    precisions = [t.params.precision for t in tasks]
+    assert precisions == ["fp32", "fp32", "bf16", "bf16"] * 2
+    assert batches(tasks, lambda t: 8, _shape) == [(0, 1, 4, 5), (2, 3, 6, 7)]
+    for batch in batches(tasks, lambda t: 8, _shape):
+        assert len({tasks[i].params.precision for i in batch}) == 1
+
+
+def test_batches_split_a_layer_sweep_but_not_a_weight_sweep(write_manifest: WriteManifest) -> None:
+    layers = _plan(write_manifest(sweep={"content_layers": ["relu4_2", "relu3_2"]}))
+    assert len({t.model_key for t in layers}) == 2
+    assert batches(layers, lambda t: 8, _shape) == [(0, 1, 4, 5), (2, 3, 6, 7)]
+    for batch in batches(layers, lambda t: 8, _shape):
+        assert len({layers[i].model_key for i in batch}) == 1
+    weights = _plan(write_manifest(sweep={"style_weight": [5, 50]}))
+    assert batches(weights, lambda t: 8, _shape) == [tuple(range(8))]
+    assert batches(weights, lambda t: 3, _shape) == [(0, 1, 2), (3, 4, 5), (6, 7)]
+
+
+# --- keys and target groups of the colour, scale, averaging and blend options ---------------
+
+STARRY_JPG, SCREAM_JPG = STYLE / "starry_night.jpg", STYLE / "the_scream.jpg"
+
+
+def test_each_option_value_gives_its_own_key(write_manifest: WriteManifest) -> None:
+    sweep = {
+        "preserve_color": ["none", "luminance", "histogram"],
+        "scales": [1, 2],
+        "scale_steps": [5, 7],
+        "adam_average": [0, 0.9],
+    }
+    # Adam at 128 px: there the average and a 64 px coarse scale both change the pixels.
+    params = {"size": 128, "optimizer": "adam"}
+    path = write_manifest(content=[str(CONTENT / "chelsea.png")], sweep=sweep, params=params)
+    tasks = _plan(path)
+    assert len(tasks) == 2 * 3 * 2 * 2 * 2
+    # scale_steps does nothing without a coarse scale: 2 x 3 x (2 + 1) x 2 distinct keys
+    assert len({t.key for t in tasks}) == 2 * 3 * 3 * 2
+
+
+def test_settings_that_do_nothing_leave_the_key_alone() -> None:
+    content = CONTENT / "chelsea.png"
+
+    def key(**values: object) -> str:
+        return task_key(content, STARRY_JPG, Params(**{"size": 128, **values}), "original")
+
+    assert key(adam_average=0.5) == key()  # L-BFGS has no average
+    assert key(optimizer="adam", adam_average=0.5) != key(optimizer="adam")
+    assert key(scale_steps=9) == key()  # one scale
+    assert key(scales=3, size=100) == key(size=100)  # 50 and 25 px are under 64: one scale
+    assert key(scales=2, scale_steps=9) != key(scales=2)
+
+
+def test_option_keys_against_the_defaults() -> None:
+    content = CONTENT / "chelsea.png"
+    options = {
+        "defaults": {},
+        "luminance": {"preserve_color": "luminance"},
+        "histogram": {"preserve_color": "histogram"},
+        "scales 2": {"scales": 2},
+        "scales 2, scale_steps 50": {"scales": 2, "scale_steps": 50},
+        "adam": {"optimizer": "adam"},
+        "adam, adam_average 0": {"optimizer": "adam", "adam_average": 0},
+        "adam, adam_average 0.5": {"optimizer": "adam", "adam_average": 0.5},
+    }
+    keys = {
+        name: task_key(content, STARRY_JPG, Params(size=128, **values), "original")
+        for name, values in options.items()
+    }
+    blends = {
+        "3:1": [(STARRY_JPG, 0.75), (SCREAM_JPG, 0.25)],
+        "1:3": [(STARRY_JPG, 0.25), (SCREAM_JPG, 0.75)],
+        "1:1": [(STARRY_JPG, 0.5), (SCREAM_JPG, 0.5)],
+        "swapped 3:1": [(SCREAM_JPG, 0.25), (STARRY_JPG, 0.75)],
+    }
+    for name, blend in blends.items():
+        keys[f"blend {name}"] = task_key(content, blend, Params(size=128), "original")
+    assert len(set(keys.values())) == len(keys), keys
+    one = task_key(content, [(STARRY_JPG, 1.0)], Params(size=128), "original")
+    assert one == keys["defaults"]  # a blend of one image is that image
+
+
+def test_colour_modes_fit_the_targets_to_each_content(write_manifest: WriteManifest) -> None:
+    contents = [str(CONTENT / "chelsea.png"), str(CONTENT / "coffee.png")]
+    groups = {}
+    for mode in ("none", "luminance", "histogram"):
+        tasks = _plan(write_manifest(content=contents, params={"preserve_color": mode}))
+        assert len(tasks) == 4
+        groups[mode] = {t.target_group for t in tasks}
+        per_style = {t.style.name: set() for t in tasks}
+        for t in tasks:
+            per_style[t.style.name].add(t.target_group)
+        counts = {len(g) for g in per_style.values()}
+        assert counts == ({1} if mode == "none" else {2}), mode
+    assert len(groups["none"]) == 2  # one per style
+    assert len(groups["luminance"]) == len(groups["histogram"]) == 4  # one per pair
+    assert groups["luminance"].isdisjoint(groups["histogram"])
+    assert groups["none"].isdisjoint(groups["luminance"])
+
+
+def test_colour_mode_tasks_of_one_pair_stay_adjacent(write_manifest: WriteManifest) -> None:
+    contents = [str(CONTENT / "chelsea.png"), str(CONTENT / "coffee.png")]
+    tasks = _plan(
+        write_manifest(
+            content=contents, params={"preserve_color": "luminance"}, sweep={"tv_weight": [0, 1]}
+        )
+    )
+    groups = [t.target_group for t in tasks]
+    assert len(groups) == 8 and len(set(groups)) == 4
+    runs = [g for i, g in enumerate(groups) if i == 0 or groups[i - 1] != g]
+    assert len(runs) == 4  # each group's tasks are consecutive
+
+
+def test_scales_share_the_target_group(write_manifest: WriteManifest) -> None:
+    params = {"size": 128, "optimizer": "adam"}
+    tasks = _plan(write_manifest(sweep={"scales": [1, 2], "adam_average": [0, 0.5]}, params=params))
+    assert len({t.key for t in tasks}) == 16
+    assert len({t.target_group for t in tasks}) == 2  # one per style: sizes are cached apart
+
+
+def test_blend_target_groups(write_manifest: WriteManifest) -> None:
+    pair = [str(STARRY_JPG), str(SCREAM_JPG)]
+    tasks = _plan(
+        write_manifest(
+            style=[
+                {"path": pair, "weights": [3, 1], "name": "a"},
+                {"path": pair, "weights": [1, 3], "name": "b"},
+                {"path": [str(STARRY_JPG)], "weights": [2], "name": "one"},
+            ]
+        )
+    )
+    groups: dict[str, set[tuple[object, ...]]] = {}
+    for t in tasks:
+        groups.setdefault(t.style.name, set()).add(t.target_group)
+    assert sorted(groups) == ["a", "b", "one"]
+    assert all(len(g) == 1 for g in groups.values())  # both contents share a style's targets
+    assert len({next(iter(g)) for g in groups.values()}) == 3
+    plain = _plan(write_manifest("plain.yaml", style=[str(STARRY_JPG)]))
+    assert {t.target_group for t in plain} == groups["one"]
+    assert {t.key for t in plain} == {t.key for t in tasks if t.style.name == "one"}
