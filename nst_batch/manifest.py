@@ -31,6 +31,7 @@ TEMPLATE_FIELDS = ("content", "style", "variant")
 DEVICE_PATTERN = re.compile(r"^(cpu|cuda(:\d+)?|mps)$")
 DEFAULT_TEMPLATE = "{content}__{style}"
 DEFAULT_MAX_PIXELS = 64_000_000
+MAX_BATCH_SIZE = 256
 # What nst-batch itself writes in the output folder (see gallery.py and cli.py).
 RESERVED_NAMES = frozenset({"index.html", "contact_sheet.jpg", "thumbs"})
 
@@ -60,8 +61,8 @@ class _Document(BaseModel):
     weights: str = "original"
     devices: str | list[str] = "auto"
     workers_per_device: StrictInt = Field(1, ge=1, le=64)
-    batch_size: Literal["auto"] | StrictInt = Field("auto", ge=1, le=256)
-    compile: bool = False
+    batch_size: Literal["auto"] | StrictInt = "auto"  # range checked by _auto_or_count
+    compile: Annotated[bool, Strict()] = False
     preset: str | None = None
     params: dict[str, Any] = Field(default_factory=dict)
     sweep: dict[str, list[Any]] = Field(default_factory=dict)
@@ -77,8 +78,14 @@ class _Document(BaseModel):
     @field_validator("batch_size", mode="before")
     @classmethod
     def _auto_or_count(cls, value: object) -> object:
-        if value == "auto" or (isinstance(value, int) and not isinstance(value, bool)):
-            return value  # the range is checked by the field
+        if value == "auto":
+            return value
+        if isinstance(value, int) and not isinstance(value, bool):
+            if value < 1:
+                raise ValueError("Input should be greater than or equal to 1")
+            if value > MAX_BATCH_SIZE:
+                raise ValueError(f"Input should be less than or equal to {MAX_BATCH_SIZE}")
+            return value
         raise ValueError("Input should be 'auto' or a valid integer")
 
 

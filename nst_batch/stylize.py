@@ -242,18 +242,22 @@ def _adam(x: torch.Tensor, params: Params) -> Search:
 
 
 class _LossScale:
-    """Dynamic loss scaling for fp16: float16 gradients of small losses underflow to zero,
-    so the loss is multiplied before backward and the gradient divided after; on an
-    overflow the scale halves and the evaluation is repeated. Off (factor 1) otherwise."""
+    """Dynamic loss scaling for fp16: the loss is multiplied before backward and the
+    gradient divided after, so that float16 gradients neither underflow (small losses)
+    nor overflow (large ones); on an overflow the scale halves and the evaluation is
+    repeated, uncounted. Off (factor 1) for the other precisions."""
+
+    START = 2.0**10  # the Caffe weights' 0..255 inputs make large losses: start low
+    FLOOR = 2.0**-24  # a gradient that overflows even here is a real divergence
 
     def __init__(self, enabled: bool) -> None:
         self.enabled = enabled
-        self.factor = 2.0**16 if enabled else 1.0
+        self.factor = self.START if enabled else 1.0
 
     def overflowed(self, total: torch.Tensor, grad: torch.Tensor) -> bool:
         """True when the gradient overflowed at this scale (a finite loss, a non-finite
         gradient) and a smaller scale is left to try; one device sync, fp16 only."""
-        if not self.enabled or self.factor <= 1.0:
+        if not self.enabled or self.factor <= self.FLOOR:
             return False
         if bool(torch.isfinite(total)) and not bool(torch.isfinite(grad).all()):
             self.factor /= 2

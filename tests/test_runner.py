@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import multiprocessing
 import os
 import signal
@@ -9,13 +10,25 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from click.testing import CliRunner
 from PIL import Image
 
+from nst_batch.cli import main
 from nst_batch.manifest import load_manifest
-from nst_batch.plan import Task, plan
+from nst_batch.plan import Task, batches, plan
 from nst_batch.results import ResultRow, ResultsWriter, read_rows
-from nst_batch.runner import _Scheduler, cpu_threads_per_worker, resolve_devices, run_tasks
+from nst_batch.runner import (
+    MAX_AUTO_BATCH,
+    RunStats,
+    _Scheduler,
+    _shape_reader,
+    batch_limit,
+    cpu_threads_per_worker,
+    resolve_devices,
+    run_tasks,
+)
 from nst_batch.stylize import Progress
+from nst_batch.worker import TaskOutcome, Worker
 
 
 class Recorder:
@@ -196,3 +209,160 @@ def test_a_signal_stops_every_worker_and_records_the_tasks_in_flight(write_manif
     assert all(r.status == "interrupted" for r in rows)
     assert all(r.error == f"interrupted ({signal.Signals(signum).name})" for r in rows)
     assert not list((manifest.parent / "out").glob("*.jpg"))  # nothing half-done is saved
+
+
+# --- batch sizes ----------------------------------------------------------------------------
+
+
+def _at(task: Task, size: int) -> Task:
+    return dataclasses.replace(task, params=task.params.model_copy(update={"size": size}))
+
+
+@pytest.fixture
+def one_task(write_manifest) -> Task:
+    return plan(load_manifest(write_manifest()))[0]
+
+
+def test_batch_limit_explicit_size_wins(one_task) -> None:
+    for size in (64, 512):
+        assert batch_limit(3, ["cpu"], 100)(_at(one_task, size)) == 3
+        assert batch_limit(1, ["cuda:0"], 100)(_at(one_task, size)) == 1
+    assert batch_limit(8, ["cpu", "cpu"], 4)(one_task) == 8  # even where a worker idles
+
+
+def test_batch_limit_auto_on_a_cpu_by_image_size(one_task) -> None:
+    limit = batch_limit(None, ["cpu"], 100)
+    assert {size: limit(_at(one_task, size)) for size in (32, 64, 80, 96, 128, 512)} == {
+        32: 16,
+        64: 4,
+        80: 2,
+        96: 1,
+        128: 1,
+        512: 1,
+    }
+
+
+def test_batch_limit_auto_never_lets_a_worker_idle(one_task) -> None:
+    assert batch_limit(None, ["cpu"], 4)(one_task) == 4
+    assert batch_limit(None, ["cpu"], 3)(one_task) == 3
+    assert batch_limit(None, ["cpu", "cpu"], 4)(one_task) == 2
+    assert batch_limit(None, ["cpu", "cpu"], 3)(one_task) == 2
+    assert batch_limit(None, ["cpu"] * 4, 4)(one_task) == 1
+    assert batch_limit(None, ["cpu"] * 4, 2)(one_task) == 1
+    assert batch_limit(None, ["cuda:0", "cuda:1"], 8)(one_task) == 4
+
+
+def test_batch_limit_auto_on_cuda_by_image_size(one_task) -> None:
+    limit = batch_limit(None, ["cuda:0"], 100)
+    sizes = (64, 128, 256, 384, 512, 1024)
+    assert {size: limit(_at(one_task, size)) for size in sizes} == {
+        64: MAX_AUTO_BATCH,
+        128: MAX_AUTO_BATCH,
+        256: 4,
+        384: 1,
+        512: 1,
+        1024: 1,
+    }
+    assert MAX_AUTO_BATCH == 16
+    # a CPU among the devices takes the CPU's budget
+    assert batch_limit(None, ["cuda:0", "cpu"], 100)(_at(one_task, 64)) == 4
+
+
+def test_auto_batches_of_a_gallery(write_manifest) -> None:
+    tasks = plan(load_manifest(write_manifest()))  # 2x2 at 64 px, one shape
+    shape = _shape_reader()
+    assert {shape(t) for t in tasks} == {(64, 43)}
+    assert batches(tasks, batch_limit(None, ["cpu"], 4), shape) == [(0, 1, 2, 3)]
+    assert batches(tasks, batch_limit(None, ["cpu", "cpu"], 4), shape) == [(0, 1), (2, 3)]
+    assert batches(tasks, batch_limit(1, ["cpu"], 4), shape) == [(0,), (1,), (2,), (3,)]
+    big = plan(load_manifest(write_manifest("big.yaml", params={"size": 128, "steps": 8})))
+    assert batches(big, batch_limit(None, ["cpu"], 4), shape) == [(0,), (1,), (2,), (3,)]
+
+
+def _run_in_process(
+    manifest: Path, batch_size: int | None, monkeypatch: pytest.MonkeyPatch
+) -> tuple[RunStats, list[ResultRow], list[list[TaskOutcome]]]:
+    """A run on one CPU in this process, with every batch's outcomes."""
+    seen: list[list[TaskOutcome]] = []
+    original = Worker.run_batch
+
+    def run_batch(self: Worker, *args: object, **kwargs: object) -> list[TaskOutcome]:
+        outcomes = original(self, *args, **kwargs)  # type: ignore[arg-type]
+        seen.append(outcomes)
+        return outcomes
+
+    monkeypatch.setattr(Worker, "run_batch", run_batch)
+    loaded = load_manifest(manifest)
+    loaded.output.mkdir(parents=True, exist_ok=True)
+    with ResultsWriter(loaded.output / "results.csv") as writer:
+        stats = run_tasks(plan(loaded), ["cpu"], writer, Recorder(), batch_size=batch_size)
+    monkeypatch.undo()
+    assert not stats.fatal
+    return stats, read_rows(loaded.output / "results.csv"), seen
+
+
+def test_a_batched_gallery_equals_the_unbatched_one(write_manifest, tmp_path, monkeypatch) -> None:
+    single, single_rows, single_batches = _run_in_process(
+        write_manifest("one.yaml", output="one"), 1, monkeypatch
+    )
+    auto, auto_rows, auto_batches = _run_in_process(
+        write_manifest("auto.yaml", output="auto"), None, monkeypatch
+    )
+    assert [len(b) for b in single_batches] == [1, 1, 1, 1]
+    assert [len(b) for b in auto_batches] == [4]
+    assert [o.batch for b in single_batches for o in b] == [1] * 4
+    assert [o.batch for b in auto_batches for o in b] == [4] * 4
+    assert all(o.peak_memory is None for b in single_batches + auto_batches for o in b)
+    for stats in (single, auto):
+        assert (stats.done, stats.failed) == (4, 0)
+        assert stats.target_computations == 2 and stats.model_builds == 1
+        assert stats.peak_memory == {}
+
+    def losses(row: ResultRow) -> tuple[object, ...]:
+        return (row.output, row.content_loss, row.style_loss, row.total_loss, row.steps)
+
+    assert [losses(r) for r in auto_rows] == [losses(r) for r in single_rows]
+    assert all(r.status == "done" and r.total_loss for r in auto_rows)
+    for row in auto_rows:
+        assert np.array_equal(
+            pixels(tmp_path / "auto" / row.output), pixels(tmp_path / "one" / row.output)
+        )
+
+
+# --- manifest keys of a run -----------------------------------------------------------------
+
+
+def test_manifest_compile_and_batch_size(write_manifest) -> None:
+    default = load_manifest(write_manifest())
+    assert default.compile is False and default.batch_size is None
+    set_ = load_manifest(write_manifest(batch_size=3, compile=True))
+    assert set_.batch_size == 3 and set_.compile is True
+    assert load_manifest(write_manifest(compile=False)).compile is False
+    overridden = load_manifest(write_manifest(), ["batch_size=2", "compile=true"])
+    assert overridden.batch_size == 2 and overridden.compile is True
+
+
+def test_explicit_batch_size_auto(write_manifest) -> None:
+    manifest = write_manifest(batch_size="auto")
+    result = CliRunner().invoke(main, ["--dry-run", str(manifest)])
+    assert result.exit_code == 0, repr(result.exception)
+    assert load_manifest(manifest).batch_size is None
+    assert load_manifest(write_manifest(), ["batch_size=auto"]).batch_size is None
+
+
+@pytest.mark.parametrize(
+    ("fields", "message"),
+    [
+        ({"batch_size": 0}, "batch_size: Input should be greater than or equal to 1 (got 0)"),
+        ({"batch_size": "many"}, "batch_size: Input should be 'auto' or a valid integer"),
+        ({"batch_size": True}, "batch_size: Input should be 'auto' or a valid integer (got True)"),
+        ({"compile": 3}, "compile: Input should be a valid boolean"),
+        ({"compile": "sometimes"}, "compile: Input should be a valid boolean"),
+    ],
+)
+def test_bad_compile_or_batch_size_exit_2(write_manifest, tmp_path, fields, message) -> None:
+    manifest = write_manifest(**fields)
+    result = CliRunner().invoke(main, [str(manifest)])
+    assert result.exit_code == 2, result.output
+    assert f"{manifest}: {message}" in result.output
+    assert not (tmp_path / "out").exists()
