@@ -39,9 +39,13 @@ class ManifestGroup(click.Group):
 
 
 def _fail(message: str) -> click.ClickException:
-    error = click.ClickException(message)
-    error.exit_code = EXIT_USAGE
-    return error
+    return _UsageError(message)
+
+
+class _UsageError(click.ClickException):
+    """A ClickException with exit code 2: usage, manifest or weights error, nothing ran."""
+
+    exit_code = EXIT_USAGE
 
 
 def _load(manifest: str, overrides: tuple[str, ...], devices: str | None) -> Manifest:

@@ -168,7 +168,8 @@ def split(
     tasks: Sequence[Task], up_to_date_check: Callable[[Task], bool]
 ) -> tuple[list[Task], list[Task]]:
     """(tasks to run, tasks already up to date), each in plan order."""
-    todo, done = [], []
+    todo: list[Task] = []
+    done: list[Task] = []
     for task in tasks:
         (done if up_to_date_check(task) else todo).append(task)
     return todo, done

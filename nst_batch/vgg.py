@@ -208,6 +208,9 @@ class VGG19Features(nn.Module):
     forward(image (B, 3, H, W), layers) -> {layer name: activation (B, C, H', W')}.
     """
 
+    mean: torch.Tensor  # buffers: the weights' input convention
+    std: torch.Tensor
+
     def __init__(
         self,
         state: StateDict,
@@ -247,7 +250,7 @@ class VGG19Features(nn.Module):
 
     @property
     def last(self) -> str:
-        return next(reversed(self.layers.keys()))
+        return list(self.layers.keys())[-1]
 
     channels_last = False  # NHWC activations: what cuDNN's tensor-core kernels want
 
