@@ -1198,3 +1198,12 @@ def test_output_names_that_would_overwrite_the_gallery_are_refused(
     path.write_text(yaml.safe_dump({**doc, "name": name}))
     with pytest.raises(ManifestError, match=f"output '{output}' would overwrite"):
         load_manifest(path)
+
+
+@pytest.mark.parametrize(
+    "shipped", sorted((Path(__file__).resolve().parent.parent / "jobs").glob("*.yaml"))
+)
+def test_shipped_manifests_load(shipped: Path) -> None:
+    manifest = load_manifest(shipped)
+    assert manifest.contents and manifest.styles
+    assert manifest.output.is_relative_to(shipped.parent.parent / "out")
