@@ -11,12 +11,13 @@ import fcntl
 import functools
 import glob
 import os
-import queue
+import pickle
 import signal
 import time
 from collections import deque
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
+from multiprocessing import connection as mp_connection
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -299,6 +300,7 @@ class _Slot:
     name: str
     process: Any = None
     inbox: Any = None
+    reader: Any = None  # the read end of this worker's own pipe to the parent
     unit: tuple[int, ...] | None = None  # the batch in flight
     group: tuple[object, ...] | None = None
     counters: tuple[int, int] = (0, 0)  # target computations, model builds (cumulative)
@@ -326,7 +328,6 @@ class _Pool:
         self.compile = compile
         self.report_every, self.shard = report_every, shard
         self.context = mp.get_context("spawn")  # CUDA cannot be initialized again after fork
-        self.outbox = self.context.Queue()
         self.threads = cpu_threads_per_worker(devices)
         self.slots = [_Slot(d, f"{d}#{i}") for i, d in enumerate(devices)]
         self.scheduler = _Scheduler(tasks, units)
@@ -338,13 +339,19 @@ class _Pool:
             for slot in self.slots:
                 self._start(slot)
                 self._assign(slot)
+            check_at = time.monotonic() + self.POLL_SECONDS
             while any(slot.unit is not None for slot in self.slots) and not self.stats.fatal:
-                try:
-                    message = self.outbox.get(timeout=self.POLL_SECONDS)
-                except queue.Empty:
+                readers = [slot.reader for slot in self.slots if slot.reader is not None]
+                if readers:
+                    ready = mp_connection.wait(readers, timeout=self.POLL_SECONDS)
+                else:
+                    ready = []
+                    time.sleep(self.POLL_SECONDS)
+                for reader in ready:
+                    self._receive(self._slot_of(reader))
+                if not ready or time.monotonic() >= check_at:  # also while others chatter
                     self._check_processes()
-                    continue
-                self._handle(message)
+                    check_at = time.monotonic() + self.POLL_SECONDS
         except BaseException as exc:  # Ctrl-C or a termination signal: record, then stop
             for slot in self.slots:
                 for index in slot.unit or ():
@@ -361,6 +368,11 @@ class _Pool:
 
     def _start(self, slot: _Slot) -> None:
         slot.inbox = self.context.Queue()
+        # Each worker writes to its own pipe: a worker killed in mid-write can garble only
+        # its own channel, never block the others (a shared Queue's lock would stay held).
+        if slot.reader is not None:
+            slot.reader.close()
+        slot.reader, sender = self.context.Pipe(duplex=False)
         threads = self.threads if slot.device == "cpu" else 1
         slot.process = self.context.Process(
             target=worker_main,
@@ -369,7 +381,7 @@ class _Pool:
                 slot.name,
                 threads,
                 slot.inbox,
-                self.outbox,
+                sender,
                 self.report_every,
                 self.compile,
             ),
@@ -377,6 +389,21 @@ class _Pool:
             daemon=True,
         )
         slot.process.start()
+        sender.close()  # the worker holds the only write end: its death reads as EOF here
+
+    def _slot_of(self, reader: Any) -> _Slot:
+        return next(slot for slot in self.slots if slot.reader is reader)
+
+    def _receive(self, slot: _Slot) -> None:
+        """Handle one message from the slot's worker; a closed or garbled pipe means the
+        worker died, which _check_processes then turns into a failed batch and a restart."""
+        try:
+            message = slot.reader.recv()
+        except (EOFError, OSError, pickle.UnpicklingError):
+            slot.reader.close()
+            slot.reader = None
+            return
+        self._handle(message)
 
     def _assign(self, slot: _Slot) -> None:
         unit = self.scheduler.next(slot.group)
@@ -421,11 +448,8 @@ class _Pool:
         for slot in self.slots:
             if slot.unit is None or slot.process.is_alive():
                 continue
-            try:  # it may have reported just before dying
-                while True:
-                    self._handle(self.outbox.get_nowait())
-            except queue.Empty:
-                pass
+            while slot.reader is not None and slot.reader.poll():  # reports sent before dying
+                self._receive(slot)
             if slot.unit is None:
                 continue
             code = slot.process.exitcode

@@ -389,13 +389,13 @@ def worker_main(
         indices, tasks = item
 
         def report(position: int, progress: Progress, indices: tuple[int, ...] = indices) -> None:
-            outbox.put(("step", name, indices[position], progress))
+            outbox.send(("step", name, indices[position], progress))
 
         try:
             outcomes = worker.run_batch(tasks, report, report_every)
         except FatalWorkerError as exc:
-            outbox.put(("fatal", name, indices, str(exc)))
+            outbox.send(("fatal", name, indices, str(exc)))
             return
-        outbox.put(
+        outbox.send(
             ("done", name, indices, outcomes, worker.target_computations, worker.model_builds)
         )
