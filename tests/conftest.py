@@ -7,12 +7,32 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import torch
 import yaml
+
+from nst_batch import images
 
 REPO = Path(__file__).resolve().parent.parent
 IMAGES = REPO / "examples" / "images"
 CONTENT = IMAGES / "content"
 STYLE = IMAGES / "style"
+
+
+def content_at(path: Path, size: int) -> torch.Tensor:
+    """A content image at output size `size` (1, 3, H, W), as the worker sizes it."""
+    image = images.load_image(path)
+    return images.to_tensor(images.resize(image, images.target_size(*image.size, size)))
+
+
+def style_at(path: Path, size: int, scale: float = 1.0) -> torch.Tensor:
+    """A style image for output size `size` (longest side size x scale), as the worker sizes it."""
+    image = images.load_image(path)
+    return images.to_tensor(images.resize(image, images.scaled_style_size(image.size, size, scale)))
+
+
+def style_like(path: Path, content: torch.Tensor, scale: float = 1.0) -> torch.Tensor:
+    """A style image for the output size of `content` (its longest side)."""
+    return style_at(path, max(content.shape[-2:]), scale)
 
 
 @pytest.fixture

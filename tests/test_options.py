@@ -18,7 +18,7 @@ import pytest
 import torch
 import yaml
 from click.testing import CliRunner
-from conftest import CONTENT, STYLE
+from conftest import CONTENT, STYLE, content_at, style_at
 from PIL import Image
 
 from nst_batch import color, images
@@ -65,24 +65,12 @@ def _only(folder: Path, **fields: Any) -> Task:
     return task
 
 
-def _content(path: Path, size: int) -> torch.Tensor:
-    """The content at output size `size` (1, 3, H, W), as the worker sizes it."""
-    image = images.load_image(path)
-    return images.to_tensor(images.resize(image, images.target_size(*image.size, size)))
-
-
-def _style(path: Path, size: int) -> torch.Tensor:
-    """The style at output size `size` (1, 3, H, W), as the worker sizes it."""
-    image = images.load_image(path)
-    return images.to_tensor(images.resize(image, images.scaled_style_size(image.size, size, 1.0)))
-
-
 def _output(task: Task) -> torch.Tensor:
     return images.to_tensor(images.load_image(task.output))
 
 
 def _targets(worker: Worker, task: Task, size: int = 64) -> StyleTargets:
-    return worker.targets(task, worker.model(task), size, _content(task.content.path, size))
+    return worker.targets(task, worker.model(task), size, content_at(task.content.path, size))
 
 
 def _colour_stats(image: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -130,7 +118,7 @@ def colour_runs(worker: Worker, tmp_path_factory: pytest.TempPathFactory) -> dic
 
 @pytest.fixture(scope="module")
 def chelsea_64() -> torch.Tensor:
-    tensor = _content(CHELSEA, 64)
+    tensor = content_at(CHELSEA, 64)
     assert tensor.shape == (1, 3, 43, 64)
     return tensor
 
@@ -170,7 +158,7 @@ def test_luminance_targets_are_those_of_the_luminance_matched_grey_style(
     worker, chelsea_64, tmp_path: Path
 ) -> None:
     task = _only(tmp_path, params={"preserve_color": "luminance"})
-    grey = color.match_luminance(_style(STARRY, 64), chelsea_64)
+    grey = color.match_luminance(style_at(STARRY, 64), chelsea_64)
     assert torch.equal(grey[:, 0], grey[:, 1]) and torch.equal(grey[:, 1], grey[:, 2])
     desired = style_targets(worker.model(task), grey, task.params)
     actual = _targets(worker, task)
@@ -188,7 +176,7 @@ def test_histogram_moves_the_output_colours_toward_the_contents(colour_runs, che
 
 
 def test_histogram_matched_style_has_the_contents_colour_statistics(chelsea_64) -> None:
-    style = _style(STARRY, 64)
+    style = style_at(STARRY, 64)
     matched = color.match_colors(style, chelsea_64)
     assert matched.shape == style.shape  # the style's size, not the content's
     mean, cov = _colour_stats(matched)
@@ -203,7 +191,7 @@ def test_histogram_targets_are_those_of_the_matched_style(
     worker, chelsea_64, tmp_path: Path
 ) -> None:
     task = _only(tmp_path / "histogram", params={"preserve_color": "histogram"})
-    matched = color.match_colors(_style(STARRY, 64), chelsea_64)
+    matched = color.match_colors(style_at(STARRY, 64), chelsea_64)
     desired = style_targets(worker.model(task), matched, task.params)
     actual = _targets(worker, task)
     for layer in task.params.style_layers:
@@ -248,7 +236,7 @@ def test_a_blend_of_one_image_is_that_image(worker, colour_runs, tmp_path: Path)
 
     alone = Worker("cpu", "alone")
     targets = _targets(alone, blend)
-    desired = style_targets(alone.model(blend), _style(STARRY, 64), blend.params)
+    desired = style_targets(alone.model(blend), style_at(STARRY, 64), blend.params)
     for layer in blend.params.style_layers:
         assert torch.equal(targets[layer], desired[layer]), layer
 
@@ -433,7 +421,7 @@ def adam_runs(worker, chelsea_64, tmp_path_factory: pytest.TempPathFactory) -> d
     """chelsea in Starry Night at 64 px, 6 Adam steps, with adam_average 0 and 0.9."""
     vgg = worker.model(_only(tmp_path_factory.mktemp("adam")))
     params = {"size": 64, "steps": 6, "optimizer": "adam", "learning_rate": 0.02}
-    targets = style_targets(vgg, _style(STARRY, 64), Params(**params))
+    targets = style_targets(vgg, style_at(STARRY, 64), Params(**params))
     return {
         decay: stylize(vgg, chelsea_64, targets, Params(**params, adam_average=decay))
         for decay in (0, 0.9)

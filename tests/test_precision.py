@@ -12,9 +12,8 @@ from pathlib import Path
 import pytest
 import torch
 from click.testing import CliRunner
-from conftest import CONTENT, STYLE
+from conftest import CONTENT, STYLE, content_at, style_like
 
-from nst_batch import images
 from nst_batch.cli import main
 from nst_batch.losses import gram_matrix
 from nst_batch.manifest import load_manifest
@@ -37,18 +36,6 @@ STARRY = STYLE / "starry_night.jpg"
 LAYERS = sorted({*GATYS_CONTENT_LAYERS, *GATYS_STYLE_LAYERS})
 CPU = torch.device("cpu")
 WEIGHTS = {"content_weight": 1.0, "style_weight": 10.0}
-
-
-def _content(path: Path, size: int) -> torch.Tensor:
-    image = images.load_image(path)
-    return images.to_tensor(images.resize(image, images.target_size(*image.size, size)))
-
-
-def _style(path: Path, content: torch.Tensor) -> torch.Tensor:
-    """The style image at the output's size (longest side), as the worker sizes it."""
-    image = images.load_image(path)
-    size = max(content.shape[-2:])
-    return images.to_tensor(images.resize(image, images.scaled_style_size(image.size, size, 1.0)))
 
 
 def _params(**overrides: object) -> Params:
@@ -78,14 +65,14 @@ def net() -> VGG19Features:
 
 @pytest.fixture(scope="module")
 def content() -> torch.Tensor:
-    tensor = _content(CHELSEA, 64)
+    tensor = content_at(CHELSEA, 64)
     assert tensor.shape == (1, 3, 43, 64)
     return tensor
 
 
 @pytest.fixture(scope="module")
 def style(content: torch.Tensor) -> torch.Tensor:
-    return _style(STARRY, content)
+    return style_like(STARRY, content)
 
 
 @pytest.fixture
@@ -114,7 +101,7 @@ def _flags() -> tuple[bool, bool]:
     ],
 )
 def test_precision_scope_sets_the_activation_dtype(net, mode, dtype) -> None:
-    image = _content(CHELSEA, 32)
+    image = content_at(CHELSEA, 32)
     with torch.no_grad():
         reference = net(image, LAYERS)
         with precision_scope(CPU, mode):
@@ -240,8 +227,8 @@ def _watch_loss_scale(monkeypatch: pytest.MonkeyPatch) -> list[tuple[float, bool
 
 
 def test_fp16_run_lowers_the_loss_with_dynamic_loss_scaling(net, monkeypatch) -> None:
-    small = _content(CHELSEA, 32)
-    style = _style(STARRY, small)
+    small = content_at(CHELSEA, 32)
+    style = style_like(STARRY, small)
     calls = _watch_loss_scale(monkeypatch)
     params = _params(size=32, steps=3, precision="fp16")
     result = stylize(net, small, style_targets(net, style, params), params)
@@ -261,8 +248,8 @@ def test_fp16_run_lowers_the_loss_with_dynamic_loss_scaling(net, monkeypatch) ->
 
 
 def test_fp16_survives_a_gradient_that_overflows_at_scale_one(net) -> None:
-    small = _content(CHELSEA, 32)
-    style = _style(STARRY, small)
+    small = content_at(CHELSEA, 32)
+    style = style_like(STARRY, small)
     fp32 = _params(size=32, steps=2, style_weight=100.0)
     reference = stylize(net, small, style_targets(net, style, fp32), fp32)
     assert reference.losses.total < reference.initial_losses.total
@@ -315,7 +302,7 @@ def test_a_batch_needs_one_precision_and_one_shape(net, content, style) -> None:
     fp32, bf16 = _params(steps=2), _params(steps=2, precision="bf16")
     with pytest.raises(ValueError, match="precision"):
         stylize_batch(net, [Job(content, targets, fp32), Job(content, targets, bf16)])
-    other = _content(CONTENT / "astronaut.png", 64)
+    other = content_at(CONTENT / "astronaut.png", 64)
     assert other.shape == (1, 3, 64, 64)
     with pytest.raises(ValueError, match="shape"):
         stylize_batch(net, [Job(content, targets, fp32), Job(other, targets, fp32)])

@@ -9,13 +9,11 @@ import itertools
 import math
 import re
 from dataclasses import dataclass
-from pathlib import Path
 
 import pytest
 import torch
-from conftest import CONTENT, STYLE
+from conftest import CONTENT, STYLE, content_at, style_like
 
-from nst_batch import images
 from nst_batch.losses import gram_matrix, style_loss
 from nst_batch.params import GATYS_CONTENT_LAYERS, GATYS_STYLE_LAYERS, PRESETS, Params
 from nst_batch.stylize import (
@@ -38,18 +36,6 @@ STARRY = STYLE / "starry_night.jpg"
 WEIGHTS = {"content_weight": 1.0, "style_weight": 10.0}
 
 
-def _content(path: Path, size: int) -> torch.Tensor:
-    image = images.load_image(path)
-    return images.to_tensor(images.resize(image, images.target_size(*image.size, size)))
-
-
-def _style(path: Path, content: torch.Tensor, scale: float = 1.0) -> torch.Tensor:
-    """The style image at the output's size (longest side), as the worker sizes it."""
-    image = images.load_image(path)
-    size = max(content.shape[-2:])
-    return images.to_tensor(images.resize(image, images.scaled_style_size(image.size, size, scale)))
-
-
 def _params(**overrides: object) -> Params:
     return Params(**{"size": 64, **WEIGHTS, **overrides})
 
@@ -61,14 +47,14 @@ def net() -> VGG19Features:
 
 @pytest.fixture(scope="module")
 def content() -> torch.Tensor:
-    tensor = _content(CHELSEA, 64)
+    tensor = content_at(CHELSEA, 64)
     assert tensor.shape == (1, 3, 43, 64)
     return tensor
 
 
 @pytest.fixture(scope="module")
 def style(content: torch.Tensor) -> torch.Tensor:
-    return _style(STARRY, content)
+    return style_like(STARRY, content)
 
 
 @pytest.fixture(scope="module")
@@ -163,7 +149,7 @@ def test_output_moves_from_the_content_toward_the_style(lbfgs_run, net, content,
     after = _unweighted_style_distance(net, image, targets)
     assert after < 0.5 * before
     # Still the same picture: much closer to the content than to an unrelated photo.
-    other = torch.nn.functional.interpolate(_content(COFFEE, 64), size=content.shape[-2:])
+    other = torch.nn.functional.interpolate(content_at(COFFEE, 64), size=content.shape[-2:])
     assert (image - content).abs().mean() < (other - content).abs().mean()
 
 
@@ -252,7 +238,7 @@ def test_init_style_needs_the_tensor(net, content, targets) -> None:
 
 
 def test_init_image_of_another_size(net, content, targets, content_start) -> None:
-    other = _content(COFFEE, 96)
+    other = content_at(COFFEE, 96)
     assert other.shape[-2:] != content.shape[-2:]
     params = _params(steps=3, init="image", init_image=str(COFFEE))
     result = stylize(net, content, targets, params, init_image=other)
@@ -337,7 +323,7 @@ def test_pytorch_tutorial_layers_run_on_conv_outputs(content) -> None:
     params = preset.model_copy(update={"size": 64, "steps": 4, "style_weight": 1.0})
     model = build_vgg19("original", (*params.content_layers, *params.style_layers))
     assert model.last == "conv3_1"
-    style = _style(STARRY, content)
+    style = style_like(STARRY, content)
     targets = style_targets(model, style, params)
     assert set(targets) == set(params.style_layers)
     # Pre-activation Grams: conv outputs are not clobbered by an in-place ReLU.
@@ -358,9 +344,9 @@ def test_losses_are_of_the_same_order_at_64_and_128_px(net, content, targets, co
 
     at_64 = initial_style_loss(content, targets)
     assert at_64 == pytest.approx(content_start.style, rel=1e-4)  # what stylize reports
-    content_128 = _content(CHELSEA, 128)
+    content_128 = content_at(CHELSEA, 128)
     assert content_128.shape == (1, 3, 85, 128)
-    style_128 = _style(STARRY, content_128)
+    style_128 = style_like(STARRY, content_128)
     params_128 = _params(size=128)
     at_128 = initial_style_loss(content_128, style_targets(net, style_128, params_128))
     assert 0.1 < at_128 / at_64 < 10
@@ -370,8 +356,8 @@ def test_losses_are_of_the_same_order_at_64_and_128_px(net, content, targets, co
 @pytest.mark.slow
 def test_pixels_do_not_depend_on_the_thread_count(net) -> None:
     # 160 px: 3 x 160 x 107 values, more than ATen sums on one thread.
-    content = _content(CHELSEA, 160)
-    targets = style_targets(net, _style(STARRY, content), _params(size=160))
+    content = content_at(CHELSEA, 160)
+    targets = style_targets(net, style_like(STARRY, content), _params(size=160))
     before = torch.get_num_threads()
     try:
         images_by_threads = {}
@@ -386,9 +372,9 @@ def test_pixels_do_not_depend_on_the_thread_count(net) -> None:
 
 def test_a_batch_equals_its_jobs_run_one_by_one(net, content, targets) -> None:
     """Each job keeps its own optimizer, line search, budget and weights inside a batch."""
-    coffee = _content(COFFEE, 64)
+    coffee = content_at(COFFEE, 64)
     assert coffee.shape == content.shape
-    scream = style_targets(net, _style(STYLE / "the_scream.jpg", coffee), _params())
+    scream = style_targets(net, style_like(STYLE / "the_scream.jpg", coffee), _params())
     heard: list[list[int]] = [[], [], []]
     jobs = [
         Job(content, targets, _params(steps=12), callback=lambda p: heard[0].append(p.step)),
@@ -418,6 +404,6 @@ def test_a_diverging_job_fails_alone_in_its_batch(net, content, targets) -> None
 
 
 def test_a_batch_needs_one_shape(net, content, targets) -> None:
-    other = _content(CHELSEA, 48)
+    other = content_at(CHELSEA, 48)
     with pytest.raises(ValueError, match="one shape"):
         stylize_batch(net, [Job(content, targets, _params()), Job(other, targets, _params())])
