@@ -14,10 +14,10 @@ import os
 import tempfile
 import threading
 import warnings
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager, suppress
 from pathlib import Path
-from typing import Any, cast
+from typing import IO, Any, cast
 
 import torch
 from PIL import Image, ImageFile, ImageOps, UnidentifiedImageError
@@ -372,7 +372,7 @@ def save_image(
         image = image.convert("RGB")
     try:
         target.parent.mkdir(parents=True, exist_ok=True)
-        _write_atomically(image, target, fmt, options)
+        _write_atomically(target, lambda file: image.save(file, format=fmt, **options))
     except OSError as exc:
         problem, advice = _write_failure(exc)
         raise ImageError(f"Cannot save '{target}': {problem}; {advice}.") from exc
@@ -383,20 +383,7 @@ def save_text(text: str, path: str | os.PathLike[str]) -> None:
     target = Path(path)
     try:
         target.parent.mkdir(parents=True, exist_ok=True)
-        temp = tempfile.NamedTemporaryFile(  # noqa: SIM115 - must outlive the with
-            "w", dir=target.parent, prefix=f".{target.name}.", suffix=".tmp", delete=False
-        )
-        try:
-            with temp:
-                temp.write(text)
-                temp.flush()
-                os.chmod(temp.fileno(), _NEW_FILE_MODE)
-                os.fsync(temp.fileno())
-            os.replace(temp.name, target)
-        except BaseException:
-            with suppress(OSError):
-                os.unlink(temp.name)
-            raise
+        _write_atomically(target, lambda file: file.write(text.encode()))
     except OSError as exc:
         problem, advice = _write_failure(exc)
         raise ImageError(f"Cannot save '{target}': {problem}; {advice}.") from exc
@@ -429,13 +416,14 @@ def _save_options(fmt: str, metadata: Mapping[str, str] | None, quality: int) ->
     return options
 
 
-def _write_atomically(image: Image.Image, target: Path, fmt: str, options: dict[str, Any]) -> None:
+def _write_atomically(target: Path, write: Callable[[IO[bytes]], object]) -> None:
+    """`write` into a hidden temporary file beside `target`, sync it, rename it over."""
     temp = tempfile.NamedTemporaryFile(  # noqa: SIM115 - must outlive the with for os.replace
         dir=target.parent, prefix=f".{target.name}.", suffix=".tmp", delete=False
     )
     try:
         with temp:
-            image.save(temp, format=fmt, **options)
+            write(temp)
             temp.flush()
             os.chmod(temp.fileno(), _NEW_FILE_MODE)
             os.fsync(temp.fileno())
