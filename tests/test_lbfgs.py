@@ -1,11 +1,12 @@
-"""The L-BFGS minimizer: exact dot products, convergence, thread-count independence."""
+"""The L-BFGS minimizer: exact dot products, the compact direction, convergence,
+thread-count independence."""
 
 from __future__ import annotations
 
 import pytest
 import torch
 
-from nst_batch.lbfgs import LBFGSConfig, dot, minimize
+from nst_batch.lbfgs import LBFGSConfig, _History, combine, dot, matvec, minimize
 
 
 @pytest.fixture
@@ -43,6 +44,57 @@ def test_dot_does_not_depend_on_thread_count(threads: None) -> None:
         torch.set_num_threads(count)
         results.add(dot(a, b))
     assert len(results) == 1
+
+
+def two_loop(grad: torch.Tensor, pairs: list[tuple[torch.Tensor, torch.Tensor]], gamma: float):
+    """-H grad by the two-loop recursion (Nocedal and Wright, algorithm 7.4), in float64."""
+    q = grad.double().neg()
+    alphas = []
+    for s, y in reversed(pairs):
+        alpha = float(s.double() @ q) / float(y.double() @ s.double())
+        q -= alpha * y.double()
+        alphas.append(alpha)
+    q *= gamma
+    for (s, y), alpha in zip(pairs, reversed(alphas), strict=True):
+        beta = float(y.double() @ q) / float(y.double() @ s.double())
+        q += (alpha - beta) * s.double()
+    return q
+
+
+@pytest.mark.parametrize(("size", "pairs"), [(5, 0), (5, 1), (5, 3), (3, 7), (8, 20)])
+def test_compact_direction_equals_the_two_loop_recursion(size: int, pairs: int) -> None:
+    # Pairs from a convex quadratic (y = A s, so y.s > 0), more of them than the history
+    # holds in some cases: the oldest are dropped and their slots reused.
+    generator = torch.Generator().manual_seed(size * 100 + pairs)
+    n = 9000
+    a = torch.rand(n, generator=generator) * 10 + 0.1
+    history, kept = _History(torch.zeros(n), size), []
+    for _ in range(pairs):
+        s = torch.randn(n, generator=generator)
+        history.append(s, a * s)
+        kept = [*kept, (s, a * s)][-size:]
+    grad, gamma = torch.randn(n, generator=generator), 0.37
+    desired = two_loop(grad, kept, gamma)
+    actual = history.direction(grad, gamma)
+    assert actual.dtype == torch.float32 and actual.shape == (n,)
+    assert torch.allclose(
+        actual.double(), desired, rtol=1e-4, atol=1e-4 * float(desired.abs().max())
+    )
+
+
+def test_matvec_and_combine_do_not_depend_on_thread_count(threads: None) -> None:
+    generator = torch.Generator().manual_seed(1)
+    m = torch.randn(20, 3 * 160 * 160 + 7, generator=generator)
+    v = torch.randn(m.shape[1], generator=generator)
+    c = torch.randn(20, dtype=torch.float64, generator=generator)
+    results = []
+    for count in (1, 2, 1):
+        torch.set_num_threads(count)
+        results.append((matvec(m, v), combine(m, c)))
+    for products, sums in results[1:]:
+        assert torch.equal(products, results[0][0]) and torch.equal(sums, results[0][1])
+    assert torch.allclose(results[0][0], m.double() @ v.double(), rtol=1e-6, atol=1e-3)
+    assert torch.allclose(results[0][1].double(), c @ m.double(), rtol=1e-5, atol=1e-3)
 
 
 def test_minimizes_rosenbrock_with_line_search() -> None:
