@@ -13,7 +13,7 @@ import signal
 import time
 import traceback
 from collections import OrderedDict
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal, cast
 
@@ -92,12 +92,27 @@ class FatalWorkerError(Exception):
     """A problem no task can get past (the weights cannot be loaded): stop the run."""
 
 
+def _compiled_for_gradients(forward: Callable[..., Any]) -> Callable[..., Any]:
+    """`forward` compiled for the optimization's passes, traced once per image shape and
+    reused by every task of that shape; the no-grad passes (targets, once per style and
+    size) stay eager rather than costing a trace each."""
+    compiled = torch.compile(forward, dynamic=False)
+
+    def run(image: torch.Tensor, layers: Collection[str]) -> Any:
+        return compiled(image, layers) if torch.is_grad_enabled() else forward(image, layers)
+
+    run.compiled = compiled  # type: ignore[attr-defined]
+    return run
+
+
 class Worker:
     def __init__(self, device: str, name: str, compile: bool = False) -> None:
         self.device = torch.device(device)
         self.name = name
         self.compile = compile
         if self.device.type == "cuda":
+            if self.device.index is None:  # "cuda": the current device, by its number
+                self.device = torch.device("cuda", torch.cuda.current_device())
             torch.cuda.set_device(self.device)
             torch.backends.cudnn.benchmark = True  # a gallery reuses each shape many times
         self._models: dict[tuple[object, ...], VGG19Features] = {}
@@ -115,8 +130,8 @@ class Worker:
                 raise FatalWorkerError(str(exc)) from None
             if self.device.type == "cuda":
                 model.to_channels_last()
-            if self.compile:  # traced once per shape, then reused by every task of that shape
-                model.forward = torch.compile(model.forward, dynamic=False)  # type: ignore[method-assign]
+            if self.compile:
+                model.forward = _compiled_for_gradients(model.forward)  # type: ignore[method-assign]
             self._models[key] = model
             self.model_builds += 1
         return self._models[key]
@@ -223,7 +238,9 @@ class Worker:
             torch.cuda.reset_peak_memory_stats(self.device)
         try:
             vgg = self.model(tasks[group[0][0]])
-            results = stylize_batch(vgg, [job for _, job in group], report_every)
+            results = stylize_batch(
+                vgg, [job for _, job in group], report_every, graphs=not self.compile
+            )
         except FatalWorkerError:
             raise
         except Exception as exc:

@@ -317,6 +317,7 @@ def test_mismatched_batches_are_refused() -> None:
         match_colors(two, three)
 
 
+@pytest.mark.cuda
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 def test_results_stay_on_the_inputs_device() -> None:
     photo, painting = content("chelsea.png"), style("starry_night.jpg")
