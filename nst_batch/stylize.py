@@ -6,6 +6,7 @@ Tensors in, tensors out: no files, no printing. Progress leaves through a callba
 
 from __future__ import annotations
 
+import os
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -265,8 +266,89 @@ class _LossScale:
         return False
 
 
+def _evaluate(
+    vgg: VGG19Features,
+    runs: Sequence[_Run],
+    x: torch.Tensor,
+    mode: str,
+    layers: list[str],
+    factor: float,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Loss terms (B, 3) of the points x (B, 3, H, W), and the gradient (B, 3, H, W) of
+    their sum times `factor` (fp16's loss scale)."""
+    x = x.detach().requires_grad_(True)
+    image = x.clamp(0, 1)  # the loss of the image that will be saved
+    with precision_scope(x.device, mode):  # type: ignore[arg-type]
+        features = vgg(image, layers)
+    terms = torch.stack(
+        [
+            run.objective.terms({k: f[i : i + 1] for k, f in features.items()}, image[i : i + 1])
+            for i, run in enumerate(runs)
+        ]
+    )
+    (grad,) = torch.autograd.grad(terms.sum() * factor, x)
+    return terms.detach(), grad
+
+
+GRAPHS_VARIABLE = "NST_BATCH_CUDA_GRAPHS"  # 0: evaluate eagerly on CUDA too
+
+
+def _graphs_allowed(mode: str) -> bool:
+    """CUDA graphs need a fixed loss scale (not fp16's) and a device that has them."""
+    return mode != "fp16" and os.environ.get(GRAPHS_VARIABLE, "1") != "0"
+
+
+class _Evaluator:
+    """Evaluates batches of points: eagerly, or on CUDA as a CUDA graph.
+
+    An eager evaluation launches several hundred small kernels, one by one from Python;
+    below about 512 px that, not arithmetic, is most of a GPU step. With `graphs`, the
+    first evaluation of a set of jobs captures the whole forward and backward pass as
+    a CUDA graph, and every later one copies the points in and replays it: one launch.
+    A new set of jobs (the batch shrank) is captured anew. The graph's outputs are
+    overwritten by the next replay, so callers get copies.
+    """
+
+    WARMUP = 2  # eager evaluations before a capture: cuDNN autotuning, lazy allocations
+
+    def __init__(self, vgg: VGG19Features, mode: str, layers: list[str], graphs: bool) -> None:
+        self.vgg, self.mode, self.layers, self.graphs = vgg, mode, layers, graphs
+        self.key: tuple[int, ...] | None = None
+        self.graph: torch.cuda.CUDAGraph | None = None
+        self.static: tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None = None
+
+    def __call__(
+        self, runs: Sequence[_Run], x: torch.Tensor, factor: float
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        if not (self.graphs and x.is_cuda):
+            return _evaluate(self.vgg, runs, x, self.mode, self.layers, factor)
+        key = tuple(id(run) for run in runs)
+        if key != self.key:
+            self.graph = self.static = None  # frees the last graph's memory first
+            self._capture(runs, x, factor)
+            self.key = key
+        assert self.graph is not None and self.static is not None
+        inputs, terms, grad = self.static
+        inputs.copy_(x)
+        self.graph.replay()
+        return terms.clone(), grad.clone()
+
+    def _capture(self, runs: Sequence[_Run], x: torch.Tensor, factor: float) -> None:
+        inputs = x.clone()
+        side = torch.cuda.Stream(x.device)
+        side.wait_stream(torch.cuda.current_stream(x.device))
+        with torch.cuda.stream(side):
+            for _ in range(self.WARMUP):
+                _evaluate(self.vgg, runs, inputs, self.mode, self.layers, factor)
+        torch.cuda.current_stream(x.device).wait_stream(side)
+        graph = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(graph):
+            terms, grad = _evaluate(self.vgg, runs, inputs, self.mode, self.layers, factor)
+        self.graph, self.static = graph, (inputs, terms, grad)
+
+
 def stylize_batch(
-    vgg: VGG19Features, jobs: Sequence[Job], report_every: int = 10
+    vgg: VGG19Features, jobs: Sequence[Job], report_every: int = 10, graphs: bool = True
 ) -> list[Result | StylizeError]:
     """Optimize several jobs together, one stacked VGG19 pass per evaluation.
 
@@ -274,6 +356,8 @@ def stylize_batch(
     line search and step budget; the VGG19 has no cross-sample layers, so each job's
     gradient is exactly that of its own loss, and results equal the unbatched ones
     (bit for bit on the CPU). A job that stops early leaves the batch smaller.
+
+    `graphs`: on CUDA, replay each evaluation as a CUDA graph (see _Evaluator).
     """
     shapes = {job.content.shape for job in jobs}
     if len(shapes) != 1:
@@ -285,30 +369,22 @@ def stylize_batch(
     shape, mode = jobs[0].content.shape, jobs[0].params.precision
     layers = sorted(set().union(*(run.objective.layers for run in runs)))
     scale = _LossScale(mode == "fp16")
+    evaluate = _Evaluator(vgg, mode, layers, graphs and _graphs_allowed(mode))
     active = runs
     while active:
         start = time.perf_counter()
-        x = torch.cat([run.point.view(shape) for run in active]).requires_grad_(True)
-        image = x.clamp(0, 1)  # the loss of the image that will be saved
-        with precision_scope(x.device, mode):
-            features = vgg(image, layers)
-        terms = [
-            run.objective.terms({k: f[i : i + 1] for k, f in features.items()}, image[i : i + 1])
-            for i, run in enumerate(active)
-        ]
-        total = torch.stack(terms).sum()
-        (total * scale.factor).backward()
-        assert x.grad is not None
-        if scale.overflowed(total, x.grad):
+        x = torch.cat([run.point.view(shape) for run in active])
+        terms, grad = evaluate(active, x, scale.factor)
+        if scale.overflowed(terms.sum(), grad):
             continue  # the same points again at a smaller scale; no step is counted
-        grad = x.grad / scale.factor if scale.factor != 1 else x.grad
+        if scale.factor != 1:
+            grad = grad / scale.factor
         still = []
         for i, run in enumerate(active):
-            total_i = terms[i].detach().sum()
-            stop = run.tracker.record(x[i : i + 1].detach(), terms[i].detach())
+            stop = run.tracker.record(x[i : i + 1], terms[i])
             if not stop:
                 try:
-                    run.point = run.search.send((total_i, grad[i].reshape(-1)))
+                    run.point = run.search.send((terms[i].sum(), grad[i].reshape(-1)))
                     still.append(run)
                 except StopIteration:  # converged
                     pass

@@ -307,7 +307,9 @@ def precision_scope(device: torch.device, mode: Precision) -> Iterator[None]:
     for convolutions and matmuls on CUDA; the same as fp32 on a CPU), or bf16/fp16
     autocast. The losses force float32 themselves (losses.py)."""
     if mode in _AUTOCAST:
-        with torch.autocast(device.type, dtype=_AUTOCAST[mode]):
+        # No cast cache: each forward casts each weight once anyway, and CUDA graph
+        # capture (stylize._Evaluator) needs the cache off.
+        with torch.autocast(device.type, dtype=_AUTOCAST[mode], cache_enabled=False):
             yield
         return
     if device.type != "cuda":

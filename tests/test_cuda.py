@@ -1,0 +1,77 @@
+"""The CUDA paths: a worker named plain "cuda", CUDA-graph replay against eager
+evaluation, batches that shrink under graphs, and every precision lowering the loss.
+
+Skipped without a CUDA device (as in CI); `scripts/bench_gpu.sh` runs them on a GPU node.
+"""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from conftest import CONTENT, STYLE, content_at, style_like
+
+from nst_batch.params import GATYS_CONTENT_LAYERS, GATYS_STYLE_LAYERS, Params
+from nst_batch.stylize import Job, Result, style_targets, stylize_batch
+from nst_batch.vgg import VGG19Features, build_vgg19
+from nst_batch.worker import Worker
+
+pytestmark = [
+    pytest.mark.cuda,
+    pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device"),
+]
+
+CHELSEA = CONTENT / "chelsea.png"
+STARRY = STYLE / "starry_night.jpg"
+
+
+@pytest.fixture(scope="module")
+def net() -> VGG19Features:
+    vgg = build_vgg19("original", (*GATYS_CONTENT_LAYERS, *GATYS_STYLE_LAYERS), device="cuda")
+    return vgg.to_channels_last()
+
+
+def _job(net: VGG19Features, **params: object) -> Job:
+    content = content_at(CHELSEA, 128).cuda()
+    style = style_like(STARRY, content.cpu()).cuda()
+    p = Params(size=128, **params)  # type: ignore[arg-type]
+    return Job(content, style_targets(net, style, p), p)
+
+
+def _done(outcomes: list) -> list[Result]:
+    assert all(isinstance(o, Result) for o in outcomes), outcomes
+    return outcomes
+
+
+def test_a_worker_named_cuda_gets_the_current_device_number() -> None:
+    assert Worker("cuda", "cuda#0").device == torch.device("cuda", torch.cuda.current_device())
+
+
+@pytest.mark.parametrize("precision", ["fp32", "bf16"])
+def test_graph_replay_matches_eager_evaluation(net: VGG19Features, precision: str) -> None:
+    job = _job(net, steps=30, precision=precision)
+    (eager,) = _done(stylize_batch(net, [job], graphs=False))
+    (graphed,) = _done(stylize_batch(net, [job], graphs=True))
+    assert graphed.steps == eager.steps == 30
+    # The same kernels on the same data: the first evaluations agree closely, and
+    # L-BFGS, which amplifies last bits, ends within a few percent.
+    assert graphed.history[:3] == pytest.approx(eager.history[:3], rel=1e-4)
+    assert graphed.losses.total == pytest.approx(eager.losses.total, rel=0.05)
+    assert graphed.losses.total < 0.5 * graphed.initial_losses.total
+
+
+def test_a_batch_that_shrinks_is_captured_again(net: VGG19Features) -> None:
+    short, long = _job(net, steps=8), _job(net, steps=20)
+    batched = _done(stylize_batch(net, [short, long], graphs=True))
+    alone = _done([stylize_batch(net, [job], graphs=True)[0] for job in (short, long)])
+    assert [r.steps for r in batched] == [8, 20]
+    for together, single in zip(batched, alone, strict=True):
+        assert together.history[:3] == pytest.approx(single.history[:3], rel=1e-4)
+        assert together.losses.total == pytest.approx(single.losses.total, rel=0.05)
+
+
+@pytest.mark.parametrize("precision", ["fp32", "tf32", "bf16", "fp16"])
+def test_every_precision_lowers_the_loss_on_cuda(net: VGG19Features, precision: str) -> None:
+    job = _job(net, steps=40, precision=precision)
+    (result,) = _done(stylize_batch(net, [job]))
+    assert result.image.is_cuda and result.image.shape == job.content.shape
+    assert result.losses.total < 0.5 * result.initial_losses.total
