@@ -6,6 +6,10 @@ full size, fp32), so settings that optimize something else are judged alike.
 
     python scripts/bench_quality.py [--size 256] [--single-steps 500] [--pairs 3]
                                     [--set scales=3 --set steps=100 ...] [--save DIR]
+                                    [--schedule "scales=2 scale_steps=200 steps=120" ...]
+
+`--set` changes the schedule under test (the default one unless set); each `--schedule`
+adds another, compared with the same single-scale runs.
 
 Target: the default reaches a total loss no higher than the single-scale run's in at
 most a third of its time.
@@ -84,41 +88,61 @@ def main() -> None:
     parser.add_argument("--pairs", type=int, default=3)
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                         help="the schedule under test (default: the defaults)")  # fmt: skip
+    parser.add_argument("--schedule", action="append", default=[], metavar="'K=V K=V'",
+                        help="another schedule to compare (repeatable)")  # fmt: skip
     parser.add_argument("--save", type=Path, help="copy the outputs here")
     args = parser.parse_args()
-    schedule: dict[str, object] = {"size": args.size}
-    for item in args.set:
-        key, _, value = item.partition("=")
-        schedule[key] = yaml.safe_load(value)
+    schedules = [_schedule(args.size, args.set)]
+    schedules += [_schedule(args.size, text.split()) for text in args.schedule]
     single = {"size": args.size, "steps": args.single_steps, "scales": 1}
-    described = ", ".join(f"{k}={v}" for k, v in schedule.items() if k != "size") or "defaults"
-    print(f"{args.size} px on {'cuda' if gpu else 'cpu'}; schedule: {described}")
-    print(f"{'pair':>36} {'single loss':>12} {'s':>7} {'schedule loss':>14} {'s':>7} "
-          f"{'loss ratio':>10} {'time ratio':>10}")  # fmt: skip
+    print(f"{args.size} px on {'cuda' if gpu else 'cpu'}; single-scale: {args.single_steps} steps")
     vgg = build_vgg19("original", Params().content_layers + Params().style_layers)
     if gpu:
         vgg = vgg.cuda()
-    ok = True
+    met = []
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp)
-        for content, style in PAIRS[: args.pairs]:
-            row = {}
-            for name, params in (("single", single), ("schedule", schedule)):
-                seconds = run(folder, name, content, style, params)
-                output = folder / "out" / f"{Path(content).stem}__{Path(style).stem}__{name}.png"
-                loss = fixed_loss(
-                    vgg, EXAMPLES / "content" / content, EXAMPLES / "style" / style, output,
-                    args.size,
-                )  # fmt: skip
-                row[name] = (loss, seconds)
-                if args.save:
-                    args.save.mkdir(parents=True, exist_ok=True)
-                    (args.save / output.name).write_bytes(output.read_bytes())
-            (l1, s1), (l2, s2) = row["single"], row["schedule"]
-            ok &= l2 <= l1 and s2 <= s1 / 3
-            print(f"{content + ' x ' + style:>36} {l1:>12.4g} {s1:>7.1f} {l2:>14.4g} {s2:>7.1f} "
-                  f"{l2 / l1:>10.3f} {s2 / s1:>10.3f}")  # fmt: skip
-    print("target met" if ok else "target missed")
+
+        def measure(content: str, style: str, name: str, params: dict[str, object]):
+            seconds = run(folder, name, content, style, params)
+            output = folder / "out" / f"{Path(content).stem}__{Path(style).stem}__{name}.png"
+            loss = fixed_loss(
+                vgg, EXAMPLES / "content" / content, EXAMPLES / "style" / style, output, args.size
+            )
+            if args.save:
+                args.save.mkdir(parents=True, exist_ok=True)
+                (args.save / output.name).write_bytes(output.read_bytes())
+            return loss, seconds
+
+        pairs = PAIRS[: args.pairs]
+        singles = {pair: measure(*pair, "single", single) for pair in pairs}
+        for number, schedule in enumerate(schedules):
+            described = ", ".join(f"{k}={v}" for k, v in schedule.items() if k != "size")
+            print(f"\nschedule: {described or 'defaults'}")
+            print(f"{'pair':>36} {'single loss':>12} {'s':>7} {'schedule loss':>14} {'s':>7} "
+                  f"{'loss ratio':>10} {'time ratio':>10}")  # fmt: skip
+            ok = True
+            for content, style in pairs:
+                l1, s1 = singles[content, style]
+                l2, s2 = measure(content, style, f"schedule{number}", schedule)
+                ok &= l2 <= l1 and s2 <= s1 / 3
+                print(f"{content + ' x ' + style:>36} {l1:>12.4g} {s1:>7.1f} {l2:>14.4g} "
+                      f"{s2:>7.1f} {l2 / l1:>10.3f} {s2 / s1:>10.3f}")  # fmt: skip
+            print("target met" if ok else "target missed")
+            met.append(ok)
+    if len(schedules) > 1:
+        print(f"\n{sum(met)} of {len(schedules)} schedules met the target")
+
+
+def _schedule(size: int, items: list[str]) -> dict[str, object]:
+    """{size, KEY: VALUE...} from KEY=VALUE items (values parsed as YAML)."""
+    schedule: dict[str, object] = {"size": size}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep:
+            raise SystemExit(f"bench_quality: {item!r} is not KEY=VALUE")
+        schedule[key] = yaml.safe_load(value)
+    return schedule
 
 
 if __name__ == "__main__":
