@@ -7,8 +7,8 @@
 #
 #   cuda.log      the tests that need a CUDA device (pytest -m cuda)
 #   step.log      ms per step by size and precision, and a 4x4 gallery's pairs per hour
-#   eager.log     the same steps without CUDA graphs, for the ratio
 #   quality.log   time to quality at 512 px: single-scale 500 steps against schedules
+#   eager.log     steps without CUDA graphs, for the ratio with step.log
 #   workers.log   one worker against two on the same GPU
 #   cli.log       the sample 512 px gallery through the command, bf16
 #   compile.log   the same gallery with compile: true
@@ -42,14 +42,13 @@ if ! part cuda 120 "$python" -m pytest -q -p no:cacheprovider -m cuda; then
     [[ " $parts " == *" cuda "* ]] && export NST_BATCH_CUDA_GRAPHS=0
 fi
 part step 180 "$python" scripts/bench_step.py --steps 100 --repeats 2 --gallery 4
-NST_BATCH_CUDA_GRAPHS=0 part eager 90 "$python" scripts/bench_step.py --steps 100 --repeats 2 \
-    --sizes 256 512 --precisions fp32 bf16
 part quality 180 "$python" scripts/bench_quality.py --size 512 \
     --schedule "scales=1 steps=166" \
     --schedule "scales=2 scale_steps=200 steps=150" \
     --schedule "scales=3 scale_steps=200 steps=120" \
-    --schedule "scales=3 scale_steps=300 steps=150" \
     --schedule "scales=3 scale_steps=200 steps=150 precision=bf16"
+NST_BATCH_CUDA_GRAPHS=0 part eager 90 "$python" scripts/bench_step.py --steps 100 --repeats 2 \
+    --sizes 256 512 --precisions fp32 bf16
 part workers 180 "$python" scripts/bench_workers.py --size 512 --steps 100 --devices cuda:0,cuda:0
 part cli 180 "$python" -m nst_batch jobs/gallery-512.yaml --force --set params.precision=bf16
 part compile 240 "$python" -m nst_batch jobs/gallery-512.yaml --force \
