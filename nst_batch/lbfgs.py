@@ -87,6 +87,11 @@ class LBFGSConfig:
     tolerance_grad: float = 1e-7
     tolerance_change: float = 1e-9
     max_line_search: int = 25
+    # The first step (along -gradient, before the line search adjusts it) moves the
+    # coordinate of largest gradient by this much: a size-independent start. torch's
+    # 1 / |g|_1 shrinks with the pixel count; at 1024 px its change to the loss was
+    # below bf16's rounding, and the line search gave up at the start.
+    first_move: float = 0.01
     c1: float = 1e-4  # sufficient decrease
     c2: float = 0.9  # curvature
 
@@ -125,7 +130,7 @@ def search(x: torch.Tensor, config: LBFGSConfig) -> Search:
         return x
     history = _History(x, config.history)
     gamma = 1.0  # scale of the initial inverse Hessian
-    step = min(1.0, 1.0 / fixed_sum(grad.abs())) * config.lr
+    step = min(1.0, config.first_move / float(grad.abs().max())) * config.lr
     while True:
         d = history.direction(grad, gamma)
         gtd = dot(grad, d)

@@ -3,6 +3,8 @@ thread-count independence."""
 
 from __future__ import annotations
 
+import contextlib
+
 import pytest
 import torch
 
@@ -133,3 +135,32 @@ def test_the_objective_can_stop_the_run_at_a_budget() -> None:
         minimize(limited, x, LBFGSConfig())
     assert len(calls) == 7
     assert rosenbrock(x)[0] < rosenbrock(torch.full((4,), -1.0, dtype=torch.float64))[0]
+
+
+@pytest.mark.parametrize(("first_move", "reaches"), [(0.01, True), (1e-6, False)])
+def test_the_first_step_is_large_enough_to_show_through_a_noisy_loss(
+    first_move: float, reaches: bool
+) -> None:
+    # A million coordinates and a loss known only to 1e-3 (as in bf16). The default first
+    # step gets through; torch's 1/|g|_1 (here 1e-6) changes the loss by ~1, far below
+    # the noise of ~500, and the search never leaves the start.
+    generator = torch.Generator().manual_seed(0)
+    n = 1_000_000
+    noise = iter(torch.rand(1000, generator=generator).tolist())
+    calls = []
+
+    class Budget(Exception):
+        pass
+
+    def noisy(x: torch.Tensor) -> tuple[float, torch.Tensor]:
+        calls.append(1)
+        if len(calls) > 10:
+            raise Budget
+        exact = 0.5 * float((x.double() ** 2).sum())
+        return exact * (1 + 1e-3 * (next(noise) - 0.5)), x.clone()
+
+    x = torch.ones(n)
+    with contextlib.suppress(Budget):
+        minimize(noisy, x, LBFGSConfig(first_move=first_move))
+    loss = 0.5 * float((x.double() ** 2).sum())
+    assert (loss < 0.1 * 0.5 * n) is reaches

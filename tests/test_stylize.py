@@ -23,9 +23,9 @@ from nst_batch.stylize import (
     Progress,
     Result,
     StylizeError,
+    _graphs_allowed,
     style_targets,
     stylize,
-    _graphs_allowed,
     stylize_batch,
 )
 from nst_batch.vgg import VGG19Features, build_vgg19
