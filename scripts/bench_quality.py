@@ -115,6 +115,12 @@ def main() -> None:
             return loss, seconds
 
         pairs = PAIRS[: args.pairs]
+        if gpu:  # cuDNN autotunes each shape on first use: not a cost of the first run timed
+            deepest = max(int(str(s.get("scales", 1))) for s in schedules)
+            for pair in pairs:
+                for precision in {str(s.get("precision", "fp32")) for s in [single, *schedules]}:
+                    warm = {"size": args.size, "steps": 3, "scales": deepest, "scale_steps": 3}
+                    run(folder, "warmup", *pair, {**warm, "precision": precision})
         singles = {pair: measure(*pair, "single", single) for pair in pairs}
         for number, schedule in enumerate(schedules):
             described = ", ".join(f"{k}={v}" for k, v in schedule.items() if k != "size")
