@@ -16,7 +16,7 @@ import torch
 from nst_batch.lbfgs import LBFGSConfig, Search, search
 from nst_batch.losses import content_loss, gram_matrix, style_loss, total_variation_loss
 from nst_batch.params import Params
-from nst_batch.vgg import VGG19Features, precision_scope
+from nst_batch.vgg import Precision, VGG19Features, precision_scope
 
 StyleTargets = dict[str, torch.Tensor]  # style layer -> Gram matrix (1, C, C)
 
@@ -270,7 +270,7 @@ def _evaluate(
     vgg: VGG19Features,
     runs: Sequence[_Run],
     x: torch.Tensor,
-    mode: str,
+    mode: Precision,
     layers: list[str],
     factor: float,
 ) -> tuple[torch.Tensor, torch.Tensor]:
@@ -278,7 +278,7 @@ def _evaluate(
     their sum times `factor` (fp16's loss scale)."""
     x = x.detach().requires_grad_(True)
     image = x.clamp(0, 1)  # the loss of the image that will be saved
-    with precision_scope(x.device, mode):  # type: ignore[arg-type]
+    with precision_scope(x.device, mode):
         features = vgg(image, layers)
     terms = torch.stack(
         [
@@ -294,7 +294,8 @@ GRAPHS_VARIABLE = "NST_BATCH_CUDA_GRAPHS"  # 0: evaluate eagerly on CUDA too
 
 
 def _graphs_allowed(mode: str) -> bool:
-    """CUDA graphs need a fixed loss scale (not fp16's) and a device that has them."""
+    """Whether a CUDA evaluation may be a graph: not under fp16, whose loss scale changes
+    between evaluations, nor when the environment turns graphs off."""
     return mode != "fp16" and os.environ.get(GRAPHS_VARIABLE, "1") != "0"
 
 
@@ -311,7 +312,9 @@ class _Evaluator:
 
     WARMUP = 2  # eager evaluations before a capture: cuDNN autotuning, lazy allocations
 
-    def __init__(self, vgg: VGG19Features, mode: str, layers: list[str], graphs: bool) -> None:
+    def __init__(
+        self, vgg: VGG19Features, mode: Precision, layers: list[str], graphs: bool
+    ) -> None:
         self.vgg, self.mode, self.layers, self.graphs = vgg, mode, layers, graphs
         self.key: tuple[int, ...] | None = None
         self.graph: torch.cuda.CUDAGraph | None = None
