@@ -87,11 +87,12 @@ class LBFGSConfig:
     tolerance_grad: float = 1e-7
     tolerance_change: float = 1e-9
     max_line_search: int = 25
-    # The first step (along -gradient, before the line search adjusts it) moves the
-    # coordinate of largest gradient by this much: a size-independent start. torch's
-    # 1 / |g|_1 shrinks with the pixel count; at 1024 px its change to the loss was
-    # below bf16's rounding, and the line search gave up at the start.
-    first_move: float = 0.01
+    # The first step along -gradient is the one whose linear model lowers a positive
+    # loss by this fraction of itself (a Polyak-type step: it scales with the loss and
+    # its gradient, not with the pixel count). torch's 1/|g|_1 shrinks with the pixel
+    # count; at 1024 px in bf16 its change to the loss was below bf16's rounding, and
+    # the line search gave up at the start.
+    first_decrease: float = 0.5
     c1: float = 1e-4  # sufficient decrease
     c2: float = 0.9  # curvature
 
@@ -130,7 +131,10 @@ def search(x: torch.Tensor, config: LBFGSConfig) -> Search:
         return x
     history = _History(x, config.history)
     gamma = 1.0  # scale of the initial inverse Hessian
-    step = min(1.0, config.first_move / float(grad.abs().max())) * config.lr
+    if loss > 0:
+        step = config.first_decrease * loss / dot(grad, grad) * config.lr
+    else:  # a loss that may be negative: no scale to go by
+        step = min(1.0, 1.0 / fixed_sum(grad.abs())) * config.lr
     while True:
         d = history.direction(grad, gamma)
         gtd = dot(grad, d)
