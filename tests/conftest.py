@@ -35,6 +35,20 @@ def style_like(path: Path, content: torch.Tensor, scale: float = 1.0) -> torch.T
     return style_at(path, max(content.shape[-2:]), scale)
 
 
+@pytest.fixture(scope="module")
+def content() -> torch.Tensor:
+    """chelsea.png at 64 px: a (1, 3, 43, 64) content for optimizer and precision tests."""
+    tensor = content_at(CONTENT / "chelsea.png", 64)
+    assert tensor.shape == (1, 3, 43, 64)
+    return tensor
+
+
+@pytest.fixture(scope="module")
+def style(content: torch.Tensor) -> torch.Tensor:
+    """starry_night.jpg sized for `content`."""
+    return style_like(STYLE / "starry_night.jpg", content)
+
+
 @pytest.fixture
 def write_manifest(tmp_path: Path) -> Callable[..., Path]:
     """Write a manifest into tmp_path: a 2x2 gallery at 64 px and 8 steps unless overridden.

@@ -63,18 +63,6 @@ def net() -> VGG19Features:
     return build_vgg19("original", LAYERS)
 
 
-@pytest.fixture(scope="module")
-def content() -> torch.Tensor:
-    tensor = content_at(CHELSEA, 64)
-    assert tensor.shape == (1, 3, 43, 64)
-    return tensor
-
-
-@pytest.fixture(scope="module")
-def style(content: torch.Tensor) -> torch.Tensor:
-    return style_like(STARRY, content)
-
-
 @pytest.fixture
 def tf32_flags() -> Iterator[None]:
     """Put the global TF32 switches back as they were, whatever a test sets."""

@@ -48,18 +48,6 @@ def net() -> VGG19Features:
 
 
 @pytest.fixture(scope="module")
-def content() -> torch.Tensor:
-    tensor = content_at(CHELSEA, 64)
-    assert tensor.shape == (1, 3, 43, 64)
-    return tensor
-
-
-@pytest.fixture(scope="module")
-def style(content: torch.Tensor) -> torch.Tensor:
-    return style_like(STARRY, content)
-
-
-@pytest.fixture(scope="module")
 def targets(net, style) -> dict[str, torch.Tensor]:
     return style_targets(net, style, _params())
 
