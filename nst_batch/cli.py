@@ -7,6 +7,7 @@ Exit codes: 0 every task done or up to date; 1 some task failed (the rest ran);
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import sys
@@ -16,15 +17,24 @@ from pathlib import Path
 
 import click
 
-from nst_batch import __version__
+from nst_batch import __version__, layout
+from nst_batch.layout import Locked, Share, UnsafeWrite
 from nst_batch.manifest import Manifest, ManifestError, load_manifest, parse_devices
 from nst_batch.plan import Task, parse_shard, plan, slurm_shard, split, up_to_date
 from nst_batch.plan import shard as shard_tasks
-from nst_batch.results import ResultsWriter, merge, summarize, write_table
+from nst_batch.results import (
+    ResultRow,
+    ResultsError,
+    ResultsWriter,
+    check_file,
+    merge,
+    summarize,
+    write_table,
+)
 from nst_batch.weights import WeightsError
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
-RESULTS_FILE = "results.csv"
+EXIT_LOCKED = 75  # EX_TEMPFAIL: another run holds the output; try again later
 TOP_LEVEL_FLAGS = ("--help", "-h", "--version")
 
 
@@ -158,22 +168,12 @@ def run_command(
     sys.exit(_run(loaded, todo, fresh, verbose - quiet, print_every, share))
 
 
-def _shard(option: str | None) -> tuple[int, int] | None:
+def _shard(option: str | None) -> Share:
     """--shard K/N, else this Slurm array task's share, else None (everything)."""
     try:
         return parse_shard(option) if option is not None else slurm_shard(os.environ)
     except ValueError as exc:
         raise _fail(str(exc)) from None
-
-
-def results_file(output: Path, share: tuple[int, int] | None) -> Path:
-    """Each shard appends to its own file, so no two processes ever write one file."""
-    return output / f"results{_share_suffix(share)}.csv"
-
-
-def _share_suffix(share: tuple[int, int] | None) -> str:
-    """'' for a whole run, '-shard-K-of-N' for a shard: its results and lock file names."""
-    return f"-shard-{share[0]}-of-{share[1]}" if share else ""
 
 
 def _run(
@@ -182,33 +182,53 @@ def _run(
     fresh: list[Task],
     verbosity: int,
     every: int,
-    share: tuple[int, int] | None,
+    share: Share,
 ) -> int:
-    from nst_batch.runner import EXIT_LOCKED, Locked, hold_lock
-
     start = time.perf_counter()
-    results = results_file(manifest.output, share)
-    if todo:  # a weights problem stops the run before anything is written
+    output = manifest.output
+    results = layout.results_file(output, share)
+    if output.exists() and not output.is_dir():
+        raise _fail(f"output {output} is a file, not a folder; choose another 'output'")
+    _check_output_folder(manifest, [*todo, *fresh], share)
+    if todo:  # a device or weights problem stops the run before anything is written
+        from nst_batch.runner import DeviceError, resolve_devices
         from nst_batch.vgg import load_weights
 
         try:
+            resolve_devices(manifest.devices)
             load_weights(manifest.weights)
-        except WeightsError as exc:
+        except (DeviceError, WeightsError) as exc:
             raise _fail(str(exc)) from None
-    if manifest.output.exists() and not manifest.output.is_dir():
-        raise _fail(f"output {manifest.output} is a file, not a folder; choose another 'output'")
-    lock = manifest.output / f".nst-batch{_share_suffix(share)}.lock"
     try:
-        manifest.output.mkdir(parents=True, exist_ok=True)
-        with hold_lock(lock):
+        output.mkdir(parents=True, exist_ok=True)
+        with layout.hold(output, share):
             return _run_locked(manifest, todo, fresh, verbosity, every, share, results, start)
     except Locked as exc:
         click.echo(f"Error: {exc}", err=True)
         return EXIT_LOCKED
+    except (UnsafeWrite, ResultsError) as exc:
+        raise _fail(str(exc)) from None
     except OSError as exc:  # unwritable folder, disk full: finished outputs stay
-        raise _fail(
-            f"cannot write to the output folder {manifest.output}: {exc.strerror}"
-        ) from None
+        raise _fail(f"cannot write to the output folder {output}: {exc.strerror}") from None
+
+
+def _check_output_folder(manifest: Manifest, tasks: list[Task], share: Share) -> None:
+    """Exit 2 before any work if a write would pass a link or the results file is not ours."""
+    output = manifest.output
+    ours = [
+        layout.results_file(output, share),
+        layout.lock_file(output, None),
+        layout.lock_file(output, share),
+        output / layout.PAGE,
+        output / layout.SHEET,
+        output / layout.THUMBS / "outputs",
+    ]
+    outputs = [path for task in tasks for path in (task.output, layout.curve_path(task.output))]
+    try:
+        layout.check_writable(output, [*ours, *outputs])
+        check_file(layout.results_file(output, share))
+    except (UnsafeWrite, ResultsError) as exc:
+        raise _fail(str(exc)) from None
 
 
 def _run_locked(
@@ -217,22 +237,16 @@ def _run_locked(
     fresh: list[Task],
     verbosity: int,
     every: int,
-    share: tuple[int, int] | None,
+    share: Share,
     results: Path,
     start: float,
 ) -> int:
     from nst_batch.progress import ConsoleEvents
-    from nst_batch.runner import (
-        Interrupted,
-        remove_stale_temporaries,
-        resolve_devices,
-        run_tasks,
-        skipped_row,
-    )
+    from nst_batch.runner import Interrupted, resolve_devices, run_tasks, skipped_row
 
     label = f"{share[0]}/{share[1]}" if share else ""
-    remove_stale_temporaries(todo)
-    writer = ResultsWriter(results)  # an OSError here is reported by the caller
+    _remove_stale_temporaries(manifest.output, todo, everything=share is None)
+    writer = ResultsWriter(results, manifest.output)  # errors are reported by the caller
     events = ConsoleEvents(len(todo), len(fresh), verbosity, print_every=every)
     # SIGTERM: Slurm preemption or time limit, kill; SIGINT: Ctrl-C, also when started
     # in the background, where the shell would have it ignored.
@@ -287,6 +301,14 @@ def _run_locked(
     return EXIT_FAILED if stats.failed else EXIT_OK
 
 
+def _remove_stale_temporaries(output: Path, tasks: list[Task], everything: bool) -> None:
+    """Temporaries a killed run left: all of them when this run holds the whole folder,
+    else (a shard, beside other shards) only those of its own outputs."""
+    for temp in layout.stale_temporaries(output, [t.output for t in tasks], everything):
+        with contextlib.suppress(FileNotFoundError):
+            temp.unlink()
+
+
 def _write_gallery(manifest: Manifest, tasks: list[Task] | None, err: bool) -> None:
     """Rebuild the gallery page and contact sheet from every results file in the output.
 
@@ -298,9 +320,9 @@ def _write_gallery(manifest: Manifest, tasks: list[Task] | None, err: bool) -> N
 
     try:
         tasks = plan(manifest) if tasks is None else tasks
-        rows = merge(sorted(manifest.output.glob("results*.csv")))
+        rows = merge(layout.results_files(manifest.output))
         files = write_gallery(manifest, tasks, rows)
-    except (OSError, ImageError, WeightsError) as exc:
+    except (OSError, ImageError, WeightsError, UnsafeWrite, ResultsError) as exc:
         click.echo(f"warning: cannot write the gallery in {manifest.output}: {exc}", err=True)
         return
     click.echo(f"gallery: {files.page}", err=err)
@@ -313,12 +335,41 @@ def report_command(manifest: str, overrides: tuple[str, ...]) -> None:
     """Merge the results on disk into <output>/results.csv, summarize them, rebuild the gallery.
 
     A task counts as done only when its latest result was made with the settings the
-    manifest has now (same task key); older results are listed as outdated.
+    manifest has now (same task key); older results are listed as outdated. Rows of tasks
+    outside the current plan (another --set, say) are kept. Waits for no run: while one
+    holds the output folder, report exits 75 and changes nothing.
     """
     loaded = _load(manifest, overrides, None)
     tasks = _plan(loaded)
-    files = sorted(loaded.output.glob("results*.csv"))
-    latest = {(r.content, r.style, r.variant): r for r in merge(files)}
+    output = loaded.output
+    if output.exists() and not output.is_dir():
+        raise _fail(f"output {output} is a file, not a folder; choose another 'output'")
+    if not output.is_dir():
+        _summarize(tasks, [])
+        click.echo(f"no results yet in {output}")
+        return
+    try:
+        with layout.hold(output, None):
+            _remove_stale_temporaries(output, tasks, everything=True)
+            files = layout.results_files(output)
+            rows = merge(files)
+            results = layout.results_file(output, None)
+            if files:  # shard files stay as they are: each is its shard's own attempt log
+                write_table(rows, results, output)
+            _summarize(tasks, rows)
+            click.echo(f"results: {results}" if files else f"no results yet in {output}")
+            _write_gallery(loaded, tasks, err=False)
+    except Locked as exc:
+        click.echo(f"Error: {exc}", err=True)
+        sys.exit(EXIT_LOCKED)
+    except (UnsafeWrite, ResultsError) as exc:
+        raise _fail(str(exc)) from None
+    except OSError as exc:
+        raise _fail(f"cannot write to the output folder {output}: {exc.strerror}") from None
+
+
+def _summarize(tasks: list[Task], rows: list[ResultRow]) -> None:
+    latest = {(r.content, r.style, r.variant): r for r in rows}
     current, outdated, missing = [], [], []
     for task in tasks:
         row = latest.get((task.content.name, task.style.name, task.variant.name))
@@ -328,10 +379,8 @@ def report_command(manifest: str, overrides: tuple[str, ...]) -> None:
             current.append(row)
             if row.key != task.key:
                 outdated.append(task)
-    counts = summarize(r for r in current if r.key in {t.key for t in tasks})
-    results = loaded.output / RESULTS_FILE
-    if files:  # shard files stay as they are: each is its shard's own attempt log
-        write_table(current, results)
+    keys = {t.key for t in tasks}
+    counts = summarize(r for r in current if r.key in keys)
     click.echo(
         f"{len(tasks)} tasks planned: {counts['done'] + counts['skipped']} done, "
         f"{counts['failed']} failed, {counts['interrupted']} interrupted, "
@@ -341,6 +390,3 @@ def report_command(manifest: str, overrides: tuple[str, ...]) -> None:
         click.echo(f"  not yet run: {task.label}")
     for task in outdated:
         click.echo(f"  outdated:    {task.label}")
-    click.echo(f"results: {results}" if files else f"no results yet in {loaded.output}")
-    if loaded.output.is_dir():
-        _write_gallery(loaded, tasks, err=False)

@@ -23,13 +23,18 @@ from urllib.parse import quote
 from PIL import Image, ImageDraw, ImageFont
 
 from nst_batch.images import ImageError, load_image, save_image, save_text
+from nst_batch.layout import (
+    PAGE,
+    SHEET,
+    curve_path,
+    display,
+    header_thumbnail,
+    output_thumbnail,
+)
 from nst_batch.manifest import ImageSpec, Manifest, Variant
-from nst_batch.plan import Task, curve_path
+from nst_batch.plan import Task
 from nst_batch.results import ResultRow
 
-PAGE = "index.html"
-SHEET = "contact_sheet.jpg"
-THUMBS = "thumbs"
 THUMB_SIZE = 200  # longest side of a thumbnail, px
 THUMB_QUALITY = 85
 CURVE_SIZE = (180, 40)  # the inline loss curve, px
@@ -90,8 +95,9 @@ def write_gallery(
     """
     grids = build_grids(manifest, tasks, rows)
     files = GalleryFiles(manifest.output / PAGE, manifest.output / SHEET)
-    save_text(render_page(manifest, grids), files.page)
-    save_image(render_sheet(manifest, grids), files.sheet, quality=THUMB_QUALITY)
+    root = manifest.output
+    save_text(render_page(manifest, grids), files.page, root=root)
+    save_image(render_sheet(manifest, grids), files.sheet, quality=THUMB_QUALITY, root=root)
     return files
 
 
@@ -102,9 +108,8 @@ def build_grids(manifest: Manifest, tasks: Sequence[Task], rows: Iterable[Result
     """One grid per variant, in manifest order, with thumbnails made where needed."""
     latest = {(r.content, r.style, r.variant): r for r in rows}
     by_name = {(t.content.name, t.style.name, t.variant.name): t for t in tasks}
-    thumbs = manifest.output / THUMBS
-    contents = tuple(_header(spec, thumbs / "content", manifest) for spec in manifest.contents)
-    styles = tuple(_header(spec, thumbs / "style", manifest) for spec in manifest.styles)
+    contents = tuple(_header(spec, "content", manifest) for spec in manifest.contents)
+    styles = tuple(_header(spec, "style", manifest) for spec in manifest.styles)
     grids = []
     for variant in manifest.variants:
         cells = []
@@ -112,28 +117,33 @@ def build_grids(manifest: Manifest, tasks: Sequence[Task], rows: Iterable[Result
             line = []
             for style in manifest.styles:
                 names = (content.name, style.name, variant.name)
-                line.append(_cell(by_name.get(names), latest.get(names), thumbs / "outputs"))
+                line.append(_cell(by_name.get(names), latest.get(names)))
             cells.append(tuple(line))
         grids.append(Grid(variant, contents, styles, tuple(cells)))
     return grids
 
 
-def _header(spec: ImageSpec, folder: Path, manifest: Manifest) -> Header:
-    name = spec.name.replace("/", "_").replace("\\", "_").lstrip(".") or "_"
+def _header(spec: ImageSpec, kind: Literal["content", "style"], manifest: Manifest) -> Header:
+    root = manifest.output
     thumb = _thumbnail(
-        spec.path, folder / f"{name}.jpg", lambda p: load_image(p, manifest.max_pixels)
+        spec.path,
+        header_thumbnail(root, kind, spec.name),
+        lambda p: load_image(p, manifest.max_pixels),
+        root,
     )
     return Header(spec, thumb)
 
 
-def _cell(task: Task | None, row: ResultRow | None, thumbs: Path) -> Cell:
+def _cell(task: Task | None, row: ResultRow | None) -> Cell:
     if task is None or row is None:
         return Cell("pending", task, None, "not yet run")
     if row.key != task.key:
         return Cell("outdated", task, row, "made with other inputs or settings; rerun to redo")
     if row.status in ("failed", "interrupted"):
         return Cell(row.status, task, row, row.error or row.status)
-    thumb = _thumbnail(task.output, thumbs / f"{task.relative_output}.jpg", _open_output)
+    thumb = _thumbnail(
+        task.output, output_thumbnail(task.folder, task.relative_output), _open_output, task.folder
+    )
     if thumb is None:
         return Cell("missing", task, row, "the output file is missing or unreadable; rerun")
     return Cell("done", task, row, thumb=thumb, curve=_curve(task))
@@ -148,7 +158,9 @@ def _open_output(path: Path) -> Image.Image:
         return image.convert("RGB")
 
 
-def _thumbnail(source: Path, thumb: Path, load: Callable[[Path], Image.Image]) -> Thumb | None:
+def _thumbnail(
+    source: Path, thumb: Path, load: Callable[[Path], Image.Image], root: Path
+) -> Thumb | None:
     """The thumbnail of `source`, remade only when the source is newer; None if unreadable."""
     try:
         source_time = source.stat().st_mtime_ns
@@ -161,7 +173,7 @@ def _thumbnail(source: Path, thumb: Path, load: Callable[[Path], Image.Image]) -
         except _UNREADABLE:
             return None
         image.thumbnail((THUMB_SIZE, THUMB_SIZE), Image.Resampling.LANCZOS)
-        save_image(image, thumb, quality=THUMB_QUALITY)
+        save_image(image, thumb, quality=THUMB_QUALITY, root=root)
     try:
         with Image.open(thumb) as image:
             return Thumb(thumb, image.size)
@@ -269,12 +281,12 @@ def _section(root: Path, grid: Grid) -> str:
 
 
 def _header_html(root: Path, header: Header) -> str:
-    name = _text(header.spec.name)
+    name, file = _text(header.spec.name), display(header.spec.path.name)
     if header.thumb is None:
         picture = '<div class="box">unreadable</div>'
     else:
-        picture = _img(root, header.thumb, header.spec.path.name)
-    return f'{picture}<div class="name" title="{_text(header.spec.path.name)}">{name}</div>'
+        picture = _img(root, header.thumb, file)
+    return f'{picture}<div class="name" title="{_text(file)}">{name}</div>'
 
 
 def _cell_html(root: Path, cell: Cell) -> str:

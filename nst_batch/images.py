@@ -11,18 +11,20 @@ import io
 import json
 import math
 import os
-import tempfile
 import threading
 import warnings
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager, suppress
 from pathlib import Path
-from typing import IO, Any, cast
+from typing import TYPE_CHECKING, Any, cast
 
-import torch
 from PIL import Image, ImageFile, ImageOps, UnidentifiedImageError
 from PIL.PngImagePlugin import PngInfo
-from torchvision.transforms.functional import pil_to_tensor
+
+from nst_batch.layout import UnsafeWrite, write_atomically
+
+if TYPE_CHECKING:  # torch is imported where tensors are made: planning needs only headers
+    import torch
 
 try:
     from PIL import ImageCms
@@ -56,16 +58,6 @@ _COLOR_MANAGED_MODES = frozenset({"RGB", "RGBA", "CMYK"})
 # Pillow's bomb limit and truncation flag are process-wide globals; load_image pins them for
 # the duration of one load, and this lock keeps concurrent loads from seeing each other's values.
 _PILLOW_GLOBALS = threading.Lock()
-
-
-def _read_umask() -> int:
-    # mkstemp creates files 0600; finished images should get the mode open() would give them.
-    mask = os.umask(0o022)
-    os.umask(mask)
-    return mask
-
-
-_NEW_FILE_MODE = 0o666 & ~_read_umask()
 
 
 class ImageError(Exception):
@@ -314,6 +306,9 @@ def scaled_style_size(style_wh: tuple[int, int], size: int, style_scale: float) 
 
 def to_tensor(image: Image.Image) -> torch.Tensor:
     """``RGB`` image -> float32 tensor ``(1, 3, H, W)`` in 0..1."""
+    import torch
+    from torchvision.transforms.functional import pil_to_tensor
+
     if image.mode != "RGB":
         raise ValueError(f"expected an RGB image, got mode {image.mode} (use load_image)")
     return pil_to_tensor(image).to(torch.float32).div_(255).unsqueeze_(0)
@@ -325,6 +320,8 @@ def to_image(tensor: torch.Tensor) -> Image.Image:
     Values outside 0..1 are clamped and then rounded to the nearest 8-bit level; NaN raises
     ValueError. Any device and floating dtype are accepted.
     """
+    import torch
+
     if tensor.ndim == 4 and tensor.shape[0] == 1:
         tensor = tensor[0]
     if tensor.ndim != 3 or tensor.shape[0] != 3:
@@ -347,11 +344,13 @@ def save_image(
     path: str | os.PathLike[str],
     metadata: Mapping[str, str] | None = None,
     quality: int = 95,
+    root: Path | None = None,
 ) -> None:
     """Write ``image`` atomically in the format its extension names (.jpg/.jpeg, .png, .webp).
 
-    The file is written to a hidden ``.<name>.*.tmp`` beside the target, fsync'ed and renamed
-    over it, so the target is either untouched or complete; parent folders are created.
+    Through `layout.write_atomically`: the target is either untouched or complete, parent
+    folders under ``root`` (the output folder; default the target's folder) are created, and
+    no symbolic link on the way is followed.
     ``metadata`` goes into PNG text chunks, or for JPEG/WebP into the EXIF ImageDescription as
     JSON; ``read_metadata`` reads it back. ``quality`` (1..100) applies to JPEG and WebP.
     Raises ValueError for an unsupported extension and ImageError (naming the path and the
@@ -370,20 +369,22 @@ def save_image(
     options = _save_options(fmt, metadata, quality)
     if fmt != "PNG" and image.mode not in ("RGB", "L"):
         image = image.convert("RGB")
-    try:
-        target.parent.mkdir(parents=True, exist_ok=True)
-        _write_atomically(target, lambda file: image.save(file, format=fmt, **options))
-    except OSError as exc:
-        problem, advice = _write_failure(exc)
-        raise ImageError(f"Cannot save '{target}': {problem}; {advice}.") from exc
+    _save(target, lambda file: image.save(file, format=fmt, **options), root)
 
 
-def save_text(text: str, path: str | os.PathLike[str]) -> None:
+def save_text(text: str, path: str | os.PathLike[str], root: Path | None = None) -> None:
     """Write a small text file atomically, like save_image; raises ImageError on failure."""
-    target = Path(path)
+    _save(Path(path), text.encode("utf-8", "backslashreplace"), root)
+
+
+def _save(target: Path, write: Any, root: Path | None) -> None:
+    if root is None:
+        root = target.parent
+        root.mkdir(parents=True, exist_ok=True)
     try:
-        target.parent.mkdir(parents=True, exist_ok=True)
-        _write_atomically(target, lambda file: file.write(text.encode()))
+        write_atomically(target, write, root)
+    except UnsafeWrite as exc:
+        raise ImageError(f"Cannot save '{target}': {exc}.") from exc
     except OSError as exc:
         problem, advice = _write_failure(exc)
         raise ImageError(f"Cannot save '{target}': {problem}; {advice}.") from exc
@@ -414,24 +415,6 @@ def _save_options(fmt: str, metadata: Mapping[str, str] | None, quality: int) ->
         exif[_IMAGE_DESCRIPTION] = json.dumps(dict(metadata), ensure_ascii=True)
         options["exif"] = exif.tobytes()
     return options
-
-
-def _write_atomically(target: Path, write: Callable[[IO[bytes]], object]) -> None:
-    """`write` into a hidden temporary file beside `target`, sync it, rename it over."""
-    temp = tempfile.NamedTemporaryFile(  # noqa: SIM115 - must outlive the with for os.replace
-        dir=target.parent, prefix=f".{target.name}.", suffix=".tmp", delete=False
-    )
-    try:
-        with temp:
-            write(temp)
-            temp.flush()
-            os.chmod(temp.fileno(), _NEW_FILE_MODE)
-            os.fsync(temp.fileno())
-        os.replace(temp.name, target)
-    except BaseException:
-        with suppress(OSError):
-            os.unlink(temp.name)
-        raise
 
 
 def _write_failure(exc: OSError) -> tuple[str, str]:

@@ -13,16 +13,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
+from nst_batch.layout import KEY_METADATA
 from nst_batch.manifest import ImageSpec, Manifest, Variant
 from nst_batch.params import ALGORITHM_VERSION, LAYER_NAMES, Params
 from nst_batch.weights import file_sha256, fingerprint
-
-KEY_METADATA = "nst-batch:key"  # where an output image records the key it was made with
-
-
-def curve_path(output: Path) -> Path:
-    """The loss curve file written beside an output: `<output name>.json`."""
-    return output.with_name(output.name + ".json")
 
 
 @dataclass(frozen=True)
@@ -31,8 +25,9 @@ class Task:
     style: ImageSpec
     variant: Variant
     params: Params
+    folder: Path  # the manifest's output folder (absolute), where every write stays
     output: Path  # absolute
-    relative_output: str  # relative to the manifest's output folder
+    relative_output: str  # relative to `folder`
     key: str
     weights: str  # the weight source
     max_pixels: int
@@ -148,6 +143,7 @@ def plan(manifest: Manifest) -> list[Task]:
                         style=style,
                         variant=variant,
                         params=params,
+                        folder=manifest.output,
                         output=manifest.output / relative,
                         relative_output=relative,
                         key=task_key(content.path, style.images, params, manifest.weights, init),

@@ -16,6 +16,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Literal, get_args
 
+from nst_batch.layout import open_in_folder, write_atomically
+
 Status = Literal["done", "skipped", "failed", "interrupted"]
 STATUSES: tuple[str, ...] = get_args(Status)
 
@@ -56,6 +58,23 @@ _REQUIRED = frozenset(
 _FLOATS = frozenset({"content_loss", "style_loss", "tv_loss", "total_loss", "seconds"})
 _INTS = frozenset({"steps"})
 _EPOCH = datetime.min.replace(tzinfo=UTC)
+# A cell starting with one of these is a formula to a spreadsheet (CSV injection): such cells
+# are written with a leading apostrophe, as spreadsheet tools expect, and read back without.
+_FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
+
+
+class ResultsError(Exception):
+    """A results file is not one of ours; str() names it and what to do. It is left as it is."""
+
+
+def _neutralize(text: str) -> str:
+    """'=1+1' -> "'=1+1"; also "'=x" -> "''=x", so that reading back is exact."""
+    return "'" + text if text.lstrip("'").startswith(_FORMULA_STARTS) else text
+
+
+def _restore(text: str) -> str:
+    escaped = text.startswith("'") and text.lstrip("'").startswith(_FORMULA_STARTS)
+    return text[1:] if escaped else text
 
 
 def _now() -> str:
@@ -80,6 +99,7 @@ def _cells(row: ResultRow, columns: Sequence[str]) -> list[str]:
             elif "\n" in text or "\r" in text:
                 # The reader splits on line ends to survive torn lines, so a row must be one line.
                 raise ValueError(f"{name} contains a line break: {text!r}")
+            text = _neutralize(text)
         out[name] = text
     return [out.get(c, "") for c in columns]
 
@@ -87,7 +107,8 @@ def _cells(row: ResultRow, columns: Sequence[str]) -> list[str]:
 def _line(cells: Iterable[str]) -> bytes:
     buf = io.StringIO()
     csv.writer(buf, lineterminator="\n").writerow(cells)
-    return buf.getvalue().encode("utf-8")
+    # A path from a file name that is not UTF-8 (in an error text) is written escaped.
+    return buf.getvalue().encode("utf-8", "backslashreplace")
 
 
 def _split(line: bytes) -> list[str]:
@@ -116,7 +137,7 @@ def _parse(header: Sequence[str], cells: Sequence[str]) -> ResultRow:
         elif name in _INTS:
             values[name] = int(cell) if cell else None
         elif name in COLUMNS:
-            values[name] = cell
+            values[name] = _restore(cell)
     row = ResultRow(**values)  # type: ignore[arg-type]  # TypeError if a required column is missing
     _timestamp(row.finished_at)  # a bad timestamp would break merge's ordering
     return row
@@ -130,23 +151,22 @@ class ResultsWriter:
     another version's header keeps it: rows are written in its columns (unknown ones left empty).
     """
 
-    def __init__(self, path: str | os.PathLike[str]) -> None:
+    def __init__(self, path: str | os.PathLike[str], root: Path | None = None) -> None:
         self.path = Path(path)
         self._columns: tuple[str, ...] = COLUMNS
         self._file: io.BufferedRandom | None = None
-        f = open(self.path, "a+b")  # noqa: SIM115  # closed by close()
+        root = self.path.parent if root is None else root
+        fd = open_in_folder(self.path, root, os.O_RDWR | os.O_CREAT | os.O_APPEND)
+        f = open(fd, "a+b")  # noqa: SIM115  # closed by close()
         try:
             f.seek(0)
             first = f.readline()
-            if first and not first.endswith(b"\n"):
+            if first and _torn_header(first):
                 # Only a header torn while the file was created; nothing worth keeping.
                 f.truncate(0)
                 first = b""
             if first:
-                columns = tuple(_split(first))
-                if not _REQUIRED.issubset(columns):
-                    raise ValueError(f"{self.path} is not a results file (header {columns})")
-                self._columns = columns
+                self._columns = _header(self.path, first)
                 f.seek(-1, os.SEEK_END)
                 if f.read(1) != b"\n":
                     f.write(b"\n")
@@ -180,21 +200,57 @@ class ResultsWriter:
         self.close()
 
 
+def _header(path: Path, line: bytes) -> tuple[str, ...]:
+    """The columns of a results file's first line; ResultsError if it is not ours."""
+    try:
+        columns = tuple(_split(line))
+    except ValueError:  # not UTF-8 (say UTF-16) or not CSV
+        columns = ()
+    if not _REQUIRED.issubset(columns):
+        raise ResultsError(
+            f"{path} is not a results file of nst-batch (its first line is not our header: "
+            f"{line[:60]!r}); it was left as it is: move or rename it, or choose another 'output'"
+        )
+    return columns
+
+
+def _torn_header(first: bytes) -> bool:
+    """A first line without its end that begins our header: left by a run killed at once."""
+    return not first.endswith(b"\n") and _line(COLUMNS).startswith(first)
+
+
+def check_file(path: Path) -> None:
+    """ResultsError unless `path` is missing, empty, torn at its header, or ours."""
+    try:
+        with open(path, "rb") as f:
+            first = f.readline()
+            if first and not _torn_header(first):
+                _header(path, first)
+    except FileNotFoundError:
+        return
+    except IsADirectoryError:
+        raise ResultsError(
+            f"{path} is a folder, where nst-batch keeps its results file; move it away"
+        ) from None
+
+
 def read_rows(path: str | os.PathLike[str]) -> list[ResultRow]:
-    """All complete rows of one file, in file order; [] for a missing file.
+    """All complete rows of one file, in file order; [] for a missing or empty file.
 
     Skips blank lines and lines that do not parse (a torn line: too few cells, a number cut
     mid-way, ...). Columns unknown to this version are ignored; missing ones take defaults.
+    ResultsError for a file that is not ours (another header, encoding or delimiter).
     """
+    path = Path(path)
+    check_file(path)
     try:
-        data = Path(path).read_bytes()
+        data = path.read_bytes()
     except FileNotFoundError:
         return []
     lines = data.split(b"\n")
-    try:
-        header = _split(lines[0])
-    except ValueError:
-        return []
+    if len(lines) < 2:
+        return []  # empty, or a header torn while the file was created (checked above)
+    header = list(_header(path, lines[0]))
     rows = []
     for line in lines[1:]:
         if not line.strip():
@@ -234,28 +290,13 @@ def merge(paths: Iterable[str | os.PathLike[str]]) -> list[ResultRow]:
     return sorted(merged, key=lambda r: (r.style, r.content, r.variant))
 
 
-def write_table(rows: Iterable[ResultRow], path: str | os.PathLike[str]) -> None:
-    """Write a complete CSV (header + rows) atomically: temp file beside it, fsync, replace."""
+def write_table(
+    rows: Iterable[ResultRow], path: str | os.PathLike[str], root: Path | None = None
+) -> None:
+    """Write a complete CSV (header + rows) atomically, through `layout.write_atomically`."""
     path = Path(path)
     data = b"".join([_line(COLUMNS), *(_line(_cells(r, COLUMNS)) for r in rows)])
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.{os.urandom(4).hex()}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)  # mode subject to umask
-    try:
-        with open(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-    if hasattr(os, "O_DIRECTORY"):
-        # Make the rename itself durable, not just the new file's contents.
-        dir_fd = os.open(path.parent, os.O_RDONLY | os.O_DIRECTORY)
-        try:
-            os.fsync(dir_fd)
-        finally:
-            os.close(dir_fd)
+    write_atomically(path, data, path.parent if root is None else root)
 
 
 def summarize(rows: Iterable[ResultRow]) -> dict[str, int]:

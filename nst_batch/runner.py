@@ -7,15 +7,13 @@ for one device, spawned processes for several) stylize and write output images.
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import functools
-import glob
 import os
 import pickle
 import signal
 import time
 from collections import deque
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from multiprocessing import connection as mp_connection
 from pathlib import Path
@@ -53,61 +51,30 @@ class RunStats:
     peak_memory: dict[tuple[int, str, int], int] = field(default_factory=dict)
 
 
+class DeviceError(Exception):
+    """A device the manifest or --devices names is not on this machine."""
+
+
 def resolve_devices(devices: Sequence[str], workers_per_device: int = 1) -> list[str]:
-    """'auto' -> every CUDA device, else the CPU; each device repeated per worker."""
+    """'auto' -> every CUDA device, else the CPU; each device repeated per worker.
+
+    DeviceError for a CUDA device this machine does not have, or MPS where it is missing.
+    """
+    import torch
+
+    count = torch.cuda.device_count() if torch.cuda.is_available() else 0
     if tuple(devices) == ("auto",):
-        import torch
-
-        count = torch.cuda.device_count() if torch.cuda.is_available() else 0
         devices = [f"cuda:{i}" for i in range(count)] or ["cpu"]
+    for device in devices:
+        number = device.partition(":")[2]
+        if device.startswith("cuda") and (count == 0 or int(number or 0) >= count):
+            found = f"{count} CUDA device{'s' * (count != 1)}" if count else "no CUDA device"
+            raise DeviceError(
+                f"device {device!r}: this machine has {found}; use devices: auto or cpu"
+            )
+        if device == "mps" and not torch.backends.mps.is_available():
+            raise DeviceError("device 'mps': Apple's Metal is not available here; use cpu")
     return [d for d in devices for _ in range(workers_per_device)]
-
-
-EXIT_LOCKED = 75  # EX_TEMPFAIL: another run holds the output; try again later
-
-
-class Locked(Exception):
-    """Another run works on the same output (or the same shard of it)."""
-
-
-@contextlib.contextmanager
-def hold_lock(path: Path) -> Iterator[None]:
-    """An exclusive flock on `path` for the duration, with our PID written in it.
-
-    The kernel drops the lock when its process dies, however it dies, so a lock left by a
-    killed run is simply taken over. (Shards use separate lock and results files, since
-    NFS locks are unreliable.)
-    """
-    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
-    try:
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            holder = os.pread(fd, 32, 0).decode(errors="replace").strip() or "unknown"
-            raise Locked(
-                f"another nst-batch run (PID {holder}) is working on this output: {path} is "
-                "locked; wait for it to finish, or stop it"
-            ) from None
-        os.ftruncate(fd, 0)
-        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
-        yield
-    finally:
-        os.close(fd)
-
-
-def remove_stale_temporaries(tasks: Sequence[Task]) -> int:
-    """Delete temporary files a killed run left beside these tasks' outputs; returns how many.
-
-    Safe while other shards run: only this run's own outputs' temporaries are touched,
-    and the lock keeps a second run of the same share away.
-    """
-    removed = 0
-    for task in tasks:
-        for temp in task.output.parent.glob(f".{glob.escape(task.output.name)}.*.tmp"):
-            with contextlib.suppress(FileNotFoundError):
-                temp.unlink()
-                removed += 1
-    return removed
 
 
 class Interrupted(BaseException):

@@ -21,7 +21,8 @@ import torch
 from PIL import Image
 
 from nst_batch import color, images
-from nst_batch.plan import KEY_METADATA, Task, curve_path
+from nst_batch.layout import KEY_METADATA, curve_path
+from nst_batch.plan import Task
 from nst_batch.stylize import (
     Job,
     Progress,
@@ -360,8 +361,9 @@ class Worker:
                     {"content": task.content.path.name, "style": task.style.path.name}
                 ),
             }
-            images.save_image(images.to_image(image), task.output, metadata)
-            images.save_text(_curve_json(task, result.history), curve_path(task.output))
+            images.save_image(images.to_image(image), task.output, metadata, root=task.folder)
+            curve = _curve_json(task, result.history)
+            images.save_text(curve, curve_path(task.output), root=task.folder)
         except Exception as exc:
             return self._failure(task, exc, spent + time.perf_counter() - start)
         losses = result.losses

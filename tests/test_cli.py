@@ -27,7 +27,7 @@ from PIL import Image
 from nst_batch import __version__
 from nst_batch.cli import main
 from nst_batch.images import read_metadata
-from nst_batch.plan import KEY_METADATA, curve_path
+from nst_batch.layout import KEY_METADATA, curve_path
 from nst_batch.results import read_rows
 
 NST_BATCH = Path(sys.executable).parent / "nst-batch"

@@ -37,8 +37,9 @@ from nst_batch.gallery import (
     write_gallery,
 )
 from nst_batch.images import save_image
+from nst_batch.layout import KEY_METADATA, curve_path
 from nst_batch.manifest import Manifest, load_manifest
-from nst_batch.plan import KEY_METADATA, Task, curve_path, plan
+from nst_batch.plan import Task, plan
 from nst_batch.results import ResultRow, ResultsWriter, merge, read_rows
 
 ODD = "odd <1> & \"q\" 'x' #2?%"  # every character HTML or a URL would misread

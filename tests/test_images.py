@@ -14,7 +14,7 @@ import pytest
 import torch
 from PIL import Image, ImageFile
 
-from nst_batch import images
+from nst_batch import images, layout
 from nst_batch.images import (
     MIN_SIDE,
     ImageError,
@@ -427,10 +427,10 @@ def test_other_failures_propagate_and_clean_up(
 
 
 def test_failed_rename_is_reported(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    def refuse(src: str, dst: object) -> None:
+    def refuse(src: str, dst: object, **dir_fds: object) -> None:
         raise PermissionError(errno.EACCES, os.strerror(errno.EACCES), src)
 
-    monkeypatch.setattr(images.os, "replace", refuse)
+    monkeypatch.setattr(layout.os, "replace", refuse)
     with pytest.raises(ImageError, match="permission denied"):
         save_image(_chelsea(), tmp_path / "out.jpg")
     assert os.listdir(tmp_path) == []

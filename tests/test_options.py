@@ -23,9 +23,10 @@ from PIL import Image
 
 from nst_batch import color, images
 from nst_batch.cli import main
+from nst_batch.layout import curve_path
 from nst_batch.manifest import load_manifest
 from nst_batch.params import Params
-from nst_batch.plan import Task, curve_path, plan
+from nst_batch.plan import Task, plan
 from nst_batch.stylize import Progress, Result, StyleTargets, _adam, style_targets, stylize
 from nst_batch.worker import TaskOutcome, Worker
 

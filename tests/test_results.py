@@ -8,6 +8,7 @@ import pytest
 from nst_batch.results import (
     COLUMNS,
     ResultRow,
+    ResultsError,
     ResultsWriter,
     merge,
     read_rows,
@@ -185,7 +186,7 @@ def test_other_versions_header(tmp_path: Path) -> None:
 def test_writer_refuses_a_file_that_is_not_a_results_file(tmp_path: Path) -> None:
     path = tmp_path / "other.csv"
     path.write_text("a,b,c\n1,2,3\n")
-    with pytest.raises(ValueError, match="not a results file"):
+    with pytest.raises(ResultsError, match="not a results file"):
         ResultsWriter(path)
     assert path.read_text() == "a,b,c\n1,2,3\n"
 

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 from click.testing import CliRunner
 from PIL import Image
 
@@ -19,6 +20,7 @@ from nst_batch.plan import Task, batches, plan
 from nst_batch.results import ResultRow, ResultsWriter, read_rows
 from nst_batch.runner import (
     MAX_AUTO_BATCH,
+    DeviceError,
     RunStats,
     _Scheduler,
     _shape_reader,
@@ -67,9 +69,14 @@ def pixels(path: Path) -> np.ndarray:
     return np.asarray(Image.open(path))
 
 
-def test_resolve_devices() -> None:
+def test_resolve_devices(monkeypatch: pytest.MonkeyPatch) -> None:
     assert resolve_devices(["cpu"], 2) == ["cpu", "cpu"]
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
     assert resolve_devices(["cuda:0", "cuda:1"], 2) == ["cuda:0", "cuda:0", "cuda:1", "cuda:1"]
+    with pytest.raises(DeviceError, match=r"device 'cuda:2': this machine has 2 CUDA devices"):
+        resolve_devices(["cuda:2"])
+    monkeypatch.undo()
     assert resolve_devices(["auto"]) in (["cpu"], [f"cuda:{i}" for i in range(8)][:1]) or all(
         d.startswith("cuda:") for d in resolve_devices(["auto"])
     )

@@ -1,0 +1,360 @@
+"""The output folder's contract: every name nst-batch writes there, and the one way it writes.
+
+Outputs (`<name>.<format>`), their loss curves (`<output>.json`), the gallery (`index.html`,
+`contact_sheet.jpg`, `thumbs/`), results files (`results.csv`, `results-shard-K-of-N.csv`),
+lock files (`.nst-batch*.lock`) and temporaries (`.<name>.<8 hex>.nst-batch-tmp`) all live
+under the output folder, and every write there goes through `write_atomically` or
+`open_in_folder`: folder by folder from the output folder down, never through a symbolic
+link, so that a link planted in the output folder cannot make a run write anywhere else.
+
+Imports nothing of ours: it takes paths and names.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import fcntl
+import os
+import re
+import secrets
+import stat
+from collections.abc import Callable, Iterable, Iterator
+from pathlib import Path, PurePosixPath
+from typing import IO, Literal
+
+PAGE = "index.html"
+SHEET = "contact_sheet.jpg"
+THUMBS = "thumbs"
+RESULTS = "results.csv"
+LOCK = ".nst-batch.lock"
+KEY_METADATA = "nst-batch:key"  # where an output image records the key it was made with
+RESERVED_NAMES = frozenset({PAGE, SHEET, THUMBS})
+
+Share = tuple[int, int] | None  # (K, N) of a shard, None for a whole run
+HeaderKind = Literal["content", "style"]
+
+_RESULTS_FILE = re.compile(r"^results(-shard-[1-9]\d*-of-[1-9]\d*)?\.csv$")
+_SHARD_LOCK = re.compile(r"^\.nst-batch-shard-([1-9]\d*)-of-([1-9]\d*)\.lock$")
+_TEMPORARY = re.compile(r"^\.(.+)\.[0-9a-f]{8}\.nst-batch-tmp$")
+_NEW_FILE_MODE = 0o666  # open() applies the umask, as it does for any new file
+
+
+class UnsafeWrite(Exception):
+    """A write under the output folder would go through a symbolic link or leave the folder."""
+
+
+class Locked(Exception):
+    """Another run works on the same output (or a conflicting share of it)."""
+
+
+# -- names -------------------------------------------------------------------------------
+
+
+def share_suffix(share: Share) -> str:
+    """'' for a whole run, '-shard-K-of-N' for a shard: its results and lock file names."""
+    return f"-shard-{share[0]}-of-{share[1]}" if share else ""
+
+
+def results_file(root: Path, share: Share) -> Path:
+    """Each shard appends to its own file, so no two processes ever write one file."""
+    return root / f"results{share_suffix(share)}.csv"
+
+
+def results_files(root: Path) -> list[Path]:
+    """The results files of every run and shard in `root`, sorted; other CSV files are not ours."""
+    try:
+        names = [entry.name for entry in os.scandir(root)]
+    except (FileNotFoundError, NotADirectoryError):
+        return []
+    return sorted(root / name for name in names if _RESULTS_FILE.match(name))
+
+
+def is_results_file(name: str) -> bool:
+    return bool(_RESULTS_FILE.match(name))
+
+
+def lock_file(root: Path, share: Share) -> Path:
+    return root / f".nst-batch{share_suffix(share)}.lock"
+
+
+def curve_path(output: Path) -> Path:
+    """The loss curve file written beside an output: `<output name>.json`."""
+    return output.with_name(output.name + ".json")
+
+
+def output_thumbnail(root: Path, relative_output: str) -> Path:
+    return root / THUMBS / "outputs" / f"{relative_output}.jpg"
+
+
+def header_thumbnail(root: Path, kind: HeaderKind, name: str) -> Path:
+    """A content or style image's thumbnail: one file per distinct name ('x/y' is not 'x_y')."""
+    escaped = "".join(c if c.isalnum() or c in " -_+=,()" else f"%{ord(c):02X}" for c in name)
+    return root / THUMBS / kind / f"{escaped}.jpg"
+
+
+def is_temporary(name: str) -> bool:
+    return bool(_TEMPORARY.match(name))
+
+
+def is_reserved(relative: str) -> bool:
+    """Whether a path relative to the output folder is one of nst-batch's own files: the page,
+    the contact sheet, thumbnails, results, locks or a temporary (not outputs and curves)."""
+    parts = PurePosixPath(relative).parts
+    if not parts:
+        return False
+    first = parts[0].lower()
+    if first in RESERVED_NAMES or (first.startswith("results") and first.endswith(".csv")):
+        return True
+    if first.startswith(".nst-batch") and first.endswith(".lock"):
+        return True
+    return is_temporary(parts[-1])
+
+
+def display(name: str | Path) -> str:
+    """A file name as text that can be printed and stored: bytes that are not UTF-8 (kept by
+    Python as surrogates) are shown as backslash escapes, 'caf\\xe9.png'."""
+    text = os.fspath(name)
+    try:
+        return text.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+    except UnicodeEncodeError:  # a surrogate that no file name byte stands for
+        return text.encode("utf-8", "backslashreplace").decode("utf-8")
+
+
+def relative_to(root: Path, path: Path) -> str | None:
+    """`path` relative to `root` as a POSIX string, or None when it is not inside."""
+    try:
+        return path.relative_to(root).as_posix()
+    except ValueError:
+        return None
+
+
+def is_case_insensitive(folder: Path) -> bool:
+    """Whether the file system holding `folder` (or its nearest existing parent) folds case."""
+    probe = folder
+    while not probe.exists() and probe != probe.parent:
+        probe = probe.parent
+    swapped = probe.with_name(probe.name.swapcase()) if probe.name else probe
+    if swapped == probe:
+        return False
+    try:
+        return swapped.exists() and os.path.samefile(swapped, probe)
+    except OSError:
+        return False
+
+
+# -- safe writes -------------------------------------------------------------------------
+
+
+def _unsafe(path: Path, why: str) -> UnsafeWrite:
+    return UnsafeWrite(
+        f"{path} {why}; nst-batch never writes through links or outside its output folder: "
+        "remove it, or choose another 'output'"
+    )
+
+
+def _parts(root: Path, path: Path) -> tuple[str, ...]:
+    relative = relative_to(root, path)
+    if relative is None or relative == "." or ".." in PurePosixPath(relative).parts:
+        raise _unsafe(path, f"is not inside the output folder {root}")
+    return PurePosixPath(relative).parts
+
+
+@contextlib.contextmanager
+def _folder(root: Path, parts: Iterable[str], create: bool = True) -> Iterator[int]:
+    """A descriptor of root/parts, opened one folder at a time without following a link."""
+    if create:
+        root.mkdir(parents=True, exist_ok=True)
+    fd = os.open(root, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        where = root
+        for part in parts:
+            where = where / part
+            if create:
+                with contextlib.suppress(FileExistsError):
+                    os.mkdir(part, 0o777, dir_fd=fd)
+            try:
+                child = os.open(part, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW, dir_fd=fd)
+            except OSError as exc:
+                if exc.errno in (errno.ELOOP, errno.ENOTDIR):
+                    kind = "a symbolic link" if os.path.islink(where) else "not a folder"
+                    raise _unsafe(where, f"is {kind}") from None
+                raise
+            os.close(fd)
+            fd = child
+        yield fd
+    finally:
+        os.close(fd)
+
+
+def _refuse_link(fd: int, name: str, path: Path) -> None:
+    try:
+        mode = os.lstat(name, dir_fd=fd).st_mode
+    except FileNotFoundError:
+        return
+    if stat.S_ISLNK(mode):
+        raise _unsafe(path, "is a symbolic link")
+
+
+def check_writable(root: Path, paths: Iterable[Path]) -> None:
+    """Raise UnsafeWrite if writing any of `paths` would pass a symbolic link (or leave `root`).
+
+    Only what exists is checked: a run creates missing folders itself, through `_folder`.
+    """
+    checked: set[Path] = set()
+    for path in paths:
+        where = root
+        for part in _parts(root, path):
+            where = where / part
+            if where in checked:
+                continue
+            checked.add(where)
+            if where.is_symlink():
+                raise _unsafe(where, "is a symbolic link")
+
+
+def write_atomically(path: Path, write: bytes | Callable[[IO[bytes]], object], root: Path) -> None:
+    """Write a file under `root` so that it is either untouched or complete, even if killed.
+
+    `write` (the bytes, or a function that writes them into a file object) goes into a hidden
+    temporary beside `path`, which is synced and renamed over `path`; then the folder is
+    synced, so the rename is durable too. Missing folders are made. Raises UnsafeWrite when
+    `path` or a folder on the way is a symbolic link, OSError when the file system refuses.
+    """
+    *folders, name = _parts(root, path)
+    with _folder(root, folders) as fd:
+        _refuse_link(fd, name, path)
+        temp = f".{name}.{secrets.token_hex(4)}.nst-batch-tmp"
+        flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW
+        handle = os.open(temp, flags, _NEW_FILE_MODE, dir_fd=fd)
+        try:
+            with open(handle, "wb") as file:
+                if isinstance(write, bytes):
+                    file.write(write)
+                else:
+                    write(file)
+                file.flush()
+                os.fsync(file.fileno())
+            os.replace(temp, name, src_dir_fd=fd, dst_dir_fd=fd)
+        except BaseException:
+            with contextlib.suppress(OSError):
+                os.unlink(temp, dir_fd=fd)
+            raise
+        os.fsync(fd)
+
+
+def open_in_folder(path: Path, root: Path, flags: int) -> int:
+    """A descriptor of `path` under `root` opened with `flags` (plus O_NOFOLLOW), never
+    through a link: for files written in place (the results file a run appends to, locks)."""
+    *folders, name = _parts(root, path)
+    with _folder(root, folders) as fd:
+        _refuse_link(fd, name, path)
+        try:
+            return os.open(name, flags | os.O_NOFOLLOW, _NEW_FILE_MODE, dir_fd=fd)
+        except OSError as exc:
+            if exc.errno == errno.ELOOP:
+                raise _unsafe(path, "is a symbolic link") from None
+            raise
+
+
+def stale_temporaries(root: Path, outputs: Iterable[Path], everything: bool) -> list[Path]:
+    """The temporaries a killed run left: of `outputs` and their curves only, or with
+    `everything` (for a run that holds the whole folder) every one in the output folder,
+    the outputs' folders and the thumbnails."""
+    outputs = list(outputs)
+    wanted = {p.parent / n for p in outputs for n in (p.name, curve_path(p).name)}
+    found: list[Path] = []
+    for folder in dict.fromkeys([root, *(p.parent for p in outputs)]):
+        with contextlib.suppress(OSError):
+            for entry in os.scandir(folder):
+                match = _TEMPORARY.match(entry.name)
+                if match and (everything or folder / match[1] in wanted):
+                    found.append(folder / entry.name)
+    if everything:
+        for here, _, names in os.walk(root / THUMBS):  # does not follow links
+            found += [Path(here) / n for n in names if is_temporary(n)]
+    return found
+
+
+# -- locks -------------------------------------------------------------------------------
+
+
+@contextlib.contextmanager
+def hold(root: Path, share: Share) -> Iterator[None]:
+    """The output folder for one run, report or shard, for the duration; Locked if taken.
+
+    A whole run (and `report`) holds `.nst-batch.lock` exclusively; a shard holds it shared
+    plus its own `.nst-batch-shard-K-of-N.lock` exclusively, and refuses to start beside a
+    shard of another split (another N) of the same folder. So shards of one N run side by
+    side, and a whole run excludes them all. flock locks die with their process, however it
+    dies, so a killed run's lock is simply taken over.
+    """
+    main = open_in_folder(lock_file(root, None), root, os.O_RDWR | os.O_CREAT)
+    try:
+        try:
+            fcntl.flock(main, (fcntl.LOCK_SH if share else fcntl.LOCK_EX) | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise Locked(_holders(root, main, lock_file(root, None))) from None
+        if share is None:
+            _write_pid(main)
+            yield
+            return
+        own = open_in_folder(lock_file(root, share), root, os.O_RDWR | os.O_CREAT)
+        try:
+            try:
+                fcntl.flock(own, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                raise Locked(_holders(root, own, lock_file(root, share))) from None
+            _write_pid(own)
+            others = [s for s in _running_shards(root) if s[1] != share[1]]
+            if others:
+                names = ", ".join(f"{k}/{n} (PID {pid})" for k, n, pid in others)
+                raise Locked(
+                    f"shards of another split of this output are running ({names}); shards "
+                    f"{share[0]}/{share[1]} and those would overlap; wait for them or stop them"
+                )
+            yield
+        finally:
+            os.close(own)
+    finally:
+        os.close(main)
+
+
+def _write_pid(fd: int) -> None:
+    os.ftruncate(fd, 0)
+    os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+
+
+def _pid(fd: int) -> str:
+    return os.pread(fd, 32, 0).decode(errors="replace").strip() or "unknown"
+
+
+def _running_shards(root: Path) -> list[tuple[int, int, str]]:
+    """(K, N, PID) of every shard whose lock is held by a live process."""
+    running = []
+    with contextlib.suppress(OSError):
+        for entry in os.scandir(root):
+            match = _SHARD_LOCK.match(entry.name)
+            if match is None or entry.is_symlink():
+                continue
+            fd = os.open(root / entry.name, os.O_RDONLY | os.O_NOFOLLOW)
+            try:
+                try:
+                    fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+                except BlockingIOError:
+                    running.append((int(match[1]), int(match[2]), _pid(fd)))
+            finally:
+                os.close(fd)
+    return sorted(running, key=lambda s: (s[1], s[0]))
+
+
+def _holders(root: Path, fd: int, lock: Path) -> str:
+    shards = _running_shards(root)
+    if shards:
+        who = "shards " + ", ".join(f"{k}/{n} (PID {pid})" for k, n, pid in shards)
+    else:
+        who = f"PID {_pid(fd)}"
+    return (
+        f"another nst-batch run ({who}) is working on this output: {lock} is locked; "
+        "wait for it to finish, or stop it"
+    )
