@@ -28,6 +28,7 @@ SHEET = "contact_sheet.jpg"
 THUMBS = "thumbs"
 RESULTS = "results.csv"
 LOCK = ".nst-batch.lock"
+CURVE_SUFFIX = ".json"  # an output's loss curve: `<output name>.json` beside it
 KEY_METADATA = "nst-batch:key"  # where an output image records the key it was made with
 RESERVED_NAMES = frozenset({PAGE, SHEET, THUMBS})
 
@@ -80,7 +81,7 @@ def lock_file(root: Path, share: Share) -> Path:
 
 def curve_path(output: Path) -> Path:
     """The loss curve file written beside an output: `<output name>.json`."""
-    return output.with_name(output.name + ".json")
+    return output.with_name(output.name + CURVE_SUFFIX)
 
 
 def output_thumbnail(root: Path, relative_output: str) -> Path:

@@ -11,9 +11,12 @@ from __future__ import annotations
 import difflib
 import glob
 import itertools
+import math
 import os
+import posixpath
 import re
 import string
+import unicodedata
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -22,6 +25,7 @@ from typing import Annotated, Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, Strict, ValidationError, field_validator
 
+from nst_batch import layout
 from nst_batch.params import PRESET_WEIGHTS, PRESETS, Params, StrictInt
 from nst_batch.weights import NAMED_SOURCES
 
@@ -31,9 +35,10 @@ TEMPLATE_FIELDS = ("content", "style", "variant")
 DEVICE_PATTERN = re.compile(r"^(cpu|cuda(:\d+)?|mps)$")
 DEFAULT_TEMPLATE = "{content}__{style}"
 DEFAULT_MAX_PIXELS = 64_000_000
+DEFAULT_MAX_TASKS = 20_000
 MAX_BATCH_SIZE = 256
-# What nst-batch itself writes in the output folder (see gallery.py and cli.py).
-RESERVED_NAMES = frozenset({"index.html", "contact_sheet.jpg", "thumbs"})
+# YAML nodes after alias expansion: a manifest is a few hundred; a "billion laughs" is 10^9.
+MAX_YAML_NODES = 100_000
 
 
 class ManifestError(Exception):
@@ -69,6 +74,7 @@ class _Document(BaseModel):
     name: str = DEFAULT_TEMPLATE
     format: Literal["jpg", "png", "webp"] = "jpg"
     max_pixels: StrictInt = Field(DEFAULT_MAX_PIXELS, ge=1)
+    max_tasks: StrictInt = Field(DEFAULT_MAX_TASKS, ge=1)
 
     @field_validator("content", "style", mode="before")
     @classmethod
@@ -146,6 +152,9 @@ class Manifest:
         stem = self.name_template.format(
             content=content.name, style=style.name, variant=variant.name
         )
+        # './a' and 'a' name one file: write and compare them as one. (Empty parts stay,
+        # for the manifest check to refuse.)
+        stem = "/".join(part for part in stem.split("/") if part != ".")
         return f"{stem}.{self.format}"
 
 
@@ -162,7 +171,7 @@ def load_manifest(path: str | os.PathLike[str], overrides: Sequence[str] = ()) -
     except (OSError, UnicodeDecodeError) as exc:
         raise ManifestError(f"{path}: cannot be read ({exc})") from None
     try:
-        data = yaml.safe_load(text)
+        data = safe_yaml(text, str(path))
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
@@ -175,11 +184,77 @@ def load_manifest(path: str | os.PathLike[str], overrides: Sequence[str] = ()) -
         )
     for item in overrides:
         _apply_override(data, item, path)
+    _refuse_nul(path, data)
     try:
         doc = _Document.model_validate(data)
     except ValidationError as exc:
         raise ManifestError(_explain(path, exc, _Document)) from None
     return _resolve(path, doc)
+
+
+def safe_yaml(text: str, where: str) -> Any:
+    """yaml.safe_load, refusing a document whose aliases expand past MAX_YAML_NODES nodes
+    (a few hundred bytes of nested aliases can stand for billions of values) or nest too
+    deeply; ManifestError then, yaml.YAMLError for a syntax error."""
+    loader = yaml.SafeLoader(text)
+    try:
+        try:
+            node = loader.get_single_node()
+            if node is None:
+                return None
+            size = _expanded_size(node, {}, set())
+        except RecursionError:
+            raise ManifestError(f"{where}: the YAML nests too deeply; flatten it") from None
+        if size > MAX_YAML_NODES:
+            raise ManifestError(
+                f"{where}: the YAML's aliases (*name) expand to {_count(size)} values, more than "
+                f"the limit of {MAX_YAML_NODES:,}; write the values out, or use fewer aliases"
+            )
+        return loader.construct_document(node)
+    finally:
+        loader.dispose()
+
+
+def _expanded_size(node: yaml.Node, sizes: dict[int, float], open_: set[int]) -> float:
+    """Nodes in `node` once every alias is expanded (inf for a recursive alias)."""
+    known = sizes.get(id(node))
+    if known is not None:
+        return known
+    if id(node) in open_:
+        return math.inf
+    open_.add(id(node))
+    total: float = 1
+    if isinstance(node, yaml.SequenceNode):
+        for child in node.value:
+            total += _expanded_size(child, sizes, open_)
+    elif isinstance(node, yaml.MappingNode):
+        for key, value in node.value:
+            total += _expanded_size(key, sizes, open_) + _expanded_size(value, sizes, open_)
+    open_.discard(id(node))
+    sizes[id(node)] = total
+    return total
+
+
+def _count(size: float) -> str:
+    return "infinitely many (a recursive alias)" if math.isinf(size) else f"{int(size):,}"
+
+
+def _refuse_nul(path: Path, data: Any) -> None:
+    """A NUL character cannot be in a path or a name; say which key holds one."""
+    stack: list[tuple[str, Any]] = [("", data)]
+    while stack:
+        where, value = stack.pop()
+        if isinstance(value, str) and "\x00" in value:
+            raise ManifestError(
+                f"{path}: {where or '(top level)'}: contains a NUL character (\\0), which no "
+                "path or name may hold; remove it"
+            )
+        if isinstance(value, dict):
+            for key, child in value.items():
+                name = f"{where}.{key}" if where else str(key)
+                stack += [(name, key), (name, child)]
+        elif isinstance(value, list):
+            stack += [(f"{where}[{i}]", child) for i, child in enumerate(value)]
 
 
 def parse_devices(value: str | Sequence[str], where: str) -> tuple[str, ...]:
@@ -213,7 +288,7 @@ def _apply_override(data: dict[str, Any], item: str, path: Path) -> None:
     text = parts[-1] in STRING_KEYS and not (parts[-1] == "weights" and len(parts) > 1)
     if not text or raw.lstrip().startswith("["):
         try:
-            value = yaml.safe_load(raw)
+            value = safe_yaml(raw, f"--set {key.strip()}")
         except yaml.YAMLError:
             value = raw
     node: Any = data
@@ -285,6 +360,7 @@ def _known_keys(model: type[BaseModel], loc: Sequence[str]) -> list[str]:
 
 def _resolve(path: Path, doc: _Document) -> Manifest:
     root = path.resolve().parent
+    output = (root / os.path.expanduser(doc.output)).resolve()
     base: dict[str, Any] = {}
     weights = doc.weights
     if doc.preset is not None:
@@ -297,18 +373,19 @@ def _resolve(path: Path, doc: _Document) -> Manifest:
             weights = PRESET_WEIGHTS.get(doc.preset, weights)
     base.update(doc.params)
     if weights not in NAMED_SOURCES:
-        weights_path = (root / weights).resolve()
+        weights_path = (root / os.path.expanduser(weights)).resolve()
         if not weights_path.is_file():
             raise ManifestError(
                 f"{path}: weights: '{weights}' is neither {' nor '.join(NAMED_SOURCES)} nor an "
                 f"existing file (looked for {weights_path})"
             )
         weights = str(weights_path)
-    contents = _expand(path, root, "content", doc.content)
-    styles = _expand(path, root, "style", doc.style)
+    contents = _expand(path, root, "content", doc.content, output)
+    styles = _expand(path, root, "style", doc.style, output)
+    _check_plan_size(path, len(contents), len(styles), doc.sweep, doc.max_tasks)
     for kind, specs in (("content", contents), ("style", styles)):
         for spec in specs:
-            _check_keys(path, f"{kind} '{spec.path.name}' params", spec.overrides)
+            _check_keys(path, f"{kind} '{layout.display(spec.path.name)}' params", spec.overrides)
     _check_keys(path, "params", doc.params)
     _check_keys(path, "sweep", doc.sweep)
     base = _with_init_image(path, root, "params", base)
@@ -321,7 +398,7 @@ def _resolve(path: Path, doc: _Document) -> Manifest:
     template = _check_template(path, doc.name, bool(doc.sweep))
     manifest = Manifest(
         path=path,
-        output=(root / doc.output).resolve(),
+        output=output,
         contents=contents,
         styles=styles,
         variants=variants,
@@ -339,38 +416,100 @@ def _resolve(path: Path, doc: _Document) -> Manifest:
     return manifest
 
 
+def _check_plan_size(
+    path: Path, contents: int, styles: int, sweep: Mapping[str, list[Any]], limit: int
+) -> None:
+    """Refuse a plan of more than `limit` tasks before it is built, naming what makes it so."""
+    variants = math.prod(len(values) for values in sweep.values())
+    total = contents * styles * variants
+    if total <= limit:
+        return
+    factors = {
+        f"content ({contents:,} images)": contents,
+        f"style ({styles:,} images)": styles,
+        f"sweep ({len(sweep)} keys, {variants:,} variants: "
+        + " x ".join(f"{k} {len(v)}" for k, v in sweep.items())
+        + ")": variants,
+    }
+    largest = max(factors, key=lambda k: factors[k])
+    raise ManifestError(
+        f"{path}: the plan has {total:,} tasks ({contents:,} content x {styles:,} style x "
+        f"{variants:,} variants), more than max_tasks ({limit:,}); {largest} raises it most: "
+        "narrow it, or raise max_tasks if you mean it"
+    )
+
+
 def _expand(
-    path: Path, root: Path, kind: str, entries: Iterable[str | _Entry]
+    path: Path, root: Path, kind: str, entries: Iterable[str | _Entry], output: Path
 ) -> tuple[ImageSpec, ...]:
-    specs: list[ImageSpec] = []
+    """The images of `entries`. One image listed twice (a file and its folder, say) is one
+    spec: a single-file entry wins over a folder or pattern, whatever the order; two that
+    disagree and are both single files (or both not) are refused, naming both."""
+    specs: list[tuple[ImageSpec, bool, str]] = []  # (spec, single file, where)
     for i, entry in enumerate(entries):
         item = entry if isinstance(entry, _Entry) else _Entry(path=entry)
         if item.name is not None:
             _check_image_name(f"{path}: {kind}[{i}].name", item.name)
         if isinstance(item.path, list) or item.weights is not None:
-            specs.append(_blend(path, root, kind, i, item))
+            specs.append((_blend(path, root, kind, i, item), True, f"{kind}[{i}]"))
             continue
         where = f"{path}: {kind}[{i}] '{item.path}'"
-        files = _match(root, item.path, where)
+        files, single = _match(root, item.path, where, output)
         if item.name is not None and len(files) > 1:
             raise ManifestError(f"{where}: 'name' needs a single file, but it matches {len(files)}")
         for file in files:
             if not os.access(file, os.R_OK):
                 raise ManifestError(f"{where}: {file} is not readable; check its permissions")
-            name = item.name or file.stem
-            specs.append(ImageSpec(path=file, name=name, overrides=dict(item.params)))
-    seen: dict[str, ImageSpec] = {}
-    for spec in specs:
-        other = seen.get(spec.name)
-        if other is not None and other.images != spec.images:
+            name = _entry_name(path, kind, file, item.name)
+            spec = ImageSpec(path=file, name=name, overrides=dict(item.params))
+            specs.append((spec, single, f"{kind}[{i}]"))
+    chosen: dict[tuple[tuple[Path, float], ...], tuple[ImageSpec, bool, str]] = {}
+    for spec, single, where in specs:
+        other = chosen.get(spec.images)
+        if other is None or (single and not other[1]):
+            chosen[spec.images] = (spec, single, where)
+        elif other[0] != spec and single == other[1]:
             raise ManifestError(
-                f"{path}: {kind} images {other.path} and {spec.path} share the name "
-                f"'{spec.name}', so their outputs would collide; give one a 'name:'"
+                f"{path}: {kind} image {layout.display(spec.path)} is listed twice with different "
+                f"names or params ({other[2]} and {where}); list it once, or give both entries "
+                "the same name and params"
+            )
+    seen: dict[str, ImageSpec] = {}
+    for spec, _, _ in chosen.values():
+        other_spec = seen.get(spec.name)
+        if other_spec is not None:
+            raise ManifestError(
+                f"{path}: {kind} images {layout.display(other_spec.path)} and "
+                f"{layout.display(spec.path)} share the name '{spec.name}', so their outputs "
+                "would collide; give one a 'name:'"
             )
         seen[spec.name] = spec
-    # listed twice (say, a file and its folder)
-    unique = {spec.images: spec for spec in specs}
-    return tuple(unique.values())
+    return tuple(seen.values())
+
+
+def _entry_name(path: Path, kind: str, file: Path, given: str | None) -> str:
+    """An image's name in outputs and results: its `name:`, else its file name's stem."""
+    if given is not None:
+        return _clean_name(given)
+    stem = file.stem
+    if _unprintable(stem):
+        raise ManifestError(
+            f"{path}: {kind} file {layout.display(file)}: its name is not valid UTF-8 or holds a "
+            "control character (a line break, say), so it cannot name an output or a results "
+            "row; rename the file, or list it as an entry with a 'name:'"
+        )
+    return stem
+
+
+def _unprintable(text: str) -> bool:
+    # Cc: control characters (line breaks, tabs); Cs: the surrogates Python keeps non-UTF-8
+    # bytes of a file name in.
+    return any(unicodedata.category(c) in ("Cc", "Cs") for c in text)
+
+
+def _clean_name(name: str) -> str:
+    """'./x' -> 'x', 'x/' -> 'x': one image, one name, one output."""
+    return posixpath.normpath(name.strip()) if name.strip() else name
 
 
 def _blend(path: Path, root: Path, kind: str, i: int, item: _Entry) -> ImageSpec:
@@ -397,8 +536,8 @@ def _blend(path: Path, root: Path, kind: str, i: int, item: _Entry) -> ImageSpec
         )
     files = []
     for j, pattern in enumerate(paths):
-        matched = _match(root, pattern, f"{where}.path[{j}] '{pattern}'")
-        if len(matched) != 1 or glob.has_magic(pattern):
+        matched, single = _match(root, pattern, f"{where}.path[{j}] '{pattern}'", None)
+        if not single:
             raise ManifestError(
                 f"{where}.path[{j}] '{pattern}': a blend takes single files, not folders or "
                 "patterns; list each image"
@@ -407,7 +546,8 @@ def _blend(path: Path, root: Path, kind: str, i: int, item: _Entry) -> ImageSpec
             raise ManifestError(f"{where}.path[{j}]: {matched[0]} is not readable")
         files.append(matched[0])
     total = sum(weights)
-    name = item.name or "+".join(f.stem for f in files)
+    names = [_entry_name(path, kind, f, None) for f in files] if item.name is None else []
+    name = _clean_name(item.name) if item.name is not None else "+".join(names)
     blend = tuple((f, w / total) for f, w in zip(files, weights, strict=True))
     return ImageSpec(path=files[0], name=name, overrides=dict(item.params), blend=blend)
 
@@ -417,6 +557,11 @@ def _check_image_name(where: str, name: str) -> None:
         raise ManifestError(
             f"{where}: {name!r} would write outside the output folder; "
             "give a relative name without '..', such as 'portrait'"
+        )
+    if _unprintable(name) or _clean_name(name) in ("", "."):
+        raise ManifestError(
+            f"{where}: {name!r} is empty or holds a control character (a line break, say); "
+            "give a plain name, such as 'portrait'"
         )
 
 
@@ -452,17 +597,20 @@ def _with_init_image(
     return {**overrides, "init_image": str(full)}
 
 
-def _match(root: Path, pattern: str, where: str) -> list[Path]:
+def _match(root: Path, pattern: str, where: str, output: Path | None) -> tuple[list[Path], bool]:
+    """The image files `pattern` stands for, and whether it names one file (not a folder or
+    a pattern). A folder or pattern never yields what nst-batch wrote under `output`."""
     target = Path(os.path.expanduser(pattern))
     full = target if target.is_absolute() else root / target
     if glob.has_magic(pattern):
         files = sorted(Path(p) for p in glob.glob(str(full), recursive=True))
         files = [f.resolve() for f in files if f.is_file() and f.suffix.lower() in IMAGE_SUFFIXES]
+        files = [f for f in files if not _made_by_us(output, f)]
         if not files:
             raise ManifestError(
                 f"{where}: the pattern matches no image; patterns are relative to {root}"
             )
-        return files
+        return files, False
     if full.is_dir():
         try:
             entries = list(full.iterdir())
@@ -473,14 +621,28 @@ def _match(root: Path, pattern: str, where: str) -> list[Path]:
         files = sorted(
             f.resolve() for f in entries if f.suffix.lower() in IMAGE_SUFFIXES and f.is_file()
         )
+        files = [f for f in files if not _made_by_us(output, f)]
         if not files:
             raise ManifestError(
                 f"{where}: the folder {full} holds no image ({', '.join(sorted(IMAGE_SUFFIXES))})"
             )
-        return files
+        return files, False
     if not full.is_file():
         raise ManifestError(f"{where}: no such file {full}; paths are relative to {root}")
-    return [full.resolve()]
+    return [full.resolve()], True
+
+
+def _made_by_us(output: Path | None, file: Path) -> bool:
+    """Whether `file` is one of nst-batch's own files in the output folder: the gallery, a
+    temporary, or an output (which records its task key in its metadata)."""
+    relative = None if output is None else layout.relative_to(output, file)
+    if relative is None:
+        return False
+    if layout.is_reserved(relative):
+        return True
+    from nst_batch.images import read_metadata  # Pillow only: reads the header
+
+    return layout.KEY_METADATA in read_metadata(file)
 
 
 def _check_keys(path: Path, where: str, values: Mapping[str, Any]) -> None:
@@ -551,7 +713,9 @@ def _slug(value: Any) -> str:
 
 
 def _check_combinations(manifest: Manifest) -> None:
-    """Validate every distinct parameter combination and every output path, before any work."""
+    """Validate every distinct parameter combination and every output path, before any work:
+    no two tasks write one file, and nothing the run writes is one of its inputs."""
+    fold = str.casefold if layout.is_case_insensitive(manifest.output) else str
     outputs: dict[str, tuple[str, str, str]] = {}
     checked: set[str] = set()
     tasks = itertools.product(manifest.contents, manifest.styles, manifest.variants)
@@ -563,12 +727,45 @@ def _check_combinations(manifest: Manifest) -> None:
         name = manifest.output_name(content, style, variant)
         _check_output_name(manifest, name, variant)
         task = (content.name, style.name, variant.name)
-        if name in outputs:
+        if fold(name) in outputs:
             raise ManifestError(
-                f"{manifest.path}: two tasks would write {name}: {outputs[name]} and {task}; "
-                "add {variant} or {style} to 'name', or rename an image with 'name:'"
+                f"{manifest.path}: two tasks would write {name}: {outputs[fold(name)]} and "
+                f"{task}; add {{variant}} or {{style}} to 'name', or rename an image with 'name:'"
             )
-        outputs[name] = task
+        outputs[fold(name)] = task
+        outputs[fold(name + layout.CURVE_SUFFIX)] = task
+    for file, what in _inputs(manifest):
+        relative = layout.relative_to(manifest.output, file)
+        if relative is None:
+            continue
+        if fold(relative) in outputs:
+            raise ManifestError(
+                f"{manifest.path}: {what} {layout.display(file)} would be overwritten by the "
+                f"task {outputs[fold(relative)]}, which writes {relative} in the output folder; "
+                "choose another 'output' or 'name'"
+            )
+        if layout.is_reserved(relative):
+            raise ManifestError(
+                f"{manifest.path}: {what} {layout.display(file)} is where nst-batch keeps its own "
+                f"files in the output folder ({relative}); move it, or choose another 'output'"
+            )
+
+
+def _inputs(manifest: Manifest) -> Iterable[tuple[Path, str]]:
+    """Every file a run reads: content and style images, init images, a weights file."""
+    for kind, specs in (("content image", manifest.contents), ("style image", manifest.styles)):
+        for spec in specs:
+            for file, _ in spec.images:
+                yield file, kind
+            if isinstance(spec.overrides.get("init_image"), str):
+                yield Path(spec.overrides["init_image"]), "init_image"
+    for variant in manifest.variants:
+        if isinstance(variant.overrides.get("init_image"), str):
+            yield Path(variant.overrides["init_image"]), "init_image"
+    if isinstance(manifest.base.get("init_image"), str):
+        yield Path(manifest.base["init_image"]), "init_image"
+    if manifest.weights not in NAMED_SOURCES:
+        yield Path(manifest.weights), "weights file"
 
 
 def _check_params(
@@ -598,8 +795,7 @@ def _check_output_name(manifest: Manifest, name: str, variant: Variant) -> None:
             f"{manifest.path}: name: output {name!r} would land outside {manifest.output}; "
             "change 'name' or the image names, or remove the link in the output folder"
         )
-    first = parts[0].lower()
-    if first in RESERVED_NAMES or (first.startswith("results") and first.endswith(".csv")):
+    if layout.is_reserved(name):
         raise ManifestError(
             f"{manifest.path}: name: output {name!r} would overwrite nst-batch's own "
             f"{parts[0]!r} in the output folder; rename the image with 'name:' or change 'name'"

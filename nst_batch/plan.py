@@ -212,6 +212,11 @@ def slurm_shard(env: Mapping[str, str]) -> tuple[int, int] | None:
         count = int(env.get("SLURM_ARRAY_TASK_COUNT", (last - first) // step + 1))
     except ValueError:
         raise ValueError("the SLURM_ARRAY_TASK_* variables are not integers") from None
+    if not first <= task <= last:
+        raise ValueError(
+            f"SLURM_ARRAY_TASK_ID {task} is outside this array's task IDs ({first} to {last}); "
+            "run it as part of the array, or give --shard K/N"
+        )
     if count > 1 and first + step * (count - 1) != last and (last - first) % (count - 1) == 0:
         step = (last - first) // (count - 1)  # a list such as 3,7 is given STEP=1 by Slurm
     if first + step * (count - 1) != last or (task - first) % step:

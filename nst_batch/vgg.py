@@ -23,6 +23,9 @@ from nst_batch.weights import (
     ORIGINAL,
     ORIGINAL_SHA256,
     TORCHVISION,
+    TORCHVISION_FILE,
+    TORCHVISION_SHA256_PREFIX,
+    TORCHVISION_URL,
     WeightsError,
     file_sha256,
     original_weights_file,
@@ -80,24 +83,30 @@ def _original_state() -> StateDict:
 
 
 def _torchvision_state() -> StateDict:
-    from torchvision.models import VGG19_Weights
-
-    try:
-        full = VGG19_Weights.IMAGENET1K_V1.get_state_dict(progress=False, check_hash=True)
-    except (OSError, RuntimeError) as exc:  # URLError is an OSError
+    """torchvision's VGG19 file, loaded as tensors only (never unpickled as code) after its
+    SHA-256 is checked against the prefix in its name, as torchvision names its files."""
+    path = Path(torch.hub.get_dir()) / "checkpoints" / TORCHVISION_FILE
+    if not path.is_file():
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            torch.hub.download_url_to_file(TORCHVISION_URL, str(path), progress=False)
+        except (OSError, RuntimeError) as exc:  # URLError is an OSError
+            raise WeightsError(
+                "weights 'torchvision' could not be downloaded "
+                f"({type(exc).__name__}: {exc}); on a machine without internet put "
+                f"{TORCHVISION_FILE} into $TORCH_HOME/hub/checkpoints, or use weights: original"
+            ) from None
+    if not file_sha256(path).startswith(TORCHVISION_SHA256_PREFIX):
         raise WeightsError(
-            "weights 'torchvision' could not be downloaded "
-            f"({type(exc).__name__}: {exc}); on a machine without internet put "
-            "vgg19-dcbb9e9d.pth into $TORCH_HOME/hub/checkpoints, or use weights: original"
-        ) from None
-    return _from_torchvision_layout(
-        {k.removeprefix("features."): v for k, v in full.items() if k.startswith("features.")},
-        "weights 'torchvision'",
-    )
+            f"weights 'torchvision': {path} does not match the checksum its name promises "
+            f"(SHA-256 {TORCHVISION_SHA256_PREFIX}...), so it is corrupt or not torchvision's "
+            "file and was not loaded; delete it and copy the genuine file there"
+        )
+    return _file_state(path, f"weights 'torchvision' ({path})")
 
 
-def _file_state(path: Path) -> StateDict:
-    what = f"weights file {path}"
+def _file_state(path: Path, what: str | None = None) -> StateDict:
+    what = what or f"weights file {path}"
     if not path.is_file():
         raise WeightsError(f"{what} does not exist; give 'original', 'torchvision' or a path")
     try:
@@ -145,12 +154,24 @@ def _check_shape(state: StateDict, name: str, shape: tuple[int, int], what: str)
 
 
 def load_weights(source: str) -> tuple[StateDict, InputConvention]:
-    """Conv weights of a source ('original', 'torchvision' or a path) and its input convention."""
+    """Conv weights of a source ('original', 'torchvision' or a path) and its input convention.
+
+    WeightsError, in one sentence, for weights that are missing, not tensors, of the wrong
+    shapes, or not finite (NaN would only show later, as every task diverging).
+    """
     if source == ORIGINAL:
-        return _original_state(), CAFFE
-    if source == TORCHVISION:
-        return _torchvision_state(), IMAGENET
-    return _file_state(Path(source)), IMAGENET
+        state, convention = _original_state(), CAFFE
+    elif source == TORCHVISION:
+        state, convention = _torchvision_state(), IMAGENET
+    else:
+        state, convention = _file_state(Path(source)), IMAGENET
+    for name, tensor in state.items():
+        if not bool(torch.isfinite(tensor).all()):
+            raise WeightsError(
+                f"weights {source}: {name} holds NaN or infinite values, so these weights are "
+                "corrupt; re-create or re-download them"
+            )
+    return state, convention
 
 
 _SAME = ((1, 1), (1, 1), (1, 1), 1)  # padding, stride, dilation, groups of every VGG conv

