@@ -656,9 +656,20 @@ def _check_keys(path: Path, where: str, values: Mapping[str, Any]) -> None:
 
 def _check_template(path: Path, template: str, has_sweep: bool) -> str:
     try:
-        names = [f for _, f, _, _ in string.Formatter().parse(template) if f is not None]
+        fields = [
+            (f, spec, conv)
+            for _, f, spec, conv in string.Formatter().parse(template)
+            if f is not None
+        ]
     except ValueError as exc:
         raise ManifestError(f"{path}: name: bad template {template!r} ({exc})") from None
+    names = [f for f, _, _ in fields]
+    formatted = [f for f, spec, conv in fields if spec or conv]
+    if formatted:
+        raise ManifestError(
+            f"{path}: name: {{{formatted[0]}}} in {template!r} has a format spec or conversion "
+            "(':' or '!'); write the field plainly, such as {content}"
+        )
     unknown = [n for n in names if n not in TEMPLATE_FIELDS]
     if unknown:
         raise ManifestError(
