@@ -19,6 +19,7 @@ import os
 import re
 import secrets
 import stat
+import unicodedata
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path, PurePosixPath
 from typing import IO, Literal
@@ -113,13 +114,18 @@ def is_reserved(relative: str) -> bool:
 
 
 def display(name: str | Path) -> str:
-    """A file name as text that can be printed and stored: bytes that are not UTF-8 (kept by
-    Python as surrogates) are shown as backslash escapes, 'caf\\xe9.png'."""
+    """A file name as one line of text that can be printed and stored: bytes that are not
+    UTF-8 (kept by Python as surrogates) and control characters (a line break, an escape
+    sequence) are shown as backslash escapes: 'caf\\xe9.png', 'a\\nb.png'."""
     text = os.fspath(name)
     try:
-        return text.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+        text = text.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
     except UnicodeEncodeError:  # a surrogate that no file name byte stands for
-        return text.encode("utf-8", "backslashreplace").decode("utf-8")
+        text = text.encode("utf-8", "backslashreplace").decode("utf-8")
+    return "".join(
+        c.encode("unicode_escape").decode() if unicodedata.category(c) == "Cc" else c
+        for c in text
+    )
 
 
 def relative_to(root: Path, path: Path) -> str | None:
