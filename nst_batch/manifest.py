@@ -184,7 +184,7 @@ def load_manifest(path: str | os.PathLike[str], overrides: Sequence[str] = ()) -
         )
     for item in overrides:
         _apply_override(data, item, path)
-    _refuse_nul(path, data)
+    _refuse_unusable_text(path, data)
     try:
         doc = _Document.model_validate(data)
     except ValidationError as exc:
@@ -239,16 +239,23 @@ def _count(size: float) -> str:
     return "infinitely many (a recursive alias)" if math.isinf(size) else f"{int(size):,}"
 
 
-def _refuse_nul(path: Path, data: Any) -> None:
-    """A NUL character cannot be in a path or a name; say which key holds one."""
+def _refuse_unusable_text(path: Path, data: Any) -> None:
+    """A NUL character, or a surrogate no file name byte stands for (YAML's "\\ud800"),
+    cannot be in a path or a name; say which key holds one."""
     stack: list[tuple[str, Any]] = [("", data)]
     while stack:
         where, value = stack.pop()
-        if isinstance(value, str) and "\x00" in value:
-            raise ManifestError(
-                f"{path}: {where or '(top level)'}: contains a NUL character (\\0), which no "
-                "path or name may hold; remove it"
-            )
+        if isinstance(value, str):
+            problem = "a NUL character (\\0)" if "\x00" in value else None
+            try:
+                os.fsencode(value)
+            except UnicodeEncodeError:
+                problem = "a lone surrogate (\\ud800 to \\udfff)"
+            if problem:
+                raise ManifestError(
+                    f"{path}: {where or '(top level)'}: contains {problem}, which no path or "
+                    "name may hold; remove it"
+                )
         if isinstance(value, dict):
             for key, child in value.items():
                 name = f"{where}.{key}" if where else str(key)
