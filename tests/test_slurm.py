@@ -4,6 +4,10 @@ The cluster (munged, slurmctld, slurmd, all files under one tmp folder) comes up
 and scripts/slurm_down.sh stops exactly the daemons it started at the end. Where Slurm cannot be
 installed or started (not root, no apt-get: slurm_up.sh exits 3) the tests are skipped.
 
+Installing and starting daemons is not something a test run should do unasked on someone's own
+machine, so the module runs only with NST_BATCH_TEST_SLURM=1 in the environment (.ci/run sets
+it); otherwise every test here is skipped before anything is installed or started.
+
 The sbatch script asks for a GPU and 4 CPUs; this node has neither, so every submission
 overrides them on the command line (`--gres=none --cpus-per-task=1`), which is how the
 script's header tells CPU-only users to run it.
@@ -35,7 +39,16 @@ POLL_S = 0.5
 JOB_TIMEOUT_S = 240
 UNAVAILABLE = 3  # slurm_up.sh: prerequisites missing and not installable
 
-pytestmark = [pytest.mark.slurm, pytest.mark.slow]
+OPT_IN = "NST_BATCH_TEST_SLURM"
+
+pytestmark = [
+    pytest.mark.slurm,
+    pytest.mark.slow,
+    pytest.mark.skipif(
+        os.environ.get(OPT_IN) != "1",
+        reason=f"set {OPT_IN}=1 to install and start a local Slurm for these tests",
+    ),
+]
 
 
 @dataclass
