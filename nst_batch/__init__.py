@@ -1,1 +1,20 @@
+"""nst-batch: regenerate a neural-style-transfer gallery in one command.
+
+`nst_batch.transfer(content, style, **params)` stylizes one image from Python (see
+nst_batch.recipe); it is imported on first use, so that planning never imports torch.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
 __version__ = "0.1.0"
+__all__ = ["__version__", "transfer"]
+
+
+def __getattr__(name: str) -> Any:
+    if name == "transfer":
+        from nst_batch.recipe import transfer
+
+        return transfer
+    raise AttributeError(f"module 'nst_batch' has no attribute {name!r}")

@@ -43,6 +43,7 @@ __all__ = [
     "scaled_style_size",
     "target_size",
     "to_image",
+    "to_rgb",
     "to_tensor",
 ]
 
@@ -97,6 +98,12 @@ def load_image(path: str | os.PathLike[str], max_pixels: int = DEFAULT_MAX_PIXEL
     except OSError as exc:
         raise _unusable(name, f"it cannot be read ({exc.strerror or exc})", "check it") from exc
 
+    return to_rgb(image, name)
+
+
+def to_rgb(image: Image.Image, name: str = "the image") -> Image.Image:
+    """An image in memory as load_image makes a file's: EXIF orientation applied, any mode
+    converted to 8-bit sRGB ``RGB``, no ``info``. ImageError for a mode it cannot convert."""
     with suppress(Exception):  # a broken EXIF block should not make a usable photo unusable
         image = ImageOps.exif_transpose(image)
     try:

@@ -123,8 +123,7 @@ def display(name: str | Path) -> str:
     except UnicodeEncodeError:  # a surrogate that no file name byte stands for
         text = text.encode("utf-8", "backslashreplace").decode("utf-8")
     return "".join(
-        c.encode("unicode_escape").decode() if unicodedata.category(c) == "Cc" else c
-        for c in text
+        c.encode("unicode_escape").decode() if unicodedata.category(c) == "Cc" else c for c in text
     )
 
 

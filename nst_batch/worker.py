@@ -18,20 +18,12 @@ from dataclasses import dataclass, field
 from typing import Any, Literal, cast
 
 import torch
-from PIL import Image
 
-from nst_batch import color, images
+from nst_batch import images
 from nst_batch.layout import KEY_METADATA, curve_path
 from nst_batch.plan import Task
-from nst_batch.stylize import (
-    Job,
-    Progress,
-    Result,
-    StyleTargets,
-    StylizeError,
-    style_targets,
-    stylize_batch,
-)
+from nst_batch.recipe import Recipe, style_grams
+from nst_batch.stylize import Job, Progress, Result, StyleTargets, StylizeError, stylize_batch
 from nst_batch.vgg import VGG19Features, build_vgg19
 from nst_batch.weights import WeightsError
 
@@ -52,41 +44,6 @@ class TaskOutcome:
     history: list[float] = field(default_factory=list)
     peak_memory: int | None = None  # bytes, CUDA: the peak of the batch the task ran in
     batch: int = 1  # tasks optimized together with this one, itself included
-
-
-@dataclass
-class _Inputs:
-    """A task's images, loaded once for all its scales, and its progress through them."""
-
-    content: Image.Image
-    init: Image.Image | None  # the style or init_image, for init: style | image
-    stages: list[tuple[int, int]]  # (size, steps), coarse to fine
-    spent: float = 0.0  # seconds: own loading plus shares of batch time
-    done: int = 0  # steps of the scales finished
-    previous: torch.Tensor | None = None  # the last scale's result
-    content_tensor: torch.Tensor | None = None  # the content at the current scale
-    history: list[float] = field(default_factory=list)
-    seconds: float = 0.0  # optimization, every scale
-    first: Result | None = None
-
-    def carry(self, result: Result) -> None:
-        """Take one scale's result as the next one's start."""
-        self.previous = result.image
-        self.done += result.steps
-        self.history += result.history
-        self.seconds += result.seconds
-        self.first = self.first or result
-
-    def combined(self, last: Result) -> Result:
-        """The last scale's result with steps, time and curve over every scale."""
-        assert self.first is not None
-        return dataclasses.replace(
-            last,
-            initial_losses=self.first.initial_losses,
-            steps=self.done,
-            seconds=self.seconds,
-            history=self.history,
-        )
 
 
 class FatalWorkerError(Exception):
@@ -140,32 +97,19 @@ class Worker:
     def targets(
         self, task: Task, vgg: VGG19Features, size: int, content: torch.Tensor
     ) -> StyleTargets:
-        """The style Gram matrices of `task` at output size `size`, computed once per target
-        group and size. A blend averages its images' Grams with its weights; the colour
-        modes first fit each style image to `content` (the task's content at `size`)."""
+        """The style Gram matrices of `task` at output size `size` (see recipe.style_grams),
+        computed once per target group and size; the style images are read only then."""
         key = (*task.target_group, size)
         if key in self._targets:
             self._targets.move_to_end(key)
             return self._targets[key]
-        p = task.params.model_copy(update={"size": size})
-        blended: StyleTargets = {}
-        for path, weight in task.style.images:
-            style = images.load_image(path, task.max_pixels)
-            style_size = images.scaled_style_size(style.size, size, p.style_scale)
-            tensor = images.to_tensor(images.resize(style, style_size)).to(self.device)
-            if p.preserve_color == "luminance":
-                tensor = color.match_luminance(tensor, content)
-            elif p.preserve_color == "histogram":
-                tensor = color.match_colors(tensor, content)
-            for layer, gram in style_targets(vgg, tensor, p).items():
-                blended[layer] = (
-                    blended[layer] + weight * gram if layer in blended else weight * gram
-                )
-        self._targets[key] = blended
+        styles = [(images.load_image(path, task.max_pixels), w) for path, w in task.style.images]
+        grams = style_grams(vgg, styles, task.params, size, content)
+        self._targets[key] = grams
         self.target_computations += 1
         while len(self._targets) > TARGET_CACHE_SIZE:
             self._targets.popitem(last=False)
-        return blended
+        return grams
 
     def run(
         self,
@@ -192,7 +136,8 @@ class Worker:
         (position in `tasks`, progress over all scales).
         """
         outcomes: list[TaskOutcome | None] = [None] * len(tasks)
-        inputs: dict[int, _Inputs] = {}
+        inputs: dict[int, Recipe] = {}
+        spent: dict[int, float] = {}  # seconds: own loading plus shares of batch time
         for i, task in enumerate(tasks):
             start = time.perf_counter()
             try:
@@ -202,7 +147,7 @@ class Worker:
             except Exception as exc:
                 outcomes[i] = self._failure(task, exc, time.perf_counter() - start)
                 continue
-            inputs[i].spent = time.perf_counter() - start
+            spent[i] = time.perf_counter() - start
         levels = max((len(inp.stages) for inp in inputs.values()), default=0)
         for level in reversed(range(levels)):  # level 0: the output size
             groups: dict[tuple[int, ...], list[tuple[int, Job]]] = {}
@@ -215,19 +160,20 @@ class Worker:
                 except FatalWorkerError:
                     raise
                 except Exception as exc:
-                    outcomes[i] = self._failure(tasks[i], exc, inp.spent)
+                    outcomes[i] = self._failure(tasks[i], exc, spent[i])
                     continue
-                inp.spent += time.perf_counter() - start
+                spent[i] += time.perf_counter() - start
                 groups.setdefault(tuple(job.content.shape), []).append((i, job))
             for group in groups.values():
-                self._optimize(tasks, inputs, outcomes, group, report_every, final=level == 0)
+                self._optimize(tasks, inputs, spent, outcomes, group, report_every, level == 0)
         assert all(outcome is not None for outcome in outcomes)
         return cast(list[TaskOutcome], outcomes)
 
     def _optimize(
         self,
         tasks: Sequence[Task],
-        inputs: dict[int, _Inputs],
+        inputs: dict[int, Recipe],
+        spent: dict[int, float],
         outcomes: list[TaskOutcome | None],
         group: list[tuple[int, Job]],
         report_every: int,
@@ -247,19 +193,19 @@ class Worker:
         except Exception as exc:
             share = (time.perf_counter() - start) / len(group)
             for i, _ in group:
-                outcomes[i] = self._failure(tasks[i], exc, inputs[i].spent + share)
+                outcomes[i] = self._failure(tasks[i], exc, spent[i] + share)
             return
         share = (time.perf_counter() - start) / len(group)
         peak = self._peak_memory()
         for (i, _), result in zip(group, results, strict=True):
             inp = inputs[i]
-            inp.spent += share
+            spent[i] += share
             if isinstance(result, StylizeError):
-                outcomes[i] = self._failure(tasks[i], result, inp.spent)
+                outcomes[i] = self._failure(tasks[i], result, spent[i])
                 continue
             inp.carry(result)
             if final:
-                outcome = self._finish(tasks[i], inp.combined(result), inp)
+                outcome = self._finish(tasks[i], inp, result, spent[i])
                 outcomes[i] = dataclasses.replace(outcome, peak_memory=peak, batch=len(group))
 
     def _peak_memory(self) -> int | None:
@@ -268,65 +214,32 @@ class Worker:
             return None
         return int(torch.cuda.max_memory_allocated(self.device))
 
-    def _load(self, task: Task) -> _Inputs:
+    def _load(self, task: Task) -> Recipe:
         """Read a task's images once, for all its scales, and check its sizes."""
         p = task.params
         self.model(task)  # a weights problem stops the run before any image is read
         content = images.load_image(task.content.path, task.max_pixels)
-        size = images.target_size(*content.size, p.size, p.square)
-        if min(size) < images.MIN_SIDE:
-            raise images.ImageError(
-                f"{task.content.path}: at size {p.size} it becomes {size[0]}x{size[1]}, under "
-                f"the minimum of {images.MIN_SIDE} pixels on a side; raise size, crop the "
-                "image, or set square: true"
-            )
         init = None
         if p.init in ("style", "image"):
             source = task.style.path if p.init == "style" else p.init_image
             assert source is not None
             init = images.load_image(source, task.max_pixels)
-        coarse_steps = p.scale_steps or p.steps
-        stages = [
-            (s, coarse_steps)
-            for s in p.scale_sizes[:-1]
-            if min(images.target_size(*content.size, s, p.square)) >= images.MIN_SIDE
-        ]
-        return _Inputs(content, init, [*stages, (p.size, p.steps)])
+        return Recipe.start(content, p, init, str(task.content.path))
 
     def _job(
         self,
         task: Task,
-        inp: _Inputs,
+        recipe: Recipe,
         stage: int,
         position: int,
         on_progress: Callable[[int, Progress], None] | None,
     ) -> Job:
-        """The optimization of one scale: images at its size, its targets, its start."""
-        p = task.params
-        size, steps = inp.stages[stage]
-        shape = images.target_size(*inp.content.size, size, p.square)
-        content = images.to_tensor(images.resize(inp.content, shape)).to(self.device)
-        inp.content_tensor = content
-        targets = self.targets(task, self.model(task), size, content)
-        update: dict[str, object] = {"size": size, "steps": steps}
-        start = None
-        if inp.previous is not None:  # the coarser scale's result, upsampled by stylize
-            start, update["init"] = inp.previous, "image"
-        elif inp.init is not None:
-            start = images.to_tensor(images.resize(inp.init, shape)).to(self.device)
-            if p.preserve_color == "histogram" and p.init == "style":
-                start = color.match_colors(start, content)
-        if p.preserve_color == "luminance":
-            content = color.luminance(content)
-            start = None if start is None else color.luminance(start)
-        callback = None
-        if on_progress is not None:
-            offset, total = inp.done, sum(n for _, n in inp.stages)
-
-            def callback(progress: Progress) -> None:
-                on_progress(position, Progress(offset + progress.step, total, progress.losses))
-
-        return Job(content, targets, p.model_copy(update=update), start, callback)
+        """The optimization of one scale, with this worker's cached targets."""
+        vgg = self.model(task)
+        report = None if on_progress is None else lambda p: on_progress(position, p)
+        return recipe.job(
+            stage, self.device, lambda size, c: self.targets(task, vgg, size, c), report
+        )
 
     def _failure(self, task: Task, exc: Exception, seconds: float) -> TaskOutcome:
         """The failed outcome of `exc` after `seconds`, with a reason a user can act on."""
@@ -345,14 +258,11 @@ class Worker:
         detail = traceback.format_exception_only(exc)[-1].strip()
         return TaskOutcome("failed", seconds=seconds, error=f"internal error: {detail}")
 
-    def _finish(self, task: Task, result: Result, inp: _Inputs) -> TaskOutcome:
+    def _finish(self, task: Task, recipe: Recipe, last: Result, spent: float) -> TaskOutcome:
         """Save a finished task's image and loss curve: its outcome."""
-        spent = inp.spent
         start = time.perf_counter()
-        image = result.image
-        if task.params.preserve_color == "luminance":
-            assert inp.content_tensor is not None
-            image = color.recombine(image, inp.content_tensor)  # the content's own colours
+        result = recipe.combined(last)
+        image = recipe.output(last)
         try:
             metadata = {
                 KEY_METADATA: task.key,

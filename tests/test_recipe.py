@@ -18,6 +18,7 @@ from PIL import Image
 
 from nst_batch.manifest import load_manifest
 from nst_batch.plan import plan
+from nst_batch.stylize import Progress
 from nst_batch.worker import Worker
 
 PINNED = {  # label: (total loss, steps, sha256 of the output's RGB bytes, first 16 hex)
@@ -76,3 +77,59 @@ def test_pinned_outputs(tmp_path: Path) -> None:
     (task,) = plan(load_manifest(tmp_path / "m.yaml"))
     outcome = worker.run(task)
     assert (outcome.total_loss, outcome.steps, _pixels(task.output)) == PINNED_SCALES
+
+
+def test_transfer_makes_the_workers_pixels() -> None:
+    """The public API and a gallery task are one recipe: the same pixels on the CPU."""
+    import nst_batch
+
+    seen: list[Progress] = []
+    image = nst_batch.transfer(
+        CONTENT / "chelsea.png",
+        STYLE / "starry_night.jpg",
+        size=64,
+        steps=12,
+        device="cpu",
+        on_progress=seen.append,
+        report_every=1,
+    )
+    assert image.mode == "RGB" and image.size == (64, 43)
+    assert (
+        hashlib.sha256(np.asarray(image).tobytes()).hexdigest()[:16]
+        == PINNED["chelsea x starry_night [preserve_color-none]"][2]
+    )
+    assert [p.step for p in seen] == list(range(1, 13)) and seen[-1].steps == 12
+    assert seen[-1].losses.total < seen[0].losses.total
+
+
+def test_transfer_takes_pil_images_a_blend_and_scales() -> None:
+    from nst_batch import transfer
+
+    content = Image.open(CONTENT / "coffee.png")
+    blend = [(Image.open(STYLE / "starry_night.jpg"), 3.0), (STYLE / "the_scream.jpg", 1.0)]
+    seen: list[Progress] = []
+    image = transfer(
+        content,
+        blend,
+        size=128,
+        steps=3,
+        scales=2,
+        scale_steps=3,
+        preserve_color="luminance",
+        on_progress=seen.append,
+        report_every=1,
+    )
+    assert image.size == (128, 85)
+    assert seen[-1].step == seen[-1].steps == 6  # 3 steps at 64 px, 3 at 128 px
+
+
+def test_transfer_refuses_bad_settings_and_images(tmp_path: Path) -> None:
+    from pydantic import ValidationError
+
+    from nst_batch import transfer
+    from nst_batch.images import ImageError
+
+    with pytest.raises(ValidationError, match="stlye_weight"):
+        transfer(CONTENT / "chelsea.png", STYLE / "starry_night.jpg", stlye_weight=3)
+    with pytest.raises(ImageError, match=r"missing\.png"):
+        transfer(tmp_path / "missing.png", STYLE / "starry_night.jpg", size=64, steps=2)

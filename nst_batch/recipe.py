@@ -1,0 +1,228 @@
+"""The recipe around the optimization: scales coarse to fine, colour control, style blends
+and the start image; and `transfer`, the public one-call API built on it.
+
+`stylize` optimizes one image at one size. A recipe turns a content image and settings
+into that optimization's inputs at each scale (the content resized, the start upsampled
+from the coarser scale or taken from `init`, the images moved to luminance for
+`preserve_color: luminance`), carries each scale's result into the next, and makes the
+output (the content's own colours put back). The worker runs many recipes in step,
+batching each scale across tasks, and owns files, caches and devices; `transfer` runs one.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+from PIL import Image
+
+from nst_batch import color, images
+from nst_batch.params import LAYER_NAMES, Params
+from nst_batch.stylize import (
+    Job,
+    Progress,
+    Result,
+    StyleTargets,
+    StylizeError,
+    style_targets,
+    stylize_batch,
+)
+from nst_batch.vgg import VGG19Features, build_vgg19
+from nst_batch.weights import ORIGINAL
+
+Targets = Callable[[int, torch.Tensor], StyleTargets]  # (size, content at that size) -> Grams
+
+
+def style_grams(
+    vgg: VGG19Features,
+    styles: Sequence[tuple[Image.Image, float]],
+    params: Params,
+    size: int,
+    content: torch.Tensor,
+) -> StyleTargets:
+    """The style Gram matrices for output size `size`: a blend averages its images' Grams
+    with its weights; the colour modes first fit each style image to `content` (1, 3, H, W),
+    the content at `size`."""
+    p = params.model_copy(update={"size": size})
+    device = next(vgg.parameters()).device
+    blended: StyleTargets = {}
+    for style, weight in styles:
+        style_size = images.scaled_style_size(style.size, size, p.style_scale)
+        tensor = images.to_tensor(images.resize(style, style_size)).to(device)
+        if p.preserve_color == "luminance":
+            tensor = color.match_luminance(tensor, content)
+        elif p.preserve_color == "histogram":
+            tensor = color.match_colors(tensor, content)
+        for layer, gram in style_targets(vgg, tensor, p).items():
+            blended[layer] = blended[layer] + weight * gram if layer in blended else weight * gram
+    return blended
+
+
+@dataclass
+class Recipe:
+    """One image's way through its scales: its inputs, loaded once, and its progress."""
+
+    content: Image.Image
+    params: Params
+    init: Image.Image | None = None  # the style or init_image, for init: style | image
+    stages: list[tuple[int, int]] = field(default_factory=list)  # (size, steps), coarse first
+    done: int = 0  # steps of the scales finished
+    previous: torch.Tensor | None = None  # the last scale's result
+    content_tensor: torch.Tensor | None = None  # the content at the current scale
+    history: list[float] = field(default_factory=list)
+    seconds: float = 0.0  # optimization, every scale
+    first: Result | None = None
+
+    @classmethod
+    def start(
+        cls, content: Image.Image, params: Params, init: Image.Image | None, name: str
+    ) -> Recipe:
+        """The recipe of `content` (named `name` in errors) under `params`; the coarse
+        scales under the minimum side are skipped. ImageError if the output would be too
+        small."""
+        p = params
+        size = images.target_size(*content.size, p.size, p.square)
+        if min(size) < images.MIN_SIDE:
+            raise images.ImageError(
+                f"{name}: at size {p.size} it becomes {size[0]}x{size[1]}, under "
+                f"the minimum of {images.MIN_SIDE} pixels on a side; raise size, crop the "
+                "image, or set square: true"
+            )
+        coarse_steps = p.scale_steps or p.steps
+        stages = [
+            (s, coarse_steps)
+            for s in p.scale_sizes[:-1]
+            if min(images.target_size(*content.size, s, p.square)) >= images.MIN_SIDE
+        ]
+        return cls(content, p, init, [*stages, (p.size, p.steps)])
+
+    def job(
+        self,
+        stage: int,
+        device: torch.device,
+        targets: Targets,
+        on_progress: Callable[[Progress], None] | None = None,
+    ) -> Job:
+        """The optimization of scale `stage` (0: the coarsest): images at its size, its
+        targets, its start; `on_progress` hears the progress over every scale."""
+        p = self.params
+        size, steps = self.stages[stage]
+        shape = images.target_size(*self.content.size, size, p.square)
+        content = images.to_tensor(images.resize(self.content, shape)).to(device)
+        self.content_tensor = content
+        grams = targets(size, content)
+        update: dict[str, object] = {"size": size, "steps": steps}
+        start = None
+        if self.previous is not None:  # the coarser scale's result, upsampled by stylize
+            start, update["init"] = self.previous, "image"
+        elif self.init is not None:
+            start = images.to_tensor(images.resize(self.init, shape)).to(device)
+            if p.preserve_color == "histogram" and p.init == "style":
+                start = color.match_colors(start, content)
+        if p.preserve_color == "luminance":
+            content = color.luminance(content)
+            start = None if start is None else color.luminance(start)
+        callback = None
+        if on_progress is not None:
+            offset, total = self.done, sum(n for _, n in self.stages)
+
+            def callback(progress: Progress) -> None:
+                on_progress(Progress(offset + progress.step, total, progress.losses))
+
+        return Job(content, grams, p.model_copy(update=update), start, callback)
+
+    def carry(self, result: Result) -> None:
+        """Take one scale's result as the next one's start."""
+        self.previous = result.image
+        self.done += result.steps
+        self.history += result.history
+        self.seconds += result.seconds
+        self.first = self.first or result
+
+    def combined(self, last: Result) -> Result:
+        """The last scale's result with steps, time and curve over every scale."""
+        assert self.first is not None
+        return dataclasses.replace(
+            last,
+            initial_losses=self.first.initial_losses,
+            steps=self.done,
+            seconds=self.seconds,
+            history=self.history,
+        )
+
+    def output(self, result: Result) -> torch.Tensor:
+        """The final image (1, 3, H, W): with luminance transfer, the content's own colours."""
+        if self.params.preserve_color != "luminance":
+            return result.image
+        assert self.content_tensor is not None
+        return color.recombine(result.image, self.content_tensor)
+
+
+ImageInput = str | os.PathLike[str] | Image.Image
+
+
+def transfer(
+    content: ImageInput,
+    style: ImageInput | Sequence[tuple[ImageInput, float]],
+    *,
+    weights: str = ORIGINAL,
+    device: str | torch.device | None = None,
+    on_progress: Callable[[Progress], None] | None = None,
+    report_every: int = 10,
+    **params: object,
+) -> Image.Image:
+    """Stylize one image: `content` in the style of `style`, as nst-batch does per task.
+
+    `content` and `style` are paths or PIL images; `style` may be a blend, a list of
+    (image, weight) pairs. `params` are the manifest's `params` (size, steps,
+    style_weight, preserve_color, scales, init, ...; `init_image` is a path or image).
+    `weights`: 'original', 'torchvision' or a state-dict path; `device`: default CUDA if
+    available, else the CPU. `on_progress` hears a Progress every `report_every` steps.
+    Raises ImageError for an unusable image, StylizeError if the optimization diverges,
+    WeightsError, and pydantic's ValidationError for bad settings.
+    """
+    init_image = params.pop("init_image", None)
+    if isinstance(init_image, str | os.PathLike):
+        params["init_image"] = os.fspath(init_image)
+    elif isinstance(init_image, Image.Image):
+        params["init_image"] = "<image>"
+    p = Params.model_validate(params)
+    blend = [(style, 1.0)] if isinstance(style, str | os.PathLike | Image.Image) else style
+    total = sum(weight for _, weight in blend)
+    styles = [(_image(image), weight / total) for image, weight in blend]
+    picture = _image(content)
+    init = None
+    if p.init == "style":
+        init = styles[0][0]
+    elif p.init == "image":
+        init = init_image if isinstance(init_image, Image.Image) else _image(p.init_image or "")
+    where = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    layers = sorted({*p.content_layers, *p.style_layers}, key=LAYER_NAMES.index)
+    vgg = build_vgg19(weights, layers, p.pooling, where)
+    recipe = Recipe.start(picture, p, init, _name(content))
+    result: Result | None = None
+    for stage in range(len(recipe.stages)):
+        job = recipe.job(
+            stage, where, lambda size, c: style_grams(vgg, styles, p, size, c), on_progress
+        )
+        outcome = stylize_batch(vgg, [job], report_every)[0]
+        if isinstance(outcome, StylizeError):
+            raise outcome
+        recipe.carry(outcome)
+        result = outcome
+    assert result is not None
+    return images.to_image(recipe.output(result))
+
+
+def _image(source: ImageInput) -> Image.Image:
+    if isinstance(source, Image.Image):
+        return images.to_rgb(source)
+    return images.load_image(source)
+
+
+def _name(source: ImageInput) -> str:
+    return "the content image" if isinstance(source, Image.Image) else str(Path(source))
