@@ -28,7 +28,6 @@ from nst_batch.results import (
     ResultsWriter,
     check_file,
     merge,
-    summarize,
     write_table,
 )
 from nst_batch.weights import WeightsError
@@ -369,24 +368,20 @@ def report_command(manifest: str, overrides: tuple[str, ...]) -> None:
 
 
 def _summarize(tasks: list[Task], rows: list[ResultRow]) -> None:
+    """Counts of the plan's tasks by their state against the results (the page's cells)."""
+    from nst_batch.gallery.grid import state
+
     latest = {(r.content, r.style, r.variant): r for r in rows}
-    current, outdated, missing = [], [], []
-    for task in tasks:
-        row = latest.get((task.content.name, task.style.name, task.variant.name))
-        if row is None:
-            missing.append(task)
-        else:
-            current.append(row)
-            if row.key != task.key:
-                outdated.append(task)
-    keys = {t.key for t in tasks}
-    counts = summarize(r for r in current if r.key in keys)
+    states = [state(t, latest.get((t.content.name, t.style.name, t.variant.name))) for t in tasks]
+    count = {name: states.count(name) for name in set(states)}
     click.echo(
-        f"{len(tasks)} tasks planned: {counts['done'] + counts['skipped']} done, "
-        f"{counts['failed']} failed, {counts['interrupted']} interrupted, "
-        f"{len(outdated)} outdated, {len(missing)} not yet run"
+        f"{len(tasks)} tasks planned: {count.get('done', 0)} done, "
+        f"{count.get('failed', 0)} failed, {count.get('interrupted', 0)} interrupted, "
+        f"{count.get('outdated', 0)} outdated, {count.get('pending', 0)} not yet run"
     )
-    for task in missing:
-        click.echo(f"  not yet run: {task.label}")
-    for task in outdated:
-        click.echo(f"  outdated:    {task.label}")
+    for task, now in zip(tasks, states, strict=True):
+        if now == "pending":
+            click.echo(f"  not yet run: {task.label}")
+    for task, now in zip(tasks, states, strict=True):
+        if now == "outdated":
+            click.echo(f"  outdated:    {task.label}")

@@ -33,14 +33,18 @@ except ImportError:  # Pillow built without littlecms: colours stay unmanaged
 
 __all__ = [
     "DEFAULT_MAX_PIXELS",
+    "IMAGE_ERRORS",
     "MIN_SIDE",
     "SAVE_FORMATS",
     "ImageError",
     "load_image",
+    "open_output",
+    "oriented_size",
     "read_metadata",
     "resize",
     "save_image",
     "scaled_style_size",
+    "shrunk",
     "target_size",
     "to_image",
     "to_rgb",
@@ -63,6 +67,17 @@ _PILLOW_GLOBALS = threading.Lock()
 
 class ImageError(Exception):
     """A user's image cannot be used; str() is one sentence naming the file and what to do."""
+
+
+# What reading an image can raise for a file that is not a complete image.
+IMAGE_ERRORS = (
+    ImageError,
+    OSError,
+    ValueError,
+    SyntaxError,
+    EOFError,
+    Image.DecompressionBombError,
+)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -240,6 +255,12 @@ def _icc_to_srgb(image: Image.Image) -> Image.Image:
     return converted
 
 
+def open_output(path: str | os.PathLike[str]) -> Image.Image:
+    """One of nst-batch's own outputs as ``RGB``: no limits or colour profiles to handle."""
+    with Image.open(path) as image:
+        return image.convert("RGB")
+
+
 # ---------------------------------------------------------------------------------------------
 # Sizes
 
@@ -285,6 +306,13 @@ def resize(image: Image.Image, size: tuple[int, int]) -> Image.Image:
     if width < 1 or height < 1:
         raise ValueError(f"size must be positive, got {width}x{height}")
     return image.resize((width, height), Image.Resampling.LANCZOS, reducing_gap=3.0)
+
+
+def shrunk(image: Image.Image, side: int) -> Image.Image:
+    """A copy no larger than ``side`` x ``side``, aspect kept (Lanczos); never enlarged."""
+    copy = image.copy()
+    copy.thumbnail((side, side), Image.Resampling.LANCZOS)
+    return copy
 
 
 def scaled_style_size(style_wh: tuple[int, int], size: int, style_scale: float) -> tuple[int, int]:

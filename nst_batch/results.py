@@ -297,12 +297,3 @@ def write_table(
     path = Path(path)
     data = b"".join([_line(COLUMNS), *(_line(_cells(r, COLUMNS)) for r in rows)])
     write_atomically(path, data, path.parent if root is None else root)
-
-
-def summarize(rows: Iterable[ResultRow]) -> dict[str, int]:
-    """Rows per status (every status present, zero if none) plus 'total'."""
-    counts = dict.fromkeys(STATUSES, 0)
-    for row in rows:
-        counts[row.status] += 1
-    counts["total"] = sum(counts.values())
-    return counts

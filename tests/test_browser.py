@@ -19,7 +19,7 @@ from typing import Any
 import pytest
 from test_gallery import ODD, make_gallery
 
-from nst_batch.gallery import PAGE
+from nst_batch.layout import PAGE
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 pytestmark = pytest.mark.skipif(

@@ -8,7 +8,6 @@ image whose name holds every character that needs escaping or encoding.
 
 from __future__ import annotations
 
-import html
 import json
 import math
 import os
@@ -20,6 +19,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import unquote
 
+import markupsafe
 import pytest
 import yaml
 from click.testing import CliRunner, Result
@@ -27,17 +27,11 @@ from conftest import CONTENT, STYLE
 from PIL import Image
 
 from nst_batch.cli import main
-from nst_batch.gallery import (
-    PAGE,
-    SHEET,
-    GalleryFiles,
-    SheetLayout,
-    curve_points,
-    sheet_layout,
-    write_gallery,
-)
+from nst_batch.gallery import GalleryFiles, write_gallery
+from nst_batch.gallery.page import curve_points
+from nst_batch.gallery.sheet import SheetLayout, sheet_layout
 from nst_batch.images import save_image
-from nst_batch.layout import KEY_METADATA, curve_path
+from nst_batch.layout import KEY_METADATA, PAGE, SHEET, curve_path
 from nst_batch.manifest import Manifest, load_manifest
 from nst_batch.plan import Task, plan
 from nst_batch.results import ResultRow, ResultsWriter, merge, read_rows
@@ -283,7 +277,7 @@ def test_a_failed_cell_shows_its_error_escaped(made: Made) -> None:
     text = made.files.page.read_text()
     (failed,) = [c for c in _read(made.out).cells if c.state == "failed"]
     assert ERROR in failed.text  # as a browser shows it
-    assert html.escape(ERROR) in text
+    assert str(markupsafe.escape(ERROR)) in text  # escaped as jinja2 escapes
     assert "<b>bold</b>" not in text and "<odd>" not in text
     assert failed.images == [] and failed.polylines == []
 

@@ -12,7 +12,6 @@ from nst_batch.results import (
     ResultsWriter,
     merge,
     read_rows,
-    summarize,
     write_table,
 )
 
@@ -267,9 +266,3 @@ def test_write_table_is_atomic(tmp_path: Path) -> None:
         write_table(broken(), path)
     assert os.listdir(tmp_path) == ["table.csv"]
     assert read_rows(path) == [rows[0], row("b", status="failed", error="x y")]
-
-
-def test_summarize() -> None:
-    rows = [row(status=s) for s in ["done", "done", "failed", "skipped", "done"]]
-    assert summarize(rows) == {"done": 3, "skipped": 1, "failed": 1, "interrupted": 0, "total": 5}
-    assert summarize([]) == {"done": 0, "skipped": 0, "failed": 0, "interrupted": 0, "total": 0}

@@ -1,0 +1,163 @@
+"""The gallery's model: a grid per variant of content x style cells, each task classified
+against its latest result (done, failed, interrupted, outdated, missing, pending), with the
+thumbnails and loss curves the page and the contact sheet show.
+
+`state` is the one classification of a task against its result: `report` counts by it too.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Literal
+
+from nst_batch.images import (
+    IMAGE_ERRORS,
+    load_image,
+    open_output,
+    oriented_size,
+    save_image,
+    shrunk,
+)
+from nst_batch.layout import curve_path, header_thumbnail, output_thumbnail
+from nst_batch.manifest import ImageSpec, Manifest, Variant
+from nst_batch.plan import Task
+from nst_batch.results import ResultRow
+
+if TYPE_CHECKING:
+    from PIL import Image
+
+THUMB_SIZE = 200  # longest side of a thumbnail, px
+THUMB_QUALITY = 85
+
+State = Literal["done", "failed", "interrupted", "outdated", "missing", "pending"]
+STATES: tuple[State, ...] = ("done", "failed", "interrupted", "outdated", "missing", "pending")
+
+
+@dataclass(frozen=True)
+class Thumb:
+    path: Path  # absolute, inside <output>/thumbs
+    size: tuple[int, int]
+
+
+@dataclass(frozen=True)
+class Header:
+    """A content or style image at the edge of a grid."""
+
+    spec: ImageSpec
+    thumb: Thumb | None  # None: the image cannot be read
+
+
+@dataclass(frozen=True)
+class Cell:
+    state: State
+    task: Task | None
+    row: ResultRow | None
+    note: str = ""  # the reason for any state but done
+    thumb: Thumb | None = None
+    curve: tuple[float, ...] = ()
+
+
+@dataclass(frozen=True)
+class Grid:
+    variant: Variant
+    contents: tuple[Header, ...]
+    styles: tuple[Header, ...]
+    cells: tuple[tuple[Cell, ...], ...]  # [content][style]
+
+
+def build_grids(manifest: Manifest, tasks: Sequence[Task], rows: Iterable[ResultRow]) -> list[Grid]:
+    """One grid per variant, in manifest order, with thumbnails made where needed."""
+    latest = {(r.content, r.style, r.variant): r for r in rows}
+    by_name = {(t.content.name, t.style.name, t.variant.name): t for t in tasks}
+    contents = tuple(_header(spec, "content", manifest) for spec in manifest.contents)
+    styles = tuple(_header(spec, "style", manifest) for spec in manifest.styles)
+    grids = []
+    for variant in manifest.variants:
+        cells = []
+        for content in manifest.contents:
+            line = []
+            for style in manifest.styles:
+                names = (content.name, style.name, variant.name)
+                line.append(_cell(by_name.get(names), latest.get(names)))
+            cells.append(tuple(line))
+        grids.append(Grid(variant, contents, styles, tuple(cells)))
+    return grids
+
+
+def _header(spec: ImageSpec, kind: Literal["content", "style"], manifest: Manifest) -> Header:
+    root = manifest.output
+    thumb = _thumbnail(
+        spec.path,
+        header_thumbnail(root, kind, spec.name),
+        lambda p: load_image(p, manifest.max_pixels),
+        root,
+    )
+    return Header(spec, thumb)
+
+
+def state(task: Task | None, row: ResultRow | None) -> State:
+    """A task against its latest result: pending without one, outdated when that was made
+    with another key (inputs or settings), else the result's status (skipped counts as
+    done). The page also marks a done task `missing` when its output file is gone."""
+    if task is None or row is None:
+        return "pending"
+    if row.key != task.key:
+        return "outdated"
+    if row.status in ("failed", "interrupted"):
+        return row.status
+    return "done"  # done, or skipped: up to date
+
+
+def _cell(task: Task | None, row: ResultRow | None) -> Cell:
+    now = state(task, row)
+    if now == "pending":
+        return Cell(now, task, None, "not yet run")
+    if now == "outdated":
+        return Cell(now, task, row, "made with other inputs or settings; rerun to redo")
+    assert task is not None and row is not None
+    if now != "done":
+        return Cell(now, task, row, row.error or row.status)
+    thumb = _thumbnail(
+        task.output, output_thumbnail(task.folder, task.relative_output), open_output, task.folder
+    )
+    if thumb is None:
+        return Cell("missing", task, row, "the output file is missing or unreadable; rerun")
+    return Cell("done", task, row, thumb=thumb, curve=_curve(task))
+
+
+def _thumbnail(
+    source: Path, thumb: Path, load: Callable[[Path], Image.Image], root: Path
+) -> Thumb | None:
+    """The thumbnail of `source`, remade only when the source is newer; None if unreadable."""
+    try:
+        source_time = source.stat().st_mtime_ns
+        stale = not thumb.is_file() or thumb.stat().st_mtime_ns < source_time
+    except OSError:
+        return None
+    if stale:
+        try:
+            image = load(source)
+        except IMAGE_ERRORS:
+            return None
+        save_image(shrunk(image, THUMB_SIZE), thumb, quality=THUMB_QUALITY, root=root)
+    size = oriented_size(thumb)
+    return None if size is None else Thumb(thumb, size)
+
+
+def _curve(task: Task) -> tuple[float, ...]:
+    """The task's total loss per step, if its curve file was written for this very key."""
+    try:
+        data = json.loads(curve_path(task.output).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return ()
+    if not isinstance(data, dict) or data.get("key") != task.key:
+        return ()  # another version's curve, left by an older run of this output
+    values = data.get("total_loss")
+    if not isinstance(values, list):
+        return ()
+    if not all(isinstance(v, int | float) and not isinstance(v, bool) for v in values):
+        return ()
+    return tuple(float(v) for v in values)
