@@ -34,6 +34,7 @@ from nst_batch.weights import WeightsError
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 EXIT_LOCKED = 75  # EX_TEMPFAIL: another run holds the output; try again later
+CUDA_GRAPHS_VARIABLE = "NST_BATCH_CUDA_GRAPHS"  # 0: evaluate eagerly on CUDA too
 TOP_LEVEL_FLAGS = ("--help", "-h", "--version")
 
 
@@ -241,7 +242,7 @@ def _run_locked(
     start: float,
 ) -> int:
     from nst_batch.progress import ConsoleEvents
-    from nst_batch.runner import Interrupted, resolve_devices, run_tasks, skipped_row
+    from nst_batch.runner import Interrupted, RunConfig, resolve_devices, run_tasks, skipped_row
 
     label = f"{share[0]}/{share[1]}" if share else ""
     _remove_stale_temporaries(manifest.output, todo, everything=share is None)
@@ -254,17 +255,15 @@ def _run_locked(
         with writer:
             for task in fresh:
                 writer.write(skipped_row(task, label))
-            devices = resolve_devices(manifest.devices, manifest.workers_per_device)
-            stats = run_tasks(
-                todo,
-                devices,
-                writer,
-                events,
-                report_every=min(every, 10),
-                shard=label,
+            config = RunConfig(
+                devices=tuple(resolve_devices(manifest.devices, manifest.workers_per_device)),
                 batch_size=manifest.batch_size,
                 compile=manifest.compile,
+                cuda_graphs=os.environ.get(CUDA_GRAPHS_VARIABLE, "1") != "0",
+                report_every=min(every, 10),
+                shard=share,
             )
+            stats = run_tasks(todo, config, writer, events)
     except (KeyboardInterrupt, Interrupted) as exc:
         events.close()
         signum = exc.signum if isinstance(exc, Interrupted) else signal.SIGINT

@@ -22,10 +22,38 @@ from typing import Any, Protocol
 import torch.multiprocessing as mp
 
 from nst_batch import images
+from nst_batch.layout import Share
 from nst_batch.plan import Task, batches
 from nst_batch.results import ResultRow, ResultsWriter, Status
 from nst_batch.stylize import Progress
-from nst_batch.worker import FatalWorkerError, TaskOutcome, Worker, worker_main
+from nst_batch.worker import (
+    DoneMessage,
+    FatalMessage,
+    FatalWorkerError,
+    Message,
+    StepMessage,
+    TaskOutcome,
+    Worker,
+    WorkerSetup,
+    worker_main,
+)
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    """How a run runs, whatever it runs: built once by the CLI and passed down."""
+
+    devices: tuple[str, ...]  # one entry per worker (see resolve_devices)
+    batch_size: int | None = None  # tasks optimized together; None: chosen by image size
+    compile: bool = False  # torch.compile the VGG19 stack, once per worker and shape
+    cuda_graphs: bool = True  # replay CUDA evaluations as graphs (not with compile or fp16)
+    report_every: int = 10  # steps between progress reports
+    shard: Share = None  # (K, N) of a Slurm array or --shard, None for the whole plan
+
+    @property
+    def shard_label(self) -> str:
+        """'K/N' for a shard's rows, '' for a whole run."""
+        return f"{self.shard[0]}/{self.shard[1]}" if self.shard else ""
 
 
 class Events(Protocol):
@@ -100,14 +128,15 @@ def _row(task: Task, status: Status, shard: str, **fields: Any) -> ResultRow:
 
 
 def make_row(task: Task, outcome: TaskOutcome, device: str, worker: str, shard: str) -> ResultRow:
+    losses = outcome.losses
     return _row(
         task,
         outcome.status,
         shard,
-        content_loss=outcome.content_loss,
-        style_loss=outcome.style_loss,
-        tv_loss=outcome.tv_loss,
-        total_loss=outcome.total_loss,
+        content_loss=None if losses is None else losses.content,
+        style_loss=None if losses is None else losses.style,
+        tv_loss=None if losses is None else losses.tv,
+        total_loss=None if losses is None else losses.total,
         steps=outcome.steps,
         seconds=round(outcome.seconds, 3),
         device=device,
@@ -132,32 +161,46 @@ def skipped_row(task: Task, shard: str) -> ResultRow:
 
 
 def run_tasks(
-    tasks: Sequence[Task],
-    devices: Sequence[str],
-    writer: ResultsWriter,
-    events: Events,
-    report_every: int = 10,
-    shard: str = "",
-    batch_size: int | None = None,
-    compile: bool = False,
+    tasks: Sequence[Task], config: RunConfig, writer: ResultsWriter, events: Events
 ) -> RunStats:
     """Run every task, one row per attempt in `writer`; a failing task never stops the rest.
 
-    One device: in this process. Several (or one device with several workers): one
-    spawned process per entry of `devices`. Tasks of one model and image shape are
-    optimized together in batches of up to `batch_size` (None: chosen by image size).
+    One device entry: in this process. Several (or one device with several workers): one
+    spawned process per entry of `config.devices`. Tasks of one model and image shape are
+    optimized together in batches of up to `config.batch_size` (None: chosen by size).
     """
     start = time.perf_counter()
-    limit = batch_limit(batch_size, devices, len(tasks))
+    limit = batch_limit(config.batch_size, config.devices, len(tasks))
     units = batches(tasks, limit, _shape_reader())
-    if len(devices) == 1:
-        worker = Worker(devices[0], f"{devices[0]}#0", compile)
-        stats = _run_here(tasks, units, worker, writer, events, report_every, shard)
+    recorder = _Recorder(tasks, writer, events, config.shard_label)
+    if len(config.devices) == 1:
+        device = config.devices[0]
+        worker = Worker(device, f"{device}#0", config.compile, config.cuda_graphs)
+        _run_here(tasks, units, worker, recorder, config.report_every)
     else:
-        pool = _Pool(tasks, units, devices, writer, events, report_every, shard, compile)
-        stats = pool.run()
-    stats.seconds = time.perf_counter() - start
-    return stats
+        _Pool(tasks, units, config, recorder).run()
+    recorder.stats.seconds = time.perf_counter() - start
+    return recorder.stats
+
+
+class _Recorder:
+    """Where every attempt ends: its row written, counted, and told to the front end."""
+
+    def __init__(
+        self, tasks: Sequence[Task], writer: ResultsWriter, events: Events, shard: str
+    ) -> None:
+        self.tasks, self.writer, self.events, self.shard = tasks, writer, events, shard
+        self.stats = RunStats()
+
+    def finished(self, index: int, outcome: TaskOutcome, device: str, worker: str) -> None:
+        task = self.tasks[index]
+        row = make_row(task, outcome, device, worker, self.shard)
+        self.writer.write(row)
+        _count(self.stats, outcome, task)
+        self.events.task_finished(task, row)
+
+    def interrupted(self, index: int, device: str, worker: str, reason: BaseException) -> None:
+        self.writer.write(interrupted_row(self.tasks[index], device, worker, self.shard, reason))
 
 
 CPU_BATCH_PIXELS = 4 * 64 * 64  # measured: batches pay on 2 CPU cores only below ~80 px
@@ -197,36 +240,29 @@ def _run_here(
     tasks: Sequence[Task],
     units: Sequence[tuple[int, ...]],
     worker: Worker,
-    writer: ResultsWriter,
-    events: Events,
+    recorder: _Recorder,
     report_every: int,
-    shard: str,
-) -> RunStats:
-    stats = RunStats()
+) -> None:
     device = str(worker.device)
     for unit in units:
         batch = [tasks[i] for i in unit]
         for task in batch:
-            events.task_started(task, worker.name)
+            recorder.events.task_started(task, worker.name)
         try:
             outcomes = worker.run_batch(
-                batch, functools.partial(_step, events, batch), report_every=report_every
+                batch, functools.partial(_step, recorder.events, batch), report_every
             )
         except FatalWorkerError as exc:
-            stats.fatal = str(exc)
+            recorder.stats.fatal = str(exc)
             break
         except BaseException as exc:  # Ctrl-C or a termination signal: record, then stop
-            for task in batch:
-                writer.write(interrupted_row(task, device, worker.name, shard, exc))
+            for index in unit:
+                recorder.interrupted(index, device, worker.name, exc)
             raise
-        for task, outcome in zip(batch, outcomes, strict=True):
-            row = make_row(task, outcome, device, worker.name, shard)
-            writer.write(row)
-            _count(stats, outcome, task)
-            events.task_finished(task, row)
-    stats.target_computations = worker.target_computations
-    stats.model_builds = worker.model_builds
-    return stats
+        for index, outcome in zip(unit, outcomes, strict=True):
+            recorder.finished(index, outcome, device, worker.name)
+    recorder.stats.target_computations = worker.target_computations
+    recorder.stats.model_builds = worker.model_builds
 
 
 def _step(events: Events, batch: Sequence[Task], position: int, progress: Progress) -> None:
@@ -284,22 +320,16 @@ class _Pool:
         self,
         tasks: Sequence[Task],
         units: Sequence[tuple[int, ...]],
-        devices: Sequence[str],
-        writer: ResultsWriter,
-        events: Events,
-        report_every: int,
-        shard: str,
-        compile: bool = False,
+        config: RunConfig,
+        recorder: _Recorder,
     ) -> None:
-        self.tasks, self.writer, self.events = tasks, writer, events
-        self.compile = compile
-        self.report_every, self.shard = report_every, shard
+        self.tasks, self.config, self.recorder = tasks, config, recorder
+        self.events, self.stats = recorder.events, recorder.stats
         self.context = mp.get_context("spawn")  # CUDA cannot be initialized again after fork
-        self.threads = cpu_threads_per_worker(devices)
-        self.slots = [_Slot(d, f"{d}#{i}") for i, d in enumerate(devices)]
+        self.threads = cpu_threads_per_worker(config.devices)
+        self.slots = [_Slot(d, f"{d}#{i}") for i, d in enumerate(config.devices)]
         self.scheduler = _Scheduler(tasks, units)
-        self.stats = RunStats()
-        self.restarts_left = 2 * len(devices)
+        self.restarts_left = 2 * len(config.devices)
 
     def run(self) -> RunStats:
         try:
@@ -322,9 +352,7 @@ class _Pool:
         except BaseException as exc:  # Ctrl-C or a termination signal: record, then stop
             for slot in self.slots:
                 for index in slot.unit or ():
-                    self.writer.write(
-                        interrupted_row(self.tasks[index], slot.device, slot.name, self.shard, exc)
-                    )
+                    self.recorder.interrupted(index, slot.device, slot.name, exc)
             raise
         finally:
             self._stop()
@@ -340,18 +368,17 @@ class _Pool:
         if slot.reader is not None:
             slot.reader.close()
         slot.reader, sender = self.context.Pipe(duplex=False)
-        threads = self.threads if slot.device == "cpu" else 1
+        setup = WorkerSetup(
+            device=slot.device,
+            name=slot.name,
+            threads=self.threads if slot.device == "cpu" else 1,
+            report_every=self.config.report_every,
+            compile=self.config.compile,
+            cuda_graphs=self.config.cuda_graphs,
+        )
         slot.process = self.context.Process(
             target=worker_main,
-            args=(
-                slot.device,
-                slot.name,
-                threads,
-                slot.inbox,
-                sender,
-                self.report_every,
-                self.compile,
-            ),
+            args=(setup, slot.inbox, sender),
             name=f"nst-batch {slot.name}",
             daemon=True,
         )
@@ -387,27 +414,21 @@ class _Pool:
     def _slot(self, name: str) -> _Slot:
         return next(slot for slot in self.slots if slot.name == name)
 
-    def _handle(self, message: tuple[Any, ...]) -> None:
-        kind, name, index = message[:3]
-        slot = self._slot(name)
-        if kind == "step":
-            self.events.step(self.tasks[index], message[3])
-        elif kind == "done":
-            outcomes, targets, builds = message[3:]
-            slot.counters = (targets, builds)
-            self._finish(slot, outcomes)
+    def _handle(self, message: Message) -> None:
+        slot = self._slot(message.worker)
+        if isinstance(message, StepMessage):
+            self.events.step(self.tasks[message.index], message.progress)
+        elif isinstance(message, DoneMessage):
+            slot.counters = (message.target_computations, message.model_builds)
+            self._finish(slot, message.outcomes)
             self._assign(slot)
-        elif kind == "fatal":
-            self.stats.fatal = message[3]
+        elif isinstance(message, FatalMessage):
+            self.stats.fatal = message.message
 
     def _finish(self, slot: _Slot, outcomes: Sequence[TaskOutcome]) -> None:
         assert slot.unit is not None
         for index, outcome in zip(slot.unit, outcomes, strict=True):
-            task = self.tasks[index]
-            row = make_row(task, outcome, slot.device, slot.name, self.shard)
-            self.writer.write(row)
-            _count(self.stats, outcome, task)
-            self.events.task_finished(task, row)
+            self.recorder.finished(index, outcome, slot.device, slot.name)
         slot.unit = None
 
     def _check_processes(self) -> None:

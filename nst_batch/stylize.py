@@ -6,7 +6,6 @@ Tensors in, tensors out: no files, no printing. Progress leaves through a callba
 
 from __future__ import annotations
 
-import os
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -290,13 +289,10 @@ def _evaluate(
     return terms.detach(), grad
 
 
-GRAPHS_VARIABLE = "NST_BATCH_CUDA_GRAPHS"  # 0: evaluate eagerly on CUDA too
-
-
 def _graphs_allowed(mode: str) -> bool:
     """Whether a CUDA evaluation may be a graph: not under fp16, whose loss scale changes
-    between evaluations, nor when the environment turns graphs off."""
-    return mode != "fp16" and os.environ.get(GRAPHS_VARIABLE, "1") != "0"
+    between evaluations."""
+    return mode != "fp16"
 
 
 class _Evaluator:
@@ -409,6 +405,7 @@ def stylize(
     init_image: torch.Tensor | None = None,
     callback: ProgressCallback | None = None,
     report_every: int = 10,
+    graphs: bool = True,
 ) -> Result:
     """Optimize an image (1, 3, H, W) from `content` (1, 3, H, W, 0..1) toward `targets`.
 
@@ -416,7 +413,7 @@ def stylize(
     no image better than the start, raises StylizeError with the step.
     """
     job = Job(content, targets, params, init_image, callback)
-    outcome = stylize_batch(vgg, [job], report_every)[0]
+    outcome = stylize_batch(vgg, [job], report_every, graphs)[0]
     if isinstance(outcome, StylizeError):
         raise outcome
     return outcome

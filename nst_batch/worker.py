@@ -23,7 +23,15 @@ from nst_batch import images
 from nst_batch.layout import KEY_METADATA, curve_path
 from nst_batch.plan import Task
 from nst_batch.recipe import Recipe, style_grams
-from nst_batch.stylize import Job, Progress, Result, StyleTargets, StylizeError, stylize_batch
+from nst_batch.stylize import (
+    Job,
+    Losses,
+    Progress,
+    Result,
+    StyleTargets,
+    StylizeError,
+    stylize_batch,
+)
 from nst_batch.vgg import VGG19Features, build_vgg19
 from nst_batch.weights import WeightsError
 
@@ -33,10 +41,7 @@ TARGET_CACHE_SIZE = 16  # style target sets kept per worker (a few MB each)
 @dataclass(frozen=True)
 class TaskOutcome:
     status: Literal["done", "failed"]
-    content_loss: float | None = None
-    style_loss: float | None = None
-    tv_loss: float | None = None
-    total_loss: float | None = None
+    losses: Losses | None = None  # final, weighted; None for a failed task
     steps: int | None = None
     seconds: float = 0.0  # the whole task: load, targets, optimization, save
     optimize_seconds: float = 0.0
@@ -64,10 +69,14 @@ def _compiled_for_gradients(forward: Callable[..., Any]) -> Callable[..., Any]:
 
 
 class Worker:
-    def __init__(self, device: str, name: str, compile: bool = False) -> None:
+    def __init__(
+        self, device: str, name: str, compile: bool = False, cuda_graphs: bool = True
+    ) -> None:
         self.device = torch.device(device)
         self.name = name
         self.compile = compile
+        # torch.compile's own graphs and ours do not mix: compile takes precedence.
+        self.cuda_graphs = cuda_graphs and not compile
         if self.device.type == "cuda":
             if self.device.index is None:  # "cuda": the current device, by its number
                 self.device = torch.device("cuda", torch.cuda.current_device())
@@ -186,7 +195,7 @@ class Worker:
         try:
             vgg = self.model(tasks[group[0][0]])
             results = stylize_batch(
-                vgg, [job for _, job in group], report_every, graphs=not self.compile
+                vgg, [job for _, job in group], report_every, graphs=self.cuda_graphs
             )
         except FatalWorkerError:
             raise
@@ -276,13 +285,9 @@ class Worker:
             images.save_text(curve, curve_path(task.output), root=task.folder)
         except Exception as exc:
             return self._failure(task, exc, spent + time.perf_counter() - start)
-        losses = result.losses
         return TaskOutcome(
             "done",
-            content_loss=losses.content,
-            style_loss=losses.style,
-            tv_loss=losses.tv,
-            total_loss=losses.total,
+            losses=result.losses,
             steps=result.steps,
             seconds=spent + time.perf_counter() - start,
             optimize_seconds=result.seconds,
@@ -296,35 +301,69 @@ def _curve_json(task: Task, history: list[float]) -> str:
     return json.dumps(curve, separators=(",", ":"))
 
 
-def worker_main(
-    device: str,
-    name: str,
-    threads: int,
-    inbox: Any,
-    outbox: Any,
-    report_every: int,
-    compile: bool = False,
-) -> None:
-    """A spawned worker process: run batches of tasks from `inbox` until None, report to
-    `outbox`.
+@dataclass(frozen=True)
+class StepMessage:
+    """A task's progress, every `report_every` steps."""
 
-    Messages out: ("step", name, index, Progress), ("done", name, indices, [TaskOutcome],
-    target_computations, model_builds), ("fatal", name, indices, message).
-    """
+    worker: str
+    index: int  # the task's index in the run's task list
+    progress: Progress
+
+
+@dataclass(frozen=True)
+class DoneMessage:
+    """A batch finished: an outcome per task, and the worker's counters so far."""
+
+    worker: str
+    indices: tuple[int, ...]
+    outcomes: list[TaskOutcome]
+    target_computations: int
+    model_builds: int
+
+
+@dataclass(frozen=True)
+class FatalMessage:
+    """A problem no task can get past: the run stops."""
+
+    worker: str
+    indices: tuple[int, ...]
+    message: str
+
+
+Message = StepMessage | DoneMessage | FatalMessage
+
+
+@dataclass(frozen=True)
+class WorkerSetup:
+    """What a spawned worker process needs to start."""
+
+    device: str
+    name: str
+    threads: int  # torch threads (CPU workers share the cores)
+    report_every: int
+    compile: bool
+    cuda_graphs: bool
+
+
+def worker_main(setup: WorkerSetup, inbox: Any, outbox: Any) -> None:
+    """A spawned worker process: run batches of tasks from `inbox` until None, send a
+    Message per event to `outbox` (its own pipe to the parent)."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent decides how to stop on Ctrl-C
-    torch.set_num_threads(threads)
-    worker = Worker(device, name, compile)
+    torch.set_num_threads(setup.threads)
+    worker = Worker(setup.device, setup.name, setup.compile, setup.cuda_graphs)
     while (item := inbox.get()) is not None:
         indices, tasks = item
 
         def report(position: int, progress: Progress, indices: tuple[int, ...] = indices) -> None:
-            outbox.send(("step", name, indices[position], progress))
+            outbox.send(StepMessage(setup.name, indices[position], progress))
 
         try:
-            outcomes = worker.run_batch(tasks, report, report_every)
+            outcomes = worker.run_batch(tasks, report, setup.report_every)
         except FatalWorkerError as exc:
-            outbox.send(("fatal", name, indices, str(exc)))
+            outbox.send(FatalMessage(setup.name, indices, str(exc)))
             return
         outbox.send(
-            ("done", name, indices, outcomes, worker.target_computations, worker.model_builds)
+            DoneMessage(
+                setup.name, indices, outcomes, worker.target_computations, worker.model_builds
+            )
         )

@@ -60,7 +60,7 @@ def overhead_share(manifest: Path) -> tuple[float, float]:
     from nst_batch.manifest import load_manifest
     from nst_batch.plan import plan
     from nst_batch.results import ResultsWriter
-    from nst_batch.runner import run_tasks
+    from nst_batch.runner import RunConfig, run_tasks
 
     class Quiet:
         def task_started(self, *_: object) -> None: ...
@@ -71,7 +71,7 @@ def overhead_share(manifest: Path) -> tuple[float, float]:
     tasks = plan(loaded)
     loaded.output.mkdir(parents=True, exist_ok=True)
     with ResultsWriter(loaded.output / "results.csv") as writer:
-        stats = run_tasks(tasks, ["cpu"], writer, Quiet())
+        stats = run_tasks(tasks, RunConfig(devices=("cpu",)), writer, Quiet())
     outside = stats.task_seconds - stats.optimize_seconds
     return outside / stats.task_seconds, stats.task_seconds / len(tasks)
 

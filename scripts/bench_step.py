@@ -16,6 +16,7 @@ On a GPU the defaults are the ones above; on a CPU, sizes 64 128 256, fp32 and b
 from __future__ import annotations
 
 import argparse
+import os
 import statistics
 import tempfile
 import time
@@ -32,6 +33,7 @@ from nst_batch.vgg import build_vgg19, conv_flops, layer_shape, precision_scope
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples" / "images"
 CONTENTS = sorted((EXAMPLES / "content").iterdir())
 STYLES = sorted((EXAMPLES / "style").iterdir())
+GRAPHS = os.environ.get("NST_BATCH_CUDA_GRAPHS", "1") != "0"  # 0: eager CUDA steps, to compare
 DTYPES = {"fp32": torch.float32, "tf32": torch.float32, "bf16": torch.bfloat16}
 DTYPES["fp16"] = torch.float16
 
@@ -69,13 +71,14 @@ def measure_step(
     targets = style_targets(vgg, style, params)
     # Warm-up and cuDNN autotuning; a few steps may not lower a large image's loss in
     # bf16 (the first L-BFGS step is tiny), which is no failure here.
-    stylize_batch(vgg, [Job(content, targets, params.model_copy(update={"steps": 5}))])
+    warmup = Job(content, targets, params.model_copy(update={"steps": 5}))
+    stylize_batch(vgg, [warmup], graphs=GRAPHS)
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
     times, result = [], None
     for _ in range(repeats):
         _sync(device)
-        result = stylize(vgg, content, targets, params)
+        result = stylize(vgg, content, targets, params, graphs=GRAPHS)
         _sync(device)
         times.append(result.seconds / result.steps)
     assert result is not None
@@ -115,7 +118,7 @@ def pairs_per_hour(count: int, size: int, steps: int, precision: str) -> tuple[f
     from nst_batch.manifest import load_manifest
     from nst_batch.plan import plan
     from nst_batch.results import ResultsWriter
-    from nst_batch.runner import resolve_devices, run_tasks
+    from nst_batch.runner import RunConfig, resolve_devices, run_tasks
 
     class Quiet:
         def task_started(self, *_: object) -> None: ...
@@ -135,8 +138,9 @@ def pairs_per_hour(count: int, size: int, steps: int, precision: str) -> tuple[f
         tasks = plan(loaded)
         loaded.output.mkdir()
         devices = resolve_devices(loaded.devices, loaded.workers_per_device)
+        config = RunConfig(devices=tuple(devices), cuda_graphs=GRAPHS)
         with ResultsWriter(loaded.output / "results.csv") as writer:
-            stats = run_tasks(tasks, devices, writer, Quiet())
+            stats = run_tasks(tasks, config, writer, Quiet())
     return stats.done / stats.seconds * 3600, stats.done
 
 

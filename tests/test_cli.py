@@ -682,3 +682,33 @@ def test_a_bad_shard_is_a_usage_error(tmp_path: Path) -> None:
     assert result.exit_code == 2
     assert "--shard '3/2': K must be between 1 and N (2)" in result.output
     assert not (tmp_path / "out").exists()
+
+
+def test_the_run_config_comes_from_the_manifest_options_and_environment(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """One RunConfig, built by the CLI: devices per worker, batch size, compile, the shard,
+    and NST_BATCH_CUDA_GRAPHS=0 (read here only) turning CUDA graphs off."""
+    from nst_batch import runner
+
+    seen = []
+
+    def fake_run_tasks(tasks, config, writer, events):  # type: ignore[no-untyped-def]
+        seen.append(config)
+        return runner.RunStats()
+
+    monkeypatch.setattr(runner, "run_tasks", fake_run_tasks)
+    manifest = _write(tmp_path, workers_per_device=2, batch_size=3, compile=True)
+    monkeypatch.setenv("NST_BATCH_CUDA_GRAPHS", "0")
+    result = CliRunner().invoke(main, [str(manifest), "--devices", "cpu", "--shard", "1/2"])
+    assert result.exit_code == 0, result.output
+    (config,) = seen
+    assert config == runner.RunConfig(
+        devices=("cpu", "cpu"),
+        batch_size=3,
+        compile=True,
+        cuda_graphs=False,
+        report_every=10,
+        shard=(1, 2),
+    )
+    assert config.shard_label == "1/2"

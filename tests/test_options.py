@@ -132,7 +132,7 @@ def test_colour_modes_write_outputs_of_the_content_size(colour_runs, chelsea_64)
         run = colour_runs[mode]
         assert run.output.shape == chelsea_64.shape, mode
         assert run.outcome.steps == STEPS
-        assert math.isfinite(run.outcome.total_loss)
+        assert math.isfinite(run.outcome.losses.total)
     outputs = [colour_runs[m].output for m in MODES]
     assert not torch.equal(outputs[0], outputs[1])
     assert not torch.equal(outputs[0], outputs[2])
@@ -327,7 +327,7 @@ def test_scales_count_the_steps_of_every_scale(scale_runs) -> None:
     # The final losses are the best of the 128 px scale; the coarse scale's losses are
     # measured against its own 64 px targets and image, and do not count.
     assert all(math.isfinite(v) for v in two.outcome.history)
-    assert two.outcome.total_loss == pytest.approx(min(two.outcome.history[4:]), rel=1e-5)
+    assert two.outcome.losses.total == pytest.approx(min(two.outcome.history[4:]), rel=1e-5)
 
 
 def test_scales_compute_targets_once_per_scale_size(scale_runs) -> None:

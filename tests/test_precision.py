@@ -336,7 +336,7 @@ def test_compiled_worker_matches_the_eager_one(write_manifest, content, style) -
     assert first.steps == second.steps == 6
     assert second.history[:2] == pytest.approx(first.history[:2], rel=1e-5)
     assert second.history == pytest.approx(first.history, rel=2e-3)
-    assert second.total_loss == pytest.approx(first.total_loss, rel=2e-3)
+    assert second.losses.total == pytest.approx(first.losses.total, rel=2e-3)
 
     params = task.params
     results, grads = [], []

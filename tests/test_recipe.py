@@ -57,7 +57,7 @@ def test_pinned_outputs(tmp_path: Path) -> None:
     for task in plan(load_manifest(tmp_path / "m.yaml")):
         outcome = worker.run(task)
         assert outcome.status == "done", outcome.error
-        made[task.label] = (outcome.total_loss, outcome.steps, _pixels(task.output))
+        made[task.label] = (outcome.losses.total, outcome.steps, _pixels(task.output))
     assert made == PINNED
 
     doc.update(
@@ -76,7 +76,7 @@ def test_pinned_outputs(tmp_path: Path) -> None:
     (tmp_path / "m.yaml").write_text(yaml.safe_dump(doc))
     (task,) = plan(load_manifest(tmp_path / "m.yaml"))
     outcome = worker.run(task)
-    assert (outcome.total_loss, outcome.steps, _pixels(task.output)) == PINNED_SCALES
+    assert (outcome.losses.total, outcome.steps, _pixels(task.output)) == PINNED_SCALES
 
 
 def test_transfer_makes_the_workers_pixels() -> None:

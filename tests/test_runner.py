@@ -21,6 +21,7 @@ from nst_batch.results import ResultRow, ResultsWriter, read_rows
 from nst_batch.runner import (
     MAX_AUTO_BATCH,
     DeviceError,
+    RunConfig,
     RunStats,
     _Scheduler,
     _shape_reader,
@@ -58,9 +59,8 @@ def run(
     loaded = load_manifest(manifest)
     loaded.output.mkdir(parents=True, exist_ok=True)
     with ResultsWriter(loaded.output / "results.csv") as writer:
-        stats = run_tasks(
-            plan(loaded), devices, writer, events or Recorder(), batch_size=batch_size
-        )
+        config = RunConfig(devices=tuple(devices), batch_size=batch_size)
+        stats = run_tasks(plan(loaded), config, writer, events or Recorder())
     assert not stats.fatal
     return read_rows(loaded.output / "results.csv")
 
@@ -302,7 +302,8 @@ def _run_in_process(
     loaded = load_manifest(manifest)
     loaded.output.mkdir(parents=True, exist_ok=True)
     with ResultsWriter(loaded.output / "results.csv") as writer:
-        stats = run_tasks(plan(loaded), ["cpu"], writer, Recorder(), batch_size=batch_size)
+        config = RunConfig(devices=("cpu",), batch_size=batch_size)
+        stats = run_tasks(plan(loaded), config, writer, Recorder())
     monkeypatch.undo()
     assert not stats.fatal
     return stats, read_rows(loaded.output / "results.csv"), seen
