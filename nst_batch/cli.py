@@ -107,9 +107,18 @@ def main() -> None:
       nst-batch MANIFEST [OPTIONS]     run the gallery (only what changed)
       nst-batch report MANIFEST        merge results into <output>/results.csv
 
+    \b
+    Example:
+      nst-batch jobs/gallery.yaml --dry-run        what would run
+      nst-batch jobs/gallery.yaml                  run it; open <output>/index.html
+      nst-batch jobs/gallery.yaml --set params.style_weight=50     try a setting
+
     Exit codes: 0 all done or up to date, 1 some task failed (the rest ran),
     2 usage, manifest or weights error (nothing ran), 75 another run holds the
     output, 130/143 stopped by SIGINT/SIGTERM.
+
+    The manifest reference, GPUs, clusters and reliability: README.md and docs/
+    in the source tree.
     """
 
 
@@ -151,7 +160,25 @@ def run_command(
     print_every: int,
     shard: str | None,
 ) -> None:
-    """Run the gallery described by MANIFEST (YAML)."""
+    """Run the gallery described by MANIFEST (YAML): only the tasks whose inputs or
+    settings changed.
+
+    \b
+    A manifest, my photos x my paintings:
+      output: out/gallery
+      content: photos/
+      style: paintings/
+      params: {size: 512, style_weight: 50}
+
+    \b
+    Examples:
+      nst-batch run m.yaml --dry-run
+      nst-batch run m.yaml --set params.steps=500 -v
+      nst-batch run m.yaml --devices cuda:0,cuda:1
+      nst-batch run m.yaml --shard 2/4        (in a Slurm array: automatic)
+
+    Every key is in docs/manifest.md; exit codes in nst-batch --help.
+    """
     loaded = _load(manifest, overrides, devices)
     tasks = _plan(loaded)
     share = _shard(shard)

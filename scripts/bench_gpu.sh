@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Every GPU measurement of the README in one run, on one GPU node (by hand or as a
+# Every GPU measurement of docs/gpus.md in one run, on one GPU node (by hand or as a
 # Slurm job); each part's output is printed and saved under LOGDIR:
 #
 #   scripts/bench_gpu.sh [LOGDIR]        # default out/bench-gpu

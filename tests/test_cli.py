@@ -639,9 +639,13 @@ def test_help(args: list[str]) -> None:
     if args[0] == "run":
         for option in ("--devices", "--force", "--dry-run", "--set", "-q", "-v", "--print-every"):
             assert option in result.stdout
+        assert "nst-batch run m.yaml --dry-run" in result.stdout  # an example
+        assert "content: photos/" in result.stdout and "docs/manifest.md" in result.stdout
     elif args[0] != "report":
         assert "Exit codes: 0 all done or up to date, 1 some task failed" in result.stdout
         assert "report" in result.stdout
+        assert "nst-batch jobs/gallery.yaml --dry-run" in result.stdout
+        assert "docs/" in result.stdout
 
 
 # --- shards ---------------------------------------------------------------------------------

@@ -671,3 +671,11 @@ def test_torchvision_cache_with_a_pickle_payload_is_refused_unrun(root: Path) ->
     assert not marker.exists()
     assert not (root / "out").exists()
     assert _snapshot(root) == before
+
+
+@pytest.mark.skipif(torch.backends.mps.is_available(), reason="this machine has Metal")
+def test_the_mps_device_without_metal_is_a_sentence(root: Path) -> None:
+    """`mps` is accepted as a device name; where Metal is missing a run is refused."""
+    outcome = _invoke(_gallery(root), "--devices", "mps")
+    _check(outcome, 2, "device 'mps': Apple's Metal is not available here; use cpu")
+    assert not (root / "out").exists()
