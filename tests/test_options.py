@@ -345,29 +345,6 @@ def test_scales_progress_counts_up_to_the_total(scale_runs) -> None:
     )
 
 
-@pytest.mark.parametrize(
-    ("size", "scales", "sizes"),
-    [
-        (100, 3, (100,)),  # 25 and 50 are under 64
-        (128, 3, (64, 128)),
-        (128, 1, (128,)),
-        (512, 4, (64, 128, 256, 512)),
-        (512, 6, (64, 128, 256, 512)),
-        (200, 2, (100, 200)),
-        (127, 2, (127,)),  # 63
-    ],
-)
-def test_scale_sizes_drop_coarse_sizes_under_64(
-    size: int, scales: int, sizes: tuple[int, ...]
-) -> None:
-    params = Params(size=size, scales=scales, steps=10)
-    assert params.scale_sizes == sizes
-    assert params.total_steps == 10 * len(sizes)
-    assert Params(size=size, scales=scales, steps=10, scale_steps=3).total_steps == (
-        10 + 3 * (len(sizes) - 1)
-    )
-
-
 def test_progress_reaches_its_total_when_a_thin_images_coarse_scale_is_dropped(
     worker, tmp_path: Path
 ) -> None:

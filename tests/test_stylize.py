@@ -297,16 +297,6 @@ def test_infinite_style_target_is_caught(net, content, targets) -> None:
 # Presets and scale
 
 
-def test_pytorch_tutorial_preset() -> None:
-    params = Params(**PRESETS["pytorch-tutorial"])
-    assert params.content_layers == ("conv2_2",)
-    assert params.style_layers == ("conv1_1", "conv1_2", "conv2_1", "conv2_2", "conv3_1")
-    assert params.style_weight == 1e6
-    assert params.content_weight == 1.0
-    assert (params.size, params.square, params.steps) == (512, True, 300)
-    assert params.layer_weights == (1.0,) * 5
-
-
 def test_pytorch_tutorial_layers_run_on_conv_outputs(content) -> None:
     preset = Params(**PRESETS["pytorch-tutorial"])
     params = preset.model_copy(update={"size": 64, "steps": 4, "style_weight": 1.0})
