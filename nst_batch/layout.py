@@ -31,6 +31,9 @@ RESULTS = "results.csv"
 LOCK = ".nst-batch.lock"
 CURVE_SUFFIX = ".json"  # an output's loss curve: `<output name>.json` beside it
 KEY_METADATA = "nst-batch:key"  # where an output image records the key it was made with
+RECIPE_METADATA = "nst-batch:recipe"  # ... and the recipe that key hashes (JSON)
+START_METADATA = "nst-batch:start"  # ... and how it started: {"init": ..., "from": key}
+RESULT_METADATA = "nst-batch:result"  # ... and its losses, steps, time, device, date (JSON)
 RESERVED_NAMES = frozenset({PAGE, SHEET, THUMBS})
 
 Share = tuple[int, int] | None  # (K, N) of a shard, None for a whole run

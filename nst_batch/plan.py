@@ -11,7 +11,7 @@ import json
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 from nst_batch.layout import KEY_METADATA
 from nst_batch.manifest import ImageSpec, Manifest, Variant
@@ -28,7 +28,8 @@ class Task:
     folder: Path  # the manifest's output folder (absolute), where every write stays
     output: Path  # absolute
     relative_output: str  # relative to `folder`
-    key: str
+    key: str  # recipe_key(recipe)
+    recipe: Mapping[str, Any]  # what decides the pixels (see task_recipe)
     weights: str  # the weight source
     max_pixels: int
 
@@ -90,6 +91,37 @@ def batches(
     return [tuple(batch) for batch in result]
 
 
+def task_recipe(
+    content: Path,
+    style: Path | Sequence[tuple[Path, float]],
+    params: Params,
+    weights: str,
+    init_image: Path | None = None,
+) -> dict[str, Any]:
+    """Everything that decides an output's pixels, as JSON-ready data; `style` may be a
+    blend. Its hash is the task key; an output keeps it in its metadata, so that a rerun
+    can say what changed."""
+    if isinstance(style, Path):
+        style_recipe: object = file_sha256(style)
+    elif len(style) == 1 and style[0][1] == 1.0:
+        style_recipe = file_sha256(style[0][0])  # a blend of one is that image alone
+    else:
+        style_recipe = [[file_sha256(path), weight] for path, weight in style]
+    return {
+        "algorithm": ALGORITHM_VERSION,
+        "content": file_sha256(content),
+        "style": style_recipe,
+        "init_image": file_sha256(init_image) if init_image else None,
+        "params": _effective(params),
+        "weights": fingerprint(weights),
+    }
+
+
+def recipe_key(recipe: Mapping[str, Any]) -> str:
+    blob = json.dumps(recipe, sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(blob.encode()).hexdigest()[:24]
+
+
 def task_key(
     content: Path,
     style: Path | Sequence[tuple[Path, float]],
@@ -98,22 +130,7 @@ def task_key(
     init_image: Path | None = None,
 ) -> str:
     """A hash of everything that decides an output's pixels; `style` may be a blend."""
-    if isinstance(style, Path):
-        style_recipe: object = file_sha256(style)
-    elif len(style) == 1 and style[0][1] == 1.0:
-        style_recipe = file_sha256(style[0][0])  # a blend of one is that image alone
-    else:
-        style_recipe = [[file_sha256(path), weight] for path, weight in style]
-    recipe = {
-        "algorithm": ALGORITHM_VERSION,
-        "content": file_sha256(content),
-        "style": style_recipe,
-        "init_image": file_sha256(init_image) if init_image else None,
-        "params": _effective(params),
-        "weights": fingerprint(weights),
-    }
-    blob = json.dumps(recipe, sort_keys=True, separators=(",", ":"))
-    return hashlib.sha256(blob.encode()).hexdigest()[:24]
+    return recipe_key(task_recipe(content, style, params, weights, init_image))
 
 
 def _effective(params: Params) -> dict[str, object]:
@@ -137,6 +154,7 @@ def plan(manifest: Manifest) -> list[Task]:
                 params = manifest.params_for(content, style, variant)
                 init = Path(params.init_image) if params.init_image else None
                 relative = manifest.output_name(content, style, variant)
+                recipe = task_recipe(content.path, style.images, params, manifest.weights, init)
                 tasks.append(
                     Task(
                         content=content,
@@ -146,7 +164,8 @@ def plan(manifest: Manifest) -> list[Task]:
                         folder=manifest.output,
                         output=manifest.output / relative,
                         relative_output=relative,
-                        key=task_key(content.path, style.images, params, manifest.weights, init),
+                        key=recipe_key(recipe),
+                        recipe=recipe,
                         weights=manifest.weights,
                         max_pixels=manifest.max_pixels,
                     )

@@ -15,12 +15,13 @@ import traceback
 from collections import OrderedDict
 from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import Any, Literal, cast
 
 import torch
 
-from nst_batch import images
-from nst_batch.layout import KEY_METADATA, curve_path
+from nst_batch import __version__, images
+from nst_batch.layout import KEY_METADATA, RECIPE_METADATA, RESULT_METADATA, curve_path
 from nst_batch.plan import Task
 from nst_batch.recipe import Recipe, style_grams
 from nst_batch.stylize import (
@@ -275,9 +276,21 @@ class Worker:
         try:
             metadata = {
                 KEY_METADATA: task.key,
+                RECIPE_METADATA: json.dumps(task.recipe, sort_keys=True, separators=(",", ":")),
                 "nst-batch:params": json.dumps(task.params.model_dump(mode="json"), sort_keys=True),
                 "nst-batch:source": json.dumps(
                     {"content": task.content.path.name, "style": task.style.path.name}
+                ),
+                RESULT_METADATA: json.dumps(
+                    {
+                        "losses": dataclasses.asdict(result.losses),
+                        "steps": result.steps,
+                        "seconds": round(spent + time.perf_counter() - start, 3),
+                        "device": str(self.device),
+                        "made_at": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
+                        "version": __version__,
+                    },
+                    sort_keys=True,
                 ),
             }
             images.save_image(images.to_image(image), task.output, metadata, root=task.folder)
