@@ -1,11 +1,12 @@
-"""Bad inputs through the `nst-batch` command: images, manifests and weights files.
+"""Bad inputs through the `nst-batch` command: images and weights files.
 
 Every bad input is built inside its test (tmp_path), from the bundled real images, and run
 through the click command. A bad image fails only its own tasks (exit 1, a `failed` row whose
 error names the file and the problem) while the good image beside it is stylized; an odd but
 usable image (16-bit, CMYK, palette with transparency, grayscale, EXIF-rotated) is stylized
-into a plain RGB output. A bad manifest or weights file stops the run with exit 2 and a
-message naming the file and the key, before anything is written (no output folder).
+into a plain RGB output. A bad weights file stops the run with exit 2 and one sentence naming
+the file, before anything is written (no output folder). Bad manifests, which exit 2 the same
+way, are one table in test_manifest.py.
 
 Galleries are tiny (64 px, 4 steps).
 """
@@ -23,7 +24,6 @@ from typing import Any
 import numpy as np
 import pytest
 import torch
-import yaml
 from click.testing import CliRunner, Result
 from conftest import CONTENT, STYLE
 from PIL import Image
@@ -46,15 +46,6 @@ Writer = Callable[..., Path]
 
 def _invoke(*args: object) -> Result:
     return CliRunner().invoke(main, [str(a) for a in args])
-
-
-def _with_name(write_manifest: Writer, template: str, **fields: Any) -> Path:
-    """The manifest with a top-level `name:` (the fixture's own `name` is the file name)."""
-    manifest = write_manifest(**fields)
-    doc = yaml.safe_load(manifest.read_text())
-    doc["name"] = template
-    manifest.write_text(yaml.safe_dump(doc, sort_keys=False))
-    return manifest
 
 
 def _run(
@@ -383,293 +374,6 @@ def test_exif_rotated_photo_gives_an_upright_output(write_manifest: Writer, tmp_
     right = _correlation(gray, _gray(upright, portrait))
     upside_down = _correlation(gray, _gray(upright.rotate(180), portrait))  # orientation 8
     assert right > 0.8 and right > upside_down + 0.5, (right, upside_down)
-
-
-# --- bad manifests: exit 2, the file and the key named, nothing written -----------------------
-
-
-def _photos(folder: Path) -> list[str]:
-    """Two content images with one stem in different folders."""
-    for sub, source in (("a", GOOD), ("b", CONTENT / "coffee.png")):
-        (folder / sub).mkdir()
-        (folder / sub / "photo.png").write_bytes(source.read_bytes())
-    return ["a/photo.png", "b/photo.png"]
-
-
-def _yaml_syntax_error(folder: Path, write: Writer) -> Path:
-    path = folder / "gallery.yaml"
-    path.write_text(
-        f"output: out\ncontent: [{GOOD}]\nstyle: [{STARRY}]\nparams: {{size: 64, steps: 4]\n"
-    )
-    return path
-
-
-def _empty_folder(folder: Path, write: Writer) -> Path:
-    (folder / "photos").mkdir()
-    return write(content=["photos/"])
-
-
-def _same_stem_by_glob(folder: Path, write: Writer) -> Path:
-    _photos(folder)
-    return write(content=["*/photo.png"])
-
-
-NAN, INF = float("nan"), float("inf")
-ManifestCase = tuple[Callable[[Path, Writer], Path], list[str]]
-MANIFESTS: dict[str, ManifestCase] = {
-    "yaml syntax": (_yaml_syntax_error, ["YAML syntax error at line 4, column 28"]),
-    "unknown key": (
-        lambda d, w: w(formt="png"),
-        ["unknown key 'formt' (did you mean 'format'?)"],
-    ),
-    "unknown params key": (
-        lambda d, w: w(params={"stlye_weight": 5}),
-        ["params: unknown key 'stlye_weight' (did you mean 'style_weight'?)"],
-    ),
-    "unknown entry key": (
-        lambda d, w: w(content=[{"path": str(GOOD), "nmae": "cat"}]),
-        ["unknown key 'content.0.nmae' (did you mean 'name'?)"],
-    ),
-    "unknown style params key": (
-        lambda d, w: w(style=[{"path": str(STARRY), "params": {"syle_weight": 3}}]),
-        [
-            "style 'starry_night.jpg' params: unknown key 'syle_weight'",
-            "(did you mean 'style_weight'?)",
-        ],
-    ),
-    "steps a word": (
-        lambda d, w: w(params={"steps": "many"}),
-        ["params.steps: Input should be a valid integer", "(got 'many')"],
-    ),
-    "steps fractional": (
-        lambda d, w: w(params={"steps": 4.5}),
-        ["params.steps: Input should be a valid integer", "(got 4.5)"],
-    ),
-    "max_pixels a word": (
-        lambda d, w: w(max_pixels="big"),
-        ["max_pixels: Input should be a valid integer", "(got 'big')"],
-    ),
-    "content a number": (
-        lambda d, w: w(content=42),
-        ["content: Input should be a valid list (got 42)"],
-    ),
-    "format": (
-        lambda d, w: w(format="gif"),
-        ["format: Input should be 'jpg', 'png' or 'webp' (got 'gif')"],
-    ),
-    "size zero": (
-        lambda d, w: w(params={"size": 0}),
-        ["params.size: Input should be greater than or equal to 32 (got 0)"],
-    ),
-    "size negative": (
-        lambda d, w: w(params={"size": -64}),
-        ["params.size: Input should be greater than or equal to 32 (got -64)"],
-    ),
-    "steps zero": (
-        lambda d, w: w(params={"steps": 0}),
-        ["params.steps: Input should be greater than or equal to 2 (got 0)"],
-    ),
-    "steps negative": (
-        lambda d, w: w(params={"steps": -3}),
-        ["params.steps: Input should be greater than or equal to 2 (got -3)"],
-    ),
-    "max_pixels zero": (
-        lambda d, w: w(max_pixels=0),
-        ["max_pixels: Input should be greater than or equal to 1 (got 0)"],
-    ),
-    "nan style_weight": (
-        lambda d, w: w(params={"style_weight": NAN}),
-        ["params.style_weight: must be a finite number (got nan)"],
-    ),
-    "infinite content_weight": (
-        lambda d, w: w(params={"content_weight": INF}),
-        ["params.content_weight: must be a finite number (got inf)"],
-    ),
-    "nan tv_weight": (
-        lambda d, w: w(params={"tv_weight": NAN}),
-        ["params.tv_weight: must be a finite number (got nan)"],
-    ),
-    "nan weight of one style": (
-        lambda d, w: w(style=[{"path": str(STARRY), "params": {"style_weight": NAN}}]),
-        ["params.style_weight: must be a finite number", "of style 'starry_night'"],
-    ),
-    "nan weight in a sweep": (
-        lambda d, w: w(sweep={"style_weight": [1, NAN]}),
-        ["params.style_weight: must be a finite number", "variant 'style_weight-nan'"],
-    ),
-    "unknown content layer": (
-        lambda d, w: w(params={"content_layers": ["relu6_1"]}),
-        ["params.content_layers: unknown VGG19 layer 'relu6_1' (did you mean 'relu5_1'?)"],
-    ),
-    "unknown style layer": (
-        lambda d, w: w(params={"style_layers": ["relu1_1", "reluu3_1"]}),
-        ["params.style_layers: unknown VGG19 layer 'reluu3_1' (did you mean 'relu3_1'?)"],
-    ),
-    "empty glob": (
-        lambda d, w: w(content=["photos/*.jpg"]),
-        ["content[0] 'photos/*.jpg': the pattern matches no image", "relative to"],
-    ),
-    "empty folder": (
-        _empty_folder,
-        ["content[0] 'photos/': the folder", "holds no image"],
-    ),
-    "missing content": (
-        lambda d, w: w(content=["missing.png"]),
-        ["content[0] 'missing.png': no such file", "missing.png; paths are relative to"],
-    ),
-    "missing style": (
-        lambda d, w: w(style=[str(STARRY), "nope.jpg"]),
-        ["style[1] 'nope.jpg': no such file"],
-    ),
-    "missing weights": (
-        lambda d, w: w(weights="nope.pth"),
-        ["weights: 'nope.pth' is neither original nor torchvision nor an existing file"],
-    ),
-    "name with ..": (
-        lambda d, w: _with_name(w, "../{content}"),
-        ["name: '../{content}' would write outside the output folder"],
-    ),
-    "absolute name": (
-        lambda d, w: _with_name(w, "/tmp/{content}"),
-        ["name: '/tmp/{content}' would write outside the output folder"],
-    ),
-    "image name with ..": (
-        lambda d, w: w(content=[{"path": str(GOOD), "name": "../../evil"}]),
-        ["content[0].name: '../../evil' would write outside the output folder", "without '..'"],
-    ),
-    "same stem in two folders": (
-        lambda d, w: w(content=_photos(d)),
-        [
-            "content images ",
-            "share the name 'photo', so their outputs would collide; give one a 'name:'",
-        ],
-    ),
-    "same stem by glob": (
-        _same_stem_by_glob,
-        ["content images ", "share the name 'photo', so their outputs would collide"],
-    ),
-    "name without style": (
-        lambda d, w: _with_name(w, "{content}"),
-        ["two tasks would write chelsea.jpg", "add {variant} or {style} to 'name'"],
-    ),
-}
-
-
-@pytest.mark.parametrize("case", list(MANIFESTS))
-def test_bad_manifest_exits_2_and_writes_nothing(
-    write_manifest: Writer, tmp_path: Path, case: str
-) -> None:
-    make, fragments = MANIFESTS[case]
-    manifest = make(tmp_path, write_manifest)
-    assert manifest.parent == tmp_path
-    before = sorted(tmp_path.rglob("*"))
-
-    result = _invoke(manifest)
-
-    assert result.exit_code == 2, result.output
-    assert result.exception is None or isinstance(result.exception, SystemExit)
-    assert result.stdout == ""
-    assert result.stderr.startswith(f"Error: {manifest}: ")
-    for fragment in fragments:
-        assert fragment in result.stderr
-    assert not (tmp_path / "out").exists()
-    assert sorted(tmp_path.rglob("*")) == before
-
-
-@pytest.mark.parametrize("value", [INF, NAN], ids=["inf", "nan"])
-def test_non_finite_style_layer_weight_exits_2(
-    write_manifest: Writer, tmp_path: Path, value: float
-) -> None:
-    manifest = write_manifest(
-        content=[str(GOOD)],
-        style=[str(STARRY)],
-        params={"steps": STEPS, "style_layer_weights": [value, 1, 1, 1, 1]},
-    )
-
-    result = _invoke(manifest)
-
-    assert result.exit_code == 2, result.output
-    assert "params.style_layer_weights" in result.stderr
-    assert "must be a finite number" in result.stderr
-    assert not (tmp_path / "out").exists()
-
-
-def test_name_that_renders_empty_exits_2(write_manifest: Writer, tmp_path: Path) -> None:
-    manifest = _with_name(
-        write_manifest,
-        "{variant}",
-        content=[str(GOOD)],
-        style=[str(STARRY)],
-        params={"steps": STEPS},
-    )
-
-    result = _invoke(manifest)
-
-    assert result.exit_code == 2, result.output
-    assert f"{manifest}: name: " in result.stderr
-    assert not (tmp_path / "out").exists()
-
-
-def test_duplicate_sweep_value_names_the_sweep(write_manifest: Writer, tmp_path: Path) -> None:
-    manifest = write_manifest(sweep={"style_weight": [10, 10.0]})
-
-    result = _invoke(manifest)
-
-    assert result.exit_code == 2, result.output
-    assert "sweep.style_weight" in result.stderr
-    assert "add {variant}" not in result.stderr
-
-
-def test_image_name_outside_the_output_names_the_entry(
-    write_manifest: Writer, tmp_path: Path
-) -> None:
-    manifest = write_manifest(content=[{"path": str(GOOD), "name": "../../evil"}])
-
-    result = _invoke(manifest)
-
-    assert result.exit_code == 2, result.output
-    assert "content[0]" in result.stderr
-
-
-BOOLEANS: dict[str, tuple[dict[str, Any], str]] = {
-    "size": ({"params": {"size": True}}, "params.size: Input should be a valid integer"),
-    "steps": ({"params": {"steps": True}}, "params.steps: Input should be a valid integer"),
-    "style_weight": (
-        {"params": {"style_weight": True}},
-        "params.style_weight: Input should be a valid number",
-    ),
-    "workers_per_device": (
-        {"workers_per_device": True},
-        "workers_per_device: Input should be a valid integer",
-    ),
-    "batch_size": ({"batch_size": True}, "batch_size: Input should be 'auto' or a valid integer"),
-    "max_pixels": ({"max_pixels": False}, "max_pixels: Input should be a valid integer"),
-}
-
-
-@pytest.mark.parametrize("case", list(BOOLEANS))
-def test_boolean_for_a_number_is_a_type_error(
-    write_manifest: Writer, tmp_path: Path, case: str
-) -> None:
-    fields, message = BOOLEANS[case]
-    manifest = write_manifest(**fields)
-
-    result = _invoke(manifest, "--dry-run")
-
-    assert result.exit_code == 2, result.output
-    assert f"{manifest}: {message}" in result.stderr
-    assert "(got True)" in result.stderr or "(got False)" in result.stderr
-
-
-def test_missing_init_image_names_the_key(write_manifest: Writer, tmp_path: Path) -> None:
-    manifest = write_manifest(params={"init": "image", "init_image": "missing.png"})
-
-    result = _invoke(manifest)
-
-    assert result.exit_code == 2, result.output
-    assert not (tmp_path / "out").exists()
-    assert f"{manifest}: " in result.stderr
-    assert "params.init_image" in result.stderr
 
 
 # --- bad weights files: exit 2, one sentence, nothing written ---------------------------------

@@ -1,4 +1,5 @@
-"""Tests of nst_batch.manifest: loading, path expansion, validation messages, sweeps, --set."""
+"""Tests of nst_batch.manifest: loading, path expansion, validation messages, sweeps, --set,
+and every bad manifest through the command (exit 2, nothing written)."""
 
 from __future__ import annotations
 
@@ -6,14 +7,17 @@ import os
 import pathlib
 import shutil
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pytest
 import yaml
+from click.testing import CliRunner
 from conftest import CONTENT, STYLE
 from PIL import Image
 
+from nst_batch.cli import main
 from nst_batch.manifest import Manifest, ManifestError, load_manifest, parse_devices
 from nst_batch.params import GATYS_STYLE_LAYERS, PRESETS, Params
 
@@ -1087,6 +1091,321 @@ def test_output_names_that_would_overwrite_the_gallery_are_refused(
     path.write_text(yaml.safe_dump({**doc, "name": name}))
     with pytest.raises(ManifestError, match=f"output '{output}' would overwrite"):
         load_manifest(path)
+
+
+# --- the run's keys: compile and batch_size ---------------------------------------------------
+
+
+def test_manifest_compile_and_batch_size(write_manifest: WriteManifest) -> None:
+    default = load_manifest(write_manifest())
+    assert default.compile is False and default.batch_size is None
+    set_ = load_manifest(write_manifest(batch_size=3, compile=True))
+    assert set_.batch_size == 3 and set_.compile is True
+    assert load_manifest(write_manifest(compile=False)).compile is False
+    overridden = load_manifest(write_manifest(), ["batch_size=2", "compile=true"])
+    assert overridden.batch_size == 2 and overridden.compile is True
+
+
+def test_explicit_batch_size_auto(write_manifest: WriteManifest) -> None:
+    manifest = write_manifest(batch_size="auto")
+    result = CliRunner().invoke(main, ["--dry-run", str(manifest)])
+    assert result.exit_code == 0, repr(result.exception)
+    assert load_manifest(manifest).batch_size is None
+    assert load_manifest(write_manifest(), ["batch_size=auto"]).batch_size is None
+
+
+# --- through the command: exit 2, the file and the key named, nothing written -----------------
+#
+# Every manifest error a user can make, run through `nst-batch`: the process exits 2 with
+# "Error: <manifest>: ..." on stderr and nothing on stdout, and nothing is written (no output
+# folder, no file added or changed beside the manifest).
+
+GOOD, COFFEE = CONTENT / "chelsea.png", CONTENT / "coffee.png"
+STARRY, SCREAM = STYLE / "starry_night.jpg", STYLE / "the_scream.jpg"
+NAN, INF = float("nan"), float("inf")
+
+
+@dataclass(frozen=True)
+class Refused:
+    """A bad manifest and what the command says about it."""
+
+    make: Callable[[Path, WriteManifest], Path]  # (tmp_path, write_manifest) -> manifest
+    says: tuple[str, ...] = ()  # each somewhere on stderr
+    after_path: tuple[str, ...] = ()  # each on stderr right after "<manifest>: "
+    never: tuple[str, ...] = ()  # none of these on stderr
+    args: tuple[str, ...] = ()  # more command-line arguments
+
+
+def _fields(**fields: Any) -> Callable[[Path, WriteManifest], Path]:
+    return lambda folder, write: write(**fields)
+
+
+def _named(template: str, **fields: Any) -> Callable[[Path, WriteManifest], Path]:
+    """The manifest with a top-level `name:` (the fixture's own `name` is the file name)."""
+    return lambda folder, write: _edit(write(**fields), name=template)
+
+
+def _photos(folder: Path) -> list[str]:
+    """Two content images with one stem in different folders."""
+    for sub, source in (("a", GOOD), ("b", COFFEE)):
+        (folder / sub).mkdir()
+        (folder / sub / "photo.png").write_bytes(source.read_bytes())
+    return ["a/photo.png", "b/photo.png"]
+
+
+def _yaml_syntax_error(folder: Path, write: WriteManifest) -> Path:
+    path = folder / "gallery.yaml"
+    path.write_text(
+        f"output: out\ncontent: [{GOOD}]\nstyle: [{STARRY}]\nparams: {{size: 64, steps: 4]\n"
+    )
+    return path
+
+
+def _empty_folder(folder: Path, write: WriteManifest) -> Path:
+    (folder / "photos").mkdir()
+    return write(content=["photos/"])
+
+
+def _same_stem_by_glob(folder: Path, write: WriteManifest) -> Path:
+    _photos(folder)
+    return write(content=["*/photo.png"])
+
+
+REFUSED: dict[str, Refused] = {
+    "yaml syntax": Refused(_yaml_syntax_error, ("YAML syntax error at line 4, column 28",)),
+    "unknown key": Refused(_fields(formt="png"), ("unknown key 'formt' (did you mean 'format'?)",)),
+    "unknown params key": Refused(
+        _fields(params={"stlye_weight": 5}),
+        ("params: unknown key 'stlye_weight' (did you mean 'style_weight'?)",),
+    ),
+    "unknown entry key": Refused(
+        _fields(content=[{"path": str(GOOD), "nmae": "cat"}]),
+        ("unknown key 'content.0.nmae' (did you mean 'name'?)",),
+    ),
+    "unknown style params key": Refused(
+        _fields(style=[{"path": str(STARRY), "params": {"syle_weight": 3}}]),
+        (
+            "style 'starry_night.jpg' params: unknown key 'syle_weight'",
+            "(did you mean 'style_weight'?)",
+        ),
+    ),
+    "steps a word": Refused(
+        _fields(params={"steps": "many"}),
+        ("params.steps: Input should be a valid integer", "(got 'many')"),
+    ),
+    "steps fractional": Refused(
+        _fields(params={"steps": 4.5}),
+        ("params.steps: Input should be a valid integer", "(got 4.5)"),
+    ),
+    "max_pixels a word": Refused(
+        _fields(max_pixels="big"), ("max_pixels: Input should be a valid integer", "(got 'big')")
+    ),
+    "content a number": Refused(
+        _fields(content=42), ("content: Input should be a valid list (got 42)",)
+    ),
+    "format": Refused(
+        _fields(format="gif"), ("format: Input should be 'jpg', 'png' or 'webp' (got 'gif')",)
+    ),
+    "size zero": Refused(
+        _fields(params={"size": 0}),
+        ("params.size: Input should be greater than or equal to 32 (got 0)",),
+    ),
+    "size negative": Refused(
+        _fields(params={"size": -64}),
+        ("params.size: Input should be greater than or equal to 32 (got -64)",),
+    ),
+    "steps zero": Refused(
+        _fields(params={"steps": 0}),
+        ("params.steps: Input should be greater than or equal to 2 (got 0)",),
+    ),
+    "steps negative": Refused(
+        _fields(params={"steps": -3}),
+        ("params.steps: Input should be greater than or equal to 2 (got -3)",),
+    ),
+    "max_pixels zero": Refused(
+        _fields(max_pixels=0), ("max_pixels: Input should be greater than or equal to 1 (got 0)",)
+    ),
+    "nan style_weight": Refused(
+        _fields(params={"style_weight": NAN}),
+        ("params.style_weight: must be a finite number (got nan)",),
+    ),
+    "infinite content_weight": Refused(
+        _fields(params={"content_weight": INF}),
+        ("params.content_weight: must be a finite number (got inf)",),
+    ),
+    "nan tv_weight": Refused(
+        _fields(params={"tv_weight": NAN}), ("params.tv_weight: must be a finite number (got nan)",)
+    ),
+    "inf style_layer_weights": Refused(
+        _fields(params={"style_layer_weights": [INF, 1, 1, 1, 1]}),
+        ("params.style_layer_weights", "must be a finite number"),
+    ),
+    "nan style_layer_weights": Refused(
+        _fields(params={"style_layer_weights": [NAN, 1, 1, 1, 1]}),
+        ("params.style_layer_weights", "must be a finite number"),
+    ),
+    "nan weight of one style": Refused(
+        _fields(style=[{"path": str(STARRY), "params": {"style_weight": NAN}}]),
+        ("params.style_weight: must be a finite number", "of style 'starry_night'"),
+    ),
+    "nan weight in a sweep": Refused(
+        _fields(sweep={"style_weight": [1, NAN]}),
+        ("params.style_weight: must be a finite number", "variant 'style_weight-nan'"),
+    ),
+    "unknown content layer": Refused(
+        _fields(params={"content_layers": ["relu6_1"]}),
+        ("params.content_layers: unknown VGG19 layer 'relu6_1' (did you mean 'relu5_1'?)",),
+    ),
+    "unknown style layer": Refused(
+        _fields(params={"style_layers": ["relu1_1", "reluu3_1"]}),
+        ("params.style_layers: unknown VGG19 layer 'reluu3_1' (did you mean 'relu3_1'?)",),
+    ),
+    "preserve_color": Refused(
+        _fields(params={"preserve_color": "sepia"}),
+        (
+            "params.preserve_color: Input should be 'none', 'luminance' or 'histogram' "
+            "(got 'sepia')",
+        ),
+    ),
+    "scales": Refused(
+        _fields(params={"scales": 7}), ("params.scales: Input should be less than or equal to 6",)
+    ),
+    "precision": Refused(
+        _fields(params={"precision": "fp64"}),
+        ("params.precision: Input should be 'fp32', 'tf32', 'bf16' or 'fp16'", "(got 'fp64')"),
+    ),
+    "content blend": Refused(
+        _fields(content=[{"path": [str(GOOD), str(COFFEE)]}]),
+        ("content[0].path: a list of images blends styles; a content entry takes one image",),
+    ),
+    "weights count": Refused(
+        _fields(style=[{"path": [str(STARRY), str(SCREAM)], "weights": [1, 2, 3]}]),
+        ("style[0].weights: 3 weights for 2 images; give one weight per image in 'path'",),
+    ),
+    "batch_size zero": Refused(
+        _fields(batch_size=0),
+        after_path=("batch_size: Input should be greater than or equal to 1 (got 0)",),
+    ),
+    "batch_size a word": Refused(
+        _fields(batch_size="many"),
+        after_path=("batch_size: Input should be 'auto' or a valid integer",),
+    ),
+    "batch_size true": Refused(
+        _fields(batch_size=True),
+        after_path=("batch_size: Input should be 'auto' or a valid integer (got True)",),
+    ),
+    "compile a number": Refused(
+        _fields(compile=3), after_path=("compile: Input should be a valid boolean",)
+    ),
+    "compile a word": Refused(
+        _fields(compile="sometimes"), after_path=("compile: Input should be a valid boolean",)
+    ),
+    "missing init_image": Refused(
+        _fields(params={"init": "image", "init_image": "missing.png"}), ("params.init_image",)
+    ),
+    "empty glob": Refused(
+        _fields(content=["photos/*.jpg"]),
+        ("content[0] 'photos/*.jpg': the pattern matches no image", "relative to"),
+    ),
+    "empty folder": Refused(_empty_folder, ("content[0] 'photos/': the folder", "holds no image")),
+    "missing content": Refused(
+        _fields(content=["missing.png"]),
+        ("content[0] 'missing.png': no such file", "missing.png; paths are relative to"),
+    ),
+    "missing style": Refused(
+        _fields(style=[str(STARRY), "nope.jpg"]), ("style[1] 'nope.jpg': no such file",)
+    ),
+    "missing weights": Refused(
+        _fields(weights="nope.pth"),
+        ("weights: 'nope.pth' is neither original nor torchvision nor an existing file",),
+    ),
+    "name with ..": Refused(
+        _named("../{content}"), ("name: '../{content}' would write outside the output folder",)
+    ),
+    "absolute name": Refused(
+        _named("/tmp/{content}"),
+        ("name: '/tmp/{content}' would write outside the output folder",),
+    ),
+    "image name with ..": Refused(
+        _fields(content=[{"path": str(GOOD), "name": "../../evil"}]),
+        (
+            "content[0]",
+            "content[0].name: '../../evil' would write outside the output folder",
+            "without '..'",
+        ),
+    ),
+    "name renders empty": Refused(
+        _named("{variant}", content=[str(GOOD)], style=[str(STARRY)]), after_path=("name: ",)
+    ),
+    "same stem in two folders": Refused(
+        lambda folder, write: write(content=_photos(folder)),
+        (
+            "content images ",
+            "share the name 'photo', so their outputs would collide; give one a 'name:'",
+        ),
+    ),
+    "same stem by glob": Refused(
+        _same_stem_by_glob,
+        ("content images ", "share the name 'photo', so their outputs would collide"),
+    ),
+    "name without style": Refused(
+        _named("{content}"),
+        ("two tasks would write chelsea.jpg", "add {variant} or {style} to 'name'"),
+    ),
+    "duplicate sweep value": Refused(
+        _fields(sweep={"style_weight": [10, 10.0]}),
+        ("sweep.style_weight",),
+        never=("add {variant}",),
+    ),
+}
+# YAML's true and false are not numbers: refused before a dry run too.
+for _key, (_fields_of, _message) in {
+    "size": ({"params": {"size": True}}, "params.size: Input should be a valid integer"),
+    "steps": ({"params": {"steps": True}}, "params.steps: Input should be a valid integer"),
+    "style_weight": (
+        {"params": {"style_weight": True}},
+        "params.style_weight: Input should be a valid number",
+    ),
+    "workers_per_device": (
+        {"workers_per_device": True},
+        "workers_per_device: Input should be a valid integer",
+    ),
+    "batch_size": ({"batch_size": True}, "batch_size: Input should be 'auto' or a valid integer"),
+}.items():
+    REFUSED[f"{_key} true, dry run"] = Refused(
+        _fields(**_fields_of), ("(got True)",), after_path=(_message,), args=("--dry-run",)
+    )
+REFUSED["max_pixels false, dry run"] = Refused(
+    _fields(max_pixels=False),
+    ("(got False)",),
+    after_path=("max_pixels: Input should be a valid integer",),
+    args=("--dry-run",),
+)
+
+
+@pytest.mark.parametrize("case", list(REFUSED))
+def test_bad_manifest_exits_2_and_writes_nothing(
+    write_manifest: WriteManifest, tmp_path: Path, case: str
+) -> None:
+    refused = REFUSED[case]
+    manifest = refused.make(tmp_path, write_manifest)
+    assert manifest.parent == tmp_path
+    before = sorted(tmp_path.rglob("*"))
+
+    result = CliRunner().invoke(main, [str(manifest), *refused.args])
+
+    assert result.exit_code == 2, result.output
+    assert result.exception is None or isinstance(result.exception, SystemExit)
+    assert result.stdout == ""
+    assert result.stderr.startswith(f"Error: {manifest}: ")
+    for fragment in refused.says:
+        assert fragment in result.stderr
+    for fragment in refused.after_path:
+        assert f"{manifest}: {fragment}" in result.stderr
+    for fragment in refused.never:
+        assert fragment not in result.stderr
+    assert not (tmp_path / "out").exists()
+    assert sorted(tmp_path.rglob("*")) == before
 
 
 @pytest.mark.parametrize(

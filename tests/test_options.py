@@ -17,12 +17,10 @@ from typing import Any
 import pytest
 import torch
 import yaml
-from click.testing import CliRunner
 from conftest import CONTENT, STYLE, content_at, style_at
 from PIL import Image
 
 from nst_batch import color, images
-from nst_batch.cli import main
 from nst_batch.layout import curve_path
 from nst_batch.manifest import load_manifest
 from nst_batch.params import Params
@@ -420,38 +418,3 @@ def test_adam_average_changes_only_the_last_evaluation(adam_runs, chelsea_64) ->
 def test_adam_average_is_the_output(adam_runs) -> None:
     on = adam_runs[0.9]
     assert on.losses.total == pytest.approx(on.history[-1], rel=1e-6)
-
-
-# --- the command line -------------------------------------------------------------------------
-
-
-@pytest.mark.parametrize(
-    ("fields", "message"),
-    [
-        (
-            {"content": [{"path": [str(CHELSEA), str(CONTENT / "coffee.png")]}]},
-            "content[0].path: a list of images blends styles; a content entry takes one image",
-        ),
-        (
-            {"style": [{"path": [str(STARRY), str(SCREAM)], "weights": [1, 2, 3]}]},
-            "style[0].weights: 3 weights for 2 images; give one weight per image in 'path'",
-        ),
-        (
-            {"params": {"preserve_color": "sepia"}},
-            "params.preserve_color: Input should be 'none', 'luminance' or 'histogram' "
-            "(got 'sepia')",
-        ),
-        ({"params": {"scales": 7}}, "params.scales: Input should be less than or equal to 6"),
-    ],
-    ids=["content blend", "weights count", "preserve_color", "scales"],
-)
-def test_option_errors_exit_2_before_any_work(
-    tmp_path: Path, fields: dict[str, Any], message: str
-) -> None:
-    manifest = _write(tmp_path, **fields)
-    result = CliRunner().invoke(main, [str(manifest)])
-    assert result.exit_code == 2, result.output
-    assert result.stdout == ""
-    assert result.stderr.startswith(f"Error: {manifest}: ")
-    assert message in result.stderr
-    assert [p.name for p in tmp_path.iterdir()] == ["gallery.yaml"]  # nothing written

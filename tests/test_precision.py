@@ -7,14 +7,11 @@ fp16 (float16 convolutions are slow on a CPU).
 from __future__ import annotations
 
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 import torch
-from click.testing import CliRunner
 from conftest import CONTENT, STYLE, content_at, style_like
 
-from nst_batch.cli import main
 from nst_batch.losses import gram_matrix
 from nst_batch.manifest import load_manifest
 from nst_batch.params import GATYS_CONTENT_LAYERS, GATYS_STYLE_LAYERS, Params
@@ -294,21 +291,6 @@ def test_a_batch_needs_one_precision_and_one_shape(net, content, style) -> None:
     assert other.shape == (1, 3, 64, 64)
     with pytest.raises(ValueError, match="shape"):
         stylize_batch(net, [Job(content, targets, fp32), Job(other, targets, fp32)])
-
-
-def test_precision_is_validated_naming_the_key_and_the_choices(tmp_path: Path) -> None:
-    assert Params(precision="bf16").precision == "bf16"
-    assert Params().precision == "fp32"
-    manifest = tmp_path / "gallery.yaml"
-    manifest.write_text(
-        f"output: out\ncontent: [{CHELSEA}]\nstyle: [{STARRY}]\n"
-        "params: {size: 64, steps: 2, precision: fp64}\n"
-    )
-    result = CliRunner().invoke(main, [str(manifest)])
-    assert result.exit_code == 2, result.output
-    assert "params.precision: Input should be 'fp32', 'tf32', 'bf16' or 'fp16'" in result.output
-    assert "(got 'fp64')" in result.output
-    assert not (tmp_path / "out").exists()
 
 
 # --- torch.compile --------------------------------------------------------------------------

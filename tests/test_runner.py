@@ -11,10 +11,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from click.testing import CliRunner
 from PIL import Image
 
-from nst_batch.cli import main
 from nst_batch.manifest import load_manifest
 from nst_batch.plan import Task, batches, plan
 from nst_batch.results import ResultRow, ResultsWriter, read_rows
@@ -335,42 +333,3 @@ def test_a_batched_gallery_equals_the_unbatched_one(write_manifest, tmp_path, mo
         assert np.array_equal(
             pixels(tmp_path / "auto" / row.output), pixels(tmp_path / "one" / row.output)
         )
-
-
-# --- manifest keys of a run -----------------------------------------------------------------
-
-
-def test_manifest_compile_and_batch_size(write_manifest) -> None:
-    default = load_manifest(write_manifest())
-    assert default.compile is False and default.batch_size is None
-    set_ = load_manifest(write_manifest(batch_size=3, compile=True))
-    assert set_.batch_size == 3 and set_.compile is True
-    assert load_manifest(write_manifest(compile=False)).compile is False
-    overridden = load_manifest(write_manifest(), ["batch_size=2", "compile=true"])
-    assert overridden.batch_size == 2 and overridden.compile is True
-
-
-def test_explicit_batch_size_auto(write_manifest) -> None:
-    manifest = write_manifest(batch_size="auto")
-    result = CliRunner().invoke(main, ["--dry-run", str(manifest)])
-    assert result.exit_code == 0, repr(result.exception)
-    assert load_manifest(manifest).batch_size is None
-    assert load_manifest(write_manifest(), ["batch_size=auto"]).batch_size is None
-
-
-@pytest.mark.parametrize(
-    ("fields", "message"),
-    [
-        ({"batch_size": 0}, "batch_size: Input should be greater than or equal to 1 (got 0)"),
-        ({"batch_size": "many"}, "batch_size: Input should be 'auto' or a valid integer"),
-        ({"batch_size": True}, "batch_size: Input should be 'auto' or a valid integer (got True)"),
-        ({"compile": 3}, "compile: Input should be a valid boolean"),
-        ({"compile": "sometimes"}, "compile: Input should be a valid boolean"),
-    ],
-)
-def test_bad_compile_or_batch_size_exit_2(write_manifest, tmp_path, fields, message) -> None:
-    manifest = write_manifest(**fields)
-    result = CliRunner().invoke(main, [str(manifest)])
-    assert result.exit_code == 2, result.output
-    assert f"{manifest}: {message}" in result.output
-    assert not (tmp_path / "out").exists()
