@@ -199,30 +199,6 @@ def test_histogram_targets_are_those_of_the_matched_style(
     assert _relative(actual, plain) > 0.05
 
 
-def test_colour_mode_targets_do_not_depend_on_the_tasks_run_before(tmp_path: Path) -> None:
-    square, kept = None, None
-    for task in _tasks(
-        tmp_path, params={"preserve_color": "histogram"}, sweep={"square": [False, True]}
-    ):
-        if task.params.square:
-            square = task
-        else:
-            kept = task
-    assert square is not None and kept is not None
-
-    def content(task: Task) -> torch.Tensor:
-        image = images.load_image(task.content.path)
-        shape = images.target_size(*image.size, 64, task.params.square)
-        return images.to_tensor(images.resize(image, shape))
-
-    after_kept = Worker("cpu", "a")
-    after_kept.targets(kept, after_kept.model(kept), 64, content(kept))
-    fresh = Worker("cpu", "b")
-    cached = after_kept.targets(square, after_kept.model(square), 64, content(square))
-    alone = fresh.targets(square, fresh.model(square), 64, content(square))
-    assert _relative(cached, alone) < 1e-5
-
-
 # --- style blends ------------------------------------------------------------------------------
 
 
