@@ -125,6 +125,7 @@ def chelsea_64() -> torch.Tensor:
 # --- preserve_color ---------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_colour_modes_write_outputs_of_the_content_size(colour_runs, chelsea_64) -> None:
     for mode in MODES:
         run = colour_runs[mode]
@@ -137,6 +138,7 @@ def test_colour_modes_write_outputs_of_the_content_size(colour_runs, chelsea_64)
     assert not torch.equal(outputs[1], outputs[2])
 
 
+@pytest.mark.slow
 def test_luminance_keeps_the_contents_chroma(colour_runs, chelsea_64) -> None:
     content = color.rgb_to_yiq(chelsea_64)
     diffs = {}
@@ -165,6 +167,7 @@ def test_luminance_targets_are_those_of_the_luminance_matched_grey_style(
         torch.testing.assert_close(actual[layer], desired[layer], rtol=1e-5, atol=1e-6)
 
 
+@pytest.mark.slow
 def test_histogram_moves_the_output_colours_toward_the_contents(colour_runs, chelsea_64) -> None:
     none_mean, none_cov = _colour_distance(colour_runs["none"].output, chelsea_64)
     hist_mean, hist_cov = _colour_distance(colour_runs["histogram"].output, chelsea_64)
@@ -202,6 +205,7 @@ def test_histogram_targets_are_those_of_the_matched_style(
 # --- style blends ------------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_a_blend_of_one_image_is_that_image(worker, colour_runs, tmp_path: Path) -> None:
     plain = colour_runs["none"]
     blend = _only(tmp_path, style=[{"path": [str(STARRY)], "weights": [5], "name": "blend"}])
@@ -278,6 +282,7 @@ def scale_runs(tmp_path_factory: pytest.TempPathFactory) -> ScaleRuns:
     )
 
 
+@pytest.mark.slow
 def test_scales_end_at_the_full_size(scale_runs) -> None:
     two, one = scale_runs.two, scale_runs.one
     assert two.task.params.scale_sizes == (64, 128)
@@ -288,6 +293,7 @@ def test_scales_end_at_the_full_size(scale_runs) -> None:
     assert not torch.equal(two.output, one.output)  # the coarse scale changed the start
 
 
+@pytest.mark.slow
 def test_scales_count_the_steps_of_every_scale(scale_runs) -> None:
     two, one = scale_runs.two, scale_runs.one
     assert two.task.params.total_steps == 4 + 6
@@ -304,11 +310,13 @@ def test_scales_count_the_steps_of_every_scale(scale_runs) -> None:
     assert two.outcome.losses.total == pytest.approx(min(two.outcome.history[4:]), rel=1e-5)
 
 
+@pytest.mark.slow
 def test_scales_compute_targets_once_per_scale_size(scale_runs) -> None:
     # 64 and 128 px for the scales-2 task; the scales-1 task reuses the 128 px targets.
     assert scale_runs.computations == (2, 2)
 
 
+@pytest.mark.slow
 def test_scales_progress_counts_up_to_the_total(scale_runs) -> None:
     progress = scale_runs.progress
     assert {i for i, _ in progress} == {0}
@@ -319,6 +327,7 @@ def test_scales_progress_counts_up_to_the_total(scale_runs) -> None:
     )
 
 
+@pytest.mark.slow
 def test_progress_reaches_its_total_when_a_thin_images_coarse_scale_is_dropped(
     worker, tmp_path: Path
 ) -> None:
@@ -380,6 +389,7 @@ def adam_runs(worker, chelsea_64, tmp_path_factory: pytest.TempPathFactory) -> d
     }
 
 
+@pytest.mark.slow
 def test_adam_average_changes_only_the_last_evaluation(adam_runs, chelsea_64) -> None:
     off, on = adam_runs[0], adam_runs[0.9]
     assert len(off.history) == len(on.history) == 6
@@ -391,6 +401,7 @@ def test_adam_average_changes_only_the_last_evaluation(adam_runs, chelsea_64) ->
     assert float(on.image.min()) >= 0 and float(on.image.max()) <= 1
 
 
+@pytest.mark.slow
 def test_adam_average_is_the_output(adam_runs) -> None:
     on = adam_runs[0.9]
     assert on.losses.total == pytest.approx(on.history[-1], rel=1e-6)

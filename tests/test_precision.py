@@ -177,6 +177,7 @@ def test_gram_matrix_gradient_is_float32_under_bf16_autocast() -> None:
 # --- stylize in bf16 and fp16 ---------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_bf16_run_lowers_the_loss_and_matches_fp32(net, content, style) -> None:
     """60 steps: L-BFGS from the content lowers the loss by ~7% a step for the first 20,
     where bf16's one extra line-search evaluation early on still shows as a 5-10% gap;
@@ -208,6 +209,7 @@ def _watch_loss_scale(monkeypatch: pytest.MonkeyPatch) -> list[tuple[float, bool
     return calls
 
 
+@pytest.mark.slow
 def test_fp16_run_lowers_the_loss_with_dynamic_loss_scaling(net, monkeypatch) -> None:
     small = content_at(CHELSEA, 32)
     style = style_like(STARRY, small)
@@ -229,6 +231,7 @@ def test_fp16_run_lowers_the_loss_with_dynamic_loss_scaling(net, monkeypatch) ->
     assert {factor for factor, _ in calls[len(overflows) :]} == {overflows[-1]}
 
 
+@pytest.mark.slow
 def test_fp16_survives_a_gradient_that_overflows_at_scale_one(net) -> None:
     small = content_at(CHELSEA, 32)
     style = style_like(STARRY, small)

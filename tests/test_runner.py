@@ -307,6 +307,7 @@ def _run_in_process(
     return stats, read_rows(loaded.output / "results.csv"), seen
 
 
+@pytest.mark.slow
 def test_a_batched_gallery_equals_the_unbatched_one(write_manifest, tmp_path, monkeypatch) -> None:
     single, single_rows, single_batches = _run_in_process(
         write_manifest("one.yaml", output="one"), 1, monkeypatch

@@ -349,6 +349,7 @@ def test_pixels_do_not_depend_on_the_thread_count(net) -> None:
     assert torch.equal(images_by_threads[1], images_by_threads[2])
 
 
+@pytest.mark.slow
 def test_a_batch_equals_its_jobs_run_one_by_one(net, content, targets) -> None:
     """Each job keeps its own optimizer, line search, budget and weights inside a batch."""
     coffee = content_at(COFFEE, 64)
