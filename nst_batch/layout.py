@@ -2,7 +2,7 @@
 
 Outputs (`<name>.<format>`), their loss curves (`<output>.json`), the gallery (`index.html`,
 `contact_sheet.jpg`, `thumbs/`), results files (`results.csv`, `results-shard-K-of-N.csv`),
-lock files (`.nst-batch*.lock`) and temporaries (`.<name>.<8 hex>.nst-batch-tmp`) all live
+lock files (`.nst-batch*.lock`) and temporaries (`.<name>.<8 hex>.nst-batch.tmp`) all live
 under the output folder, and every write there goes through `write_atomically` or
 `open_in_folder`: folder by folder from the output folder down, never through a symbolic
 link, so that a link planted in the output folder cannot make a run write anywhere else.
@@ -41,7 +41,7 @@ HeaderKind = Literal["content", "style"]
 
 _RESULTS_FILE = re.compile(r"^results(-shard-[1-9]\d*-of-[1-9]\d*)?\.csv$")
 _SHARD_LOCK = re.compile(r"^\.nst-batch-shard-([1-9]\d*)-of-([1-9]\d*)\.lock$")
-_TEMPORARY = re.compile(r"^\.(.+)\.[0-9a-f]{8}\.nst-batch-tmp$")
+_TEMPORARY = re.compile(r"^\.(.+)\.[0-9a-f]{8}\.nst-batch\.tmp$")
 _NEW_FILE_MODE = 0o666  # open() applies the umask, as it does for any new file
 
 
@@ -233,7 +233,7 @@ def write_atomically(path: Path, write: bytes | Callable[[IO[bytes]], object], r
     *folders, name = _parts(root, path)
     with _folder(root, folders) as fd:
         _refuse_link(fd, name, path)
-        temp = f".{name}.{secrets.token_hex(4)}.nst-batch-tmp"
+        temp = f".{name}.{secrets.token_hex(4)}.nst-batch.tmp"
         flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW
         handle = os.open(temp, flags, _NEW_FILE_MODE, dir_fd=fd)
         try:

@@ -143,8 +143,13 @@ class Manifest:
     base: Mapping[str, Any]  # preset, then `params:`
 
     def params_for(self, content: ImageSpec, style: ImageSpec, variant: Variant) -> Params:
-        """Effective parameters: base < content's < style's < the variant's."""
+        """Effective parameters: base < content's < style's < the variant's; an init_image
+        template is filled in with the task's names."""
         merged = {**self.base, **content.overrides, **style.overrides, **variant.overrides}
+        init = merged.get("init_image")
+        if isinstance(init, str) and ("{" in init or "}" in init):
+            filled = init.format(content=content.name, style=style.name, variant=variant.name)
+            merged["init_image"] = str(Path(filled).resolve())
         return Params.model_validate(merged)
 
     def output_name(self, content: ImageSpec, style: ImageSpec, variant: Variant) -> str:
@@ -589,12 +594,23 @@ def _specs_with_init_image(
 def _with_init_image(
     path: Path, root: Path, where: str, overrides: Mapping[str, Any]
 ) -> dict[str, Any]:
-    """`overrides` with its init_image made absolute, once it is known to be a readable file."""
+    """`overrides` with its init_image made absolute, once it is known to be a readable file.
+
+    An init_image with {content}, {style} or {variant} is a template: each task's own file
+    (a preview run's output, say), checked per task when the plan is made."""
     value = overrides.get("init_image")
     if not isinstance(value, str):
         return dict(overrides)  # absent, or a wrong type that Params reports
-    full = (root / os.path.expanduser(value)).resolve()
     key = f"{path}: {where}.init_image"
+    if "{" in value or "}" in value:
+        fields = _template_fields(key, value)
+        if not fields:
+            raise ManifestError(
+                f"{key}: {value!r} has braces but no {{content}}, {{style}} or {{variant}}; "
+                "write a literal brace as {{ or }}"
+            )
+        return {**overrides, "init_image": str(root / os.path.expanduser(value))}
+    full = (root / os.path.expanduser(value)).resolve()
     if full.is_dir():
         raise ManifestError(f"{key}: {full} is a folder; give an image file")
     if not full.is_file():
@@ -661,7 +677,8 @@ def _check_keys(path: Path, where: str, values: Mapping[str, Any]) -> None:
             raise ManifestError(f"{path}: {where}: unknown key '{key}'{hint}")
 
 
-def _check_template(path: Path, template: str, has_sweep: bool) -> str:
+def _template_fields(where: str, template: str) -> list[str]:
+    """The fields of a name template, each one of TEMPLATE_FIELDS and written plainly."""
     try:
         fields = [
             (f, spec, conv)
@@ -669,20 +686,24 @@ def _check_template(path: Path, template: str, has_sweep: bool) -> str:
             if f is not None
         ]
     except ValueError as exc:
-        raise ManifestError(f"{path}: name: bad template {template!r} ({exc})") from None
-    names = [f for f, _, _ in fields]
+        raise ManifestError(f"{where}: bad template {template!r} ({exc})") from None
     formatted = [f for f, spec, conv in fields if spec or conv]
     if formatted:
         raise ManifestError(
-            f"{path}: name: {{{formatted[0]}}} in {template!r} has a format spec or conversion "
+            f"{where}: {{{formatted[0]}}} in {template!r} has a format spec or conversion "
             "(':' or '!'); write the field plainly, such as {content}"
         )
-    unknown = [n for n in names if n not in TEMPLATE_FIELDS]
+    unknown = [f for f, _, _ in fields if f not in TEMPLATE_FIELDS]
     if unknown:
         raise ManifestError(
-            f"{path}: name: unknown field {{{unknown[0]}}} in {template!r}; "
+            f"{where}: unknown field {{{unknown[0]}}} in {template!r}; "
             f"use {', '.join('{' + f + '}' for f in TEMPLATE_FIELDS)}"
         )
+    return [f for f, _, _ in fields]
+
+
+def _check_template(path: Path, template: str, has_sweep: bool) -> str:
+    names = _template_fields(f"{path}: name", template)
     parts = Path(template).parts
     if Path(template).is_absolute() or template.startswith(("/", "~")) or ".." in parts:
         raise ManifestError(
@@ -736,6 +757,15 @@ def _check_combinations(manifest: Manifest) -> None:
     fold = str.casefold if layout.is_case_insensitive(manifest.output) else str
     outputs: dict[str, tuple[str, str, str]] = {}
     checked: set[str] = set()
+    templated = any(
+        "{" in str(overrides.get("init_image", ""))
+        for overrides in (
+            manifest.base,
+            *(s.overrides for s in (*manifest.contents, *manifest.styles)),
+            *(v.overrides for v in manifest.variants),
+        )
+    )
+    own_inits: list[tuple[Path, str]] = []  # each task's init_image, from a template
     tasks = itertools.product(manifest.contents, manifest.styles, manifest.variants)
     for content, style, variant in tasks:
         combo = repr(sorted({**content.overrides, **style.overrides, **variant.overrides}.items()))
@@ -752,7 +782,10 @@ def _check_combinations(manifest: Manifest) -> None:
             )
         outputs[fold(name)] = task
         outputs[fold(name + layout.CURVE_SUFFIX)] = task
-    for file, what in _inputs(manifest):
+        own = _check_init_image(manifest, content, style, variant) if templated else None
+        if own is not None:
+            own_inits.append((own, "init_image"))
+    for file, what in (*_inputs(manifest), *own_inits):
         relative = layout.relative_to(manifest.output, file)
         if relative is None:
             continue
@@ -769,6 +802,22 @@ def _check_combinations(manifest: Manifest) -> None:
             )
 
 
+def _check_init_image(
+    manifest: Manifest, content: ImageSpec, style: ImageSpec, variant: Variant
+) -> Path | None:
+    """A task's own init_image, from a template: a readable file (None: the task has none)."""
+    init = manifest.params_for(content, style, variant).init_image
+    if init is None:
+        return None
+    if Path(init).is_file() and os.access(init, os.R_OK):
+        return Path(init)
+    task = " x ".join(n for n in (content.name, style.name, variant.name) if n)
+    raise ManifestError(
+        f"{manifest.path}: init_image for {task}: no readable file {init}; make it first "
+        "(a preview run, say) or change the template"
+    )
+
+
 def _inputs(manifest: Manifest) -> Iterable[tuple[Path, str]]:
     """Every file a run reads: content and style images, init images, a weights file."""
     for kind, specs in (("content image", manifest.contents), ("style image", manifest.styles)):
@@ -781,7 +830,7 @@ def _inputs(manifest: Manifest) -> Iterable[tuple[Path, str]]:
         if isinstance(variant.overrides.get("init_image"), str):
             yield Path(variant.overrides["init_image"]), "init_image"
     if isinstance(manifest.base.get("init_image"), str):
-        yield Path(manifest.base["init_image"]), "init_image"
+        yield Path(manifest.base["init_image"]), "init_image"  # (a template: checked per task)
     if manifest.weights not in NAMED_SOURCES:
         yield Path(manifest.weights), "weights file"
 

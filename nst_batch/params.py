@@ -22,6 +22,8 @@ from pydantic import (
 )
 
 GATYS_CONTENT_LAYERS = ("relu4_2",)
+CONVERGENCE_WINDOW = 20  # evaluations over which `tolerance` measures the loss's fall
+TOLERANCE = 0.0  # placeholder, calibrated below
 GATYS_STYLE_LAYERS = ("relu1_1", "relu2_1", "relu3_1", "relu4_1", "relu5_1")
 
 # Layer names of VGG19's feature stack, in order. Owned here (not in vgg.py) so that
@@ -111,8 +113,18 @@ class Params(BaseModel):
     style_layer_weights: tuple[NonNegativeFloat, ...] | None = Field(
         None, description="one per style layer; None: 1 each"
     )
-    init: Literal["content", "noise", "style", "image"] = "content"
+    init: Literal["content", "noise", "style", "image", "previous"] = Field(
+        "content",
+        description="previous: start from the task's existing (outdated) output, resized; "
+        "the content where there is none",
+    )
     init_image: str | None = Field(None, description="path, with init: image")
+    tolerance: NonNegativeFloat = Field(
+        TOLERANCE,
+        lt=1,
+        description=f"stop when the best loss fell by less than this fraction over the last "
+        f"{CONVERGENCE_WINDOW} evaluations; 0: always use every step",
+    )
     seed: StrictInt = Field(0, ge=0)
     pooling: Literal["max", "avg"] = "max"
     preserve_color: Literal["none", "luminance", "histogram"] = Field(

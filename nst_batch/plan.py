@@ -138,6 +138,10 @@ def _effective(params: Params) -> dict[str, object]:
     others (Adam's average under L-BFGS, coarse steps without a coarse scale) are left
     out, so that changing them redoes nothing."""
     leave_out = {"init_image"}  # its file's bytes are in the key instead
+    if params.init == "previous":
+        # A warm start reaches the result a cold start from the content would: it shares
+        # that key, so a later run with the usual init finds it up to date.
+        params = params.model_copy(update={"init": "content"})
     if params.optimizer != "adam":
         leave_out.add("adam_average")
     if len(params.scale_sizes) == 1:

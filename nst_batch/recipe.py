@@ -68,7 +68,7 @@ class Recipe:
 
     content: Image.Image
     params: Params
-    init: Image.Image | None = None  # the style or init_image, for init: style | image
+    init: Image.Image | None = None  # the style, init_image or previous output to start from
     stages: list[tuple[int, int]] = field(default_factory=list)  # (size, steps), coarse first
     done: int = 0  # steps of the scales finished
     previous: torch.Tensor | None = None  # the last scale's result

@@ -34,6 +34,7 @@ class ResultRow:
     tv_loss: float | None = None
     total_loss: float | None = None
     steps: int | None = None
+    start: str = ""  # where a done task started: content, noise, style, image or previous
     seconds: float | None = None
     device: str = ""  # e.g. 'cpu', 'cuda:0'
     worker: str = ""  # e.g. 'cpu#0', 'cuda:1#1' (device plus worker index)

@@ -138,6 +138,7 @@ def make_row(task: Task, outcome: TaskOutcome, device: str, worker: str, shard: 
         tv_loss=None if losses is None else losses.tv,
         total_loss=None if losses is None else losses.total,
         steps=outcome.steps,
+        start=outcome.start,
         seconds=round(outcome.seconds, 3),
         device=device,
         worker=worker,

@@ -6,6 +6,7 @@ Tensors in, tensors out: no files, no printing. Progress leaves through a callba
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -14,7 +15,7 @@ import torch
 
 from nst_batch.lbfgs import LBFGSConfig, Search, search
 from nst_batch.losses import content_loss, gram_matrix, style_loss, total_variation_loss
-from nst_batch.params import Params
+from nst_batch.params import CONVERGENCE_WINDOW, Params
 from nst_batch.vgg import Precision, VGG19Features, precision_scope
 
 StyleTargets = dict[str, torch.Tensor]  # style layer -> Gram matrix (1, C, C)
@@ -73,7 +74,7 @@ def style_targets(vgg: VGG19Features, style: torch.Tensor, params: Params) -> St
 def _initial_image(
     content: torch.Tensor, params: Params, init_image: torch.Tensor | None
 ) -> torch.Tensor:
-    if params.init == "content":
+    if params.init == "content" or (params.init == "previous" and init_image is None):
         return content.detach().clone()
     if params.init == "noise":
         generator = torch.Generator().manual_seed(params.seed)
@@ -137,6 +138,7 @@ class _Tracker:
         self.first_bad = torch.full((), -1, dtype=torch.long, device=device)
         self.history: list[torch.Tensor] = []
         self.initial: torch.Tensor | None = None
+        self.bests: list[float] = []  # the best total after each evaluation (L-BFGS only)
 
     def record(self, image: torch.Tensor, terms: torch.Tensor) -> bool:
         """Note the loss terms of `image`; True when the task must stop (budget, diverged)."""
@@ -158,7 +160,19 @@ class _Tracker:
         if self.callback is not None and (done % self.every == 0 or done == self.params.steps):
             self.callback(Progress(done, self.params.steps, _losses(terms)))
         check = self.params.optimizer == "lbfgs" or done % 50 == 0
-        return done >= self.params.steps or (check and int(self.first_bad) >= 0)
+        if done >= self.params.steps or (check and int(self.first_bad) >= 0):
+            return True
+        return self.params.optimizer == "lbfgs" and self._converged()
+
+    def _converged(self) -> bool:
+        """The best loss fell by less than `tolerance` of itself over the last
+        CONVERGENCE_WINDOW evaluations (L-BFGS, which reads every loss anyway)."""
+        self.bests.append(float(self.best_total))
+        tolerance, window = self.params.tolerance, CONVERGENCE_WINDOW
+        if tolerance <= 0 or len(self.bests) <= window:
+            return False
+        before, now = self.bests[-1 - window], self.bests[-1]
+        return math.isfinite(before) and before - now < tolerance * before
 
     def result(self, seconds: float) -> Result | StylizeError:
         bad_step = int(self.first_bad)

@@ -16,12 +16,18 @@ from collections import OrderedDict
 from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any, Literal, cast
+from typing import TYPE_CHECKING, Any, Literal, cast
 
 import torch
 
 from nst_batch import __version__, images
-from nst_batch.layout import KEY_METADATA, RECIPE_METADATA, RESULT_METADATA, curve_path
+from nst_batch.layout import (
+    KEY_METADATA,
+    RECIPE_METADATA,
+    RESULT_METADATA,
+    START_METADATA,
+    curve_path,
+)
 from nst_batch.plan import Task
 from nst_batch.recipe import Recipe, style_grams
 from nst_batch.stylize import (
@@ -36,13 +42,38 @@ from nst_batch.stylize import (
 from nst_batch.vgg import VGG19Features, build_vgg19
 from nst_batch.weights import WeightsError
 
+if TYPE_CHECKING:
+    from PIL import Image
+
 TARGET_CACHE_SIZE = 16  # style target sets kept per worker (a few MB each)
+
+
+@dataclass(frozen=True)
+class Start:
+    """Where a task's optimization starts: its `init`, or `content` for init: previous
+    without a usable previous output; `key` is the previous output's key."""
+
+    init: str
+    key: str | None = None
+
+
+def _previous(task: Task) -> tuple[Image.Image | None, Start]:
+    """The task's existing output, to start from (resized later to the new size), with
+    its key; none (start from the content) when it is missing or unreadable."""
+    if not task.output.is_file():
+        return None, Start("content")
+    try:
+        image = images.load_image(task.output, task.max_pixels)
+    except images.ImageError:
+        return None, Start("content")
+    return image, Start("previous", images.read_metadata(task.output).get(KEY_METADATA))
 
 
 @dataclass(frozen=True)
 class TaskOutcome:
     status: Literal["done", "failed"]
     losses: Losses | None = None  # final, weighted; None for a failed task
+    start: str = ""  # content, noise, style, image or previous (done tasks)
     steps: int | None = None
     seconds: float = 0.0  # the whole task: load, targets, optimization, save
     optimize_seconds: float = 0.0
@@ -147,11 +178,12 @@ class Worker:
         """
         outcomes: list[TaskOutcome | None] = [None] * len(tasks)
         inputs: dict[int, Recipe] = {}
+        starts: dict[int, Start] = {}
         spent: dict[int, float] = {}  # seconds: own loading plus shares of batch time
         for i, task in enumerate(tasks):
             start = time.perf_counter()
             try:
-                inputs[i] = self._load(task)
+                inputs[i], starts[i] = self._load(task)
             except FatalWorkerError:
                 raise
             except Exception as exc:
@@ -175,7 +207,7 @@ class Worker:
                 spent[i] += time.perf_counter() - start
                 groups.setdefault(tuple(job.content.shape), []).append((i, job))
             for group in groups.values():
-                self._optimize(tasks, inputs, spent, outcomes, group, report_every, level == 0)
+                self._optimize(tasks, inputs, starts, spent, outcomes, group, report_every, level)
         assert all(outcome is not None for outcome in outcomes)
         return cast(list[TaskOutcome], outcomes)
 
@@ -183,11 +215,12 @@ class Worker:
         self,
         tasks: Sequence[Task],
         inputs: dict[int, Recipe],
+        starts: dict[int, Start],
         spent: dict[int, float],
         outcomes: list[TaskOutcome | None],
         group: list[tuple[int, Job]],
         report_every: int,
-        final: bool,
+        level: int,
     ) -> None:
         """One scale of a batch: optimize it, then save (last scale) or carry the results."""
         start = time.perf_counter()
@@ -214,8 +247,8 @@ class Worker:
                 outcomes[i] = self._failure(tasks[i], result, spent[i])
                 continue
             inp.carry(result)
-            if final:
-                outcome = self._finish(tasks[i], inp, result, spent[i])
+            if level == 0:  # the output size: the last scale
+                outcome = self._finish(tasks[i], inp, result, spent[i], starts[i])
                 outcomes[i] = dataclasses.replace(outcome, peak_memory=peak, batch=len(group))
 
     def _peak_memory(self) -> int | None:
@@ -224,17 +257,20 @@ class Worker:
             return None
         return int(torch.cuda.max_memory_allocated(self.device))
 
-    def _load(self, task: Task) -> Recipe:
-        """Read a task's images once, for all its scales, and check its sizes."""
+    def _load(self, task: Task) -> tuple[Recipe, Start]:
+        """Read a task's images once, for all its scales, and check its sizes; and where
+        it starts from."""
         p = task.params
         self.model(task)  # a weights problem stops the run before any image is read
         content = images.load_image(task.content.path, task.max_pixels)
-        init = None
+        init, start = None, Start(p.init)
         if p.init in ("style", "image"):
             source = task.style.path if p.init == "style" else p.init_image
             assert source is not None
             init = images.load_image(source, task.max_pixels)
-        return Recipe.start(content, p, init, str(task.content.path))
+        elif p.init == "previous":
+            init, start = _previous(task)
+        return Recipe.start(content, p, init, str(task.content.path)), start
 
     def _job(
         self,
@@ -268,7 +304,9 @@ class Worker:
         detail = traceback.format_exception_only(exc)[-1].strip()
         return TaskOutcome("failed", seconds=seconds, error=f"internal error: {detail}")
 
-    def _finish(self, task: Task, recipe: Recipe, last: Result, spent: float) -> TaskOutcome:
+    def _finish(
+        self, task: Task, recipe: Recipe, last: Result, spent: float, begun: Start
+    ) -> TaskOutcome:
         """Save a finished task's image and loss curve: its outcome."""
         start = time.perf_counter()
         result = recipe.combined(last)
@@ -292,6 +330,7 @@ class Worker:
                     },
                     sort_keys=True,
                 ),
+                START_METADATA: json.dumps({"init": begun.init, "from": begun.key}),
             }
             images.save_image(images.to_image(image), task.output, metadata, root=task.folder)
             curve = _curve_json(task, result.history)
@@ -301,6 +340,7 @@ class Worker:
         return TaskOutcome(
             "done",
             losses=result.losses,
+            start=begun.init,
             steps=result.steps,
             seconds=spent + time.perf_counter() - start,
             optimize_seconds=result.seconds,

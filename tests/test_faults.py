@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
+from nst_batch.layout import is_temporary
 from nst_batch.results import read_rows
 
 COMMAND = [sys.executable, "-m", "nst_batch"]
@@ -44,7 +45,8 @@ def test_sigkill_after_the_first_output_then_rerun(write_manifest) -> None:
     manifest = write_manifest(params={"size": 64, "steps": 30}, batch_size=1)
     out = manifest.parent / "out"
     process = _start(manifest)
-    _wait_for(lambda: any(out.glob("*.jpg")))
+    # a finished task's row is written after its image: wait for the row
+    _wait_for(lambda: any(r.status == "done" for r in read_rows(out / "results.csv")))
     process.kill()
     process.wait()
     assert process.returncode == -signal.SIGKILL
@@ -61,7 +63,7 @@ def test_sigkill_after_the_first_output_then_rerun(write_manifest) -> None:
     assert {r.output for r in rows[len(first) :] if r.status == "skipped"} == done_first
     outputs = sorted(out.glob("*__*.jpg"))  # the outputs, not the contact sheet
     assert len(outputs) == 4 and all(_valid(p) for p in outputs)
-    assert not list(out.glob(".*.tmp"))
+    assert not [p for p in out.rglob("*") if is_temporary(p.name)]
 
 
 @pytest.mark.slow

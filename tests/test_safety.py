@@ -317,10 +317,10 @@ def test_stale_temporaries_of_every_kind_are_removed(tmp_path: Path) -> None:
     out = tmp_path / "out"
     (out / "thumbs" / "outputs").mkdir(parents=True)
     stale = [
-        out / ".index.html.0123abcd.nst-batch-tmp",
-        out / ".contact_sheet.jpg.89abcdef.nst-batch-tmp",
-        out / ".results.csv.deadbeef.nst-batch-tmp",
-        out / "thumbs" / "outputs" / ".chelsea__starry_night.jpg.jpg.0badcafe.nst-batch-tmp",
+        out / ".index.html.0123abcd.nst-batch.tmp",
+        out / ".contact_sheet.jpg.89abcdef.nst-batch.tmp",
+        out / ".results.csv.deadbeef.nst-batch.tmp",
+        out / "thumbs" / "outputs" / ".chelsea__starry_night.jpg.jpg.0badcafe.nst-batch.tmp",
     ]
     for path in stale:
         path.write_bytes(b"torn")

@@ -1,0 +1,175 @@
+"""Warm starts (`init: previous`), the convergence stop (`tolerance`) and init_image
+templates, through the real command on tiny real images (64 px, a few steps)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from click.testing import CliRunner, Result
+from conftest import CONTENT, STYLE, content_at, style_at
+from PIL import Image
+
+from nst_batch.cli import main
+from nst_batch.images import read_metadata
+from nst_batch.layout import KEY_METADATA, START_METADATA
+from nst_batch.manifest import load_manifest
+from nst_batch.params import CONVERGENCE_WINDOW, Params
+from nst_batch.plan import plan
+from nst_batch.results import read_rows
+from nst_batch.stylize import style_targets, stylize
+from nst_batch.vgg import build_vgg19
+
+
+def _invoke(*args: object) -> Result:
+    return CliRunner().invoke(main, [str(a) for a in args])
+
+
+def _manifest(folder: Path, **doc: Any) -> Path:
+    doc.setdefault("output", "out")
+    doc.setdefault("content", [str(CONTENT / "chelsea.png")])
+    doc.setdefault("style", [str(STYLE / "starry_night.jpg")])
+    doc["params"] = {"size": 64, "steps": 20, **doc.get("params", {})}
+    path = folder / "m.yaml"
+    path.write_text(yaml.safe_dump(doc, sort_keys=False))
+    return path
+
+
+def _start(output: Path) -> dict[str, Any]:
+    return json.loads(read_metadata(output)[START_METADATA])
+
+
+@pytest.mark.slow
+def test_an_outdated_output_is_the_start_of_its_rerun(tmp_path: Path) -> None:
+    manifest = _manifest(tmp_path)
+    assert _invoke(manifest).exit_code == 0
+    out = tmp_path / "out" / "chelsea__starry_night.jpg"
+    old_key = read_metadata(out)[KEY_METADATA]
+    assert _start(out) == {"init": "content", "from": None}
+
+    warm = _invoke(manifest, "--set", "params.style_weight=30", "--set", "params.init=previous")
+    assert warm.exit_code == 0, warm.output
+    row = read_rows(tmp_path / "out" / "results.csv")[-1]
+    assert (row.status, row.start) == ("done", "previous")
+    assert _start(out) == {"init": "previous", "from": old_key}
+    # The warm result stands for the cold one: a run with the usual init finds it up to date.
+    cold = _invoke(manifest, "--set", "params.style_weight=30", "--dry-run")
+    assert cold.output.splitlines()[-1] == "0 to run, 1 up to date, 1 in all"
+    (task,) = plan(load_manifest(manifest, ["params.style_weight=30"]))
+    assert read_metadata(out)[KEY_METADATA] == task.key
+
+
+@pytest.mark.slow
+def test_without_a_previous_output_the_start_is_the_content(tmp_path: Path) -> None:
+    result = _invoke(_manifest(tmp_path, params={"init": "previous"}))
+    assert result.exit_code == 0, result.output
+    (row,) = read_rows(tmp_path / "out" / "results.csv")
+    assert row.start == "content"
+    assert _start(tmp_path / "out" / "chelsea__starry_night.jpg") == {
+        "init": "content",
+        "from": None,
+    }
+
+
+@pytest.mark.slow
+def test_a_previous_output_of_another_size_is_resized(tmp_path: Path) -> None:
+    manifest = _manifest(tmp_path, format="png")
+    assert _invoke(manifest).exit_code == 0
+    out = tmp_path / "out" / "chelsea__starry_night.png"
+    assert Image.open(out).size == (64, 43)
+    bigger = _invoke(manifest, "--set", "params.size=96", "--set", "params.init=previous")
+    assert bigger.exit_code == 0, bigger.output
+    assert Image.open(out).size == (96, 64)
+    assert read_rows(tmp_path / "out" / "results.csv")[-1].start == "previous"
+
+
+def test_the_start_column_names_every_usual_init(tmp_path: Path) -> None:
+    manifest = _manifest(tmp_path, params={"steps": 2}, sweep={"init": ["content", "noise"]})
+    assert _invoke(manifest).exit_code == 0
+    rows = read_rows(tmp_path / "out" / "results.csv")
+    assert sorted(r.start for r in rows) == ["content", "noise"]
+
+
+def test_init_previous_shares_the_cold_key(tmp_path: Path) -> None:
+    manifest = _manifest(tmp_path)
+    (cold,) = plan(load_manifest(manifest))
+    (warm,) = plan(load_manifest(manifest, ["params.init=previous"]))
+    (noise,) = plan(load_manifest(manifest, ["params.init=noise"]))
+    assert warm.key == cold.key != noise.key
+
+
+@pytest.fixture(scope="module")
+def problem() -> tuple[Any, Any, Any]:
+    net = build_vgg19("original", ["relu1_1", "relu2_1", "relu3_1", "relu4_1", "relu4_2"])
+    content = content_at(CONTENT / "chelsea.png", 64)
+    style = style_at(STYLE / "starry_night.jpg", 64)
+    return net, content, style
+
+
+def test_tolerance_stops_a_converged_optimization_early(problem) -> None:
+    net, content, style = problem
+    layers = ("relu1_1", "relu2_1", "relu3_1", "relu4_1")
+    full = Params(size=64, steps=150, tolerance=0, style_layers=layers)
+    targets = style_targets(net, style, full)
+    everything = stylize(net, content, targets, full)
+    stopped = stylize(net, content, targets, full.model_copy(update={"tolerance": 0.05}))
+    assert everything.steps == 150
+    assert CONVERGENCE_WINDOW < stopped.steps < 150
+    best = [min(everything.history[: i + 1]) for i in range(150)]
+    s = stopped.steps - 1  # the last evaluation: the window's fall was under 5%
+    assert best[s - CONVERGENCE_WINDOW] - best[s] < 0.05 * best[s - CONVERGENCE_WINDOW]
+    assert stopped.history == everything.history[: stopped.steps]  # the same path, cut short
+
+
+def test_tolerance_is_part_of_the_key(tmp_path: Path) -> None:
+    manifest = _manifest(tmp_path)
+    (default,) = plan(load_manifest(manifest))
+    (other,) = plan(load_manifest(manifest, ["params.tolerance=0.5"]))
+    assert default.key != other.key
+
+
+# -- init_image templates ------------------------------------------------------------------
+
+
+@pytest.mark.slow
+def test_a_preview_seeds_the_final_run_through_an_init_image_template(tmp_path: Path) -> None:
+    preview = _manifest(tmp_path, output="preview", params={"size": 48, "steps": 4})
+    preview.rename(tmp_path / "preview.yaml")
+    final = _manifest(
+        tmp_path,
+        params={"init": "image", "init_image": "preview/{content}__{style}.jpg", "steps": 4},
+    )
+    missing = _invoke(final, "--dry-run")
+    assert missing.exit_code == 2
+    assert (
+        f"init_image for chelsea x starry_night: no readable file "
+        f"{tmp_path / 'preview' / 'chelsea__starry_night.jpg'}; make it first"
+    ) in missing.output
+    assert _invoke(tmp_path / "preview.yaml").exit_code == 0
+    result = _invoke(final)
+    assert result.exit_code == 0, result.output
+    (row,) = read_rows(tmp_path / "out" / "results.csv")
+    assert (row.status, row.start) == ("done", "image")
+
+
+def test_an_init_image_template_with_an_unknown_field_is_refused(tmp_path: Path) -> None:
+    manifest = _manifest(tmp_path, params={"init": "image", "init_image": "p/{contnet}.jpg"})
+    result = _invoke(manifest)
+    assert result.exit_code == 2
+    assert "params.init_image: unknown field {contnet} in 'p/{contnet}.jpg'" in result.output
+
+
+def test_an_init_image_template_may_not_be_the_tasks_own_output(tmp_path: Path) -> None:
+    manifest = _manifest(
+        tmp_path, params={"init": "image", "init_image": "out/{content}__{style}.jpg"}
+    )
+    (tmp_path / "out").mkdir()
+    (tmp_path / "out" / "chelsea__starry_night.jpg").write_bytes(
+        (CONTENT / "chelsea.png").read_bytes()
+    )
+    result = _invoke(manifest)
+    assert result.exit_code == 2
+    assert "init_image" in result.output and "would be overwritten by the task" in result.output
