@@ -8,6 +8,8 @@ Exit codes: 0 every task done or up to date; 1 some task failed (the rest ran);
 from __future__ import annotations
 
 import contextlib
+import json
+import math
 import os
 import signal
 import sys
@@ -20,7 +22,17 @@ import click
 from nst_batch import __version__, layout
 from nst_batch.layout import Locked, Share, UnsafeWrite
 from nst_batch.manifest import Manifest, ManifestError, load_manifest, parse_devices
-from nst_batch.plan import Task, parse_shard, plan, slurm_shard, split, up_to_date
+from nst_batch.plan import (
+    Task,
+    parse_only,
+    parse_shard,
+    plan,
+    reasons,
+    select,
+    slurm_shard,
+    split,
+    up_to_date,
+)
 from nst_batch.plan import shard as shard_tasks
 from nst_batch.results import (
     ResultRow,
@@ -106,10 +118,11 @@ def main() -> None:
     \b
       nst-batch MANIFEST [OPTIONS]     run the gallery (only what changed)
       nst-batch report MANIFEST        merge results into <output>/results.csv
+      nst-batch show OUTPUT_IMAGE      what an output was made from and with
 
     \b
     Example:
-      nst-batch jobs/gallery.yaml --dry-run        what would run
+      nst-batch jobs/gallery.yaml --dry-run        what would run (-v: and why)
       nst-batch jobs/gallery.yaml                  run it; open <output>/index.html
       nst-batch jobs/gallery.yaml --set params.style_weight=50     try a setting
 
@@ -134,8 +147,15 @@ def main() -> None:
     metavar="KEY=VALUE",
     help="Override a manifest value, e.g. --set params.style_weight=20 (repeatable).",
 )
-@click.option("-q", "--quiet", count=True, help="Only errors and the summary.")
-@click.option("-v", "--verbose", count=True, help="Print each task's losses as it runs.")
+@click.option(
+    "-q",
+    "--quiet",
+    count=True,
+    help="Only errors and the summary (--dry-run: only what would run).",
+)
+@click.option(
+    "-v", "--verbose", count=True, help="Print each task's losses as it runs (--dry-run: and why)."
+)
 @click.option(
     "--print-every",
     default=50,
@@ -149,6 +169,14 @@ def main() -> None:
     help="Run the K-th of N disjoint shares of the tasks (default in a Slurm job array: "
     "from the task's position in the array).",
 )
+@click.option(
+    "--only",
+    "only",
+    multiple=True,
+    metavar="KEY=GLOB",
+    help="Only the tasks whose content, style or variant name matches GLOB, e.g. "
+    "--only 'content=chel*' (repeatable: one key's globs OR, different keys AND).",
+)
 def run_command(
     manifest: str,
     devices: str | None,
@@ -159,6 +187,7 @@ def run_command(
     verbose: int,
     print_every: int,
     shard: str | None,
+    only: tuple[str, ...],
 ) -> None:
     """Run the gallery described by MANIFEST (YAML): only the tasks whose inputs or
     settings changed.
@@ -172,7 +201,8 @@ def run_command(
 
     \b
     Examples:
-      nst-batch run m.yaml --dry-run
+      nst-batch run m.yaml --dry-run -v       (-v: why each task would run)
+      nst-batch run m.yaml --only 'content=chel*' --only style=starry_night
       nst-batch run m.yaml --set params.steps=500 -v
       nst-batch run m.yaml --devices cuda:0,cuda:1
       nst-batch run m.yaml --shard 2/4        (in a Slurm array: automatic)
@@ -180,19 +210,72 @@ def run_command(
     Every key is in docs/manifest.md; exit codes in nst-batch --help.
     """
     loaded = _load(manifest, overrides, devices)
-    tasks = _plan(loaded)
+    whole = _plan(loaded)
     share = _shard(shard)
-    if share is not None:
-        tasks = shard_tasks(tasks, *share)
+    # Shard the whole plan, then take the subset: a task's shard never depends on --only,
+    # so each shard's lock and temporaries stay its own (see docs/clusters.md).
+    tasks = whole if share is None else shard_tasks(whole, *share)
+    if only:
+        tasks = _only(whole, tasks, only)
     todo, fresh = split(tasks, _up_to_date_check(force))
     if dry_run:
-        for task in tasks:
-            state = "up to date" if task in fresh else "would run"
-            click.echo(f"{state:>10}  {task.label}  ->  {task.relative_output}")
         where = f" in shard {share[0]}/{share[1]}" if share else ""
+        if only:
+            where += f" matching --only (of {len(whole)} planned)"
+        _dry_run(loaded, tasks, todo, fresh, force, verbose - quiet)
         click.echo(f"{len(todo)} to run, {len(fresh)} up to date, {len(tasks)} in all{where}")
         return
-    sys.exit(_run(loaded, todo, fresh, verbose - quiet, print_every, share))
+    # The page shows the whole gallery: a subset run rebuilds it from the whole plan.
+    page = whole if only and share is None else None
+    sys.exit(_run(loaded, todo, fresh, verbose - quiet, print_every, share, page))
+
+
+def _only(whole: list[Task], tasks: list[Task], values: tuple[str, ...]) -> list[Task]:
+    """The tasks of `tasks` that --only selects; its globs are checked against the whole plan."""
+    try:
+        chosen = {id(task) for task in select(whole, parse_only(values))}
+    except ValueError as exc:
+        raise _fail(str(exc)) from None
+    return [task for task in tasks if id(task) in chosen]
+
+
+def _dry_run(
+    manifest: Manifest,
+    tasks: list[Task],
+    todo: list[Task],
+    fresh: list[Task],
+    force: bool,
+    verbosity: int,
+) -> None:
+    """A line per task in plan order; -v: under each task to run, why; -q: only those."""
+    fresh_ids = {id(task) for task in fresh}
+    why = _reasons(manifest, todo, force) if verbosity > 0 else {}
+    for task in tasks:
+        current = id(task) in fresh_ids
+        if current and verbosity < 0:
+            continue
+        state = "up to date" if current else "would run"
+        click.echo(f"{state:>10}  {task.label}  ->  {task.relative_output}")
+        for reason in why.get(id(task), ()):
+            click.echo(f"{'':12}{reason}")
+
+
+def _reasons(manifest: Manifest, tasks: list[Task], force: bool) -> dict[int, list[str]]:
+    """Why each task would run, by id(task): its output's recorded recipe against its own,
+    and its latest result in the output folder."""
+    from nst_batch.images import read_metadata
+
+    try:
+        rows = merge(layout.results_files(manifest.output))
+    except ResultsError as exc:
+        raise _fail(str(exc)) from None
+    latest = {(r.content, r.style, r.variant): r for r in rows}
+    found = {}
+    for task in tasks:
+        metadata = read_metadata(task.output) if task.output.is_file() else None
+        row = latest.get((task.content.name, task.style.name, task.variant.name))
+        found[id(task)] = reasons(task, metadata, row, force=force)
+    return found
 
 
 def _shard(option: str | None) -> Share:
@@ -210,6 +293,7 @@ def _run(
     verbosity: int,
     every: int,
     share: Share,
+    page: list[Task] | None = None,
 ) -> int:
     start = time.perf_counter()
     output = manifest.output
@@ -229,7 +313,7 @@ def _run(
     try:
         output.mkdir(parents=True, exist_ok=True)
         with layout.hold(output, share):
-            return _run_locked(manifest, todo, fresh, verbosity, every, share, results, start)
+            return _run_locked(manifest, todo, fresh, verbosity, every, share, results, start, page)
     except Locked as exc:
         click.echo(f"Error: {exc}", err=True)
         return EXIT_LOCKED
@@ -267,6 +351,7 @@ def _run_locked(
     share: Share,
     results: Path,
     start: float,
+    page: list[Task] | None,
 ) -> int:
     from nst_batch.progress import ConsoleEvents
     from nst_batch.runner import Interrupted, RunConfig, resolve_devices, run_tasks, skipped_row
@@ -321,8 +406,8 @@ def _run_locked(
             f"peak GPU memory at {size} px, {mode}, batch {batch}: {peak / 2**30:.2f} GiB",
             err=verbosity < 0,
         )
-    # A shard knows only its own tasks; the page shows the whole gallery.
-    _write_gallery(manifest, None if share else [*todo, *fresh], err=verbosity < 0)
+    # A shard (or --only) knows only its own tasks; the page shows the whole gallery.
+    _write_gallery(manifest, None if share else page or [*todo, *fresh], err=verbosity < 0)
     return EXIT_FAILED if stats.failed else EXIT_OK
 
 
@@ -334,7 +419,9 @@ def _remove_stale_temporaries(output: Path, tasks: list[Task], everything: bool)
             temp.unlink()
 
 
-def _write_gallery(manifest: Manifest, tasks: list[Task] | None, err: bool) -> None:
+def _write_gallery(
+    manifest: Manifest, tasks: list[Task] | None, err: bool, quiet: bool = False
+) -> None:
     """Rebuild the gallery page and contact sheet from every results file in the output.
 
     A gallery that cannot be written costs a warning, not the run's exit code: the outputs
@@ -350,40 +437,61 @@ def _write_gallery(manifest: Manifest, tasks: list[Task] | None, err: bool) -> N
     except (OSError, ImageError, WeightsError, UnsafeWrite, ResultsError) as exc:
         click.echo(f"warning: cannot write the gallery in {manifest.output}: {exc}", err=True)
         return
-    click.echo(f"gallery: {files.page}", err=err)
+    if not quiet:
+        click.echo(f"gallery: {files.page}", err=err)
 
 
 @main.command("report")
 @click.argument("manifest", type=click.Path(dir_okay=False))
 @click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE", help="As for run.")
-def report_command(manifest: str, overrides: tuple[str, ...]) -> None:
+@click.option("--only", "only", multiple=True, metavar="KEY=GLOB", help="As for run.")
+@click.option("--json", "as_json", is_flag=True, help="Print the merged view as one JSON object.")
+@click.option("-q", "--quiet", count=True, help="Only the counts and the failed tasks.")
+@click.option("-v", "--verbose", count=True, help="Every task with its state.")
+def report_command(
+    manifest: str,
+    overrides: tuple[str, ...],
+    only: tuple[str, ...],
+    as_json: bool,
+    quiet: int,
+    verbose: int,
+) -> None:
     """Merge the results on disk into <output>/results.csv, summarize them, rebuild the gallery.
 
     A task counts as done only when its latest result was made with the settings the
     manifest has now (same task key); older results are listed as outdated. Rows of tasks
     outside the current plan (another --set, say) are kept. Waits for no run: while one
     holds the output folder, report exits 75 and changes nothing.
+
+    Exits 1 when a task of the plan failed (its latest result, made with its current
+    key), listing each with its reason. --json prints counts by state and every task
+    (content, style, variant, output, state, status, losses, steps, seconds, error, key).
     """
     loaded = _load(manifest, overrides, None)
-    tasks = _plan(loaded)
+    whole = _plan(loaded)
+    tasks = _only(whole, whole, only) if only else whole
+    verbosity = verbose - quiet
     output = loaded.output
     if output.exists() and not output.is_dir():
         raise _fail(f"output {output} is a file, not a folder; choose another 'output'")
     if not output.is_dir():
-        _summarize(tasks, [])
-        click.echo(f"no results yet in {output}")
+        _summarize(tasks, [], verbosity, as_json)
+        if not as_json and verbosity >= 0:
+            click.echo(f"no results yet in {output}")
         return
     try:
         with layout.hold(output, None):
-            _remove_stale_temporaries(output, tasks, everything=True)
+            _remove_stale_temporaries(output, whole, everything=True)
             files = layout.results_files(output)
             rows = merge(files)
             results = layout.results_file(output, None)
             if files:  # shard files stay as they are: each is its shard's own attempt log
                 write_table(rows, results, output)
-            _summarize(tasks, rows)
-            click.echo(f"results: {results}" if files else f"no results yet in {output}")
-            _write_gallery(loaded, tasks, err=False)
+            failed = _summarize(tasks, rows, verbosity, as_json)
+            quiet_now = as_json or verbosity < 0
+            if not quiet_now:
+                click.echo(f"results: {results}" if files else f"no results yet in {output}")
+            _write_gallery(loaded, whole, err=False, quiet=quiet_now)
     except Locked as exc:
         click.echo(f"Error: {exc}", err=True)
         sys.exit(EXIT_LOCKED)
@@ -391,23 +499,206 @@ def report_command(manifest: str, overrides: tuple[str, ...]) -> None:
         raise _fail(str(exc)) from None
     except OSError as exc:
         raise _fail(f"cannot write to the output folder {output}: {exc.strerror}") from None
+    if failed:
+        sys.exit(EXIT_FAILED)
 
 
-def _summarize(tasks: list[Task], rows: list[ResultRow]) -> None:
-    """Counts of the plan's tasks by their state against the results (the page's cells)."""
-    from nst_batch.gallery.grid import state
+LOSS_ORDER = ("content", "style", "tv", "total")  # as results.csv has them
+_STATE_WORDS = {"pending": "not yet run"}  # a state as report prints it, when not its name
+
+
+def _summarize(
+    tasks: list[Task], rows: list[ResultRow], verbosity: int = 0, as_json: bool = False
+) -> int:
+    """Counts of the plan's tasks by their state against the results (the page's cells),
+    and the tasks worth a look (-v: every task); the number of failed tasks."""
+    from nst_batch.gallery.grid import STATES, state
 
     latest = {(r.content, r.style, r.variant): r for r in rows}
-    states = [state(t, latest.get((t.content.name, t.style.name, t.variant.name))) for t in tasks]
-    count = {name: states.count(name) for name in set(states)}
+    found = [latest.get((t.content.name, t.style.name, t.variant.name)) for t in tasks]
+    states = [state(t, row) for t, row in zip(tasks, found, strict=True)]
+    count = {name: states.count(name) for name in STATES if name != "missing"}
+    if as_json:
+        view = {
+            "total": len(tasks),
+            "counts": count,
+            "tasks": [_task_json(*each) for each in zip(tasks, states, found, strict=True)],
+        }
+        click.echo(json.dumps(view, indent=2))
+        return count["failed"]
     click.echo(
-        f"{len(tasks)} tasks planned: {count.get('done', 0)} done, "
-        f"{count.get('failed', 0)} failed, {count.get('interrupted', 0)} interrupted, "
-        f"{count.get('outdated', 0)} outdated, {count.get('pending', 0)} not yet run"
+        f"{len(tasks)} tasks planned: {count['done']} done, "
+        f"{count['failed']} failed, {count['interrupted']} interrupted, "
+        f"{count['outdated']} outdated, {count['pending']} not yet run"
     )
-    for task, now in zip(tasks, states, strict=True):
-        if now == "pending":
-            click.echo(f"  not yet run: {task.label}")
-    for task, now in zip(tasks, states, strict=True):
-        if now == "outdated":
-            click.echo(f"  outdated:    {task.label}")
+    listed = {"failed"} if verbosity < 0 else {"failed", "interrupted", "pending", "outdated"}
+    # By kind, the failures first (plan order within); -v: every task in plan order.
+    order = ("failed", "interrupted", "pending", "outdated") if verbosity <= 0 else ("every",)
+    for kind in order:
+        for task, now, row in zip(tasks, states, found, strict=True):
+            if (now == kind and now in listed) or kind == "every":
+                label = f"{_STATE_WORDS.get(now, now)}:"
+                why = (
+                    f": {row.error}" if row is not None and now != "outdated" and row.error else ""
+                )
+                click.echo(f"  {label:<12} {task.label}{why}")
+    return count["failed"]
+
+
+def _task_json(task: Task, now: str, row: ResultRow | None) -> dict[str, object]:
+    """One task of the merged view, for `report --json`."""
+
+    def number(value: float | None) -> float | None:
+        return value if value is None or math.isfinite(value) else None
+
+    losses = None
+    if row is not None and row.total_loss is not None:
+        losses = {
+            "content": number(row.content_loss),
+            "style": number(row.style_loss),
+            "tv": number(row.tv_loss),
+            "total": number(row.total_loss),
+        }
+    return {
+        "content": task.content.name,
+        "style": task.style.name,
+        "variant": task.variant.name,
+        "output": task.relative_output,
+        "state": now,
+        "status": row.status if row is not None else None,
+        "losses": losses,
+        "steps": row.steps if row is not None else None,
+        "seconds": number(row.seconds) if row is not None else None,
+        "error": row.error if row is not None else "",
+        "key": task.key,
+    }
+
+
+@main.command("show")
+@click.argument("image", type=click.Path())
+@click.option("--json", "as_json", is_flag=True, help="Print it as one JSON object.")
+def show_command(image: str, as_json: bool) -> None:
+    """What an output IMAGE was made from and with, from its metadata: its key, inputs,
+    effective settings, losses, steps, time, device, date and nst-batch version.
+
+    \b
+    Example:
+      nst-batch show out/gallery/chelsea__starry_night.jpg
+    """
+    from nst_batch.images import oriented_size, read_metadata
+
+    path = Path(image)
+    if not path.exists():
+        raise _fail(f"{layout.display(image)}: no such file")
+    if path.is_dir():
+        raise _fail(f"{layout.display(image)} is a folder, not an image")
+    if oriented_size(path) is None:
+        raise _fail(f"{layout.display(image)} is not an image nst-batch can read")
+    metadata = read_metadata(path)
+    if layout.KEY_METADATA not in metadata:
+        raise _fail(
+            f"{layout.display(image)} has no nst-batch metadata: it was not made by nst-batch, "
+            "or a tool that rewrote it dropped its metadata"
+        )
+    info = _made_with(path, metadata)
+    if as_json:
+        click.echo(json.dumps(info, indent=2))
+        return
+    for name, value in _shown(info):
+        click.echo(f"{name:<11}{value}".rstrip())
+
+
+def _json_field(metadata: dict[str, str], name: str) -> object:
+    try:
+        return json.loads(metadata[name])
+    except (KeyError, ValueError):
+        return None
+
+
+def _made_with(path: Path, metadata: dict[str, str]) -> dict[str, object]:
+    """An output's metadata as one JSON-ready mapping; None where the output records nothing
+    (older outputs have no recipe or result)."""
+
+    def mapping(name: str) -> dict[str, object]:
+        value = _json_field(metadata, name)
+        return value if isinstance(value, dict) else {}
+
+    recipe, result = mapping(layout.RECIPE_METADATA), mapping(layout.RESULT_METADATA)
+    source = mapping("nst-batch:source")
+    params = recipe.get("params")
+    if not isinstance(params, dict):  # no recipe: every setting, as the output recorded them
+        params = mapping("nst-batch:params") or None
+    return {
+        "file": layout.display(path),
+        "key": metadata[layout.KEY_METADATA],
+        "content": {"name": source.get("content"), "sha256": recipe.get("content")},
+        "style": {"name": source.get("style"), "sha256": recipe.get("style")},
+        "init_image": recipe.get("init_image"),
+        "algorithm": recipe.get("algorithm"),
+        "weights": recipe.get("weights"),
+        "params": params,
+        "losses": result.get("losses"),
+        "steps": result.get("steps"),
+        "seconds": result.get("seconds"),
+        "device": result.get("device"),
+        "made_at": result.get("made_at"),
+        "version": result.get("version"),
+        "start": _json_field(metadata, layout.START_METADATA),
+    }
+
+
+def _shown(info: dict[str, object]) -> list[tuple[str, str]]:
+    """(name, value) lines of `nst-batch show`: the inputs first, then settings, then result."""
+    from nst_batch.plan import plain
+
+    def known(value: object) -> str:
+        return "not recorded" if value is None else plain(value)
+
+    def image(part: object) -> str:
+        spec = part if isinstance(part, dict) else {}
+        name, digest = spec.get("name"), spec.get("sha256")
+        if isinstance(digest, list):  # a blend: [[sha256, weight], ...]
+            digest = ", ".join(f"{d[0][:12]} x {plain(d[1])}" for d in digest if len(d) == 2)
+        elif isinstance(digest, str):
+            digest = digest[:12]
+        return known(name) + (f" (sha256 {digest})" if digest else "")
+
+    lines = [
+        ("file", str(info["file"])),
+        ("key", str(info["key"])),
+        ("content", image(info["content"])),
+        ("style", image(info["style"])),
+    ]
+    if isinstance(info["init_image"], str):
+        lines.append(("init_image", f"sha256 {info['init_image'][:12]}"))
+    lines += [("algorithm", known(info["algorithm"])), ("weights", known(info["weights"]))]
+    params = info["params"]
+    if isinstance(params, dict) and params:
+        width = max(len(name) for name in params)
+        for i, (name, value) in enumerate(params.items()):
+            lines.append(("settings" if i == 0 else "", f"{name:<{width}}  {plain(value)}"))
+    else:
+        lines.append(("settings", "not recorded"))
+    losses = info["losses"]
+    if isinstance(losses, dict):
+        terms = sorted(losses, key=lambda n: (*LOSS_ORDER, n).index(n))
+        shown = ", ".join(
+            f"{name} {losses[name]:.4g}"
+            if isinstance(losses[name], float)
+            else f"{name} {plain(losses[name])}"
+            for name in terms
+        )
+        lines.append(("losses", shown))
+    else:
+        lines.append(("losses", "not recorded"))
+    seconds = info["seconds"]
+    lines += [
+        ("steps", known(info["steps"])),
+        ("seconds", f"{seconds:.1f}" if isinstance(seconds, float) else known(seconds)),
+        ("device", known(info["device"])),
+        ("made at", known(info["made_at"])),
+        ("version", known(info["version"])),
+    ]
+    if info["start"] is not None:
+        lines.append(("start", plain(info["start"])))
+    return lines
