@@ -247,12 +247,13 @@ def _dry_run(
     force: bool,
     verbosity: int,
 ) -> None:
-    """A line per task in plan order; -v: under each task to run, why; -q: only those."""
+    """A line per task that would run, in plan order, and under it why; -v lists the
+    up-to-date tasks too (else the last line counts them); -q leaves out the reasons."""
     fresh_ids = {id(task) for task in fresh}
-    why = _reasons(manifest, todo, force) if verbosity > 0 else {}
+    why = _reasons(manifest, todo, force) if verbosity >= 0 else {}
     for task in tasks:
         current = id(task) in fresh_ids
-        if current and verbosity < 0:
+        if current and verbosity <= 0:
             continue
         state = "up to date" if current else "would run"
         click.echo(f"{state:>10}  {task.label}  ->  {task.relative_output}")

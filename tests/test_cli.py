@@ -298,9 +298,13 @@ def test_dry_run_on_a_fresh_gallery_writes_nothing(tmp_path: Path) -> None:
     assert result.exit_code == 0, result.output
     assert result.stdout.splitlines() == [
         " would run  chelsea x starry_night  ->  chelsea__starry_night.jpg",
+        "            new",
         " would run  coffee x starry_night  ->  coffee__starry_night.jpg",
+        "            new",
         " would run  chelsea x the_scream  ->  chelsea__the_scream.jpg",
+        "            new",
         " would run  coffee x the_scream  ->  coffee__the_scream.jpg",
+        "            new",
         "4 to run, 0 up to date, 4 in all",
     ]
     assert not (tmp_path / "out").exists()
@@ -322,18 +326,24 @@ def test_dry_run_after_a_run(gallery: Path) -> None:
 
     result = _invoke(gallery, "--dry-run")
     assert result.exit_code == 0, result.output
-    assert [line.split("  ")[0].strip() for line in result.stdout.splitlines()[:4]] == [
+    assert result.stdout.splitlines() == ["0 to run, 4 up to date, 4 in all"]
+    listed = _invoke(gallery, "--dry-run", "-v")  # -v lists the up-to-date tasks too
+    assert [line.split("  ")[0].strip() for line in listed.stdout.splitlines()[:4]] == [
         "up to date"
     ] * 4
-    assert result.stdout.splitlines()[-1] == "0 to run, 4 up to date, 4 in all"
 
     changed = _invoke(gallery, "--dry-run", "--set", "style.0.params.style_weight=5")
     assert changed.stdout.splitlines() == [
         " would run  chelsea x starry_night  ->  chelsea__starry_night.jpg",
+        "            style_weight 10 -> 5",
         " would run  coffee x starry_night  ->  coffee__starry_night.jpg",
+        "            style_weight 10 -> 5",
+        "2 to run, 2 up to date, 4 in all",
+    ]
+    both = _invoke(gallery, "--dry-run", "-v", "--set", "style.0.params.style_weight=5")
+    assert both.stdout.splitlines()[4:6] == [
         "up to date  chelsea x the_scream  ->  chelsea__the_scream.jpg",
         "up to date  coffee x the_scream  ->  coffee__the_scream.jpg",
-        "2 to run, 2 up to date, 4 in all",
     ]
     forced = _invoke(gallery, "--dry-run", "--force")
     assert forced.stdout.splitlines()[-1] == "4 to run, 0 up to date, 4 in all"

@@ -1,5 +1,6 @@
-"""Saying why: `--dry-run -v` (why each task would run), `show` (what an output was made
-with), `--only` (a subset of the plan) and `report`'s exit code, -q, -v and --json.
+"""Saying why: `--dry-run` (why each task would run; -v lists the up-to-date ones too),
+`show` (what an output was made with), `--only` (a subset of the plan) and `report`'s
+exit code, -q, -v and --json.
 
 One 3x2 PNG gallery (48 px, 2 steps) whose third content image is a text file is run once
 per module: four outputs done, two tasks failed. Tests that change it work on a copy
@@ -168,10 +169,15 @@ def test_dry_run_verbose_after_a_run_lists_up_to_date_and_failed_before(
         " would run  bad x the_scream  ->  bad__the_scream.png",
         "2 to run, 4 up to date, 6 in all",
     ]
-    # the plain dry run is as it was: every task, no reasons
+    # the plain dry run: what would run and why; the up-to-date tasks only counted
     plain = _invoke(gallery, "--dry-run")
-    assert len(plain.stdout.splitlines()) == 7
-    assert "failed before" not in plain.stdout
+    assert plain.stdout.splitlines() == [
+        " would run  bad x starry_night  ->  bad__starry_night.png",
+        failed,
+        " would run  bad x the_scream  ->  bad__the_scream.png",
+        failed,
+        "2 to run, 4 up to date, 6 in all",
+    ]
     assert _tree(folder) == before  # not a byte written
 
 
@@ -448,7 +454,9 @@ def test_only_one_key_is_or_and_keys_are_and(tmp_path: Path) -> None:
 
     assert result.stdout.splitlines() == [
         " would run  coffee x the_scream  ->  coffee__the_scream.png",
+        f"{PAD}new",
         " would run  bad x the_scream  ->  bad__the_scream.png",
+        f"{PAD}new",
         "2 to run, 0 up to date, 2 in all matching --only (of 6 planned)",
     ]
 
@@ -530,7 +538,7 @@ def test_show_prints_what_an_output_was_made_with(ran: Ran) -> None:
     assert "           style_weight         10" in lines
     assert "           steps                2" in lines
     losses = made["losses"]
-    assert lines[-6:] == [
+    assert lines[-7:] == [
         f"losses     content {losses['content']:.4g}, style {losses['style']:.4g}, "
         f"tv {losses['tv']:.4g}, total {losses['total']:.4g}",
         "steps      2",
@@ -538,8 +546,8 @@ def test_show_prints_what_an_output_was_made_with(ran: Ran) -> None:
         "device     cpu",
         f"made at    {made['made_at']}",
         f"version    {made['version']}",
+        "start      {init: content, from: none}",
     ]
-    assert not any(line.startswith("start") for line in lines)  # recorded only when given
 
     as_json = _invoke("show", output, "--json")
     assert as_json.exit_code == 0, as_json.output
@@ -554,7 +562,8 @@ def test_show_prints_what_an_output_was_made_with(ran: Ran) -> None:
     assert info["params"]["size"] == 48
     assert info["losses"] == losses
     assert (info["steps"], info["device"], info["made_at"]) == (2, "cpu", made["made_at"])
-    assert info["algorithm"] == "6" and info["init_image"] is None and info["start"] is None
+    assert info["algorithm"] == "6" and info["init_image"] is None
+    assert info["start"] == {"init": "content", "from": None}
 
 
 def test_show_prints_the_start_when_recorded(tmp_path: Path) -> None:
