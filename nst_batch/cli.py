@@ -332,6 +332,7 @@ def _check_output_folder(manifest: Manifest, tasks: list[Task], share: Share) ->
         layout.lock_file(output, None),
         layout.lock_file(output, share),
         output / layout.PAGE,
+        output / layout.COMPARE,
         output / layout.SHEET,
         output / layout.THUMBS / "outputs",
     ]

@@ -1,11 +1,12 @@
 """The output folder's contract: every name nst-batch writes there, and the one way it writes.
 
 Outputs (`<name>.<format>`), their loss curves (`<output>.json`), the gallery (`index.html`,
-`contact_sheet.jpg`, `thumbs/`), results files (`results.csv`, `results-shard-K-of-N.csv`),
-lock files (`.nst-batch*.lock`) and temporaries (`.<name>.<8 hex>.nst-batch.tmp`) all live
-under the output folder, and every write there goes through `write_atomically` or
-`open_in_folder`: folder by folder from the output folder down, never through a symbolic
-link, so that a link planted in the output folder cannot make a run write anywhere else.
+a sweep's `compare.html`, `contact_sheet.jpg`, `thumbs/`), results files (`results.csv`,
+`results-shard-K-of-N.csv`), lock files (`.nst-batch*.lock`) and temporaries
+(`.<name>.<8 hex>.nst-batch.tmp`) all live under the output folder, and every write there
+goes through `write_atomically` or `open_in_folder`: folder by folder from the output folder
+down, never through a symbolic link, so that a link planted in the output folder cannot make
+a run write anywhere else.
 
 Imports nothing of ours: it takes paths and names.
 """
@@ -25,6 +26,7 @@ from pathlib import Path, PurePosixPath
 from typing import IO, Literal
 
 PAGE = "index.html"
+COMPARE = "compare.html"  # a sweep's variants side by side, beside the page
 SHEET = "contact_sheet.jpg"
 THUMBS = "thumbs"
 RESULTS = "results.csv"
@@ -34,7 +36,7 @@ KEY_METADATA = "nst-batch:key"  # where an output image records the key it was m
 RECIPE_METADATA = "nst-batch:recipe"  # ... and the recipe that key hashes (JSON)
 START_METADATA = "nst-batch:start"  # ... and how it started: {"init": ..., "from": key}
 RESULT_METADATA = "nst-batch:result"  # ... and its losses, steps, time, device, date (JSON)
-RESERVED_NAMES = frozenset({PAGE, SHEET, THUMBS})
+RESERVED_NAMES = frozenset({PAGE, COMPARE, SHEET, THUMBS})
 
 Share = tuple[int, int] | None  # (K, N) of a shard, None for a whole run
 HeaderKind = Literal["content", "style"]

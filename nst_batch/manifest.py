@@ -17,8 +17,9 @@ import posixpath
 import re
 import string
 import unicodedata
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, replace
+from functools import cached_property
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -57,12 +58,22 @@ class _Entry(BaseModel):
     params: dict[str, Any] = Field(default_factory=dict)
 
 
+class _Pair(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    content: str | _Entry
+    style: str | _Entry
+    params: dict[str, Any] = Field(default_factory=dict)
+
+
 class _Document(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     output: str
-    content: list[str | _Entry] = Field(min_length=1)
-    style: list[str | _Entry] = Field(min_length=1)
+    # Either content and style (every content in every style) or pairs (only those listed).
+    content: list[str | _Entry] | None = Field(None, min_length=1)
+    style: list[str | _Entry] | None = Field(None, min_length=1)
+    pairs: list[_Pair] | None = Field(None, min_length=1)
     weights: str = "original"
     devices: str | list[str] = "auto"
     workers_per_device: StrictInt = Field(1, ge=1, le=64)
@@ -80,6 +91,19 @@ class _Document(BaseModel):
     @classmethod
     def _one_or_many(cls, value: object) -> object:
         return [value] if isinstance(value, str | dict) else value
+
+    @field_validator("pairs", mode="before")
+    @classmethod
+    def _pair_mappings(cls, value: object) -> object:
+        value = [value] if isinstance(value, dict) else value
+        if isinstance(value, list):
+            for i, item in enumerate(value):
+                if not isinstance(item, dict):
+                    raise ValueError(
+                        f"pairs[{i}] is not a mapping; write each pair as "
+                        "{content: photo.jpg, style: painting.jpg}"
+                    )
+        return value
 
     @field_validator("batch_size", mode="before")
     @classmethod
@@ -126,11 +150,20 @@ class Variant:
 
 
 @dataclass(frozen=True)
+class Pair:
+    """One content in one style, listed under `pairs:`, with the pair's own overrides."""
+
+    content: ImageSpec
+    style: ImageSpec
+    overrides: Mapping[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
 class Manifest:
     path: Path
     output: Path
-    contents: tuple[ImageSpec, ...]
-    styles: tuple[ImageSpec, ...]
+    contents: tuple[ImageSpec, ...]  # with pairs: each distinct content, in order of appearance
+    styles: tuple[ImageSpec, ...]  # ... and each distinct style
     variants: tuple[Variant, ...]
     weights: str  # 'original', 'torchvision' or an absolute path
     devices: tuple[str, ...]  # ('auto',) or explicit devices
@@ -141,11 +174,45 @@ class Manifest:
     format: str
     max_pixels: int
     base: Mapping[str, Any]  # preset, then `params:`
+    pairs: tuple[Pair, ...] = ()  # empty: every content in every style
+
+    def combinations(self) -> Iterator[tuple[ImageSpec, ImageSpec, Variant]]:
+        """(content, style, variant) of every task: each listed pair, or without pairs every
+        content in every style, in every variant."""
+        if self.pairs:
+            for pair in self.pairs:
+                for variant in self.variants:
+                    yield pair.content, pair.style, variant
+            return
+        for style in self.styles:
+            for variant in self.variants:
+                for content in self.contents:
+                    yield content, style, variant
+
+    def has_pair(self, content: ImageSpec, style: ImageSpec) -> bool:
+        """Whether the plan holds this content in this style (always, without pairs)."""
+        return not self.pairs or (content.name, style.name) in self._pairs_by_name
+
+    def pair_overrides(self, content: ImageSpec, style: ImageSpec) -> Mapping[str, Any]:
+        """The listed pair's own params ({} without pairs)."""
+        return self._pairs_by_name.get((content.name, style.name), {})
+
+    @cached_property
+    def _pairs_by_name(self) -> dict[tuple[str, str], Mapping[str, Any]]:
+        # Within pairs a name stands for one content (or style): _listed_pairs makes it so.
+        return {(p.content.name, p.style.name): p.overrides for p in self.pairs}
 
     def params_for(self, content: ImageSpec, style: ImageSpec, variant: Variant) -> Params:
-        """Effective parameters: base < content's < style's < the variant's; an init_image
-        template is filled in with the task's names."""
-        merged = {**self.base, **content.overrides, **style.overrides, **variant.overrides}
+        """Effective parameters: base < content's < style's < the pair's < the variant's;
+        an init_image template is filled in with the task's names."""
+        pair = self.pair_overrides(content, style)
+        merged = {
+            **self.base,
+            **content.overrides,
+            **style.overrides,
+            **pair,
+            **variant.overrides,
+        }
         init = merged.get("init_image")
         if isinstance(init, str) and ("{" in init or "}" in init):
             filled = init.format(content=content.name, style=style.name, variant=variant.name)
@@ -190,11 +257,32 @@ def load_manifest(path: str | os.PathLike[str], overrides: Sequence[str] = ()) -
     for item in overrides:
         _apply_override(data, item, path)
     _refuse_unusable_text(path, data)
+    missing = _missing_images(path, data)
     try:
         doc = _Document.model_validate(data)
     except ValidationError as exc:
-        raise ManifestError(_explain(path, exc, _Document)) from None
+        raise ManifestError("\n".join([_explain(path, exc, _Document), *missing])) from None
+    if missing:
+        raise ManifestError("\n".join(missing))
     return _resolve(path, doc)
+
+
+def _missing_images(path: Path, data: Mapping[str, Any]) -> list[str]:
+    """What a manifest lacks to name its tasks: content and style, or pairs (not both)."""
+    given = [key for key in ("content", "style", "pairs") if data.get(key) is not None]
+    if "pairs" in given:
+        if len(given) == 1:
+            return []
+        return [
+            f"{path}: pairs: a manifest lists either content and style (every content in every "
+            f"style) or pairs (only those), not both; remove {' and '.join(given[:-1])}, or "
+            "remove pairs"
+        ]
+    return [
+        f"{path}: missing required key '{key}' (or list pairs instead of content and style)"
+        for key in ("content", "style")
+        if key not in given
+    ]
 
 
 def safe_yaml(text: str, where: str) -> Any:
@@ -314,6 +402,8 @@ def _apply_override(data: dict[str, Any], item: str, path: Path) -> None:
             child = node.get(part)
             if child is None and part in MAPPING_KEYS:
                 child = node[part] = {}
+            elif isinstance(child, str) and part in LIST_KEYS and parts[0] == "pairs":
+                child = node[part] = {"path": child}  # a pair's one image: make it an entry
             elif isinstance(child, str) and part in LIST_KEYS:
                 child = node[part] = [child]  # a single path: make it a list to index
             if not isinstance(child, dict | list):
@@ -341,9 +431,11 @@ def _explain(path: Path, exc: ValidationError, model: type[BaseModel], prefix: s
     """One line per problem: file: key: what is wrong (did you mean ...?)."""
     lines = []
     errors = exc.errors()
-    entry_errors = {tuple(e["loc"][:2]) for e in errors if "_Entry" in map(str, e["loc"])}
+    entry_errors = {
+        tuple(e["loc"][: e["loc"].index("_Entry")]) for e in errors if "_Entry" in e["loc"]
+    }
     for error in errors:
-        if error["loc"][-1:] == ("str",) and tuple(error["loc"][:2]) in entry_errors:
+        if error["loc"][-1:] == ("str",) and tuple(error["loc"][:-1]) in entry_errors:
             continue  # an entry object with a problem, not a bare path: say only that
         loc = [str(p) for p in error["loc"] if not str(p).startswith(("str", "_Entry"))]
         key = prefix + ".".join(loc) if loc else prefix.rstrip(".") or "(top level)"
@@ -367,6 +459,8 @@ def _explain(path: Path, exc: ValidationError, model: type[BaseModel], prefix: s
 def _known_keys(model: type[BaseModel], loc: Sequence[str]) -> list[str]:
     if any(part in ("content", "style") for part in loc):  # inside an image entry
         return list(_Entry.model_fields)
+    if loc[:1] == ["pairs"] and len(loc) == 2:  # inside a pair
+        return list(_Pair.model_fields)
     return list(model.model_fields)
 
 
@@ -392,17 +486,34 @@ def _resolve(path: Path, doc: _Document) -> Manifest:
                 f"existing file (looked for {weights_path})"
             )
         weights = str(weights_path)
-    contents = _expand(path, root, "content", doc.content, output)
-    styles = _expand(path, root, "style", doc.style, output)
-    _check_plan_size(path, len(contents), len(styles), doc.sweep, doc.max_tasks)
+    listed: list[tuple[str, str, dict[str, Any]]] = []  # pairs: (content, style, params)
+    if doc.pairs is not None:
+        contents, styles, listed = _listed_pairs(path, root, doc.pairs, output)
+        _check_plan_size(path, 0, 0, doc.sweep, doc.max_tasks, pairs=len(listed))
+    else:
+        assert doc.content is not None and doc.style is not None  # _missing_images
+        contents = _expand(path, root, "content", doc.content, output)
+        styles = _expand(path, root, "style", doc.style, output)
+        _check_plan_size(path, len(contents), len(styles), doc.sweep, doc.max_tasks)
     for kind, specs in (("content", contents), ("style", styles)):
         for spec in specs:
             _check_keys(path, f"{kind} '{layout.display(spec.path.name)}' params", spec.overrides)
+    for i, (_, _, params) in enumerate(listed):
+        _check_keys(path, f"pairs[{i}].params", params)
     _check_keys(path, "params", doc.params)
     _check_keys(path, "sweep", doc.sweep)
     base = _with_init_image(path, root, "params", base)
     contents = _specs_with_init_image(path, root, "content", contents)
     styles = _specs_with_init_image(path, root, "style", styles)
+    by_name = {("content", s.name): s for s in contents} | {("style", s.name): s for s in styles}
+    pairs = tuple(
+        Pair(
+            by_name["content", content],
+            by_name["style", style],
+            _with_init_image(path, root, f"pairs[{i}].params", params),
+        )
+        for i, (content, style, params) in enumerate(listed)
+    )
     variants = tuple(
         replace(v, overrides=_with_init_image(path, root, "sweep", v.overrides))
         for v in _variants(path, doc.sweep)
@@ -423,32 +534,106 @@ def _resolve(path: Path, doc: _Document) -> Manifest:
         format=doc.format,
         max_pixels=doc.max_pixels,
         base=base,
+        pairs=pairs,
     )
     _check_combinations(manifest)
     return manifest
 
 
 def _check_plan_size(
-    path: Path, contents: int, styles: int, sweep: Mapping[str, list[Any]], limit: int
+    path: Path,
+    contents: int,
+    styles: int,
+    sweep: Mapping[str, list[Any]],
+    limit: int,
+    pairs: int | None = None,
 ) -> None:
-    """Refuse a plan of more than `limit` tasks before it is built, naming what makes it so."""
+    """Refuse a plan of more than `limit` tasks before it is built, naming what makes it so.
+    With `pairs` (their count) the plan is the pairs, not contents x styles."""
     variants = math.prod(len(values) for values in sweep.values())
-    total = contents * styles * variants
+    total = (contents * styles if pairs is None else pairs) * variants
     if total <= limit:
         return
-    factors = {
-        f"content ({contents:,} images)": contents,
-        f"style ({styles:,} images)": styles,
+    sweep_factor = (
         f"sweep ({len(sweep)} keys, {variants:,} variants: "
         + " x ".join(f"{k} {len(v)}" for k, v in sweep.items())
-        + ")": variants,
-    }
+        + ")"
+    )
+    if pairs is None:
+        factors = {
+            f"content ({contents:,} images)": contents,
+            f"style ({styles:,} images)": styles,
+            sweep_factor: variants,
+        }
+        product = f"{contents:,} content x {styles:,} style"
+    else:
+        factors = {f"pairs ({pairs:,} listed)": pairs, sweep_factor: variants}
+        product = f"{pairs:,} pairs"
     largest = max(factors, key=lambda k: factors[k])
     raise ManifestError(
-        f"{path}: the plan has {total:,} tasks ({contents:,} content x {styles:,} style x "
-        f"{variants:,} variants), more than max_tasks ({limit:,}); {largest} raises it most: "
-        "narrow it, or raise max_tasks if you mean it"
+        f"{path}: the plan has {total:,} tasks ({product} x {variants:,} variants), more than "
+        f"max_tasks ({limit:,}); {largest} raises it most: narrow it, or raise max_tasks if "
+        "you mean it"
     )
+
+
+def _listed_pairs(
+    path: Path, root: Path, entries: Sequence[_Pair], output: Path
+) -> tuple[tuple[ImageSpec, ...], tuple[ImageSpec, ...], list[tuple[str, str, dict[str, Any]]]]:
+    """The distinct contents and styles of `pairs:` (in order of appearance), and each pair
+    as (content name, style name, params). Within pairs a name stands for one image with one
+    set of params, and a pair is listed once."""
+    specs: dict[tuple[str, str], tuple[ImageSpec, str]] = {}  # (kind, name): (spec, where)
+    seen: dict[tuple[str, str], int] = {}
+    listed = []
+    for i, entry in enumerate(entries):
+        names = []
+        for kind, given in (("content", entry.content), ("style", entry.style)):
+            where = f"pairs[{i}].{kind}"
+            spec = _pair_image(path, root, kind, where, given, output)
+            other = specs.setdefault((kind, spec.name), (spec, where))
+            if other[0] != spec:
+                raise ManifestError(
+                    f"{path}: {other[1]} and {where} are both the {kind} '{spec.name}' but "
+                    "differ in image or params; give one a 'name:', or put settings for one "
+                    "pair in that pair's params"
+                )
+            names.append(spec.name)
+        content, style = names
+        if (content, style) in seen:
+            raise ManifestError(
+                f"{path}: pairs[{i}] repeats pairs[{seen[content, style]}] (content "
+                f"'{content}' in style '{style}'); list each pair once, and use a sweep to try "
+                "several settings on one pair"
+            )
+        seen[content, style] = i
+        listed.append((content, style, dict(entry.params)))
+
+    def distinct(kind: str) -> tuple[ImageSpec, ...]:
+        return tuple(spec for (k, _), (spec, _) in specs.items() if k == kind)
+
+    return distinct("content"), distinct("style"), listed
+
+
+def _pair_image(
+    path: Path, root: Path, kind: str, where: str, given: str | _Entry, output: Path
+) -> ImageSpec:
+    """A pair's content or style: one image file (or, for a style, a blend)."""
+    item = given if isinstance(given, _Entry) else _Entry(path=given)
+    if item.name is not None:
+        _check_image_name(f"{path}: {where}.name", item.name)
+    if isinstance(item.path, list) or item.weights is not None:
+        return _blend(path, root, kind, where, item)
+    files, single = _match(root, item.path, f"{path}: {where} '{item.path}'", output)
+    if not single:
+        raise ManifestError(
+            f"{path}: {where} '{item.path}': a pair takes one image file, not a folder or "
+            "pattern; list a pair per image, or use content and style for every combination"
+        )
+    if not os.access(files[0], os.R_OK):
+        raise ManifestError(f"{path}: {where}: {files[0]} is not readable; check its permissions")
+    name = _entry_name(path, kind, files[0], item.name)
+    return ImageSpec(path=files[0], name=name, overrides=dict(item.params))
 
 
 def _expand(
@@ -463,7 +648,7 @@ def _expand(
         if item.name is not None:
             _check_image_name(f"{path}: {kind}[{i}].name", item.name)
         if isinstance(item.path, list) or item.weights is not None:
-            specs.append((_blend(path, root, kind, i, item), True, f"{kind}[{i}]"))
+            specs.append((_blend(path, root, kind, f"{kind}[{i}]", item), True, f"{kind}[{i}]"))
             continue
         where = f"{path}: {kind}[{i}] '{item.path}'"
         files, single = _match(root, item.path, where, output)
@@ -524,9 +709,10 @@ def _clean_name(name: str) -> str:
     return posixpath.normpath(name.strip()) if name.strip() else name
 
 
-def _blend(path: Path, root: Path, kind: str, i: int, item: _Entry) -> ImageSpec:
-    """A style entry whose `path` lists several files, mixed by `weights` (default equal)."""
-    where = f"{path}: {kind}[{i}]"
+def _blend(path: Path, root: Path, kind: str, key: str, item: _Entry) -> ImageSpec:
+    """A style entry whose `path` lists several files, mixed by `weights` (default equal);
+    `key` is where it is in the manifest: 'style[2]', 'pairs[0].style'."""
+    where = f"{path}: {key}"
     if kind != "style" and isinstance(item.path, list):
         raise ManifestError(
             f"{where}.path: a list of images blends styles; a content entry takes one "
@@ -762,13 +948,16 @@ def _check_combinations(manifest: Manifest) -> None:
         for overrides in (
             manifest.base,
             *(s.overrides for s in (*manifest.contents, *manifest.styles)),
+            *(p.overrides for p in manifest.pairs),
             *(v.overrides for v in manifest.variants),
         )
     )
     own_inits: list[tuple[Path, str]] = []  # each task's init_image, from a template
-    tasks = itertools.product(manifest.contents, manifest.styles, manifest.variants)
-    for content, style, variant in tasks:
-        combo = repr(sorted({**content.overrides, **style.overrides, **variant.overrides}.items()))
+    for content, style, variant in manifest.combinations():
+        pair = manifest.pair_overrides(content, style)
+        combo = repr(
+            sorted({**content.overrides, **style.overrides, **pair, **variant.overrides}.items())
+        )
         if combo not in checked:
             checked.add(combo)
             _check_params(manifest, content, style, variant)
@@ -826,9 +1015,11 @@ def _inputs(manifest: Manifest) -> Iterable[tuple[Path, str]]:
                 yield file, kind
             if isinstance(spec.overrides.get("init_image"), str):
                 yield Path(spec.overrides["init_image"]), "init_image"
-    for variant in manifest.variants:
-        if isinstance(variant.overrides.get("init_image"), str):
-            yield Path(variant.overrides["init_image"]), "init_image"
+    for overrides in [v.overrides for v in manifest.variants] + [
+        p.overrides for p in manifest.pairs
+    ]:
+        if isinstance(overrides.get("init_image"), str):
+            yield Path(overrides["init_image"]), "init_image"
     if isinstance(manifest.base.get("init_image"), str):
         yield Path(manifest.base["init_image"]), "init_image"  # (a template: checked per task)
     if manifest.weights not in NAMED_SOURCES:
@@ -841,7 +1032,7 @@ def _check_params(
     try:
         manifest.params_for(content, style, variant)
     except ValidationError as exc:
-        where = _combo_where(content, style, variant)
+        where = _combo_where(content, style, variant, manifest.pair_overrides(content, style))
         raise ManifestError(
             _explain(manifest.path, exc, Params, prefix="params.") + where
         ) from None
@@ -869,12 +1060,16 @@ def _check_output_name(manifest: Manifest, name: str, variant: Variant) -> None:
         )
 
 
-def _combo_where(content: ImageSpec, style: ImageSpec, variant: Variant) -> str:
+def _combo_where(
+    content: ImageSpec, style: ImageSpec, variant: Variant, pair: Mapping[str, Any]
+) -> str:
     parts = []
     if content.overrides:
         parts.append(f"content '{content.name}'")
     if style.overrides:
         parts.append(f"style '{style.name}'")
+    if pair:
+        parts.append(f"the pair '{content.name}' x '{style.name}'")
     if variant.name:
         parts.append(f"variant '{variant.name}'")
     return f" (with the overrides of {', '.join(parts)})" if parts else ""

@@ -1,5 +1,6 @@
-"""The work of a manifest: the content x style x variant cross product as tasks,
-each with an output path and a key, minus those already up to date; and shards.
+"""The work of a manifest: its content x style x variant combinations (the cross product,
+or the listed pairs) as tasks, each with an output path and a key, minus those already up
+to date; and shards.
 
 Torch-free: deciding what is up to date must not cost a model load.
 """
@@ -155,28 +156,26 @@ def _effective(params: Params) -> dict[str, object]:
 def plan(manifest: Manifest) -> list[Task]:
     """Every task of the manifest, ordered so that tasks sharing style targets run together."""
     tasks = []
-    for style in manifest.styles:
-        for variant in manifest.variants:
-            for content in manifest.contents:
-                params = manifest.params_for(content, style, variant)
-                init = Path(params.init_image) if params.init_image else None
-                relative = manifest.output_name(content, style, variant)
-                recipe = task_recipe(content.path, style.images, params, manifest.weights, init)
-                tasks.append(
-                    Task(
-                        content=content,
-                        style=style,
-                        variant=variant,
-                        params=params,
-                        folder=manifest.output,
-                        output=manifest.output / relative,
-                        relative_output=relative,
-                        key=recipe_key(recipe),
-                        recipe=recipe,
-                        weights=manifest.weights,
-                        max_pixels=manifest.max_pixels,
-                    )
-                )
+    for content, style, variant in manifest.combinations():
+        params = manifest.params_for(content, style, variant)
+        init = Path(params.init_image) if params.init_image else None
+        relative = manifest.output_name(content, style, variant)
+        recipe = task_recipe(content.path, style.images, params, manifest.weights, init)
+        tasks.append(
+            Task(
+                content=content,
+                style=style,
+                variant=variant,
+                params=params,
+                folder=manifest.output,
+                output=manifest.output / relative,
+                relative_output=relative,
+                key=recipe_key(recipe),
+                recipe=recipe,
+                weights=manifest.weights,
+                max_pixels=manifest.max_pixels,
+            )
+        )
     order = {group: i for i, group in enumerate(dict.fromkeys(t.target_group for t in tasks))}
     return sorted(tasks, key=lambda t: order[t.target_group])  # stable: manifest order within
 

@@ -1,6 +1,7 @@
 """The gallery's model: a grid per variant of content x style cells, each task classified
 against its latest result (done, failed, interrupted, outdated, missing, pending), with the
-thumbnails and loss curves the page and the contact sheet show.
+thumbnails and loss curves the page and the contact sheet show. With `pairs:` a cell that is
+not one of the pairs is `none`: no task, shown empty and counted nowhere.
 
 `state` is the one classification of a task against its result: `report` counts by it too.
 """
@@ -32,7 +33,8 @@ if TYPE_CHECKING:
 THUMB_SIZE = 200  # longest side of a thumbnail, px
 THUMB_QUALITY = 85
 
-State = Literal["done", "failed", "interrupted", "outdated", "missing", "pending"]
+State = Literal["done", "failed", "interrupted", "outdated", "missing", "pending", "none"]
+# The states of tasks, which the page counts; `none` (no such pair) is not one.
 STATES: tuple[State, ...] = ("done", "failed", "interrupted", "outdated", "missing", "pending")
 
 
@@ -80,6 +82,9 @@ def build_grids(manifest: Manifest, tasks: Sequence[Task], rows: Iterable[Result
         for content in manifest.contents:
             line = []
             for style in manifest.styles:
+                if not manifest.has_pair(content, style):
+                    line.append(Cell("none", None, None))
+                    continue
                 names = (content.name, style.name, variant.name)
                 line.append(_cell(by_name.get(names), latest.get(names)))
             cells.append(tuple(line))

@@ -1,5 +1,6 @@
-"""The gallery page: `index.html`, rendered from a jinja2 template (templates/page.html)
-with autoescaping, so every name and error on it is text, never markup.
+"""The gallery page: `index.html`, rendered from a jinja2 template (templates/page.html,
+its parts shared with compare.html in templates/macros.html) with autoescaping, so every
+name and error on it is text, never markup.
 
 Static HTML with relative links into the output folder: the folder can be copied or served
 anywhere, and the page needs no network and no script.
@@ -34,49 +35,61 @@ class _Picture:
     alt: str
 
 
-def render_page(manifest: Manifest, grids: Sequence[Grid]) -> str:
-    """The whole page as text. No timestamp: the same results give the same bytes."""
+def render_page(manifest: Manifest, grids: Sequence[Grid], compare: str | None = None) -> str:
+    """The whole page as text, linking to the `compare` page if there is one. No timestamp:
+    the same results give the same bytes. Cells of no task (`none`) are counted nowhere."""
     title = f"{manifest.path.name}: nst-batch gallery"
     counts = {s: sum(c.state == s for g in grids for r in g.cells for c in r) for s in STATES}
     root = manifest.output
-    return _template().render(
+    return template("page.html").render(
         title=title,
         total=sum(counts.values()),
         summary=", ".join(f"{n} {s}" for s, n in counts.items() if n),
         sheet=SHEET,
+        compare=compare,
         curve_size=CURVE_SIZE,
         grids=[
             {
                 "variant": grid.variant.name,
-                "styles": [_header(root, h) for h in grid.styles],
+                "anchor": anchor(index),
+                "styles": [header_view(root, h) for h in grid.styles],
                 "rows": [
-                    {"header": _header(root, h), "cells": [_cell(root, c) for c in cells]}
+                    {"header": header_view(root, h), "cells": [cell_view(root, c) for c in cells]}
                     for h, cells in zip(grid.contents, grid.cells, strict=True)
                 ],
             }
-            for grid in grids
+            for index, grid in enumerate(grids)
         ],
     )
 
 
+def anchor(index: int) -> str:
+    """The id of the index-th (from 0) variant's section on the page, for links to it."""
+    return f"variant-{index + 1}"
+
+
 @cache
-def _template() -> jinja2.Template:
-    text = resources.files("nst_batch.gallery").joinpath("templates/page.html").read_text("utf-8")
+def template(name: str) -> jinja2.Template:
+    """A template of templates/, with autoescaping on and the `url` filter."""
+    templates = resources.files("nst_batch.gallery").joinpath("templates")
     environment = jinja2.Environment(
-        autoescape=True, undefined=jinja2.StrictUndefined, keep_trailing_newline=True
+        loader=jinja2.FunctionLoader(lambda file: templates.joinpath(file).read_text("utf-8")),
+        autoescape=True,
+        undefined=jinja2.StrictUndefined,
+        keep_trailing_newline=True,
     )
     # A relative URL for href/src: percent-encoded (spaces, '#', '?', '%'), then escaped.
     environment.filters["url"] = lambda relative: quote(relative, safe="/")
-    return environment.from_string(text)
+    return environment.get_template(name)
 
 
-def _header(root: Path, header: Header) -> dict[str, Any]:
+def header_view(root: Path, header: Header) -> dict[str, Any]:
     file = display(header.spec.path.name)
     picture = None if header.thumb is None else _picture(root, header.thumb, file)
     return {"name": header.spec.name, "file": file, "picture": picture}
 
 
-def _cell(root: Path, cell: Cell) -> dict[str, Any]:
+def cell_view(root: Path, cell: Cell) -> dict[str, Any]:
     shown = cell.state == "done" and cell.task is not None and cell.thumb is not None
     if not shown:
         return {"state": cell.state, "note": cell.note, "picture": None}

@@ -84,6 +84,8 @@ def render_sheet(manifest: Manifest, grids: Sequence[Grid]) -> Image.Image:
             _slot(sheet, draw, layout, layout.slot(top, row, 0), header.thumb, header.spec.name)
             for column, cell in enumerate(cells, start=1):
                 corner = layout.slot(top, row, column)
+                if cell.state == "none":
+                    continue  # not one of the pairs: left blank
                 if cell.state == "done":
                     total = cell.row.total_loss if cell.row else None
                     label = f"loss {total:.3g}" if total is not None else ""
