@@ -237,6 +237,6 @@ def test_the_comparison_is_nst_batchs_own_file(tmp_path: Path) -> None:
 
 
 def test_a_stale_temporary_of_the_comparison_is_found(tmp_path: Path) -> None:
-    stale = tmp_path / f".{COMPARE}.0123abcd.nst-batch-tmp"
+    stale = tmp_path / f".{COMPARE}.0123abcd.nst-batch.tmp"
     stale.write_text("half a page")
     assert stale_temporaries(tmp_path, [], everything=True) == [stale]
