@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import contextlib
 import json
-import math
 import os
 import signal
 import sys
@@ -20,6 +19,7 @@ from pathlib import Path
 import click
 
 from nst_batch import __version__, layout
+from nst_batch.explain import made_with, reasons, shown, task_json
 from nst_batch.layout import Locked, Share, UnsafeWrite
 from nst_batch.manifest import Manifest, ManifestError, load_manifest, parse_devices
 from nst_batch.plan import (
@@ -27,7 +27,6 @@ from nst_batch.plan import (
     parse_only,
     parse_shard,
     plan,
-    reasons,
     select,
     slurm_shard,
     split,
@@ -505,7 +504,6 @@ def report_command(
         sys.exit(EXIT_FAILED)
 
 
-LOSS_ORDER = ("content", "style", "tv", "total")  # as results.csv has them
 _STATE_WORDS = {"pending": "not yet run"}  # a state as report prints it, when not its name
 
 
@@ -524,7 +522,7 @@ def _summarize(
         view = {
             "total": len(tasks),
             "counts": count,
-            "tasks": [_task_json(*each) for each in zip(tasks, states, found, strict=True)],
+            "tasks": [task_json(*each) for each in zip(tasks, states, found, strict=True)],
         }
         click.echo(json.dumps(view, indent=2))
         return count["failed"]
@@ -545,35 +543,6 @@ def _summarize(
                 )
                 click.echo(f"  {label:<12} {task.label}{why}")
     return count["failed"]
-
-
-def _task_json(task: Task, now: str, row: ResultRow | None) -> dict[str, object]:
-    """One task of the merged view, for `report --json`."""
-
-    def number(value: float | None) -> float | None:
-        return value if value is None or math.isfinite(value) else None
-
-    losses = None
-    if row is not None and row.total_loss is not None:
-        losses = {
-            "content": number(row.content_loss),
-            "style": number(row.style_loss),
-            "tv": number(row.tv_loss),
-            "total": number(row.total_loss),
-        }
-    return {
-        "content": task.content.name,
-        "style": task.style.name,
-        "variant": task.variant.name,
-        "output": task.relative_output,
-        "state": now,
-        "status": row.status if row is not None else None,
-        "losses": losses,
-        "steps": row.steps if row is not None else None,
-        "seconds": number(row.seconds) if row is not None else None,
-        "error": row.error if row is not None else "",
-        "key": task.key,
-    }
 
 
 @main.command("show")
@@ -602,105 +571,9 @@ def show_command(image: str, as_json: bool) -> None:
             f"{layout.display(image)} has no nst-batch metadata: it was not made by nst-batch, "
             "or a tool that rewrote it dropped its metadata"
         )
-    info = _made_with(path, metadata)
+    info = made_with(path, metadata)
     if as_json:
         click.echo(json.dumps(info, indent=2))
         return
-    for name, value in _shown(info):
+    for name, value in shown(info):
         click.echo(f"{name:<11}{value}".rstrip())
-
-
-def _json_field(metadata: dict[str, str], name: str) -> object:
-    try:
-        return json.loads(metadata[name])
-    except (KeyError, ValueError):
-        return None
-
-
-def _made_with(path: Path, metadata: dict[str, str]) -> dict[str, object]:
-    """An output's metadata as one JSON-ready mapping; None where the output records nothing
-    (older outputs have no recipe or result)."""
-
-    def mapping(name: str) -> dict[str, object]:
-        value = _json_field(metadata, name)
-        return value if isinstance(value, dict) else {}
-
-    recipe, result = mapping(layout.RECIPE_METADATA), mapping(layout.RESULT_METADATA)
-    source = mapping("nst-batch:source")
-    params = recipe.get("params")
-    if not isinstance(params, dict):  # no recipe: every setting, as the output recorded them
-        params = mapping("nst-batch:params") or None
-    return {
-        "file": layout.display(path),
-        "key": metadata[layout.KEY_METADATA],
-        "content": {"name": source.get("content"), "sha256": recipe.get("content")},
-        "style": {"name": source.get("style"), "sha256": recipe.get("style")},
-        "init_image": recipe.get("init_image"),
-        "algorithm": recipe.get("algorithm"),
-        "weights": recipe.get("weights"),
-        "params": params,
-        "losses": result.get("losses"),
-        "steps": result.get("steps"),
-        "seconds": result.get("seconds"),
-        "device": result.get("device"),
-        "made_at": result.get("made_at"),
-        "version": result.get("version"),
-        "start": _json_field(metadata, layout.START_METADATA),
-    }
-
-
-def _shown(info: dict[str, object]) -> list[tuple[str, str]]:
-    """(name, value) lines of `nst-batch show`: the inputs first, then settings, then result."""
-    from nst_batch.plan import plain
-
-    def known(value: object) -> str:
-        return "not recorded" if value is None else plain(value)
-
-    def image(part: object) -> str:
-        spec = part if isinstance(part, dict) else {}
-        name, digest = spec.get("name"), spec.get("sha256")
-        if isinstance(digest, list):  # a blend: [[sha256, weight], ...]
-            digest = ", ".join(f"{d[0][:12]} x {plain(d[1])}" for d in digest if len(d) == 2)
-        elif isinstance(digest, str):
-            digest = digest[:12]
-        return known(name) + (f" (sha256 {digest})" if digest else "")
-
-    lines = [
-        ("file", str(info["file"])),
-        ("key", str(info["key"])),
-        ("content", image(info["content"])),
-        ("style", image(info["style"])),
-    ]
-    if isinstance(info["init_image"], str):
-        lines.append(("init_image", f"sha256 {info['init_image'][:12]}"))
-    lines += [("algorithm", known(info["algorithm"])), ("weights", known(info["weights"]))]
-    params = info["params"]
-    if isinstance(params, dict) and params:
-        width = max(len(name) for name in params)
-        for i, (name, value) in enumerate(params.items()):
-            lines.append(("settings" if i == 0 else "", f"{name:<{width}}  {plain(value)}"))
-    else:
-        lines.append(("settings", "not recorded"))
-    losses = info["losses"]
-    if isinstance(losses, dict):
-        terms = sorted(losses, key=lambda n: (*LOSS_ORDER, n).index(n))
-        shown = ", ".join(
-            f"{name} {losses[name]:.4g}"
-            if isinstance(losses[name], float)
-            else f"{name} {plain(losses[name])}"
-            for name in terms
-        )
-        lines.append(("losses", shown))
-    else:
-        lines.append(("losses", "not recorded"))
-    seconds = info["seconds"]
-    lines += [
-        ("steps", known(info["steps"])),
-        ("seconds", f"{seconds:.1f}" if isinstance(seconds, float) else known(seconds)),
-        ("device", known(info["device"])),
-        ("made at", known(info["made_at"])),
-        ("version", known(info["version"])),
-    ]
-    if info["start"] is not None:
-        lines.append(("start", plain(info["start"])))
-    return lines

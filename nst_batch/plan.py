@@ -14,13 +14,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
-from nst_batch.layout import KEY_METADATA, RECIPE_METADATA, display
+from nst_batch.layout import KEY_METADATA
 from nst_batch.manifest import ImageSpec, Manifest, Variant
 from nst_batch.params import ALGORITHM_VERSION, LAYER_NAMES, Params
 from nst_batch.weights import file_sha256, fingerprint
 
 if TYPE_CHECKING:
-    from nst_batch.results import ResultRow
+    pass
 
 
 @dataclass(frozen=True)
@@ -252,124 +252,6 @@ def slurm_shard(env: Mapping[str, str]) -> tuple[int, int] | None:
         )
     return (task - first) // step + 1, count
 
-
-# -- why a task runs -----------------------------------------------------------------------
-
-NO_RECIPE = "made with other inputs or settings (no recipe recorded)"
-FORCED = "forced (--force)"
-_ABSENT = object()
-
-
-def reasons(
-    task: Task,
-    metadata: Mapping[str, str] | None,
-    row: ResultRow | None = None,
-    *,
-    force: bool = False,
-) -> list[str]:
-    """Why `task` would run, in words; [] when it is up to date (what `up_to_date` says).
-
-    `metadata` is what its output file records (`images.read_metadata`), None when there is
-    no output file; `row` its latest merged result, if any. The output's recorded recipe is
-    compared with the task's: each input file, setting, the weights and the algorithm
-    version that differ is named (settings with their old and new values). A latest result
-    made with the current key tells what happened to the last try.
-    """
-    if metadata is not None and metadata.get(KEY_METADATA) == task.key:
-        return [FORCED] if force else []
-    found: list[str] = []
-    tried = row is not None and row.key == task.key
-    if metadata is None:
-        if not tried:
-            found.append("new")
-        elif row is not None and row.status in ("done", "skipped"):
-            found.append("the output file is missing")
-    else:
-        found += _recipe_changes(task, metadata)
-    if tried and row is not None and row.status == "failed":
-        found.append(f"failed before: {row.error or 'no reason recorded'}")
-    elif tried and row is not None and row.status == "interrupted":
-        found.append("interrupted before")
-    return found or ["made with other inputs or settings"]
-
-
-def _recipe_changes(task: Task, metadata: Mapping[str, str]) -> list[str]:
-    """What differs between the recipe an output records and the task's recipe."""
-    try:
-        old = json.loads(metadata.get(RECIPE_METADATA, ""))
-    except ValueError:
-        old = None
-    if not isinstance(old, dict):
-        return [NO_RECIPE]
-    new = task.recipe
-    found: list[str] = []
-    if old.get("algorithm") != new.get("algorithm"):
-        was = plain(old.get("algorithm", _ABSENT))
-        found.append(f"a new algorithm version ({was} -> {plain(new.get('algorithm'))})")
-    if old.get("content") != new.get("content"):
-        found.append(f"the content image changed ({display(task.content.path.name)})")
-    if old.get("style") != new.get("style"):
-        found.append(_style_change(task, old.get("style")))
-    if old.get("init_image") != new.get("init_image"):
-        init = task.params.init_image
-        found.append("init_image changed" + (f" ({display(Path(init).name)})" if init else ""))
-    old_params = old.get("params")
-    new_params = new.get("params", {})
-    if not isinstance(old_params, dict):
-        old_params = {}
-    for name in sorted({*old_params, *new_params}):
-        was, now = old_params.get(name, _ABSENT), new_params.get(name, _ABSENT)
-        if was != now:
-            found.append(f"{name} {plain(was)} -> {plain(now)}")
-    if old.get("weights") != new.get("weights"):
-        found.append("the weights changed")
-    known = {"algorithm", "content", "style", "init_image", "params", "weights"}
-    for name in sorted({*old, *new} - known):  # recipe parts of another version
-        if old.get(name, _ABSENT) != new.get(name, _ABSENT):
-            found.append(f"{name} changed")
-    return found
-
-
-def _style_change(task: Task, old: object) -> str:
-    """'the style image changed (a.jpg)': the files of the style (or blend) whose bytes are new."""
-    old_hashes = _hashes(old)
-    new = task.recipe.get("style")
-    paths = [path for path, _ in task.style.images]
-    new_hashes = _hashes(new) if isinstance(new, list) else [new] * len(paths)
-    changed = [p for p, h in zip(paths, new_hashes, strict=False) if h not in old_hashes]
-    if changed:
-        names = ", ".join(display(path.name) for path in changed)
-        return f"the style image{'s' if len(changed) > 1 else ''} changed ({names})"
-    return "the style blend changed (its images or weights)"
-
-
-def _hashes(style: object) -> list[object]:
-    """The file hashes of a recorded style: one hash, or a blend's [[hash, weight], ...]."""
-    if isinstance(style, list):
-        return [part[0] for part in style if isinstance(part, list) and part]
-    return [style]
-
-
-def plain(value: object) -> str:
-    """A recorded value as a user writes it: 10.0 as 10, lists as [a, b], None as none."""
-    if value is _ABSENT:
-        return "unset"
-    if value is None:
-        return "none"
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, float):
-        return str(int(value)) if value.is_integer() and abs(value) < 1e15 else repr(value)
-    if isinstance(value, list | tuple):
-        return "[" + ", ".join(plain(v) for v in value) + "]"
-    if isinstance(value, dict):
-        return "{" + ", ".join(f"{k}: {plain(v)}" for k, v in value.items()) + "}"
-    if isinstance(value, str):
-        return value if value else '""'
-    return str(value)
-
-
-# -- a subset of the plan: --only ------------------------------------------------------------
 
 ONLY_KEYS = ("content", "style", "variant")
 

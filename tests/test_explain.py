@@ -28,10 +28,11 @@ from PIL import Image
 from PIL.PngImagePlugin import PngInfo
 
 from nst_batch.cli import main
+from nst_batch.explain import NO_RECIPE, reasons
 from nst_batch.images import read_metadata
 from nst_batch.layout import KEY_METADATA, RECIPE_METADATA, RESULT_METADATA
 from nst_batch.manifest import load_manifest
-from nst_batch.plan import NO_RECIPE, Task, parse_only, plan, reasons, select
+from nst_batch.plan import Task, parse_only, plan, select
 from nst_batch.results import ResultRow, ResultsWriter, read_rows
 from nst_batch.weights import file_sha256
 
