@@ -115,7 +115,13 @@ class Recipe:
         content = images.to_tensor(images.resize(self.content, shape)).to(device)
         self.content_tensor = content
         grams = targets(size, content)
-        update: dict[str, object] = {"size": size, "steps": steps}
+        # A warm start (from the task's previous output) stops once converged (tolerance).
+        warm = p.init == "previous" and self.init is not None
+        update: dict[str, object] = {
+            "size": size,
+            "steps": steps,
+            "tolerance": p.stop_tolerance(warm),
+        }
         start = None
         if self.previous is not None:  # the coarser scale's result, upsampled by stylize
             start, update["init"] = self.previous, "image"

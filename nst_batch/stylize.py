@@ -168,7 +168,7 @@ class _Tracker:
         """The best loss fell by less than `tolerance` of itself over the last
         CONVERGENCE_WINDOW evaluations (L-BFGS, which reads every loss anyway)."""
         self.bests.append(float(self.best_total))
-        tolerance, window = self.params.tolerance, CONVERGENCE_WINDOW
+        tolerance, window = self.params.stop_tolerance(warm=False), CONVERGENCE_WINDOW
         if tolerance <= 0 or len(self.bests) <= window:
             return False
         before, now = self.bests[-1 - window], self.bests[-1]

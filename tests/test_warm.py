@@ -17,7 +17,7 @@ from nst_batch.cli import main
 from nst_batch.images import read_metadata
 from nst_batch.layout import KEY_METADATA, START_METADATA
 from nst_batch.manifest import load_manifest
-from nst_batch.params import CONVERGENCE_WINDOW, Params
+from nst_batch.params import CONVERGENCE_WINDOW, WARM_TOLERANCE, Params
 from nst_batch.plan import plan
 from nst_batch.results import read_rows
 from nst_batch.stylize import style_targets, stylize
@@ -173,3 +173,12 @@ def test_an_init_image_template_may_not_be_the_tasks_own_output(tmp_path: Path) 
     result = _invoke(manifest)
     assert result.exit_code == 2
     assert "init_image" in result.output and "would be overwritten by the task" in result.output
+
+
+def test_auto_tolerance_stops_only_warm_starts() -> None:
+    auto = Params()
+    assert auto.tolerance == "auto"
+    assert auto.stop_tolerance(warm=True) == WARM_TOLERANCE > 0
+    assert auto.stop_tolerance(warm=False) == 0.0  # a cold run keeps its whole budget
+    chosen = Params(tolerance=0.2)
+    assert chosen.stop_tolerance(warm=True) == chosen.stop_tolerance(warm=False) == 0.2
