@@ -36,6 +36,9 @@ DEVICE_PATTERN = re.compile(r"^(cpu|cuda(:\d+)?|mps)$")
 DEFAULT_TEMPLATE = "{content}__{style}"
 DEFAULT_MAX_PIXELS = 64_000_000
 DEFAULT_MAX_TASKS = 20_000
+# Seconds between checkpoints of a task in flight: a save costs ~0.1 s at 1024 px, so
+# under 1% of the run (see docs/reliability.md); a kill -9 loses at most this much.
+DEFAULT_CHECKPOINT_EVERY = 60.0
 MAX_BATCH_SIZE = 256
 # YAML nodes after alias expansion: a manifest is a few hundred; a "billion laughs" is 10^9.
 MAX_YAML_NODES = 100_000
@@ -75,6 +78,9 @@ class _Document(BaseModel):
     format: Literal["jpg", "png", "webp"] = "jpg"
     max_pixels: StrictInt = Field(DEFAULT_MAX_PIXELS, ge=1)
     max_tasks: StrictInt = Field(DEFAULT_MAX_TASKS, ge=1)
+    checkpoint_every: Annotated[float, Strict(), Field(ge=0, le=86_400, allow_inf_nan=False)] = (
+        DEFAULT_CHECKPOINT_EVERY
+    )
 
     @field_validator("content", "style", mode="before")
     @classmethod
@@ -141,6 +147,7 @@ class Manifest:
     format: str
     max_pixels: int
     base: Mapping[str, Any]  # preset, then `params:`
+    checkpoint_every: float = DEFAULT_CHECKPOINT_EVERY  # seconds; 0: only when stopped
 
     def params_for(self, content: ImageSpec, style: ImageSpec, variant: Variant) -> Params:
         """Effective parameters: base < content's < style's < the variant's; an init_image
@@ -423,6 +430,7 @@ def _resolve(path: Path, doc: _Document) -> Manifest:
         format=doc.format,
         max_pixels=doc.max_pixels,
         base=base,
+        checkpoint_every=doc.checkpoint_every,
     )
     _check_combinations(manifest)
     return manifest
@@ -861,6 +869,12 @@ def _check_output_name(manifest: Manifest, name: str, variant: Variant) -> None:
         raise ManifestError(
             f"{manifest.path}: name: output {name!r} would land outside {manifest.output}; "
             "change 'name' or the image names, or remove the link in the output folder"
+        )
+    if layout.is_snapshot(parts[-1]):
+        raise ManifestError(
+            f"{manifest.path}: name: output {name!r} is named like a progress snapshot "
+            "(<name>.stepNNNN.<format>), which nst-batch writes beside outputs; change 'name' "
+            "or rename the image with 'name:'"
         )
     if layout.is_reserved(name):
         raise ManifestError(

@@ -19,7 +19,7 @@ from urllib.parse import quote
 import jinja2
 
 from nst_batch.gallery.grid import STATES, THUMB_SIZE, Cell, Grid, Header, Thumb
-from nst_batch.layout import SHEET, display
+from nst_batch.layout import SHEET, display, snapshots
 from nst_batch.manifest import Manifest
 from nst_batch.results import ResultRow
 
@@ -78,8 +78,9 @@ def _header(root: Path, header: Header) -> dict[str, Any]:
 
 def _cell(root: Path, cell: Cell) -> dict[str, Any]:
     shown = cell.state == "done" and cell.task is not None and cell.thumb is not None
+    steps = _snapshots(root, cell)
     if not shown:
-        return {"state": cell.state, "note": cell.note, "picture": None}
+        return {"state": cell.state, "note": cell.note, "picture": None, "snapshots": steps}
     assert cell.task is not None and cell.thumb is not None
     return {
         "state": cell.state,
@@ -87,7 +88,18 @@ def _cell(root: Path, cell: Cell) -> dict[str, Any]:
         "picture": _picture(root, cell.thumb, cell.task.label),
         "curve": _curve(cell.curve),
         "losses": _losses(cell.row),
+        "snapshots": steps,
     }
+
+
+def _snapshots(root: Path, cell: Cell) -> list[dict[str, Any]]:
+    """The task's progress snapshots (`save_every`), by step, linked from its cell."""
+    if cell.task is None:
+        return []
+    return [
+        {"step": step, "link": path.relative_to(root).as_posix()}
+        for step, path in snapshots(cell.task.output)
+    ]
 
 
 def _picture(root: Path, thumb: Thumb, alt: str) -> _Picture:
