@@ -338,6 +338,7 @@ def _check_output_folder(manifest: Manifest, tasks: list[Task], share: Share) ->
         output / layout.PAGE,
         output / layout.SHEET,
         output / layout.THUMBS / "outputs",
+        layout.checkpoints_folder(output) / "x.pt",
     ]
     outputs = [path for task in tasks for path in (task.output, layout.curve_path(task.output))]
     try:

@@ -37,8 +37,8 @@ def lines(path: Path) -> list[str]:
 def test_columns_follow_the_dataclass() -> None:
     assert COLUMNS == (
         "content", "style", "variant", "output", "status", "content_loss", "style_loss",
-        "tv_loss", "total_loss", "steps", "start", "resumed_from", "seconds", "device", "worker", "key",
-        "error", "finished_at", "shard",
+        "tv_loss", "total_loss", "steps", "start", "resumed_from", "seconds", "device", "worker",
+        "key", "error", "finished_at", "shard",
     )  # fmt: skip
 
 

@@ -19,7 +19,7 @@ from urllib.parse import quote
 import jinja2
 
 from nst_batch.gallery.grid import STATES, THUMB_SIZE, Cell, Grid, Header, Thumb
-from nst_batch.layout import SHEET, display, snapshots
+from nst_batch.layout import SHEET, display, snapshot_index
 from nst_batch.manifest import Manifest
 from nst_batch.results import ResultRow
 
@@ -39,6 +39,8 @@ def render_page(manifest: Manifest, grids: Sequence[Grid]) -> str:
     title = f"{manifest.path.name}: nst-batch gallery"
     counts = {s: sum(c.state == s for g in grids for r in g.cells for c in r) for s in STATES}
     root = manifest.output
+    tasks = [c.task for g in grids for r in g.cells for c in r if c.task is not None]
+    steps = snapshot_index(task.output for task in tasks)
     return _template().render(
         title=title,
         total=sum(counts.values()),
@@ -50,7 +52,7 @@ def render_page(manifest: Manifest, grids: Sequence[Grid]) -> str:
                 "variant": grid.variant.name,
                 "styles": [_header(root, h) for h in grid.styles],
                 "rows": [
-                    {"header": _header(root, h), "cells": [_cell(root, c) for c in cells]}
+                    {"header": _header(root, h), "cells": [_cell(root, c, steps) for c in cells]}
                     for h, cells in zip(grid.contents, grid.cells, strict=True)
                 ],
             }
@@ -76,9 +78,9 @@ def _header(root: Path, header: Header) -> dict[str, Any]:
     return {"name": header.spec.name, "file": file, "picture": picture}
 
 
-def _cell(root: Path, cell: Cell) -> dict[str, Any]:
+def _cell(root: Path, cell: Cell, snapshots: dict[Path, list[tuple[int, Path]]]) -> dict[str, Any]:
     shown = cell.state == "done" and cell.task is not None and cell.thumb is not None
-    steps = _snapshots(root, cell)
+    steps = _snapshots(root, cell, snapshots)
     if not shown:
         return {"state": cell.state, "note": cell.note, "picture": None, "snapshots": steps}
     assert cell.task is not None and cell.thumb is not None
@@ -92,13 +94,15 @@ def _cell(root: Path, cell: Cell) -> dict[str, Any]:
     }
 
 
-def _snapshots(root: Path, cell: Cell) -> list[dict[str, Any]]:
+def _snapshots(
+    root: Path, cell: Cell, snapshots: dict[Path, list[tuple[int, Path]]]
+) -> list[dict[str, Any]]:
     """The task's progress snapshots (`save_every`), by step, linked from its cell."""
     if cell.task is None:
         return []
     return [
         {"step": step, "link": path.relative_to(root).as_posix()}
-        for step, path in snapshots(cell.task.output)
+        for step, path in snapshots.get(cell.task.output, [])
     ]
 
 
