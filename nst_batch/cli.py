@@ -402,6 +402,8 @@ def _run_locked(
         for signum, handler in previous.items():
             signal.signal(signum, handler)
     events.close()
+    if share is None:  # a whole run: checkpoints of finished galleries leave no folder
+        layout.remove_empty_state(manifest.output)
     if stats.fatal:
         click.echo(f"Error: {stats.fatal}", err=True)
         return EXIT_USAGE

@@ -360,6 +360,15 @@ def remove_file(path: Path, root: Path) -> bool:
     return True
 
 
+def remove_empty_state(root: Path) -> None:
+    """Remove `.nst-batch/checkpoints/` and `.nst-batch/` when they are empty (every task
+    done): a finished gallery keeps no trace of its checkpoints. Never through a link."""
+    with contextlib.suppress(OSError, UnsafeWrite), _folder(root, [STATE], create=False) as fd:
+        os.rmdir(CHECKPOINTS, dir_fd=fd)
+    with contextlib.suppress(OSError, UnsafeWrite), _folder(root, [], create=False) as fd:
+        os.rmdir(STATE, dir_fd=fd)
+
+
 def stale_temporaries(
     root: Path, outputs: Iterable[Path], everything: bool, checkpoint_files: Iterable[Path] = ()
 ) -> list[Path]:

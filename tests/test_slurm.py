@@ -234,12 +234,12 @@ def test_a_requeued_array_task_resumes_its_tasks(
     slurm: Slurm, tmp_path: Path, write_manifest: Callable[..., Path]
 ) -> None:
     # Long enough that a requeue falls in the middle of shard 1's first task.
-    manifest = write_manifest(params={"size": 64, "steps": 300}, batch_size=1)
+    manifest = write_manifest(params={"size": 64, "steps": 120}, batch_size=1)
     output = tmp_path / "out"
     job = _submit(slurm, tmp_path, manifest, "0-1", "-v", "--print-every", "10")
     log = tmp_path / "logs" / f"nst-gallery-{job}_0.out"
     deadline = time.monotonic() + JOB_TIMEOUT_S
-    while not (log.exists() and re.search(r" step (1[0-9]{2}|[5-9]0)/", log.read_text())):
+    while not (log.exists() and re.search(r" step ([3-9]0|1[0-9]0)/", log.read_text())):
         assert time.monotonic() < deadline, f"no progress in {log}\n{slurm.logs()}"
         time.sleep(POLL_S)
     requeue = slurm.cmd("scontrol", "requeue", f"{job}_0")
@@ -251,7 +251,7 @@ def test_a_requeued_array_task_resumes_its_tasks(
     assert [r.status for r in rows].count("interrupted") >= 1, rows
     done = [r for r in rows if r.status == "done"]
     assert len(done) == 2, rows
-    assert any(r.resumed_from is not None and r.resumed_from >= 50 for r in done), rows
+    assert any(r.resumed_from is not None and r.resumed_from >= 30 for r in done), rows
     assert not list((output / ".nst-batch" / "checkpoints").glob("*.pt"))
     _check_shards_done(output)
 
