@@ -220,10 +220,17 @@ def relative_to(root: Path, path: Path) -> str | None:
         return None
 
 
+def _exists(path: Path) -> bool:
+    try:
+        return path.exists()
+    except OSError:  # a name over the file system's limit, say
+        return False
+
+
 def is_case_insensitive(folder: Path) -> bool:
     """Whether the file system holding `folder` (or its nearest existing parent) folds case."""
     probe = folder
-    while not probe.exists() and probe != probe.parent:
+    while not _exists(probe) and probe != probe.parent:  # a name too long does not exist
         probe = probe.parent
     swapped = probe.with_name(probe.name.swapcase()) if probe.name else probe
     if swapped == probe:

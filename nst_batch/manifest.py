@@ -36,6 +36,7 @@ DEVICE_PATTERN = re.compile(r"^(cpu|cuda(:\d+)?|mps)$")
 DEFAULT_TEMPLATE = "{content}__{style}"
 DEFAULT_MAX_PIXELS = 64_000_000
 DEFAULT_MAX_TASKS = 20_000
+MAX_NAME_BYTES = 255 - 32  # a file system's NAME_MAX, less a temporary's additions
 # Seconds between checkpoints of a task in flight: a save measured 12 ms at 1024 px on a
 # local disk, 0.02% of the run; under 1% even at 0.5 s a save on a slow network file
 # system (see docs/performance.md). A kill -9 loses at most this much of a task.
@@ -381,6 +382,15 @@ def _known_keys(model: type[BaseModel], loc: Sequence[str]) -> list[str]:
 def _resolve(path: Path, doc: _Document) -> Manifest:
     root = path.resolve().parent
     output = (root / os.path.expanduser(doc.output)).resolve()
+    # A name the file system cannot hold would fail every write: refuse it now. The
+    # limit leaves room for the hidden temporaries written beside each file.
+    too_long = [p for p in output.parts if len(os.fsencode(p)) > MAX_NAME_BYTES]
+    if too_long:
+        raise ManifestError(
+            f"{path}: output: the folder name {layout.display(too_long[0])[:40]}... is "
+            f"{len(os.fsencode(too_long[0]))} bytes long, more than {MAX_NAME_BYTES}; "
+            "choose a shorter 'output'"
+        )
     base: dict[str, Any] = {}
     weights = doc.weights
     if doc.preset is not None:
