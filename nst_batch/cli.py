@@ -226,7 +226,7 @@ def run_command(
         return
     # The page shows the whole gallery: a subset run rebuilds it from the whole plan.
     page = whole if only and share is None else None
-    sys.exit(_run(loaded, todo, fresh, verbose - quiet, print_every, share, page))
+    sys.exit(_run(loaded, todo, fresh, verbose - quiet, print_every, share, page, force, whole))
 
 
 def _only(whole: list[Task], tasks: list[Task], values: tuple[str, ...]) -> list[Task]:
@@ -294,6 +294,8 @@ def _run(
     every: int,
     share: Share,
     page: list[Task] | None = None,
+    force: bool = False,
+    whole: list[Task] | None = None,
 ) -> int:
     start = time.perf_counter()
     output = manifest.output
@@ -313,7 +315,9 @@ def _run(
     try:
         output.mkdir(parents=True, exist_ok=True)
         with layout.hold(output, share):
-            return _run_locked(manifest, todo, fresh, verbosity, every, share, results, start, page)
+            return _run_locked(
+                manifest, todo, fresh, verbosity, every, share, results, start, page, force, whole
+            )
     except Locked as exc:
         click.echo(f"Error: {exc}", err=True)
         return EXIT_LOCKED
@@ -334,6 +338,7 @@ def _check_output_folder(manifest: Manifest, tasks: list[Task], share: Share) ->
         output / layout.COMPARE,
         output / layout.SHEET,
         output / layout.THUMBS / "outputs",
+        layout.checkpoints_folder(output) / "x.pt",
     ]
     outputs = [path for task in tasks for path in (task.output, layout.curve_path(task.output))]
     try:
@@ -353,12 +358,16 @@ def _run_locked(
     results: Path,
     start: float,
     page: list[Task] | None,
+    force: bool = False,
+    whole: list[Task] | None = None,
 ) -> int:
     from nst_batch.progress import ConsoleEvents
     from nst_batch.runner import Interrupted, RunConfig, resolve_devices, run_tasks, skipped_row
 
     label = f"{share[0]}/{share[1]}" if share else ""
     _remove_stale_temporaries(manifest.output, todo, everything=share is None)
+    # A whole run holds the folder: checkpoints of outputs the plan no longer has go.
+    orphans = 0 if share else _remove_orphan_checkpoints(manifest.output, whole or todo + fresh)
     writer = ResultsWriter(results, manifest.output)  # errors are reported by the caller
     events = ConsoleEvents(len(todo), len(fresh), verbosity, print_every=every)
     # SIGTERM: Slurm preemption or time limit, kill; SIGINT: Ctrl-C, also when started
@@ -375,6 +384,8 @@ def _run_locked(
                 cuda_graphs=os.environ.get(CUDA_GRAPHS_VARIABLE, "1") != "0",
                 report_every=min(every, 10),
                 shard=share,
+                checkpoint_every=manifest.checkpoint_every,
+                resume=not force,
             )
             stats = run_tasks(todo, config, writer, events)
     except (KeyboardInterrupt, Interrupted) as exc:
@@ -382,7 +393,8 @@ def _run_locked(
         signum = exc.signum if isinstance(exc, Interrupted) else signal.SIGINT
         click.echo(
             f"interrupted by {signal.Signals(signum).name}: finished outputs are kept, the tasks "
-            f"in flight are recorded as interrupted in {results}; rerun to finish",
+            f"in flight are recorded as interrupted in {results} and saved as checkpoints; "
+            "rerun to finish them from there",
             err=True,
         )
         return 128 + signum
@@ -390,6 +402,8 @@ def _run_locked(
         for signum, handler in previous.items():
             signal.signal(signum, handler)
     events.close()
+    if share is None:  # a whole run: checkpoints of finished galleries leave no folder
+        layout.remove_empty_state(manifest.output)
     if stats.fatal:
         click.echo(f"Error: {stats.fatal}", err=True)
         return EXIT_USAGE
@@ -402,6 +416,11 @@ def _run_locked(
         f"outputs: {manifest.output}\nresults: {results}",
         err=verbosity < 0,
     )
+    if orphans:
+        click.echo(
+            f"removed {orphans} checkpoint{'s' * (orphans != 1)} of tasks no longer in the plan",
+            err=verbosity < 0,
+        )
     for (size, mode, batch), peak in sorted(stats.peak_memory.items()):
         click.echo(
             f"peak GPU memory at {size} px, {mode}, batch {batch}: {peak / 2**30:.2f} GiB",
@@ -414,10 +433,19 @@ def _run_locked(
 
 def _remove_stale_temporaries(output: Path, tasks: list[Task], everything: bool) -> None:
     """Temporaries a killed run left: all of them when this run holds the whole folder,
-    else (a shard, beside other shards) only those of its own outputs."""
-    for temp in layout.stale_temporaries(output, [t.output for t in tasks], everything):
+    else (a shard, beside other shards) only those of its own outputs and checkpoints."""
+    own = [layout.checkpoint_path(output, t.relative_output, t.key) for t in tasks]
+    for temp in layout.stale_temporaries(output, [t.output for t in tasks], everything, own):
         with contextlib.suppress(FileNotFoundError):
             temp.unlink()
+
+
+def _remove_orphan_checkpoints(output: Path, tasks: list[Task]) -> int:
+    """Remove the checkpoints of outputs that no task of the plan writes; how many."""
+    removed = 0
+    for path in layout.orphan_checkpoints(output, [t.relative_output for t in tasks]):
+        removed += layout.remove_file(path, output)
+    return removed
 
 
 def _write_gallery(

@@ -2,11 +2,12 @@
 
 Outputs (`<name>.<format>`), their loss curves (`<output>.json`), the gallery (`index.html`,
 a sweep's `compare.html`, `contact_sheet.jpg`, `thumbs/`), results files (`results.csv`,
-`results-shard-K-of-N.csv`), lock files (`.nst-batch*.lock`) and temporaries
-(`.<name>.<8 hex>.nst-batch.tmp`) all live under the output folder, and every write there
-goes through `write_atomically` or `open_in_folder`: folder by folder from the output folder
-down, never through a symbolic link, so that a link planted in the output folder cannot make
-a run write anywhere else.
+`results-shard-K-of-N.csv`), lock files (`.nst-batch*.lock`), checkpoints of tasks in
+flight (`.nst-batch/checkpoints/<output id>-<key>.pt`), progress snapshots beside each
+output (`<output stem>.step0100.<format>`) and temporaries (`.<name>.<8 hex>.nst-batch.tmp`)
+all live under the output folder, and every write there goes through `write_atomically` or
+`open_in_folder`: folder by folder from the output folder down, never through a symbolic
+link, so that a link planted in the output folder cannot make a run write anywhere else.
 
 Imports nothing of ours: it takes paths and names.
 """
@@ -16,6 +17,7 @@ from __future__ import annotations
 import contextlib
 import errno
 import fcntl
+import hashlib
 import os
 import re
 import secrets
@@ -36,7 +38,10 @@ KEY_METADATA = "nst-batch:key"  # where an output image records the key it was m
 RECIPE_METADATA = "nst-batch:recipe"  # ... and the recipe that key hashes (JSON)
 START_METADATA = "nst-batch:start"  # ... and how it started: {"init": ..., "from": key}
 RESULT_METADATA = "nst-batch:result"  # ... and its losses, steps, time, device, date (JSON)
-RESERVED_NAMES = frozenset({PAGE, COMPARE, SHEET, THUMBS})
+STATE = ".nst-batch"  # nst-batch's own hidden folder: checkpoints of tasks in flight
+CHECKPOINTS = "checkpoints"  # under STATE
+SNAPSHOT_METADATA = "nst-batch:snapshot"  # a snapshot records its task key and step here
+RESERVED_NAMES = frozenset({PAGE, COMPARE, SHEET, THUMBS, STATE})
 
 Share = tuple[int, int] | None  # (K, N) of a shard, None for a whole run
 HeaderKind = Literal["content", "style"]
@@ -44,6 +49,9 @@ HeaderKind = Literal["content", "style"]
 _RESULTS_FILE = re.compile(r"^results(-shard-[1-9]\d*-of-[1-9]\d*)?\.csv$")
 _SHARD_LOCK = re.compile(r"^\.nst-batch-shard-([1-9]\d*)-of-([1-9]\d*)\.lock$")
 _TEMPORARY = re.compile(r"^\.(.+)\.[0-9a-f]{8}\.nst-batch\.tmp$")
+# A progress snapshot: `<output stem>.step<4+ digits>.<format>`; no output may be named so.
+_SNAPSHOT = re.compile(r"^(.+)\.step(\d{4,})\.(jpg|png|webp)$", re.IGNORECASE)
+_CHECKPOINT = re.compile(r"^([0-9a-f]{12})-([0-9a-f]+)\.pt$")
 _NEW_FILE_MODE = 0o666  # open() applies the umask, as it does for any new file
 
 
@@ -90,6 +98,78 @@ def curve_path(output: Path) -> Path:
     return output.with_name(output.name + CURVE_SUFFIX)
 
 
+def snapshot_path(output: Path, step: int) -> Path:
+    """A progress snapshot of `output` at `step`, beside it: `chelsea__starry.step0100.jpg`."""
+    return output.with_name(f"{output.stem}.step{step:04d}{output.suffix}")
+
+
+def is_snapshot(name: str) -> bool:
+    """Whether a file name has a snapshot's form (`<stem>.step<digits>.<format>`)."""
+    return bool(_SNAPSHOT.match(name))
+
+
+def snapshots(output: Path) -> list[tuple[int, Path]]:
+    """(step, path) of every snapshot of `output` in its folder, by step."""
+    return snapshot_index([output]).get(output, [])
+
+
+def snapshot_index(outputs: Iterable[Path]) -> dict[Path, list[tuple[int, Path]]]:
+    """(step, path) of every snapshot of each of `outputs`, by step; each folder is read
+    once (a page of 20,000 cells in one folder must not read it 20,000 times)."""
+    wanted: dict[Path, set[str]] = {}
+    for output in outputs:
+        wanted.setdefault(output.parent, set()).add(output.name)
+    found: dict[Path, list[tuple[int, Path]]] = {}
+    for folder, names in wanted.items():
+        with contextlib.suppress(OSError):
+            for entry in os.scandir(folder):
+                match = _SNAPSHOT.match(entry.name)
+                if match is None or entry.is_symlink():
+                    continue
+                name = f"{match[1]}.{match[3]}"
+                if name in names:
+                    found.setdefault(folder / name, []).append((int(match[2]), folder / entry.name))
+    return {output: sorted(steps) for output, steps in found.items()}
+
+
+def _output_id(relative_output: str) -> str:
+    return hashlib.sha256(relative_output.encode("utf-8", "surrogateescape")).hexdigest()[:12]
+
+
+def checkpoints_folder(root: Path) -> Path:
+    return root / STATE / CHECKPOINTS
+
+
+def checkpoint_path(root: Path, relative_output: str, key: str) -> Path:
+    """Where the task writing `relative_output` with `key` keeps its checkpoint:
+    `.nst-batch/checkpoints/<output id>-<key>.pt`. Named by output and key, so that a
+    task finds its own checkpoints made with older settings (and removes them when done)."""
+    return checkpoints_folder(root) / f"{_output_id(relative_output)}-{key}.pt"
+
+
+def checkpoints(root: Path) -> list[tuple[str, str, Path]]:
+    """(output id, key, path) of every checkpoint file in the output folder."""
+    found = []
+    with contextlib.suppress(OSError):
+        for entry in os.scandir(checkpoints_folder(root)):
+            match = _CHECKPOINT.match(entry.name)
+            if match and not entry.is_symlink():
+                found.append((match[1], match[2], checkpoints_folder(root) / entry.name))
+    return sorted(found)
+
+
+def output_checkpoints(root: Path, relative_output: str) -> list[Path]:
+    """Every checkpoint of the task writing `relative_output`, whatever its key."""
+    own = _output_id(relative_output)
+    return [path for output_id, _, path in checkpoints(root) if output_id == own]
+
+
+def orphan_checkpoints(root: Path, relative_outputs: Iterable[str]) -> list[Path]:
+    """Checkpoints of outputs not among `relative_outputs` (the whole plan's)."""
+    known = {_output_id(name) for name in relative_outputs}
+    return [path for output_id, _, path in checkpoints(root) if output_id not in known]
+
+
 def output_thumbnail(root: Path, relative_output: str) -> Path:
     return root / THUMBS / "outputs" / f"{relative_output}.jpg"
 
@@ -106,7 +186,8 @@ def is_temporary(name: str) -> bool:
 
 def is_reserved(relative: str) -> bool:
     """Whether a path relative to the output folder is one of nst-batch's own files: the page,
-    the contact sheet, thumbnails, results, locks or a temporary (not outputs and curves)."""
+    the contact sheet, thumbnails, results, locks, checkpoints (`.nst-batch/`), progress
+    snapshots or a temporary (not outputs and curves)."""
     parts = PurePosixPath(relative).parts
     if not parts:
         return False
@@ -115,7 +196,7 @@ def is_reserved(relative: str) -> bool:
         return True
     if first.startswith(".nst-batch") and first.endswith(".lock"):
         return True
-    return is_temporary(parts[-1])
+    return is_temporary(parts[-1]) or is_snapshot(parts[-1])
 
 
 def display(name: str | Path) -> str:
@@ -140,10 +221,17 @@ def relative_to(root: Path, path: Path) -> str | None:
         return None
 
 
+def _exists(path: Path) -> bool:
+    try:
+        return path.exists()
+    except OSError:  # a name over the file system's limit, say
+        return False
+
+
 def is_case_insensitive(folder: Path) -> bool:
     """Whether the file system holding `folder` (or its nearest existing parent) folds case."""
     probe = folder
-    while not probe.exists() and probe != probe.parent:
+    while not _exists(probe) and probe != probe.parent:  # a name too long does not exist
         probe = probe.parent
     swapped = probe.with_name(probe.name.swapcase()) if probe.name else probe
     if swapped == probe:
@@ -268,23 +356,53 @@ def open_in_folder(path: Path, root: Path, flags: int) -> int:
             raise
 
 
-def stale_temporaries(root: Path, outputs: Iterable[Path], everything: bool) -> list[Path]:
-    """The temporaries a killed run left: of `outputs` and their curves only, or with
-    `everything` (for a run that holds the whole folder) every one in the output folder,
-    the outputs' folders and the thumbnails."""
+def remove_file(path: Path, root: Path) -> bool:
+    """Remove the file `path` under `root`, never through a link on the way (a link at
+    `path` itself is removed, not followed); False when it was not there."""
+    *folders, name = _parts(root, path)
+    try:
+        with _folder(root, folders, create=False) as fd:
+            os.unlink(name, dir_fd=fd)
+    except (FileNotFoundError, UnsafeWrite):
+        return False
+    return True
+
+
+def remove_empty_state(root: Path) -> None:
+    """Remove `.nst-batch/checkpoints/` and `.nst-batch/` when they are empty (every task
+    done): a finished gallery keeps no trace of its checkpoints. Never through a link."""
+    with contextlib.suppress(OSError, UnsafeWrite), _folder(root, [STATE], create=False) as fd:
+        os.rmdir(CHECKPOINTS, dir_fd=fd)
+    with contextlib.suppress(OSError, UnsafeWrite), _folder(root, [], create=False) as fd:
+        os.rmdir(STATE, dir_fd=fd)
+
+
+def stale_temporaries(
+    root: Path, outputs: Iterable[Path], everything: bool, checkpoint_files: Iterable[Path] = ()
+) -> list[Path]:
+    """The temporaries a killed run left: of `outputs`, their curves and snapshots and of
+    `checkpoint_files` only, or with `everything` (for a run that holds the whole folder)
+    every one in the output folder, the outputs' folders, the thumbnails and `.nst-batch/`."""
     outputs = list(outputs)
     wanted = {p.parent / n for p in outputs for n in (p.name, curve_path(p).name)}
+    wanted |= set(checkpoint_files)
     found: list[Path] = []
-    for folder in dict.fromkeys([root, *(p.parent for p in outputs)]):
+    folders = [root, *(p.parent for p in outputs), *(p.parent for p in checkpoint_files)]
+    for folder in dict.fromkeys(folders):
         with contextlib.suppress(OSError):
             for entry in os.scandir(folder):
                 match = _TEMPORARY.match(entry.name)
-                if match and (everything or folder / match[1] in wanted):
+                if match is None:
+                    continue
+                snapshot = _SNAPSHOT.match(match[1])
+                of = folder / f"{snapshot[1]}.{snapshot[3]}" if snapshot else None
+                if everything or folder / match[1] in wanted or of in wanted:
                     found.append(folder / entry.name)
     if everything:
-        for here, _, names in os.walk(root / THUMBS):  # does not follow links
-            found += [Path(here) / n for n in names if is_temporary(n)]
-    return found
+        for top in (THUMBS, STATE):
+            for here, _, names in os.walk(root / top):  # does not follow links
+                found += [Path(here) / n for n in names if is_temporary(n)]
+    return sorted(set(found))
 
 
 # -- locks -------------------------------------------------------------------------------

@@ -149,6 +149,13 @@ class Params(BaseModel):
     precision: Literal["fp32", "tf32", "bf16", "fp16"] = Field(
         "fp32", description="VGG19 arithmetic; Gram matrices and losses stay float32"
     )
+    save_every: StrictInt = Field(
+        0,
+        ge=0,
+        le=100_000,
+        description="write a snapshot <output stem>.stepNNNN.<format> beside the output every "
+        "N steps (over all scales), to watch a long run; 0: none. Not part of the task key",
+    )
 
     @field_validator("content_layers", "style_layers", mode="before")
     @classmethod

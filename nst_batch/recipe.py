@@ -24,6 +24,7 @@ from nst_batch import color, images
 from nst_batch.params import LAYER_NAMES, Params
 from nst_batch.stylize import (
     Job,
+    Losses,
     Progress,
     Result,
     StyleTargets,
@@ -75,7 +76,10 @@ class Recipe:
     content_tensor: torch.Tensor | None = None  # the content at the current scale
     history: list[float] = field(default_factory=list)
     seconds: float = 0.0  # optimization, every scale
-    first: Result | None = None
+    initial: Losses | None = None  # at the very start (the first scale's start)
+    stage_done: int = 0  # steps done at the current scale before its job (a resumed one)
+    resumed: tuple[int, int, torch.Tensor] | None = None  # (scale, its steps done, image)
+    resumed_from: int | None = None  # the step a resumed recipe goes on from
 
     @classmethod
     def start(
@@ -100,6 +104,34 @@ class Recipe:
         ]
         return cls(content, p, init, [*stages, (p.size, p.steps)])
 
+    def resume(
+        self,
+        stage: int,
+        stage_steps: int,
+        image: torch.Tensor,
+        done: int,
+        history: list[float],
+        seconds: float,
+        initial: Losses,
+    ) -> None:
+        """Go on from a checkpoint: `stage_steps` steps done at scale `stage` (0 the
+        coarsest), whose best image is `image`, `done` steps over every scale. ValueError
+        when it does not fit this recipe (another scale count or image size)."""
+        if not 0 <= stage < len(self.stages):
+            raise ValueError(f"it is at scale {stage + 1}, this task has {len(self.stages)}")
+        size, steps = self.stages[stage]
+        shape = images.target_size(*self.content.size, size, self.params.square)
+        if tuple(image.shape) != (1, 3, shape[1], shape[0]):
+            raise ValueError(
+                f"its image is {tuple(image.shape)[-1]}x{tuple(image.shape)[-2]}, "
+                f"the task's is {shape[0]}x{shape[1]} at that scale"
+            )
+        if not 1 <= stage_steps <= steps:
+            raise ValueError(f"it has {stage_steps} steps done of that scale's {steps}")
+        self.resumed = (stage, stage_steps, image)
+        self.done, self.history, self.seconds = done, list(history), seconds
+        self.initial, self.resumed_from = initial, done
+
     def job(
         self,
         stage: int,
@@ -123,7 +155,14 @@ class Recipe:
             "tolerance": p.stop_tolerance(warm),
         }
         start = None
-        if self.previous is not None:  # the coarser scale's result, upsampled by stylize
+        resumed = self.resumed is not None and self.resumed[0] == stage
+        self.stage_done = 0
+        if self.resumed is not None and resumed:  # the rest of the scale, from its best image
+            _, self.stage_done, image = self.resumed
+            # At least one step: a scale whose budget was spent still yields its result.
+            update["steps"] = max(1, steps - self.stage_done)
+            start, update["init"] = image.to(device), "image"
+        elif self.previous is not None:  # the coarser scale's result, upsampled by stylize
             start, update["init"] = self.previous, "image"
         elif self.init is not None:
             start = images.to_tensor(images.resize(self.init, shape)).to(device)
@@ -139,7 +178,7 @@ class Recipe:
             def callback(progress: Progress) -> None:
                 on_progress(Progress(offset + progress.step, total, progress.losses))
 
-        return Job(content, grams, p.model_copy(update=update), start, callback)
+        return Job(content, grams, p.model_copy(update=update), start, callback, resumed)
 
     def carry(self, result: Result) -> None:
         """Take one scale's result as the next one's start."""
@@ -147,14 +186,15 @@ class Recipe:
         self.done += result.steps
         self.history += result.history
         self.seconds += result.seconds
-        self.first = self.first or result
+        if self.initial is None:
+            self.initial = result.initial_losses
 
     def combined(self, last: Result) -> Result:
         """The last scale's result with steps, time and curve over every scale."""
-        assert self.first is not None
+        assert self.initial is not None
         return dataclasses.replace(
             last,
-            initial_losses=self.first.initial_losses,
+            initial_losses=self.initial,
             steps=self.done,
             seconds=self.seconds,
             history=self.history,
@@ -162,10 +202,15 @@ class Recipe:
 
     def output(self, result: Result) -> torch.Tensor:
         """The final image (1, 3, H, W): with luminance transfer, the content's own colours."""
+        return self.picture(result.image)
+
+    def picture(self, image: torch.Tensor) -> torch.Tensor:
+        """An image of the current scale as it is shown (an output, a snapshot): with
+        luminance transfer, the content's own colours put back."""
         if self.params.preserve_color != "luminance":
-            return result.image
+            return image
         assert self.content_tensor is not None
-        return color.recombine(result.image, self.content_tensor)
+        return color.recombine(image, self.content_tensor)
 
 
 ImageInput = str | os.PathLike[str] | Image.Image

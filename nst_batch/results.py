@@ -35,6 +35,7 @@ class ResultRow:
     total_loss: float | None = None
     steps: int | None = None
     start: str = ""  # where a done task started: content, noise, style, image or previous
+    resumed_from: int | None = None  # the step a task resumed from a checkpoint went on from
     seconds: float | None = None
     device: str = ""  # e.g. 'cpu', 'cuda:0'
     worker: str = ""  # e.g. 'cpu#0', 'cuda:1#1' (device plus worker index)
@@ -57,7 +58,7 @@ _REQUIRED = frozenset(
     f.name for f in fields(ResultRow) if f.default is MISSING and f.default_factory is MISSING
 )
 _FLOATS = frozenset({"content_loss", "style_loss", "tv_loss", "total_loss", "seconds"})
-_INTS = frozenset({"steps"})
+_INTS = frozenset({"steps", "resumed_from"})
 _EPOCH = datetime.min.replace(tzinfo=UTC)
 # A cell starting with one of these is a formula to a spreadsheet (CSV injection): such cells
 # are written with a leading apostrophe, as spreadsheet tools expect, and read back without.

@@ -27,6 +27,7 @@ from nst_batch.plan import Task, batches
 from nst_batch.results import ResultRow, ResultsWriter, Status
 from nst_batch.stylize import Progress
 from nst_batch.worker import (
+    CHECKPOINT_EVERY,
     DoneMessage,
     FatalMessage,
     FatalWorkerError,
@@ -49,6 +50,8 @@ class RunConfig:
     cuda_graphs: bool = True  # replay CUDA evaluations as graphs (not with compile or fp16)
     report_every: int = 10  # steps between progress reports
     shard: Share = None  # (K, N) of a Slurm array or --shard, None for the whole plan
+    checkpoint_every: float = CHECKPOINT_EVERY  # seconds between checkpoints; 0: on stop only
+    resume: bool = True  # go on from checkpoints (False: --force)
 
     @property
     def shard_label(self) -> str:
@@ -139,6 +142,7 @@ def make_row(task: Task, outcome: TaskOutcome, device: str, worker: str, shard: 
         total_loss=None if losses is None else losses.total,
         steps=outcome.steps,
         start=outcome.start,
+        resumed_from=outcome.resumed_from,
         seconds=round(outcome.seconds, 3),
         device=device,
         worker=worker,
@@ -176,7 +180,14 @@ def run_tasks(
     recorder = _Recorder(tasks, writer, events, config.shard_label)
     if len(config.devices) == 1:
         device = config.devices[0]
-        worker = Worker(device, f"{device}#0", config.compile, config.cuda_graphs)
+        worker = Worker(
+            device,
+            f"{device}#0",
+            config.compile,
+            config.cuda_graphs,
+            config.checkpoint_every,
+            config.resume,
+        )
         _run_here(tasks, units, worker, recorder, config.report_every)
     else:
         _Pool(tasks, units, config, recorder).run()
@@ -315,7 +326,9 @@ class _Pool:
     """One spawned worker process per device entry; the parent writes rows and events."""
 
     POLL_SECONDS = 0.5
-    JOIN_SECONDS = 5.0
+    # How long a stop waits for busy workers to save their checkpoints and exit: one
+    # evaluation and a save, well inside Slurm's KillWait (30 s) before its SIGKILL.
+    STOP_SECONDS = 20.0
 
     def __init__(
         self,
@@ -376,6 +389,8 @@ class _Pool:
             report_every=self.config.report_every,
             compile=self.config.compile,
             cuda_graphs=self.config.cuda_graphs,
+            checkpoint_every=self.config.checkpoint_every,
+            resume=self.config.resume,
         )
         slot.process = self.context.Process(
             target=worker_main,
@@ -457,20 +472,27 @@ class _Pool:
                 self._assign(slot)
 
     def _stop(self) -> None:
+        """Idle workers get None and leave; busy ones (Ctrl-C, SIGTERM, a fatal error) get
+        SIGTERM, which makes each save its tasks' checkpoints after the evaluation in
+        flight and exit. Whoever is still alive after STOP_SECONDS is killed."""
         for slot in self.slots:
             if slot.process is not None and slot.process.is_alive():
                 with contextlib.suppress(Exception):
                     slot.inbox.put(None)
-        deadline = time.monotonic() + self.JOIN_SECONDS
         for slot in self.slots:
-            if slot.process is None:
-                continue
-            if slot.unit is not None:  # still busy (Ctrl-C, fatal error): do not wait
-                slot.process.terminate()
-            slot.process.join(max(0.1, deadline - time.monotonic()))
-            if slot.process.is_alive():
-                slot.process.kill()
-                slot.process.join()
+            if slot.process is not None and slot.unit is not None:
+                with contextlib.suppress(Exception):
+                    slot.process.terminate()
+        deadline = time.monotonic() + self.STOP_SECONDS
+        try:
+            for slot in self.slots:
+                if slot.process is not None:
+                    slot.process.join(max(0.1, deadline - time.monotonic()))
+        finally:  # also when a second signal cuts the wait short
+            for slot in self.slots:
+                if slot.process is not None and slot.process.is_alive():
+                    slot.process.kill()
+                    slot.process.join()
 
 
 def _count(stats: RunStats, outcome: TaskOutcome, task: Task) -> None:

@@ -10,6 +10,7 @@ import math
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from typing import Protocol
 
 import torch
 
@@ -174,7 +175,20 @@ class _Tracker:
         before, now = self.bests[-1 - window], self.bests[-1]
         return math.isfinite(before) and before - now < tolerance * before
 
-    def result(self, seconds: float) -> Result | StylizeError:
+    def state(self, seconds: float) -> JobState | None:
+        """The job so far (None before its first evaluation): for checkpoints and snapshots."""
+        if self.initial is None:
+            return None
+        return JobState(
+            steps=len(self.history),
+            image=self.best.clamp(0, 1),
+            losses=_losses(self.best_terms),
+            initial=_losses(self.initial),
+            history=torch.stack(self.history).tolist(),
+            seconds=seconds,
+        )
+
+    def result(self, seconds: float, resumed: bool = False) -> Result | StylizeError:
         bad_step = int(self.first_bad)
         if bad_step >= 0:
             return StylizeError(
@@ -191,7 +205,8 @@ class _Tracker:
             seconds=seconds,
             history=torch.stack(self.history).tolist(),
         )
-        if not result.losses.total < result.initial_losses.total:
+        # A resumed job starts from its checkpoint's best image: holding it is no failure.
+        if not resumed and not result.losses.total < result.initial_losses.total:
             return StylizeError(
                 "diverged: no step lowered the loss below its start "
                 f"({result.initial_losses.total:.4g}) in {result.steps} steps; "
@@ -210,6 +225,50 @@ class Job:
     params: Params
     init_image: torch.Tensor | None = None
     callback: ProgressCallback | None = None
+    resumed: bool = False  # starts from a checkpoint's image: no failure for holding it
+
+
+@dataclass(frozen=True)
+class JobState:
+    """A job in flight: its best image so far and its bookkeeping (a checkpoint's content)."""
+
+    steps: int  # evaluations done
+    image: torch.Tensor  # (1, 3, H, W), 0..1, on the job's device
+    losses: Losses  # at `image`
+    initial: Losses  # at the start
+    history: list[float]  # total loss per evaluation
+    seconds: float  # optimization time so far
+
+
+class BatchView:
+    """What a `Watch` sees of a batch in flight: each job's step count, and its state on
+    demand (which copies the history off the device: ask only when saving)."""
+
+    def __init__(self, runs: Sequence[_Run]) -> None:
+        self._runs = runs
+
+    def __len__(self) -> int:
+        return len(self._runs)
+
+    def steps(self, index: int) -> int:
+        return len(self._runs[index].tracker.history)
+
+    def finished(self, index: int) -> bool:
+        return self._runs[index].finished
+
+    def state(self, index: int) -> JobState | None:
+        run = self._runs[index]
+        return run.tracker.state(run.seconds)
+
+
+class Watch(Protocol):
+    """Hears a batch between evaluations (checkpoints, snapshots, a stop flag)."""
+
+    def evaluated(self, batch: BatchView) -> None:
+        """After every evaluation of the batch; may raise to stop it (`stopped` follows)."""
+
+    def stopped(self, batch: BatchView) -> None:
+        """The batch is being left by an exception (a signal, a stop): save what it has."""
 
 
 class _Run:
@@ -222,6 +281,8 @@ class _Run:
         self.search = _searcher(x, job.params)
         self.point: torch.Tensor = next(self.search)
         self.seconds = 0.0
+        self.finished = False
+        self.resumed = job.resumed
 
 
 def _searcher(x: torch.Tensor, params: Params) -> Search:
@@ -361,7 +422,11 @@ class _Evaluator:
 
 
 def stylize_batch(
-    vgg: VGG19Features, jobs: Sequence[Job], report_every: int = 10, graphs: bool = True
+    vgg: VGG19Features,
+    jobs: Sequence[Job],
+    report_every: int = 10,
+    graphs: bool = True,
+    watch: Watch | None = None,
 ) -> list[Result | StylizeError]:
     """Optimize several jobs together, one stacked VGG19 pass per evaluation.
 
@@ -371,6 +436,8 @@ def stylize_batch(
     (bit for bit on the CPU). A job that stops early leaves the batch smaller.
 
     `graphs`: on CUDA, replay each evaluation as a CUDA graph (see _Evaluator).
+    `watch` hears the batch after every evaluation and when an exception (a signal)
+    leaves it, with the jobs' best images so far (see Watch).
     """
     shapes = {job.content.shape for job in jobs}
     if len(shapes) != 1:
@@ -383,7 +450,29 @@ def stylize_batch(
     layers = sorted(set().union(*(run.objective.layers for run in runs)))
     scale = _LossScale(mode == "fp16")
     evaluate = _Evaluator(vgg, mode, layers, graphs and _graphs_allowed(mode))
-    active = runs
+    view = BatchView(runs)
+    try:
+        _optimize(runs, shape, evaluate, scale, watch, view)
+    except BaseException:
+        if watch is not None:
+            watch.stopped(view)
+        raise
+    finally:
+        for run in runs:
+            run.search.close()
+    return [run.tracker.result(run.seconds, run.resumed) for run in runs]
+
+
+def _optimize(
+    runs: Sequence[_Run],
+    shape: torch.Size,
+    evaluate: _Evaluator,
+    scale: _LossScale,
+    watch: Watch | None,
+    view: BatchView,
+) -> None:
+    """Evaluate and step every run until each has stopped (budget, convergence, divergence)."""
+    active = list(runs)
     while active:
         start = time.perf_counter()
         x = torch.cat([run.point.view(shape) for run in active])
@@ -400,14 +489,15 @@ def stylize_batch(
                     run.point = run.search.send((terms[i].sum(), grad[i].reshape(-1)))
                     still.append(run)
                 except StopIteration:  # converged
-                    pass
+                    run.finished = True
+            else:
+                run.finished = True
         share = (time.perf_counter() - start) / len(active)
         for run in active:
             run.seconds += share
         active = still
-    for run in runs:
-        run.search.close()
-    return [run.tracker.result(run.seconds) for run in runs]
+        if watch is not None:
+            watch.evaluated(view)
 
 
 def stylize(

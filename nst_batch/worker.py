@@ -7,9 +7,11 @@ every outcome, good or bad, comes back as a `TaskOutcome`.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import signal
+import sys
 import time
 import traceback
 from collections import OrderedDict
@@ -20,17 +22,19 @@ from typing import TYPE_CHECKING, Any, Literal, cast
 
 import torch
 
-from nst_batch import __version__, images
+from nst_batch import __version__, checkpoint, images, layout
 from nst_batch.layout import (
     KEY_METADATA,
     RECIPE_METADATA,
     RESULT_METADATA,
+    SNAPSHOT_METADATA,
     START_METADATA,
     curve_path,
 )
 from nst_batch.plan import Task
 from nst_batch.recipe import Recipe, style_grams
 from nst_batch.stylize import (
+    BatchView,
     Job,
     Losses,
     Progress,
@@ -46,6 +50,12 @@ if TYPE_CHECKING:
     from PIL import Image
 
 TARGET_CACHE_SIZE = 16  # style target sets kept per worker (a few MB each)
+CHECKPOINT_EVERY = 60.0  # seconds between checkpoints of a task in flight (see docs)
+
+
+def warn(message: str) -> None:
+    """A warning on stderr, from the parent or a worker process alike."""
+    print(f"warning: {message}", file=sys.stderr, flush=True)
 
 
 @dataclass(frozen=True)
@@ -81,10 +91,15 @@ class TaskOutcome:
     history: list[float] = field(default_factory=list)
     peak_memory: int | None = None  # bytes, CUDA: the peak of the batch the task ran in
     batch: int = 1  # tasks optimized together with this one, itself included
+    resumed_from: int | None = None  # the step it went on from, resumed from a checkpoint
 
 
 class FatalWorkerError(Exception):
     """A problem no task can get past (the weights cannot be loaded): stop the run."""
+
+
+class Stopped(BaseException):  # like KeyboardInterrupt: not an error
+    """A spawned worker was asked to stop (SIGTERM): its batch saved its checkpoints."""
 
 
 def _compiled_for_gradients(forward: Callable[..., Any]) -> Callable[..., Any]:
@@ -102,11 +117,24 @@ def _compiled_for_gradients(forward: Callable[..., Any]) -> Callable[..., Any]:
 
 class Worker:
     def __init__(
-        self, device: str, name: str, compile: bool = False, cuda_graphs: bool = True
+        self,
+        device: str,
+        name: str,
+        compile: bool = False,
+        cuda_graphs: bool = True,
+        checkpoint_every: float = CHECKPOINT_EVERY,
+        resume: bool = True,
+        stop: Callable[[], bool] | None = None,
     ) -> None:
+        """`checkpoint_every`: seconds between checkpoints of the tasks in flight (0: only
+        when stopped); `resume`: go on from a task's checkpoint (not with --force);
+        `stop`: polled between evaluations, True stops the batch (Stopped) after saving."""
         self.device = torch.device(device)
         self.name = name
         self.compile = compile
+        self.checkpoint_every = checkpoint_every
+        self.resume = resume
+        self.stop = stop
         # torch.compile's own graphs and ours do not mix: compile takes precedence.
         self.cuda_graphs = cuda_graphs and not compile
         if self.device.type == "cuda":
@@ -228,8 +256,11 @@ class Worker:
             torch.cuda.reset_peak_memory_stats(self.device)
         try:
             vgg = self.model(tasks[group[0][0]])
+            stage = [len(inputs[i].stages) - 1 - level for i, _ in group]
+            watched = [(tasks[i], inputs[i], s) for (i, _), s in zip(group, stage, strict=True)]
+            saver = _Saver(self, watched)
             results = stylize_batch(
-                vgg, [job for _, job in group], report_every, graphs=self.cuda_graphs
+                vgg, [job for _, job in group], report_every, graphs=self.cuda_graphs, watch=saver
             )
         except FatalWorkerError:
             raise
@@ -270,7 +301,36 @@ class Worker:
             init = images.load_image(source, task.max_pixels)
         elif p.init == "previous":
             init, start = _previous(task)
-        return Recipe.start(content, p, init, str(task.content.path)), start
+        recipe = Recipe.start(content, p, init, str(task.content.path))
+        if self.resume:
+            self._resume(task, recipe)
+        # A rerun's snapshots start anew: those past where it goes on from are stale.
+        for step, path in layout.snapshots(task.output):
+            if step > (recipe.resumed_from or 0):
+                layout.remove_file(path, task.folder)
+        return recipe, start
+
+    def _resume(self, task: Task, recipe: Recipe) -> None:
+        """Go on from the task's checkpoint, if it has a usable one (else a warning)."""
+        path = layout.checkpoint_path(task.folder, task.relative_output, task.key)
+        try:
+            saved = checkpoint.load(path, task.key)
+            recipe.resume(
+                saved.stage,
+                saved.stage_steps,
+                saved.image,
+                saved.done,
+                saved.history,
+                saved.seconds,
+                saved.initial,
+            )
+        except FileNotFoundError:
+            return
+        except checkpoint.CheckpointError as exc:
+            warn(f"{task.label}: ignoring its checkpoint: {exc}; starting from the beginning")
+        except ValueError as exc:
+            where = layout.display(path)
+            warn(f"{task.label}: ignoring its checkpoint {where}: {exc}; starting anew")
 
     def _job(
         self,
@@ -337,6 +397,10 @@ class Worker:
             images.save_text(curve, curve_path(task.output), root=task.folder)
         except Exception as exc:
             return self._failure(task, exc, spent + time.perf_counter() - start)
+        # Done: its checkpoints, of this key and of older settings, have served.
+        for path in layout.output_checkpoints(task.folder, task.relative_output):
+            with contextlib.suppress(OSError):
+                layout.remove_file(path, task.folder)
         return TaskOutcome(
             "done",
             losses=result.losses,
@@ -345,7 +409,81 @@ class Worker:
             seconds=spent + time.perf_counter() - start,
             optimize_seconds=result.seconds,
             history=result.history,
+            resumed_from=recipe.resumed_from,
         )
+
+
+class _Saver:
+    """Watches one scale of a batch: snapshots every `save_every` steps, checkpoints every
+    `checkpoint_every` seconds and when the batch is left by a signal or a stop."""
+
+    def __init__(self, worker: Worker, jobs: Sequence[tuple[Task, Recipe, int]]) -> None:
+        self.worker, self.jobs = worker, jobs
+        self.last_save = time.monotonic()
+        self.seen = [0] * len(jobs)  # steps at the last look, per job
+
+    def evaluated(self, batch: BatchView) -> None:
+        for i, (task, recipe, _) in enumerate(self.jobs):
+            steps = batch.steps(i)
+            snap = task.params.save_every
+            if snap and steps != self.seen[i] and (recipe.done + steps) % snap == 0:
+                self._snapshot(i, batch)
+            self.seen[i] = steps
+        every = self.worker.checkpoint_every
+        if every > 0 and time.monotonic() - self.last_save >= every:
+            self._save_all(batch)
+            self.last_save = time.monotonic()
+        if self.worker.stop is not None and self.worker.stop():
+            raise Stopped
+
+    def stopped(self, batch: BatchView) -> None:
+        self._save_all(batch)
+
+    def _save_all(self, batch: BatchView) -> None:
+        for i in range(len(batch)):
+            self._save(i, batch)
+
+    def _save(self, i: int, batch: BatchView) -> None:
+        """Write job `i`'s checkpoint; a failure costs a warning, never the task."""
+        task, recipe, stage = self.jobs[i]
+        state = batch.state(i)
+        if state is None:
+            return
+        try:
+            saved = checkpoint.Checkpoint(
+                key=task.key,
+                image=state.image.detach().cpu(),
+                stage=stage,
+                stage_steps=recipe.stage_done + state.steps,
+                done=recipe.done + state.steps,
+                history=[*recipe.history, *state.history],
+                initial=recipe.initial or state.initial,
+                losses=state.losses,
+                seconds=recipe.seconds + state.seconds,
+            )
+            path = layout.checkpoint_path(task.folder, task.relative_output, task.key)
+            checkpoint.save(saved, path, task.folder)
+        except Exception as exc:
+            warn(f"{task.label}: cannot write its checkpoint: {exc}")
+
+    def _snapshot(self, i: int, batch: BatchView) -> None:
+        task, recipe, _ = self.jobs[i]
+        state = batch.state(i)
+        if state is None:
+            return
+        step = recipe.done + state.steps
+        metadata = {
+            KEY_METADATA: task.key,
+            SNAPSHOT_METADATA: json.dumps(
+                {"step": step, "steps": task.params.total_steps, "total_loss": state.losses.total}
+            ),
+        }
+        picture = images.to_image(recipe.picture(state.image))
+        try:
+            path = layout.snapshot_path(task.output, step)
+            images.save_image(picture, path, metadata, root=task.folder)
+        except Exception as exc:
+            warn(f"{task.label}: cannot write its snapshot at step {step}: {exc}")
 
 
 def _curve_json(task: Task, history: list[float]) -> str:
@@ -396,15 +534,31 @@ class WorkerSetup:
     report_every: int
     compile: bool
     cuda_graphs: bool
+    checkpoint_every: float = CHECKPOINT_EVERY
+    resume: bool = True
 
 
 def worker_main(setup: WorkerSetup, inbox: Any, outbox: Any) -> None:
     """A spawned worker process: run batches of tasks from `inbox` until None, send a
-    Message per event to `outbox` (its own pipe to the parent)."""
-    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent decides how to stop on Ctrl-C
+    Message per event to `outbox` (its own pipe to the parent).
+
+    SIGTERM (the parent stopping, or Slurm signalling every process of the job) sets a
+    flag that the optimization checks between evaluations: the batch in flight saves its
+    checkpoints and the worker exits. SIGINT is ignored: the parent decides on Ctrl-C."""
+    stopping: list[int] = []
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, lambda signum, frame: stopping.append(signum))
     torch.set_num_threads(setup.threads)
-    worker = Worker(setup.device, setup.name, setup.compile, setup.cuda_graphs)
-    while (item := inbox.get()) is not None:
+    worker = Worker(
+        setup.device,
+        setup.name,
+        setup.compile,
+        setup.cuda_graphs,
+        setup.checkpoint_every,
+        setup.resume,
+        stop=lambda: bool(stopping),
+    )
+    while not stopping and (item := inbox.get()) is not None:
         indices, tasks = item
 
         def report(position: int, progress: Progress, indices: tuple[int, ...] = indices) -> None:
@@ -414,6 +568,8 @@ def worker_main(setup: WorkerSetup, inbox: Any, outbox: Any) -> None:
             outcomes = worker.run_batch(tasks, report, setup.report_every)
         except FatalWorkerError as exc:
             outbox.send(FatalMessage(setup.name, indices, str(exc)))
+            return
+        except Stopped:
             return
         outbox.send(
             DoneMessage(

@@ -102,12 +102,20 @@ def slurm(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Slurm]:
     assert not survivors, f"slurm_down.sh left these running: {survivors}"
 
 
-def _submit(slurm: Slurm, workdir: Path, manifest: Path, array: str) -> str:
-    """sbatch the gallery script from workdir (its SLURM_SUBMIT_DIR); return the job ID."""
+def _submit(slurm: Slurm, workdir: Path, manifest: Path, array: str, *args: str) -> str:
+    """sbatch the gallery script from workdir (its SLURM_SUBMIT_DIR), `args` going on to
+    nst-batch; return the job ID."""
     (workdir / "logs").mkdir(exist_ok=True)
     export = f"--export=ALL,MANIFEST={manifest},NST_BATCH={NST_BATCH}"
     result = slurm.cmd(
-        "sbatch", "--parsable", f"--array={array}", *CPU_ONLY, export, str(SBATCH), cwd=workdir
+        "sbatch",
+        "--parsable",
+        f"--array={array}",
+        *CPU_ONLY,
+        export,
+        str(SBATCH),
+        *args,
+        cwd=workdir,
     )
     assert result.returncode == 0, f"sbatch failed: {result.stderr}\n{slurm.logs()}"
     return result.stdout.strip().split(";")[0]
@@ -220,3 +228,41 @@ def test_non_contiguous_array_shares_by_position(
     logs = _job_logs(tmp_path, job)
     assert sorted(logs) == [f"nst-gallery-{job}_3.out", f"nst-gallery-{job}_7.out"]
     _check_shards(tmp_path / "out")
+
+
+def test_a_requeued_array_task_resumes_its_tasks(
+    slurm: Slurm, tmp_path: Path, write_manifest: Callable[..., Path]
+) -> None:
+    # Long enough that a requeue falls in the middle of shard 1's first task.
+    manifest = write_manifest(params={"size": 64, "steps": 120}, batch_size=1)
+    output = tmp_path / "out"
+    job = _submit(slurm, tmp_path, manifest, "0-1", "-v", "--print-every", "10")
+    log = tmp_path / "logs" / f"nst-gallery-{job}_0.out"
+    deadline = time.monotonic() + JOB_TIMEOUT_S
+    while not (log.exists() and re.search(r" step ([3-9]0|1[0-9]0)/", log.read_text())):
+        assert time.monotonic() < deadline, f"no progress in {log}\n{slurm.logs()}"
+        time.sleep(POLL_S)
+    requeue = slurm.cmd("scontrol", "requeue", f"{job}_0")
+    assert requeue.returncode == 0, requeue.stderr
+    _wait(slurm, tmp_path, job)
+    text = log.read_text()
+    assert "interrupted by SIGTERM" in text and "restart 1" in text, text
+    rows = _shards(output)["results-shard-1-of-2.csv"]
+    assert [r.status for r in rows].count("interrupted") >= 1, rows
+    done = [r for r in rows if r.status == "done"]
+    assert len(done) == 2, rows
+    assert any(r.resumed_from is not None and r.resumed_from >= 30 for r in done), rows
+    assert not list((output / ".nst-batch" / "checkpoints").glob("*.pt"))
+    _check_shards_done(output)
+
+
+def _check_shards_done(output: Path) -> None:
+    """Every task of the 2x2 gallery has a done row in some shard, and a valid output."""
+    latest = {}
+    for rows in _shards(output).values():
+        for row in rows:
+            latest[(row.content, row.style)] = row
+    assert len(latest) == 4 and all(r.status == "done" for r in latest.values()), latest
+    for row in latest.values():
+        with Image.open(output / row.output) as image:
+            image.verify()

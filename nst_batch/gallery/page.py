@@ -20,7 +20,7 @@ from urllib.parse import quote
 import jinja2
 
 from nst_batch.gallery.grid import STATES, THUMB_SIZE, Cell, Grid, Header, Thumb
-from nst_batch.layout import SHEET, display
+from nst_batch.layout import SHEET, display, snapshot_index
 from nst_batch.manifest import Manifest
 from nst_batch.results import ResultRow
 
@@ -41,6 +41,8 @@ def render_page(manifest: Manifest, grids: Sequence[Grid], compare: str | None =
     title = f"{manifest.path.name}: nst-batch gallery"
     counts = {s: sum(c.state == s for g in grids for r in g.cells for c in r) for s in STATES}
     root = manifest.output
+    tasks = [c.task for g in grids for r in g.cells for c in r if c.task is not None]
+    steps = snapshot_index(task.output for task in tasks)
     return template("page.html").render(
         title=title,
         total=sum(counts.values()),
@@ -54,7 +56,10 @@ def render_page(manifest: Manifest, grids: Sequence[Grid], compare: str | None =
                 "anchor": anchor(index),
                 "styles": [header_view(root, h) for h in grid.styles],
                 "rows": [
-                    {"header": header_view(root, h), "cells": [cell_view(root, c) for c in cells]}
+                    {
+                        "header": header_view(root, h),
+                        "cells": [cell_view(root, c, steps) for c in cells],
+                    }
                     for h, cells in zip(grid.contents, grid.cells, strict=True)
                 ],
             }
@@ -89,10 +94,13 @@ def header_view(root: Path, header: Header) -> dict[str, Any]:
     return {"name": header.spec.name, "file": file, "picture": picture}
 
 
-def cell_view(root: Path, cell: Cell) -> dict[str, Any]:
+def cell_view(
+    root: Path, cell: Cell, snapshots: dict[Path, list[tuple[int, Path]]] | None = None
+) -> dict[str, Any]:
     shown = cell.state == "done" and cell.task is not None and cell.thumb is not None
+    steps = _snapshots(root, cell, snapshots or {})
     if not shown:
-        return {"state": cell.state, "note": cell.note, "picture": None}
+        return {"state": cell.state, "note": cell.note, "picture": None, "snapshots": steps}
     assert cell.task is not None and cell.thumb is not None
     return {
         "state": cell.state,
@@ -100,7 +108,20 @@ def cell_view(root: Path, cell: Cell) -> dict[str, Any]:
         "picture": _picture(root, cell.thumb, cell.task.label),
         "curve": _curve(cell.curve),
         "losses": _losses(cell.row),
+        "snapshots": steps,
     }
+
+
+def _snapshots(
+    root: Path, cell: Cell, snapshots: dict[Path, list[tuple[int, Path]]]
+) -> list[dict[str, Any]]:
+    """The task's progress snapshots (`save_every`), by step, linked from its cell."""
+    if cell.task is None:
+        return []
+    return [
+        {"step": step, "link": path.relative_to(root).as_posix()}
+        for step, path in snapshots.get(cell.task.output, [])
+    ]
 
 
 def _picture(root: Path, thumb: Thumb, alt: str) -> _Picture:
