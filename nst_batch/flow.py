@@ -1,0 +1,189 @@
+"""Optical flow between consecutive frames of a sequence, after Ruder, Dosovitskiy and Brox,
+"Artistic style transfer for videos" (2016).
+
+A frame t starts from the previous stylized frame warped along the flow, and a temporal loss
+keeps its non-occluded pixels close to that warped frame. This module computes what both
+need, once per frame pair: the backward flow (frame t -> frame t-1: where each pixel of t
+was) and the mask of pixels that flow can be trusted for. Flow comes from OpenCV's DIS
+optical flow (Kroeger et al., 2016), computed both ways; a pixel is occluded where the two
+disagree or where the flow has a motion boundary, as in Ruder et al.'s eq. (4) and (5).
+
+Motion is cached as a `.npz` (two arrays, read back with `allow_pickle=False`: data, never
+code), named by the two frames' bytes and the size they were compared at.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import re
+import zipfile
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import numpy as np
+from PIL import Image
+
+if TYPE_CHECKING:
+    import torch
+
+FLOW_VERSION = 1  # bump when the flow or the mask changes; older cache files are not read
+_DIGITS = re.compile(r"(\d+)")
+
+
+def natural_key(name: str) -> tuple[tuple[int, int | str], ...]:
+    """Sort key putting 'f2' before 'f10': digit runs compare as numbers, the rest folded."""
+    return tuple(
+        (0, int(part)) if part.isdigit() else (1, part.casefold())
+        for part in _DIGITS.split(name)
+        if part
+    )
+
+
+@dataclass(frozen=True)
+class Motion:
+    """How frame t relates to frame t-1, at frame t's size (H, W).
+
+    `flow[y, x] = (dx, dy)`: the pixel (x, y) of frame t was at (x + dx, y + dy) in frame t-1.
+    `valid[y, x]`: that position is inside frame t-1, not occluded, and off motion boundaries.
+    """
+
+    flow: np.ndarray  # (H, W, 2) float32
+    valid: np.ndarray  # (H, W) bool
+
+    @property
+    def coverage(self) -> float:
+        """The share of frame t's pixels the flow can be trusted for."""
+        return float(self.valid.mean())
+
+
+def dis_flow(source: np.ndarray, target: np.ndarray) -> np.ndarray:
+    """(H, W, 2) float32 flow from `source` to `target` ((H, W) uint8 grey images):
+    source's pixel (x, y) is at (x + dx, y + dy) in target."""
+    import cv2
+
+    dis = cv2.DISOpticalFlow_create(cv2.DISOPTICAL_FLOW_PRESET_MEDIUM)  # type: ignore[attr-defined]
+    if min(source.shape) < 64:  # the preset's 8 px patches leave too few on tiny frames
+        dis.setPatchSize(4)
+        dis.setPatchStride(2)
+    flow = dis.calc(source, target, None)
+    return np.ascontiguousarray(flow, dtype=np.float32)
+
+
+def motion(previous: Image.Image, current: Image.Image) -> Motion:
+    """Backward flow and its trusted pixels, for two RGB frames of one size."""
+    if previous.size != current.size:
+        raise ValueError(f"frames differ in size: {previous.size} and {current.size}")
+    before = np.asarray(previous.convert("L"))
+    now = np.asarray(current.convert("L"))
+    backward = dis_flow(now, before)  # t -> t-1
+    forward = dis_flow(before, now)  # t-1 -> t
+    return Motion(backward, trusted(backward, forward))
+
+
+def trusted(backward: np.ndarray, forward: np.ndarray) -> np.ndarray:
+    """(H, W) bool: pixels of frame t whose backward flow lands inside frame t-1 where the
+    forward flow leads back (|w + w^|^2 <= 0.01 (|w|^2 + |w^|^2) + 0.5) and which lie off
+    motion boundaries (|grad u|^2 + |grad v|^2 <= 0.01 |w|^2 + 0.002), Ruder et al. (4), (5)."""
+    h, w = backward.shape[:2]
+    ys, xs = np.mgrid[0:h, 0:w].astype(np.float32)
+    x_before, y_before = xs + backward[..., 0], ys + backward[..., 1]
+    inside = (x_before >= 0) & (x_before <= w - 1) & (y_before >= 0) & (y_before <= h - 1)
+    back_again = _sample(forward, x_before, y_before)  # forward flow where the pixel was
+    disagreement = np.square(backward + back_again).sum(-1)
+    magnitudes = np.square(backward).sum(-1) + np.square(back_again).sum(-1)
+    consistent = disagreement <= 0.01 * magnitudes + 0.5
+    du_y, du_x = np.gradient(backward[..., 0])
+    dv_y, dv_x = np.gradient(backward[..., 1])
+    gradient = du_x**2 + du_y**2 + dv_x**2 + dv_y**2
+    smooth = gradient <= 0.01 * np.square(backward).sum(-1) + 0.002
+    return np.asarray(inside & consistent & smooth)
+
+
+def _sample(field: np.ndarray, x: np.ndarray, y: np.ndarray) -> np.ndarray:
+    """Bilinear samples of an (H, W, C) field at float positions, clamped to the border."""
+    h, w = field.shape[:2]
+    x = np.clip(x, 0, w - 1)
+    y = np.clip(y, 0, h - 1)
+    x0 = np.minimum(np.floor(x).astype(np.int64), w - 2 if w > 1 else 0)
+    y0 = np.minimum(np.floor(y).astype(np.int64), h - 2 if h > 1 else 0)
+    x1, y1 = np.minimum(x0 + 1, w - 1), np.minimum(y0 + 1, h - 1)
+    fx, fy = (x - x0)[..., None], (y - y0)[..., None]
+    top = field[y0, x0] * (1 - fx) + field[y0, x1] * fx
+    bottom = field[y1, x0] * (1 - fx) + field[y1, x1] * fx
+    return np.asarray(top * (1 - fy) + bottom * fy, dtype=np.float32)
+
+
+def warp(image: torch.Tensor, flow: np.ndarray | torch.Tensor) -> torch.Tensor:
+    """(B, C, H, W) frame t-1 (stylized) -> (B, C, H, W) warped onto frame t by its backward
+    flow (H, W, 2); positions outside frame t-1 take its border pixels."""
+    import torch
+
+    flow = torch.as_tensor(flow, dtype=torch.float32, device=image.device)
+    h, w = image.shape[-2:]
+    if tuple(flow.shape) != (h, w, 2):
+        raise ValueError(f"flow of shape {tuple(flow.shape)} for an image of {h}x{w}")
+    ys, xs = torch.meshgrid(
+        torch.arange(h, device=image.device, dtype=torch.float32),
+        torch.arange(w, device=image.device, dtype=torch.float32),
+        indexing="ij",
+    )
+    # grid_sample's coordinates: -1 and 1 are the centres of the corner pixels.
+    gx = (xs + flow[..., 0]) * (2 / max(w - 1, 1)) - 1
+    gy = (ys + flow[..., 1]) * (2 / max(h - 1, 1)) - 1
+    grid = torch.stack((gx, gy), dim=-1).expand(image.shape[0], h, w, 2)
+    return torch.nn.functional.grid_sample(
+        image.float(), grid, mode="bilinear", padding_mode="border", align_corners=True
+    ).to(image.dtype)
+
+
+def warping_error(
+    current: torch.Tensor, previous: torch.Tensor, found: Motion | Sequence[Motion]
+) -> float:
+    """Mean |S_t - warp(S_t-1)| over trusted pixels and channels, images in 0..1 (B, 3, H, W):
+    how much a stylized sequence flickers where the scene itself did not change."""
+    import torch
+
+    motions = [found] if isinstance(found, Motion) else list(found)
+    errors = []
+    for i, m in enumerate(motions):
+        warped = warp(previous[i : i + 1], m.flow)
+        mask = torch.as_tensor(m.valid, device=current.device)
+        if not bool(mask.any()):
+            continue
+        difference = (current[i : i + 1].float() - warped.float()).abs().mean(1)[0]  # (H, W)
+        errors.append(float(difference[mask].mean()))
+    return sum(errors) / len(errors) if errors else 0.0
+
+
+def cache_name(previous: bytes, current: bytes, size: tuple[int, int]) -> str:
+    """The cache file's name for two frames' file bytes compared at `size` (W, H)."""
+    digest = hashlib.sha256()
+    for part in (hashlib.sha256(previous).digest(), hashlib.sha256(current).digest()):
+        digest.update(part)
+    digest.update(f"{size[0]}x{size[1]}:v{FLOW_VERSION}".encode())
+    return f"{digest.hexdigest()[:32]}.npz"
+
+
+def to_bytes(found: Motion) -> bytes:
+    """The `.npz` bytes of a Motion (flow as float16: a hundredth of a pixel is plenty)."""
+    buffer = io.BytesIO()
+    np.savez(buffer, flow=found.flow.astype(np.float16), valid=found.valid)
+    return buffer.getvalue()
+
+
+def from_file(path: Path) -> Motion | None:
+    """The Motion cached at `path`; None if it is missing, torn or not one of ours."""
+    try:
+        with np.load(path, allow_pickle=False) as data:
+            flow = data["flow"].astype(np.float32)
+            valid = data["valid"].astype(bool)
+    except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile):
+        return None
+    if flow.ndim != 3 or flow.shape[2] != 2 or valid.shape != flow.shape[:2]:
+        return None
+    if not np.isfinite(flow).all():
+        return None
+    return Motion(flow, valid)
