@@ -81,3 +81,11 @@ def total_variation_loss(image: torch.Tensor) -> torch.Tensor:
     dh = image[..., 1:, :] - image[..., :-1, :]
     dw = image[..., :, 1:] - image[..., :, :-1]
     return mean_square(dh) + mean_square(dw)
+
+
+def temporal_loss(image: torch.Tensor, warped: torch.Tensor, trusted: torch.Tensor) -> torch.Tensor:
+    """Mean squared difference to the previous stylized frame warped onto this one, over the
+    pixels its flow can be trusted for (Ruder et al. 2016, eq. 7): (B, 3, H, W) x (B, 3, H, W)
+    x (B or 1, 1, H, W) 0/1 -> scalar. Averaged over all pixels, as Ruder et al. do, so that a
+    frame with much occlusion is held less, not more."""
+    return mean_square((image.float() - warped.float()) * trusted.float())

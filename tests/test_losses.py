@@ -5,7 +5,13 @@ from __future__ import annotations
 import pytest
 import torch
 
-from nst_batch.losses import content_loss, gram_matrix, style_loss, total_variation_loss
+from nst_batch.losses import (
+    content_loss,
+    gram_matrix,
+    style_loss,
+    temporal_loss,
+    total_variation_loss,
+)
 
 
 def _features(seed: int, shape: tuple[int, ...] = (1, 4, 5, 6)) -> torch.Tensor:
@@ -243,3 +249,23 @@ def test_tv_counts_both_directions() -> None:
     # Adding a constant does not change it; scaling the image by k scales it by k^2.
     assert torch.allclose(total_variation_loss(stripes_w + 5), torch.tensor(1.0))
     assert torch.allclose(total_variation_loss(3 * stripes_w), torch.tensor(9.0))
+
+
+def test_temporal_loss_counts_only_trusted_pixels() -> None:
+    image = torch.zeros(1, 3, 4, 4)
+    warped = torch.ones(1, 3, 4, 4)
+    trusted = torch.zeros(1, 1, 4, 4)
+    trusted[..., :2, :] = 1  # the top half is trusted
+    assert temporal_loss(image, warped, trusted).item() == pytest.approx(0.5)
+    assert temporal_loss(image, warped, torch.zeros(1, 1, 4, 4)).item() == 0.0
+    assert temporal_loss(warped, warped, torch.ones(1, 1, 4, 4)).item() == 0.0
+
+
+def test_temporal_loss_gradient_pulls_towards_the_warped_frame() -> None:
+    image = torch.full((1, 3, 2, 2), 0.2, requires_grad=True)
+    warped = torch.full((1, 3, 2, 2), 0.6)
+    trusted = torch.tensor([[[[1.0, 0.0], [1.0, 1.0]]]])
+    temporal_loss(image, warped, trusted).backward()
+    assert image.grad is not None
+    assert (image.grad[..., 0, 0] < 0).all()  # descending raises the pixel towards 0.6
+    assert (image.grad[..., 0, 1] == 0).all()  # an occluded pixel is free
