@@ -411,7 +411,7 @@ def _run_locked(
     click.echo(
         f"{len(todo) + len(fresh)} tasks{' in shard ' + label if label else ''}: "
         f"{stats.done} done, {len(fresh)} skipped, "
-        f"{stats.failed} failed in {_duration(elapsed)} "
+        f"{stats.failed} failed{_interrupted(stats.interrupted)} in {_duration(elapsed)} "
         f"({stats.target_computations} style target computations)\n"
         f"outputs: {manifest.output}\nresults: {results}",
         err=verbosity < 0,
@@ -428,7 +428,12 @@ def _run_locked(
         )
     # A shard (or --only) knows only its own tasks; the page shows the whole gallery.
     _write_gallery(manifest, None if share else page or [*todo, *fresh], err=verbosity < 0)
-    return EXIT_FAILED if stats.failed else EXIT_OK
+    return EXIT_FAILED if stats.failed or stats.interrupted else EXIT_OK
+
+
+def _interrupted(count: int) -> str:
+    """', 2 interrupted (saved as checkpoints; rerun to finish them)', or nothing."""
+    return f", {count} interrupted (saved as checkpoints; rerun to finish them)" if count else ""
 
 
 def _remove_stale_temporaries(output: Path, tasks: list[Task], everything: bool) -> None:

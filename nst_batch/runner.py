@@ -33,6 +33,7 @@ from nst_batch.worker import (
     FatalWorkerError,
     Message,
     StepMessage,
+    StoppedMessage,
     TaskOutcome,
     Worker,
     WorkerSetup,
@@ -212,6 +213,7 @@ class _Recorder:
         self.events.task_finished(task, row)
 
     def interrupted(self, index: int, device: str, worker: str, reason: BaseException) -> None:
+        self.stats.interrupted += 1
         self.writer.write(interrupted_row(self.tasks[index], device, worker, self.shard, reason))
 
 
@@ -319,6 +321,7 @@ class _Slot:
     unit: tuple[int, ...] | None = None  # the batch in flight
     group: tuple[object, ...] | None = None
     counters: tuple[int, int] = (0, 0)  # target computations, model builds (cumulative)
+    stopped: bool = False  # its worker alone got SIGTERM: restart it once it has exited
     retired: tuple[int, int] = (0, 0)  # counters of this slot's earlier, dead processes
 
 
@@ -351,7 +354,7 @@ class _Pool:
                 self._start(slot)
                 self._assign(slot)
             check_at = time.monotonic() + self.POLL_SECONDS
-            while any(slot.unit is not None for slot in self.slots) and not self.stats.fatal:
+            while not self.stats.fatal and any(s.unit is not None or s.stopped for s in self.slots):
                 readers = [slot.reader for slot in self.slots if slot.reader is not None]
                 if readers:
                     ready = mp_connection.wait(readers, timeout=self.POLL_SECONDS)
@@ -440,6 +443,11 @@ class _Pool:
             self._assign(slot)
         elif isinstance(message, FatalMessage):
             self.stats.fatal = message.message
+        elif isinstance(message, StoppedMessage):  # someone stopped this worker, not the run
+            reason = Interrupted(message.signum)
+            for index in slot.unit or ():
+                self.recorder.interrupted(index, slot.device, slot.name, reason)
+            slot.unit, slot.stopped = None, True
 
     def _finish(self, slot: _Slot, outcomes: Sequence[TaskOutcome]) -> None:
         assert slot.unit is not None
@@ -448,22 +456,27 @@ class _Pool:
         slot.unit = None
 
     def _check_processes(self) -> None:
-        """A worker that died (killed, segfault, OOM killer) fails its task, not the run."""
+        """A worker that died (killed, segfault, OOM killer) fails its task, not the run; one
+        stopped on its own has recorded its tasks as interrupted. Either is started again."""
         for slot in self.slots:
-            if slot.unit is None or slot.process.is_alive():
+            if slot.process.is_alive() or (slot.unit is None and not slot.stopped):
                 continue
             while slot.reader is not None and slot.reader.poll():  # reports sent before dying
                 self._receive(slot)
-            if slot.unit is None:
+            if slot.unit is not None:
+                code = slot.process.exitcode
+                how = (
+                    f"signal {signal.Signals(-code).name}"
+                    if code and code < 0
+                    else f"exit code {code}"
+                )
+                died = TaskOutcome(
+                    "failed", error=f"worker process {slot.name} died ({how}) during this task"
+                )
+                self._finish(slot, [died] * len(slot.unit))
+            elif not slot.stopped:
                 continue
-            code = slot.process.exitcode
-            how = (
-                f"signal {signal.Signals(-code).name}" if code and code < 0 else f"exit code {code}"
-            )
-            died = TaskOutcome(
-                "failed", error=f"worker process {slot.name} died ({how}) during this task"
-            )
-            self._finish(slot, [died] * len(slot.unit))
+            slot.stopped = False
             slot.retired = (slot.retired[0] + slot.counters[0], slot.retired[1] + slot.counters[1])
             slot.counters, slot.group = (0, 0), None
             if self.restarts_left > 0:

@@ -521,7 +521,17 @@ class FatalMessage:
     message: str
 
 
-Message = StepMessage | DoneMessage | FatalMessage
+@dataclass(frozen=True)
+class StoppedMessage:
+    """The worker alone was sent SIGTERM (the parent goes on): its batch saved its
+    checkpoints, and it exits."""
+
+    worker: str
+    indices: tuple[int, ...]
+    signum: int
+
+
+Message = StepMessage | DoneMessage | FatalMessage | StoppedMessage
 
 
 @dataclass(frozen=True)
@@ -570,6 +580,7 @@ def worker_main(setup: WorkerSetup, inbox: Any, outbox: Any) -> None:
             outbox.send(FatalMessage(setup.name, indices, str(exc)))
             return
         except Stopped:
+            outbox.send(StoppedMessage(setup.name, indices, stopping[0]))
             return
         outbox.send(
             DoneMessage(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import pickle
 import signal
 import subprocess
@@ -302,3 +303,40 @@ def test_sigterm_saves_every_task_in_flight_of_several_workers(
     assert len(resumed) == 4
     assert all(r.resumed_from is not None and r.resumed_from >= 10 for r in resumed)
     assert not (out / ".nst-batch").exists()
+
+
+def _worker_pids(parent: int) -> list[int]:
+    """The spawned worker processes of a run (its children, less multiprocessing's tracker)."""
+    children = Path(f"/proc/{parent}/task/{parent}/children").read_text().split()
+    pids = []
+    for pid in map(int, children):
+        command = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ")
+        if b"spawn_main" in command:
+            pids.append(pid)
+    return pids
+
+
+@pytest.mark.slow
+def test_a_worker_stopped_alone_records_its_task_interrupted_and_the_run_goes_on(
+    write_manifest: Callable[..., Path],
+) -> None:
+    manifest = write_manifest(params={"size": 64, "steps": 60}, devices="cpu,cpu", batch_size=1)
+    out = manifest.parent / "out"
+    process = _start(manifest)
+    _until_step(process, 10, tasks=2)
+    workers = _worker_pids(process.pid)
+    assert len(workers) == 2
+    os.kill(workers[0], signal.SIGTERM)
+    summary, err = process.communicate(timeout=120)
+    assert process.returncode == 1, err  # the gallery is not complete
+    assert "3 done, 0 skipped, 0 failed, 1 interrupted (saved as checkpoints" in summary
+    rows = read_rows(out / "results.csv")
+    assert sorted(r.status for r in rows) == ["done", "done", "done", "interrupted"]
+    (stopped,) = [r for r in rows if r.status == "interrupted"]
+    assert stopped.error == "interrupted (SIGTERM)"
+    assert len(list((out / ".nst-batch" / "checkpoints").glob("*.pt"))) == 1
+    _, done = _rerun(manifest)
+    assert done.returncode == 0, done.stderr
+    last = read_rows(out / "results.csv")[-1]
+    assert (last.output, last.status) == (stopped.output, "done")
+    assert last.resumed_from is not None and last.resumed_from >= 10
