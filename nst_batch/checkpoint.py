@@ -117,4 +117,4 @@ def _check(checkpoint: Checkpoint, where: str) -> None:
 
 
 def _losses_list(losses: Losses) -> list[float]:
-    return [losses.content, losses.style, losses.tv, losses.total]
+    return [losses.content, losses.style, losses.tv, losses.total, losses.temporal]

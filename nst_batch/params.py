@@ -29,6 +29,8 @@ CONVERGENCE_WINDOW = 30  # evaluations over which `tolerance` measures the loss'
 # 300-step losses; cold runs keep their whole budget, since the same rule would cut them
 # short by up to 3% of their loss.
 WARM_TOLERANCE = 0.015
+# temporal_weight's default: provisional until scripts/bench_sequence.py calibrates it.
+TEMPORAL_WEIGHT = 1e6
 GATYS_STYLE_LAYERS = ("relu1_1", "relu2_1", "relu3_1", "relu4_1", "relu5_1")
 
 # Layer names of VGG19's feature stack, in order. Owned here (not in vgg.py) so that
@@ -113,6 +115,12 @@ class Params(BaseModel):
     content_weight: NonNegativeFloat = 1.0
     style_weight: NonNegativeFloat = 10.0
     tv_weight: NonNegativeFloat = 0.0
+    temporal_weight: NonNegativeFloat = Field(
+        TEMPORAL_WEIGHT,
+        description="sequence frames: hold the pixels the optical flow can be trusted for to "
+        "the previous stylized frame warped onto this one (Ruder et al. 2016); 0: warm start "
+        "only. Less flicker for a little less style",
+    )
     content_layers: tuple[str, ...] = GATYS_CONTENT_LAYERS
     style_layers: tuple[str, ...] = GATYS_STYLE_LAYERS
     style_layer_weights: tuple[NonNegativeFloat, ...] | None = Field(

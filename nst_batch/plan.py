@@ -143,6 +143,7 @@ def _effective(params: Params) -> dict[str, object]:
     out, so that changing them redoes nothing."""
     leave_out = {"init_image"}  # its file's bytes are in the key instead
     leave_out.add("save_every")  # snapshots to watch a run by: the pixels are the same
+    leave_out.add("temporal_weight")  # sequence frames only; they add it to their recipe
     if params.init == "previous":
         # A warm start reaches the result a cold start from the content would: it shares
         # that key, so a later run with the usual init finds it up to date.

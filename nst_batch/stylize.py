@@ -15,7 +15,13 @@ from typing import Protocol
 import torch
 
 from nst_batch.lbfgs import LBFGSConfig, Search, search
-from nst_batch.losses import content_loss, gram_matrix, style_loss, total_variation_loss
+from nst_batch.losses import (
+    content_loss,
+    gram_matrix,
+    style_loss,
+    temporal_loss,
+    total_variation_loss,
+)
 from nst_batch.params import CONVERGENCE_WINDOW, Params
 from nst_batch.vgg import Precision, VGG19Features, precision_scope
 
@@ -24,12 +30,23 @@ StyleTargets = dict[str, torch.Tensor]  # style layer -> Gram matrix (1, C, C)
 
 @dataclass(frozen=True)
 class Losses:
-    """Weighted loss terms; total = content + style + tv."""
+    """Weighted loss terms; total = content + style + tv + temporal."""
 
     content: float
     style: float
     tv: float
     total: float
+    temporal: float = 0.0  # sequence frames only: against the warped previous frame
+
+
+@dataclass(frozen=True)
+class Temporal:
+    """A sequence frame's hold on its predecessor (Ruder et al. 2016): the previous stylized
+    frame warped onto this one, (1, 3, H, W) 0..1, and the pixels its flow can be trusted
+    for, (1, 1, H, W) 0/1, both at the job's size."""
+
+    warped: torch.Tensor
+    trusted: torch.Tensor
 
 
 @dataclass(frozen=True)
@@ -93,9 +110,14 @@ class _Objective:
     """The weighted loss terms of one task's image, with its content and style targets fixed."""
 
     def __init__(
-        self, vgg: VGG19Features, content: torch.Tensor, targets: StyleTargets, params: Params
+        self,
+        vgg: VGG19Features,
+        content: torch.Tensor,
+        targets: StyleTargets,
+        params: Params,
+        temporal: Temporal | None = None,
     ) -> None:
-        self.targets, self.params = targets, params
+        self.targets, self.params, self.temporal = targets, params, temporal
         self.layer_weights = _layer_weights(params)
         self.layers = {*params.content_layers, *(k for k, w in self.layer_weights.items() if w)}
         with torch.no_grad(), precision_scope(content.device, params.precision):
@@ -103,7 +125,7 @@ class _Objective:
         self.content_targets = {k: features[k].detach() for k in params.content_layers}
 
     def terms(self, features: dict[str, torch.Tensor], image: torch.Tensor) -> torch.Tensor:
-        """Weighted (content, style, tv) losses as one (3,) tensor.
+        """Weighted (content, style, tv, temporal) losses as one (4,) tensor.
 
         `image` (1, 3, H, W) is already clamped to 0..1, the image that will be saved, and
         `features` are its own: one sample's slices of a batch.
@@ -113,12 +135,16 @@ class _Objective:
         c = sum((content_loss(features[k], t) for k, t in self.content_targets.items()), zero)
         s = style_loss(features, self.targets, self.layer_weights)
         tv = total_variation_loss(image) if p.tv_weight else zero
-        return torch.stack([p.content_weight * c, p.style_weight * s, p.tv_weight * tv])
+        held = self.temporal
+        t = zero if held is None else temporal_loss(image, held.warped, held.trusted)
+        return torch.stack(
+            [p.content_weight * c, p.style_weight * s, p.tv_weight * tv, p.temporal_weight * t]
+        )
 
 
 def _losses(terms: torch.Tensor) -> Losses:
-    c, s, tv = terms.tolist()
-    return Losses(content=c, style=s, tv=tv, total=c + s + tv)
+    c, s, tv, t = terms.tolist()
+    return Losses(content=c, style=s, tv=tv, total=c + s + tv + t, temporal=t)
 
 
 class _Tracker:
@@ -135,7 +161,7 @@ class _Tracker:
         device = start.device
         self.best = start.detach().clone()
         self.best_total = torch.full((), float("inf"), device=device)
-        self.best_terms = torch.zeros(3, device=device)
+        self.best_terms = torch.zeros(4, device=device)
         self.first_bad = torch.full((), -1, dtype=torch.long, device=device)
         self.history: list[torch.Tensor] = []
         self.initial: torch.Tensor | None = None
@@ -226,6 +252,7 @@ class Job:
     init_image: torch.Tensor | None = None
     callback: ProgressCallback | None = None
     resumed: bool = False  # starts from a checkpoint's image: no failure for holding it
+    temporal: Temporal | None = None  # a sequence frame's temporal loss target
 
 
 @dataclass(frozen=True)
@@ -275,7 +302,7 @@ class _Run:
     """One job in flight: its objective, bookkeeping and optimizer coroutine."""
 
     def __init__(self, vgg: VGG19Features, job: Job, report_every: int) -> None:
-        self.objective = _Objective(vgg, job.content, job.targets, job.params)
+        self.objective = _Objective(vgg, job.content, job.targets, job.params, job.temporal)
         x = _initial_image(job.content, job.params, job.init_image)
         self.tracker = _Tracker(x, job.params, job.callback, report_every)
         self.search = _searcher(x, job.params)
@@ -348,7 +375,7 @@ def _evaluate(
     layers: list[str],
     factor: float,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Loss terms (B, 3) of the points x (B, 3, H, W), and the gradient (B, 3, H, W) of
+    """Loss terms (B, 4) of the points x (B, 3, H, W), and the gradient (B, 3, H, W) of
     their sum times `factor` (fp16's loss scale)."""
     x = x.detach().requires_grad_(True)
     image = x.clamp(0, 1)  # the loss of the image that will be saved

@@ -22,6 +22,7 @@ from nst_batch.stylize import (
     Progress,
     Result,
     StylizeError,
+    Temporal,
     _graphs_allowed,
     style_targets,
     stylize,
@@ -392,3 +393,26 @@ def test_a_batch_needs_one_shape(net, content, targets) -> None:
 def test_cuda_graphs_are_off_for_fp16() -> None:
     assert _graphs_allowed("fp32") and _graphs_allowed("bf16")
     assert not _graphs_allowed("fp16")  # its loss scale changes between evaluations
+
+
+def test_the_temporal_term_holds_trusted_pixels_to_the_warped_frame(net, content, targets) -> None:
+    # The "previous frame": the content's mirror image, trusted on the left half only.
+    warped = content.flip(-1)
+    trusted = torch.zeros(1, 1, *content.shape[-2:])
+    trusted[..., : content.shape[-1] // 2] = 1
+    held = Temporal(warped, trusted)
+    free = stylize_batch(net, [Job(content, targets, _params(steps=20))])[0]
+    job = Job(content, targets, _params(steps=20, temporal_weight=1e10), temporal=held)
+    bound = stylize_batch(net, [job])[0]
+    assert isinstance(free, Result) and isinstance(bound, Result)
+    assert free.losses.temporal == 0.0
+    assert bound.losses.temporal > 0.0
+    total = bound.losses.content + bound.losses.style + bound.losses.tv + bound.losses.temporal
+    assert bound.losses.total == pytest.approx(total)
+
+    def gap(image: torch.Tensor, mask: torch.Tensor) -> float:
+        return float(((image - warped).abs().mean(1, keepdim=True) * mask).sum() / mask.sum())
+
+    left, right = trusted, 1 - trusted
+    assert gap(bound.image, left) < gap(free.image, left) / 2  # trusted pixels are held
+    assert gap(bound.image, right) > 0.5 * gap(free.image, right)  # the others are free
