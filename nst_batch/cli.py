@@ -337,6 +337,8 @@ def _check_output_folder(manifest: Manifest, tasks: list[Task], share: Share) ->
         output / layout.PAGE,
         output / layout.COMPARE,
         output / layout.SHEET,
+        output / layout.PAGES / "x.html",
+        layout.gallery_record(output),
         output / layout.THUMBS / "outputs",
         layout.checkpoints_folder(output) / "x.pt",
     ]
@@ -456,23 +458,39 @@ def _remove_orphan_checkpoints(output: Path, tasks: list[Task]) -> int:
 def _write_gallery(
     manifest: Manifest, tasks: list[Task] | None, err: bool, quiet: bool = False
 ) -> None:
-    """Rebuild the gallery page and contact sheet from every results file in the output.
+    """Rebuild the gallery pages and contact sheets from every results file in the output.
 
     A gallery that cannot be written costs a warning, not the run's exit code: the outputs
     and results it would show are safe on disk, and `nst-batch report` writes it again.
+    Each file that failed gets a warning with its cause; the `gallery:` line names them.
     """
     from nst_batch.gallery import write_gallery
     from nst_batch.images import ImageError
 
+    page = manifest.output / layout.PAGE
     try:
         tasks = plan(manifest) if tasks is None else tasks
         rows = merge(layout.results_files(manifest.output))
         files = write_gallery(manifest, tasks, rows)
     except (OSError, ImageError, WeightsError, UnsafeWrite, ResultsError) as exc:
         click.echo(f"warning: cannot write the gallery in {manifest.output}: {exc}", err=True)
+        if not quiet:
+            click.echo(f"gallery: {page} not written (see the warning above)", err=err)
         return
+    failures = files.failures
+    for failure in failures[:_SHOWN_FAILURES]:
+        click.echo(f"warning: gallery: cannot write {failure.what}: {failure.why}", err=True)
+    if len(failures) > _SHOWN_FAILURES:
+        click.echo(f"warning: gallery: and {len(failures) - _SHOWN_FAILURES} more", err=True)
     if not quiet:
-        click.echo(f"gallery: {files.page}", err=err)
+        failed = ", ".join(failure.what for failure in failures[:_SHOWN_FAILURES])
+        if len(failures) > _SHOWN_FAILURES:
+            failed += f" and {len(failures) - _SHOWN_FAILURES} more"
+        note = f"; not written: {failed} (see the warnings above)" if failed else ""
+        click.echo(f"gallery: {files.page}{note}", err=err)
+
+
+_SHOWN_FAILURES = 10  # the gallery's files that failed, named one by one; then a count
 
 
 @main.command("report")

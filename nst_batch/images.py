@@ -36,6 +36,7 @@ except ImportError:  # Pillow built without littlecms: colours stay unmanaged
 __all__ = [
     "DEFAULT_MAX_PIXELS",
     "IMAGE_ERRORS",
+    "MAX_SAVE_SIDE",
     "MIN_SIDE",
     "SAVE_FORMATS",
     "ImageError",
@@ -56,6 +57,9 @@ __all__ = [
 DEFAULT_MAX_PIXELS: int = 64_000_000
 MIN_SIDE: int = 32
 SAVE_FORMATS = {".jpg": "JPEG", ".jpeg": "JPEG", ".png": "PNG", ".webp": "WEBP"}
+# The longest side each format can hold; past it Pillow fails with an encoder error whose
+# text ("broken data stream") reads like a write error.
+MAX_SAVE_SIDE = {"JPEG": 65_500, "WEBP": 16_383}
 
 _IMAGE_DESCRIPTION = 0x010E
 _ALPHA_MODES = frozenset({"RGBA", "LA", "PA", "RGBa"})
@@ -391,7 +395,8 @@ def save_image(
     ``metadata`` goes into PNG text chunks, or for JPEG/WebP into the EXIF ImageDescription as
     JSON; ``read_metadata`` reads it back. ``quality`` (1..100) applies to JPEG and WebP.
     Raises ValueError for an unsupported extension and ImageError (naming the path and the
-    reason, e.g. disk full) when the file system refuses the write.
+    reason, e.g. disk full, or an image larger than the format allows) when it cannot be
+    written.
     """
     target = Path(path)
     fmt = SAVE_FORMATS.get(target.suffix.lower())
@@ -403,6 +408,12 @@ def save_image(
         )
     if not 1 <= quality <= 100:
         raise ValueError(f"quality must be within 1..100, got {quality}")
+    limit = MAX_SAVE_SIDE.get(fmt)
+    if limit is not None and max(image.size) > limit:
+        raise ImageError(
+            f"Cannot save '{target}': the image is {image.width}x{image.height} px and {fmt} "
+            f"holds at most {limit:,} px a side; save it smaller or as PNG."
+        )
     options = _save_options(fmt, metadata, quality)
     if fmt != "PNG" and image.mode not in ("RGB", "L"):
         image = image.convert("RGB")
@@ -462,6 +473,8 @@ def _write_failure(exc: OSError) -> tuple[str, str]:
         return "permission denied", "check the folder's permissions or choose another output folder"
     if exc.errno == errno.EROFS:
         return "read-only file system", "choose another output folder"
+    if exc.errno is None:  # raised by Pillow's encoder, not by the file system
+        return f"the image could not be encoded ({exc})", "the file system is not the cause"
     return exc.strerror or str(exc), "check the output path"
 
 

@@ -1,11 +1,13 @@
 """The output folder's contract: every name nst-batch writes there, and the one way it writes.
 
 Outputs (`<name>.<format>`), their loss curves (`<output>.json`), the gallery (`index.html`,
-a sweep's `compare.html`, `contact_sheet.jpg`, `thumbs/`), results files (`results.csv`,
-`results-shard-K-of-N.csv`), lock files (`.nst-batch*.lock`), checkpoints of tasks in
-flight (`.nst-batch/checkpoints/<output id>-<key>.pt`), progress snapshots beside each
-output (`<output stem>.step0100.<format>`) and temporaries (`.<name>.<8 hex>.nst-batch.tmp`)
-all live under the output folder, and every write there goes through `write_atomically` or
+a sweep's `compare.html`, `contact_sheet.jpg` or `contact_sheet-001.jpg` ..., `thumbs/`, and
+`pages/` when it does not fit on one page; what each was built from in
+`.nst-batch/gallery.json`), results files (`results.csv`, `results-shard-K-of-N.csv`), lock
+files (`.nst-batch*.lock`), checkpoints of tasks in flight
+(`.nst-batch/checkpoints/<output id>-<key>.pt`), progress snapshots beside each output
+(`<output stem>.step0100.<format>`) and temporaries (`.<name>.<8 hex>.nst-batch.tmp`) all
+live under the output folder, and every write there goes through `write_atomically` or
 `open_in_folder`: folder by folder from the output folder down, never through a symbolic
 link, so that a link planted in the output folder cannot make a run write anywhere else.
 
@@ -29,8 +31,9 @@ from typing import IO, Literal
 
 PAGE = "index.html"
 COMPARE = "compare.html"  # a sweep's variants side by side, beside the page
-SHEET = "contact_sheet.jpg"
+SHEET = "contact_sheet.jpg"  # the contact sheet of a gallery that fits on one
 THUMBS = "thumbs"
+PAGES = "pages"  # the gallery's (and comparison's) pages, when one page would be too long
 RESULTS = "results.csv"
 LOCK = ".nst-batch.lock"
 CURVE_SUFFIX = ".json"  # an output's loss curve: `<output name>.json` beside it
@@ -38,10 +41,12 @@ KEY_METADATA = "nst-batch:key"  # where an output image records the key it was m
 RECIPE_METADATA = "nst-batch:recipe"  # ... and the recipe that key hashes (JSON)
 START_METADATA = "nst-batch:start"  # ... and how it started: {"init": ..., "from": key}
 RESULT_METADATA = "nst-batch:result"  # ... and its losses, steps, time, device, date (JSON)
-STATE = ".nst-batch"  # nst-batch's own hidden folder: checkpoints of tasks in flight
+STATE = ".nst-batch"  # nst-batch's own hidden folder: checkpoints, the gallery's record
 CHECKPOINTS = "checkpoints"  # under STATE
+GALLERY_RECORD = "gallery.json"  # under STATE: what each page and sheet was built from
 SNAPSHOT_METADATA = "nst-batch:snapshot"  # a snapshot records its task key and step here
-RESERVED_NAMES = frozenset({PAGE, COMPARE, SHEET, THUMBS, STATE})
+RESERVED_NAMES = frozenset({PAGE, COMPARE, SHEET, THUMBS, STATE, PAGES})
+PageKind = Literal["page", "compare"]  # a page of the grids, or of the comparison
 
 Share = tuple[int, int] | None  # (K, N) of a shard, None for a whole run
 HeaderKind = Literal["content", "style"]
@@ -52,6 +57,9 @@ _TEMPORARY = re.compile(r"^\.(.+)\.[0-9a-f]{8}\.nst-batch\.tmp$")
 # A progress snapshot: `<output stem>.step<4+ digits>.<format>`; no output may be named so.
 _SNAPSHOT = re.compile(r"^(.+)\.step(\d{4,})\.(jpg|png|webp)$", re.IGNORECASE)
 _CHECKPOINT = re.compile(r"^([0-9a-f]{12})-([0-9a-f]+)\.pt$")
+# A gallery too large for one contact sheet has numbered ones: `contact_sheet-001.jpg` ...
+_NUMBERED_SHEET = re.compile(r"^contact_sheet-(\d+)\.jpg$", re.IGNORECASE)
+_GALLERY_PAGE = re.compile(r"^(page|compare)-(\d+)\.html$")
 _NEW_FILE_MODE = 0o666  # open() applies the umask, as it does for any new file
 
 
@@ -180,19 +188,60 @@ def header_thumbnail(root: Path, kind: HeaderKind, name: str) -> Path:
     return root / THUMBS / kind / f"{escaped}.jpg"
 
 
+def sheet_path(root: Path, number: int | None) -> Path:
+    """A contact sheet: `contact_sheet.jpg` for a gallery on one sheet (`number` None), else
+    the number-th (from 1) of `contact_sheet-001.jpg`, `contact_sheet-002.jpg` ..."""
+    return root / (SHEET if number is None else f"contact_sheet-{number:03d}.jpg")
+
+
+def numbered_sheets(root: Path) -> list[Path]:
+    """Every numbered contact sheet in the output folder (links too: they are removed, never
+    followed), by number."""
+    found = []
+    with contextlib.suppress(OSError):
+        for entry in os.scandir(root):
+            match = _NUMBERED_SHEET.match(entry.name)
+            if match:
+                found.append((int(match[1]), root / entry.name))
+    return [path for _, path in sorted(found)]
+
+
+def page_path(root: Path, kind: PageKind, number: int) -> Path:
+    """The number-th (from 1) page of the grids (`pages/page-001.html`) or of the comparison
+    (`pages/compare-001.html`), for a gallery too long for one page."""
+    return root / PAGES / f"{kind}-{number:03d}.html"
+
+
+def gallery_pages(root: Path) -> list[Path]:
+    """Every page of the grids and of the comparison in `pages/`, sorted; other files there
+    are not ours to list."""
+    with contextlib.suppress(OSError):
+        names = [entry.name for entry in os.scandir(root / PAGES)]
+        return sorted(root / PAGES / name for name in names if _GALLERY_PAGE.match(name))
+    return []
+
+
+def gallery_record(root: Path) -> Path:
+    """`.nst-batch/gallery.json`: what each page and contact sheet was last built from."""
+    return root / STATE / GALLERY_RECORD
+
+
 def is_temporary(name: str) -> bool:
     return bool(_TEMPORARY.match(name))
 
 
 def is_reserved(relative: str) -> bool:
     """Whether a path relative to the output folder is one of nst-batch's own files: the page,
-    the contact sheet, thumbnails, results, locks, checkpoints (`.nst-batch/`), progress
-    snapshots or a temporary (not outputs and curves)."""
+    its pages (`pages/`), the contact sheets, thumbnails, results, locks, checkpoints and the
+    gallery's record (`.nst-batch/`), progress snapshots or a temporary (not outputs and
+    curves)."""
     parts = PurePosixPath(relative).parts
     if not parts:
         return False
     first = parts[0].lower()
     if first in RESERVED_NAMES or (first.startswith("results") and first.endswith(".csv")):
+        return True
+    if _NUMBERED_SHEET.match(first):
         return True
     if first.startswith(".nst-batch") and first.endswith(".lock"):
         return True
@@ -377,12 +426,21 @@ def remove_empty_state(root: Path) -> None:
         os.rmdir(STATE, dir_fd=fd)
 
 
+def remove_empty_folder(path: Path, root: Path) -> None:
+    """Remove the folder `path` under `root` when it is empty (`pages/` of a gallery that
+    fits on one page again); never through a link, and quietly when it is not empty."""
+    *folders, name = _parts(root, path)
+    with contextlib.suppress(OSError, UnsafeWrite), _folder(root, folders, create=False) as fd:
+        os.rmdir(name, dir_fd=fd)
+
+
 def stale_temporaries(
     root: Path, outputs: Iterable[Path], everything: bool, checkpoint_files: Iterable[Path] = ()
 ) -> list[Path]:
     """The temporaries a killed run left: of `outputs`, their curves and snapshots and of
     `checkpoint_files` only, or with `everything` (for a run that holds the whole folder)
-    every one in the output folder, the outputs' folders, the thumbnails and `.nst-batch/`."""
+    every one in the output folder, the outputs' folders, the thumbnails, the gallery's pages
+    and `.nst-batch/`."""
     outputs = list(outputs)
     wanted = {p.parent / n for p in outputs for n in (p.name, curve_path(p).name)}
     wanted |= set(checkpoint_files)
@@ -399,7 +457,7 @@ def stale_temporaries(
                 if everything or folder / match[1] in wanted or of in wanted:
                     found.append(folder / entry.name)
     if everything:
-        for top in (THUMBS, STATE):
+        for top in (THUMBS, PAGES, STATE):
             for here, _, names in os.walk(root / top):  # does not follow links
                 found += [Path(here) / n for n in names if is_temporary(n)]
     return sorted(set(found))

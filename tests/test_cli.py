@@ -152,7 +152,8 @@ def test_subprocess_run(finished: Finished) -> None:
     assert "\r" not in finished.stderr
     # the lock file stays (its flock goes); each output has its loss curve beside it
     curves = [f"{o}.json" for o in OUTPUTS]
-    gallery = ["index.html", "thumbs", "contact_sheet.jpg"]  # the page, its thumbnails, the sheet
+    # the page, its thumbnails, the sheet, and (in .nst-batch/) what they were built from
+    gallery = ["index.html", "thumbs", "contact_sheet.jpg", ".nst-batch"]
     assert sorted(p.name for p in finished.out.iterdir()) == sorted(
         [*OUTPUTS, *curves, "results.csv", ".nst-batch.lock", *gallery]
     )

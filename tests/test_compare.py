@@ -67,7 +67,7 @@ def _swept(folder: Path, **fields: Any) -> Made:
 
 def test_a_sweep_gets_a_comparison_page_beside_the_grids(tmp_path: Path) -> None:
     made = _swept(tmp_path)
-    assert made.files == GalleryFiles(made.out / PAGE, made.out / SHEET, made.out / COMPARE)
+    assert made.files == GalleryFiles(made.out / PAGE, (made.out / SHEET,), made.out / COMPARE)
     page = _compare(made.out)
     assert page.heads == ["style_weight 5", "style_weight 10"]
     assert len(page.cells) == 4 * 2  # a row per pair, a column per variant

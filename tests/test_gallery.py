@@ -29,7 +29,8 @@ from PIL import Image
 from nst_batch.cli import main
 from nst_batch.gallery import GalleryFiles, write_gallery
 from nst_batch.gallery.page import curve_points
-from nst_batch.gallery.sheet import SheetLayout, sheet_layout
+from nst_batch.gallery.paging import Block
+from nst_batch.gallery.sheet import MAX_SHEET_PIXELS, MAX_SHEET_SIDE, SheetLayout, sheet_blocks
 from nst_batch.images import save_image
 from nst_batch.layout import KEY_METADATA, PAGE, SHEET, curve_path
 from nst_batch.manifest import Manifest, load_manifest
@@ -232,8 +233,8 @@ def made(tmp_path: Path) -> Made:
 
 
 def test_files_are_in_the_output_folder(made: Made) -> None:
-    assert made.files == GalleryFiles(made.out / PAGE, made.out / SHEET)
-    assert made.files.page.is_file() and made.files.sheet.is_file()
+    assert made.files == GalleryFiles(made.out / PAGE, (made.out / SHEET,))
+    assert made.files.page.is_file() and made.files.sheets[0].is_file()
     assert not list(made.out.rglob("*.tmp"))
 
 
@@ -344,7 +345,7 @@ def test_sweep_variants_are_separate_sections(tmp_path: Path) -> None:
     assert page.headings == ["style_weight-5", "style_weight-10"]
     assert len(page.cells) == 2 * 2 * 2
     assert page.states().count("pending") == 8 - 3  # the other variant has no results at all
-    with Image.open(made.files.sheet) as sheet:
+    with Image.open(made.files.sheets[0]) as sheet:
         assert sheet.size == (504, 2 * 580)
 
 
@@ -385,11 +386,11 @@ def test_a_done_row_whose_output_is_gone_is_missing(made: Made) -> None:
 def test_writing_twice_changes_nothing_and_thumbnails_follow_their_outputs(made: Made) -> None:
     thumbs = {p: p.stat().st_mtime_ns for p in (made.out / "thumbs").rglob("*.jpg")}
     assert len(thumbs) == 2 + 2 + 2
-    page, sheet = made.files.page.read_bytes(), made.files.sheet.read_bytes()
+    page, sheet = made.files.page.read_bytes(), made.files.sheets[0].read_bytes()
 
     assert made.write() == made.files
     assert made.files.page.read_bytes() == page
-    assert made.files.sheet.read_bytes() == sheet
+    assert made.files.sheets[0].read_bytes() == sheet
     assert {p: p.stat().st_mtime_ns for p in thumbs} == thumbs  # not remade
 
     output = _task(made.tasks, "chelsea", "starry_night").output
@@ -413,7 +414,7 @@ def _near(pixel: Sequence[int], colour: Sequence[int], tolerance: int = 12) -> b
 
 
 def test_contact_sheet_is_a_jpeg_of_the_grid(made: Made) -> None:
-    with Image.open(made.files.sheet) as sheet:
+    with Image.open(made.files.sheets[0]) as sheet:
         assert sheet.format == "JPEG"
         # one heading band, then a row of styles and a row per content; a column each + labels
         width = LAYOUT.gap + 3 * (LAYOUT.cell + LAYOUT.gap)
@@ -429,12 +430,18 @@ def test_contact_sheet_is_a_jpeg_of_the_grid(made: Made) -> None:
     assert _near(rgb.getpixel((LAYOUT.gap + 8, LAYOUT.heading + 8)), (255, 255, 255))  # corner
 
 
-def test_a_huge_gallery_gets_smaller_cells() -> None:
-    assert sheet_layout(3, 3, 1) == SheetLayout()
-    layout = sheet_layout(60, 40, 5)
-    width, height = layout.size(60, 40, 5)
-    assert layout.cell < SheetLayout().cell
-    assert width * height <= 40_000_000 and max(width, height) <= 65_000
+def test_a_huge_gallery_gets_numbered_sheets_of_whole_cells_within_limits() -> None:
+    assert sheet_blocks(3, 3, 1) is None  # one sheet
+    blocks = sheet_blocks(60, 100, 5)
+    assert blocks is not None
+    for block in blocks:  # each a block of one variant's grid, at the full cell size
+        width, height = LAYOUT.size(len(block.rows), len(block.columns), 1)
+        assert max(width, height) <= MAX_SHEET_SIDE and width * height <= MAX_SHEET_PIXELS
+    cells = [(b.variant, i, j) for b in blocks for i in b.rows for j in b.columns]
+    assert sorted(cells) == [(v, i, j) for v in range(5) for i in range(60) for j in range(100)]
+    # 100 styles: the columns are split too, and every sheet is as wide as it may be
+    assert blocks[0] == Block(0, range(15), range(47))
+    assert [len(b.columns) for b in blocks[:3]] == [47, 47, 6]
 
 
 # --- through the command line -----------------------------------------------------------------
@@ -446,12 +453,12 @@ def _invoke(*args: object) -> Result:
 
 def test_report_writes_the_gallery(made: Made) -> None:
     made.files.page.unlink()
-    made.files.sheet.unlink()
+    made.files.sheets[0].unlink()
     result = _invoke("report", made.manifest.path)
     assert result.exit_code == 1, result.output  # the gallery holds a failed task
     assert result.stdout.splitlines()[-1] == f"gallery: {made.files.page}"
     assert _read(made.out).states() == ["done", "done", "failed", "pending"]
-    assert made.files.sheet.is_file()
+    assert made.files.sheets[0].is_file()
 
 
 def test_a_shard_run_writes_the_whole_gallery(made: Made) -> None:
@@ -490,7 +497,9 @@ def test_a_gallery_that_cannot_be_written_is_only_a_warning(
         assert result.exit_code == (1 if args else 0), result.output  # report: a failed task
         assert f"warning: cannot write the gallery in {made.out}: " in result.stderr
         assert "Permission denied" in result.stderr
-        assert "gallery: " not in result.output
+        assert result.stdout.splitlines()[-1] == (
+            f"gallery: {made.files.page} not written (see the warning above)"
+        )
 
 
 # --- a real run -------------------------------------------------------------------------------

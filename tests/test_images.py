@@ -450,3 +450,30 @@ def test_read_only_folder(tmp_path: Path) -> None:
         assert os.listdir(folder) == []
     finally:
         folder.chmod(0o700)
+
+
+@pytest.mark.parametrize(("name", "side"), [("tall.jpg", 65_501), ("wide.webp", 16_384)])
+def test_an_image_over_its_formats_side_limit_is_refused_by_name(
+    tmp_path: Path, name: str, side: int
+) -> None:
+    image = Image.new("RGB", (1, side) if name.endswith(".jpg") else (side, 1))
+    with pytest.raises(ImageError) as caught:
+        save_image(image, tmp_path / name)
+    message = str(caught.value)
+    assert str(tmp_path / name) in message
+    assert f"the image is {image.width}x{image.height} px" in message
+    assert "broken data stream" not in message and "check the output path" not in message
+    assert os.listdir(tmp_path) == []
+
+
+def test_an_encoder_failure_is_not_blamed_on_the_path(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    error = OSError("broken data stream when writing image file")  # Pillow's, without errno
+    monkeypatch.setattr(Image.Image, "save", _save_that_fails_midway(error))
+    with pytest.raises(ImageError) as caught:
+        save_image(_chelsea(), tmp_path / "out.jpg")
+    assert str(caught.value) == (
+        f"Cannot save '{tmp_path / 'out.jpg'}': the image could not be encoded (broken data "
+        "stream when writing image file); the file system is not the cause."
+    )

@@ -1081,7 +1081,12 @@ def test_option_values_reach_the_params(write_manifest: WriteManifest) -> None:
 
 @pytest.mark.parametrize(
     ("name", "output"),
-    [("contact_sheet", "contact_sheet.jpg"), ("thumbs/{content}", "thumbs/chelsea.jpg")],
+    [
+        ("contact_sheet", "contact_sheet.jpg"),
+        ("thumbs/{content}", "thumbs/chelsea.jpg"),
+        ("pages/{content}", "pages/chelsea.jpg"),
+        ("contact_sheet-001", "contact_sheet-001.jpg"),
+    ],
 )
 def test_output_names_that_would_overwrite_the_gallery_are_refused(
     write_manifest, name: str, output: str

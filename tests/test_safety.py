@@ -96,14 +96,15 @@ def test_an_output_over_the_style_image_is_refused(photos: Path) -> None:
     assert _snapshot(photos) == before
 
 
-def test_an_input_where_nst_batch_keeps_its_files_is_refused(photos: Path) -> None:
-    (photos / "out").mkdir()
-    shutil.copy(CONTENT / "coffee.png", photos / "out" / "contact_sheet.jpg")
-    manifest = _manifest(
-        photos, output="out", content=["out/contact_sheet.jpg"], style=["paintings/"]
-    )
+@pytest.mark.parametrize(
+    "name", ["contact_sheet.jpg", "contact_sheet-002.jpg", "pages/photo.jpg", "PAGES/photo.jpg"]
+)
+def test_an_input_where_nst_batch_keeps_its_files_is_refused(photos: Path, name: str) -> None:
+    (photos / "out" / name).parent.mkdir(parents=True)
+    shutil.copy(CONTENT / "coffee.png", photos / "out" / name)
+    manifest = _manifest(photos, output="out", content=[f"out/{name}"], style=["paintings/"])
     before = _snapshot(photos)
-    _clean_exit_2(_invoke(manifest), "is where nst-batch keeps its own files", "contact_sheet")
+    _clean_exit_2(_invoke(manifest), "is where nst-batch keeps its own files", name)
     assert _snapshot(photos) == before
 
 

@@ -4,6 +4,9 @@ every one), a column per variant headed by its swept values (`style_weight 10`),
 the output with its losses and curve, as on the grids; so choosing a setting is a glance.
 The column heads link to the variants' grids on `index.html`, which links back.
 
+Too many pairs for one page (paging.compare_runs) go on pages of `pages/`
+(`compare-001.html` ...), and `compare.html` becomes their table of contents.
+
 Rendered from templates/compare.html with the page's helpers, autoescaping on.
 """
 
@@ -14,32 +17,58 @@ from pathlib import Path
 from typing import Any
 
 from nst_batch.gallery.grid import Grid
-from nst_batch.gallery.page import CURVE_SIZE, anchor, cell_view, header_view, template
+from nst_batch.gallery.page import (
+    CURVE_SIZE,
+    UP,
+    Nav,
+    anchor,
+    cell_view,
+    count_states,
+    header_view,
+    summary,
+    template,
+)
 from nst_batch.layout import PAGE
 from nst_batch.manifest import Manifest, Variant
 
+Pair = tuple[int, int]  # (content, style) indices into the grids
 
-def render_compare(manifest: Manifest, grids: Sequence[Grid]) -> str:
-    """The comparison page as text, from the grids of every variant (at least two)."""
-    root = manifest.output
-    keys = swept_keys(grid.variant for grid in grids)
-    rows = []
+
+def compare_pairs(grids: Sequence[Grid]) -> list[Pair]:
+    """The pairs the comparison shows, in grid order: every cell that is a task."""
     first = grids[0]
-    for i, content in enumerate(first.contents):
-        for j, style in enumerate(first.styles):
-            if first.cells[i][j].state == "none":
-                continue  # not one of the pairs
-            rows.append(
-                {
-                    "content": header_view(root, content),
-                    "style": header_view(root, style),
-                    "cells": [cell_view(root, grid.cells[i][j]) for grid in grids],
-                }
-            )
+    return [
+        (i, j)
+        for i, line in enumerate(first.cells)
+        for j, cell in enumerate(line)
+        if cell.state != "none"  # not one of the pairs
+    ]
+
+
+def render_compare(
+    manifest: Manifest, grids: Sequence[Grid], pairs: Sequence[Pair], nav: Nav | None = None
+) -> str:
+    """The comparison of `pairs` as text, from the grids of every variant (at least two):
+    all of it on `compare.html` (`nav` None), or a run of pairs on a page of `pages/`."""
+    root = manifest.output
+    prefix = UP if nav else ""
+    keys = swept_keys(grid.variant for grid in grids)
+    first = grids[0]
+    rows = [
+        {
+            "content": header_view(root, first.contents[i], prefix),
+            "style": header_view(root, first.styles[j], prefix),
+            "cells": [cell_view(root, grid.cells[i][j], prefix=prefix) for grid in grids],
+        }
+        for i, j in pairs
+    ]
+    title = f"{manifest.path.name}: nst-batch sweep, side by side"
     return template("compare.html").render(
-        title=f"{manifest.path.name}: nst-batch sweep, side by side",
+        title=title + (f", page {nav.number}" if nav else ""),
+        scope=" on this page" if nav else "",
         swept=", ".join(keys) or "the variants",
-        page=PAGE,
+        page=prefix + PAGE,
+        nav=nav,
         curve_size=CURVE_SIZE,
         columns=[
             {"label": variant_label(grid.variant, keys), "anchor": anchor(index)}
@@ -47,6 +76,35 @@ def render_compare(manifest: Manifest, grids: Sequence[Grid]) -> str:
         ],
         rows=rows,
     )
+
+
+def compare_contents_view(
+    manifest: Manifest, grids: Sequence[Grid], pages: Sequence[tuple[str, Sequence[Pair]]]
+) -> dict[str, Any]:
+    """What `compare.html` shows when the comparison is on several pages: a link to each of
+    its `pages` (name in the output folder, pairs) with its first and last pair and counts.
+    Cheap: no file is read."""
+    keys = swept_keys(grid.variant for grid in grids)
+    first = grids[0]
+    entries = []
+    for number, (name, pairs) in enumerate(pages, start=1):
+        ends = [f"{first.contents[i].spec.name} x {first.styles[j].spec.name}" for i, j in pairs]
+        names = ends[0] if len(ends) == 1 else f"{ends[0]} ... {ends[-1]}"
+        counts = count_states(grid.cells[i][j] for grid in grids for i, j in pairs)
+        entries.append(
+            {"href": name, "label": f"page {number}", "detail": f"{names}: {summary(counts)}"}
+        )
+    count = sum(len(pairs) for _, pairs in pages)
+    return {
+        "title": f"{manifest.path.name}: nst-batch sweep, side by side",
+        "intro": (
+            f"{count} {'pair' if count == 1 else 'pairs'} x {len(grids)} variants, side by "
+            f"side: {', '.join(keys) or 'the variants'}."
+        ),
+        "links": [{"href": PAGE, "text": "The grid of each variant"}],
+        "sheets": [],
+        "groups": [{"heading": "", "anchor": "pairs", "entries": entries}],
+    }
 
 
 def swept_keys(variants: Any) -> list[str]:

@@ -4,24 +4,23 @@ thumbnails and loss curves the page and the contact sheet show. With `pairs:` a 
 not one of the pairs is `none`: no task, shown empty and counted nowhere.
 
 `state` is the one classification of a task against its result: `report` counts by it too.
+
+Building the model decodes no image but the source of a stale thumbnail: a thumbnail is
+remade only when its source is newer (two stat calls), and every file a page shows is known
+by its `Stamp`, so that a rerun can tell what changed without opening anything.
 """
 
 from __future__ import annotations
 
 import json
+import os
+import stat
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Literal
 
-from nst_batch.images import (
-    IMAGE_ERRORS,
-    load_image,
-    open_output,
-    oriented_size,
-    save_image,
-    shrunk,
-)
+from nst_batch.images import IMAGE_ERRORS, ImageError, load_image, open_output, save_image, shrunk
 from nst_batch.layout import curve_path, header_thumbnail, output_thumbnail
 from nst_batch.manifest import ImageSpec, Manifest, Variant
 from nst_batch.plan import Task
@@ -38,10 +37,26 @@ State = Literal["done", "failed", "interrupted", "outdated", "missing", "pending
 STATES: tuple[State, ...] = ("done", "failed", "interrupted", "outdated", "missing", "pending")
 
 
+# A file's (inode, modification time in ns, size): a rewrite through the atomic writer is a
+# new inode, so an unchanged stamp is an unchanged file.
+Stamp = tuple[int, int, int]
+
+
+def stamp(path: Path) -> Stamp | None:
+    """The stamp of the file at `path`; None when there is no file (or a folder) there."""
+    try:
+        info = os.stat(path)
+    except (OSError, ValueError):
+        return None
+    if not stat.S_ISREG(info.st_mode):
+        return None
+    return info.st_ino, info.st_mtime_ns, info.st_size
+
+
 @dataclass(frozen=True)
 class Thumb:
     path: Path  # absolute, inside <output>/thumbs
-    size: tuple[int, int]
+    stamp: Stamp
 
 
 @dataclass(frozen=True)
@@ -58,8 +73,8 @@ class Cell:
     task: Task | None
     row: ResultRow | None
     note: str = ""  # the reason for any state but done
-    thumb: Thumb | None = None
-    curve: tuple[float, ...] = ()
+    thumb: Thumb | None = None  # None for a done cell: its thumbnail could not be written
+    curve: Stamp | None = None  # of the loss curve file; `read_curve` reads it
 
 
 @dataclass(frozen=True)
@@ -70,12 +85,18 @@ class Grid:
     cells: tuple[tuple[Cell, ...], ...]  # [content][style]
 
 
-def build_grids(manifest: Manifest, tasks: Sequence[Task], rows: Iterable[ResultRow]) -> list[Grid]:
-    """One grid per variant, in manifest order, with thumbnails made where needed."""
+def build_grids(
+    manifest: Manifest, tasks: Sequence[Task], rows: Iterable[ResultRow], unwritten: list[str]
+) -> list[Grid]:
+    """One grid per variant, in manifest order, with thumbnails made where needed.
+
+    A thumbnail that cannot be written costs its picture, not the gallery: the cell or header
+    shows none, and the reason (naming the file) is appended to `unwritten`.
+    """
     latest = {(r.content, r.style, r.variant): r for r in rows}
     by_name = {(t.content.name, t.style.name, t.variant.name): t for t in tasks}
-    contents = tuple(_header(spec, "content", manifest) for spec in manifest.contents)
-    styles = tuple(_header(spec, "style", manifest) for spec in manifest.styles)
+    contents = tuple(_header(spec, "content", manifest, unwritten) for spec in manifest.contents)
+    styles = tuple(_header(spec, "style", manifest, unwritten) for spec in manifest.styles)
     grids = []
     for variant in manifest.variants:
         cells = []
@@ -86,20 +107,26 @@ def build_grids(manifest: Manifest, tasks: Sequence[Task], rows: Iterable[Result
                     line.append(Cell("none", None, None))
                     continue
                 names = (content.name, style.name, variant.name)
-                line.append(_cell(by_name.get(names), latest.get(names)))
+                line.append(_cell(by_name.get(names), latest.get(names), unwritten))
             cells.append(tuple(line))
         grids.append(Grid(variant, contents, styles, tuple(cells)))
     return grids
 
 
-def _header(spec: ImageSpec, kind: Literal["content", "style"], manifest: Manifest) -> Header:
+def _header(
+    spec: ImageSpec, kind: Literal["content", "style"], manifest: Manifest, unwritten: list[str]
+) -> Header:
     root = manifest.output
-    thumb = _thumbnail(
-        spec.path,
-        header_thumbnail(root, kind, spec.name),
-        lambda p: load_image(p, manifest.max_pixels),
-        root,
-    )
+    try:
+        thumb = _thumbnail(
+            spec.path,
+            header_thumbnail(root, kind, spec.name),
+            lambda p: load_image(p, manifest.max_pixels),
+            root,
+        )
+    except ImageError as exc:
+        unwritten.append(str(exc))
+        thumb = None
     return Header(spec, thumb)
 
 
@@ -116,7 +143,7 @@ def state(task: Task | None, row: ResultRow | None) -> State:
     return "done"  # done, or skipped: up to date
 
 
-def _cell(task: Task | None, row: ResultRow | None) -> Cell:
+def _cell(task: Task | None, row: ResultRow | None, unwritten: list[str]) -> Cell:
     now = state(task, row)
     if now == "pending":
         return Cell(now, task, None, "not yet run")
@@ -125,34 +152,41 @@ def _cell(task: Task | None, row: ResultRow | None) -> Cell:
     assert task is not None and row is not None
     if now != "done":
         return Cell(now, task, row, row.error or row.status)
-    thumb = _thumbnail(
-        task.output, output_thumbnail(task.folder, task.relative_output), open_output, task.folder
-    )
+    curve = stamp(curve_path(task.output))
+    path = output_thumbnail(task.folder, task.relative_output)
+    try:
+        thumb = _thumbnail(task.output, path, open_output, task.folder)
+    except ImageError as exc:
+        unwritten.append(str(exc))
+        return Cell("done", task, row, "its thumbnail could not be written", curve=curve)
     if thumb is None:
         return Cell("missing", task, row, "the output file is missing or unreadable; rerun")
-    return Cell("done", task, row, thumb=thumb, curve=_curve(task))
+    return Cell("done", task, row, thumb=thumb, curve=curve)
 
 
 def _thumbnail(
     source: Path, thumb: Path, load: Callable[[Path], Image.Image], root: Path
 ) -> Thumb | None:
-    """The thumbnail of `source`, remade only when the source is newer; None if unreadable."""
-    try:
-        source_time = source.stat().st_mtime_ns
-        stale = not thumb.is_file() or thumb.stat().st_mtime_ns < source_time
-    except OSError:
+    """The thumbnail of `source`, remade only when the source is newer (stat calls decide);
+    None if the source is missing or unreadable, ImageError if the thumbnail cannot be written.
+    """
+    source_stamp = stamp(source)
+    if source_stamp is None:
         return None
-    if stale:
+    thumb_stamp = stamp(thumb)
+    if thumb_stamp is None or thumb_stamp[1] < source_stamp[1]:
         try:
             image = load(source)
         except IMAGE_ERRORS:
             return None
         save_image(shrunk(image, THUMB_SIZE), thumb, quality=THUMB_QUALITY, root=root)
-    size = oriented_size(thumb)
-    return None if size is None else Thumb(thumb, size)
+        thumb_stamp = stamp(thumb)
+        if thumb_stamp is None:  # replaced by something else at once: not ours to show
+            return None
+    return Thumb(thumb, thumb_stamp)
 
 
-def _curve(task: Task) -> tuple[float, ...]:
+def read_curve(task: Task) -> tuple[float, ...]:
     """The task's total loss per step, if its curve file was written for this very key."""
     try:
         data = json.loads(curve_path(task.output).read_text(encoding="utf-8"))

@@ -1,15 +1,21 @@
-"""The gallery page: `index.html`, rendered from a jinja2 template (templates/page.html,
-its parts shared with compare.html in templates/macros.html) with autoescaping, so every
-name and error on it is text, never markup.
+"""The gallery's pages, rendered from jinja2 templates (templates/, their parts shared with
+compare.html in templates/macros.html) with autoescaping, so every name and error on them is
+text, never markup.
+
+A gallery that fits on one page has it all on `index.html` (page.html). A larger one is cut
+into blocks (paging.py), each a page of `pages/` (page.html again, with links to the previous
+and next page and to the index), and `index.html` becomes its table of contents
+(contents.html): the counts, the contact sheets and a link to every page.
 
 Static HTML with relative links into the output folder: the folder can be copied or served
-anywhere, and the page needs no network and no script.
+anywhere, and the pages need no network and no script. A page in `pages/` reaches the output
+folder through '../'.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from functools import cache
 from importlib import resources
@@ -19,53 +25,149 @@ from urllib.parse import quote
 
 import jinja2
 
-from nst_batch.gallery.grid import STATES, THUMB_SIZE, Cell, Grid, Header, Thumb
-from nst_batch.layout import SHEET, display, snapshot_index
+from nst_batch.gallery.grid import STATES, THUMB_SIZE, Cell, Grid, Header, State, Thumb, read_curve
+from nst_batch.gallery.paging import Block, numbers, span
+from nst_batch.images import oriented_size
+from nst_batch.layout import display
 from nst_batch.manifest import Manifest
 from nst_batch.results import ResultRow
 
 CURVE_SIZE = (180, 40)  # the inline loss curve, px
+UP = "../"  # from a page in pages/ to the output folder
+
+Snapshots = Mapping[Path, list[tuple[int, Path]]]  # layout.snapshot_index: output -> (step, path)
 
 
 @dataclass(frozen=True)
 class _Picture:
-    src: str  # relative to the output folder
+    src: str  # relative to the page's folder
     width: int
     height: int
     alt: str
 
 
-def render_page(manifest: Manifest, grids: Sequence[Grid], compare: str | None = None) -> str:
-    """The whole page as text, linking to the `compare` page if there is one. No timestamp:
-    the same results give the same bytes. Cells of no task (`none`) are counted nowhere."""
-    title = f"{manifest.path.name}: nst-batch gallery"
-    counts = {s: sum(c.state == s for g in grids for r in g.cells for c in r) for s in STATES}
+@dataclass(frozen=True)
+class Nav:
+    """The links of a page in `pages/`, relative to that folder."""
+
+    number: int  # from 1
+    previous: str | None
+    next: str | None
+    index: str = UP + "index.html"
+
+
+def render_page(
+    manifest: Manifest,
+    grids: Sequence[Grid],
+    parts: Sequence[Block],
+    snapshots: Snapshots,
+    sheets: Sequence[str] = (),
+    compare: str | None = None,
+    nav: Nav | None = None,
+) -> str:
+    """A page of the gallery as text: every grid whole on `index.html` (`nav` None), or one
+    block on a page of `pages/`. It links to the contact `sheets` and the `compare` page
+    (names in the output folder) if there are any. No timestamp: the same results give the
+    same bytes. Cells of no task (`none`) are counted nowhere."""
+    prefix = UP if nav else ""
     root = manifest.output
-    tasks = [c.task for g in grids for r in g.cells for c in r if c.task is not None]
-    steps = snapshot_index(task.output for task in tasks)
+    counts = count_states(_cells(grids, parts))
+    title = f"{manifest.path.name}: nst-batch gallery" + (f", page {nav.number}" if nav else "")
     return template("page.html").render(
         title=title,
         total=sum(counts.values()),
-        summary=", ".join(f"{n} {s}" for s, n in counts.items() if n),
-        sheet=SHEET,
-        compare=compare,
+        scope=" on this page" if nav else "",
+        summary=summary(counts),
+        sheets=[prefix + sheet for sheet in sheets],
+        compare=prefix + compare if compare else None,
+        nav=nav,
         curve_size=CURVE_SIZE,
-        grids=[
+        grids=[_section(root, grids[part.variant], part, snapshots, prefix) for part in parts],
+    )
+
+
+def _section(
+    root: Path, grid: Grid, part: Block, snapshots: Snapshots, prefix: str
+) -> dict[str, Any]:
+    """The view of a block of one grid: its variant, where it sits in the grid, its rows."""
+    where = []
+    if part.rows != range(len(grid.contents)):
+        where.append(f"content rows {numbers(part.rows)}")
+    if part.columns != range(len(grid.styles)):
+        where.append(f"styles {numbers(part.columns)}")
+    return {
+        "variant": grid.variant.name,
+        "anchor": anchor(part.variant),
+        "where": ", ".join(where),
+        "styles": [header_view(root, grid.styles[j], prefix) for j in part.columns],
+        "rows": [
             {
-                "variant": grid.variant.name,
-                "anchor": anchor(index),
-                "styles": [header_view(root, h) for h in grid.styles],
-                "rows": [
-                    {
-                        "header": header_view(root, h),
-                        "cells": [cell_view(root, c, steps) for c in cells],
-                    }
-                    for h, cells in zip(grid.contents, grid.cells, strict=True)
+                "header": header_view(root, grid.contents[i], prefix),
+                "cells": [
+                    cell_view(root, grid.cells[i][j], snapshots, prefix) for j in part.columns
                 ],
             }
-            for index, grid in enumerate(grids)
+            for i in part.rows
         ],
-    )
+    }
+
+
+def contents_view(
+    manifest: Manifest,
+    grids: Sequence[Grid],
+    pages: Sequence[tuple[str, Block]],
+    sheets: Sequence[str],
+    compare: str | None,
+) -> dict[str, Any]:
+    """What `index.html` shows when the gallery is on several pages: the counts, the contact
+    sheets, the comparison, and per variant a link to each of its `pages` (name in the
+    output folder, block) with the names and counts of its cells. Cheap: no file is read."""
+    counts = count_states(_cells(grids, [block for _, block in pages]))
+    intro = f"{sum(counts.values())} tasks: {summary(counts)}."
+    links = [{"href": compare, "text": "The variants side by side"}] if compare else []
+    groups = []
+    for index, grid in enumerate(grids):
+        contents = [h.spec.name for h in grid.contents]
+        styles = [h.spec.name for h in grid.styles]
+        entries = []
+        for number, (name, block) in enumerate(pages, start=1):
+            if block.variant != index:
+                continue
+            names = span(contents, block.rows)
+            if block.columns != range(len(styles)):
+                names += f" x {span(styles, block.columns)}"
+            found = summary(count_states(_cells(grids, [block]))) or "no tasks"
+            entries.append({"href": name, "label": f"page {number}", "detail": f"{names}: {found}"})
+        groups.append({"heading": grid.variant.name, "anchor": anchor(index), "entries": entries})
+    return {
+        "title": f"{manifest.path.name}: nst-batch gallery",
+        "intro": intro,
+        "links": links,
+        "sheets": list(sheets),
+        "groups": groups,
+    }
+
+
+def count_states(cells: Iterable[Cell]) -> dict[State, int]:
+    """How many cells are in each state of a task (cells of no task are not counted)."""
+    counts = dict.fromkeys(STATES, 0)
+    for cell in cells:
+        if cell.state in counts:
+            counts[cell.state] += 1
+    return counts
+
+
+def summary(counts: Mapping[State, int]) -> str:
+    """'2 done, 1 failed, 1 pending': the states that occur, in their order."""
+    return ", ".join(f"{n} {s}" for s, n in counts.items() if n)
+
+
+def _cells(grids: Sequence[Grid], parts: Iterable[Block]) -> Iterable[Cell]:
+    for part in parts:
+        cells = grids[part.variant].cells
+        for i in part.rows:
+            for j in part.columns:
+                yield cells[i][j]
 
 
 def anchor(index: int) -> str:
@@ -88,47 +190,55 @@ def template(name: str) -> jinja2.Template:
     return environment.get_template(name)
 
 
-def header_view(root: Path, header: Header) -> dict[str, Any]:
+def header_view(root: Path, header: Header, prefix: str = "") -> dict[str, Any]:
+    """A content or style image at a grid's edge; links start with `prefix` (the way from the
+    page's folder to the output folder)."""
     file = display(header.spec.path.name)
-    picture = None if header.thumb is None else _picture(root, header.thumb, file)
+    picture = None if header.thumb is None else _picture(root, header.thumb, file, prefix)
     return {"name": header.spec.name, "file": file, "picture": picture}
 
 
 def cell_view(
-    root: Path, cell: Cell, snapshots: dict[Path, list[tuple[int, Path]]] | None = None
+    root: Path, cell: Cell, snapshots: Snapshots | None = None, prefix: str = ""
 ) -> dict[str, Any]:
-    shown = cell.state == "done" and cell.task is not None and cell.thumb is not None
-    steps = _snapshots(root, cell, snapshots or {})
-    if not shown:
+    """A task's cell: its thumbnail linking to the output, curve and losses, or its state and
+    why; links start with `prefix`. Reads the thumbnail's header and the curve file."""
+    steps = _snapshots(root, cell, snapshots or {}, prefix)
+    picture = None
+    if cell.state == "done" and cell.task is not None and cell.thumb is not None:
+        picture = _picture(root, cell.thumb, cell.task.label, prefix)
+    if picture is None:
         return {"state": cell.state, "note": cell.note, "picture": None, "snapshots": steps}
-    assert cell.task is not None and cell.thumb is not None
+    assert cell.task is not None
     return {
         "state": cell.state,
-        "link": cell.task.relative_output,
-        "picture": _picture(root, cell.thumb, cell.task.label),
-        "curve": _curve(cell.curve),
+        "link": prefix + cell.task.relative_output,
+        "picture": picture,
+        "curve": _curve(read_curve(cell.task) if cell.curve else ()),
         "losses": _losses(cell.row),
         "snapshots": steps,
     }
 
 
-def _snapshots(
-    root: Path, cell: Cell, snapshots: dict[Path, list[tuple[int, Path]]]
-) -> list[dict[str, Any]]:
+def _snapshots(root: Path, cell: Cell, snapshots: Snapshots, prefix: str) -> list[dict[str, Any]]:
     """The task's progress snapshots (`save_every`), by step, linked from its cell."""
     if cell.task is None:
         return []
     return [
-        {"step": step, "link": path.relative_to(root).as_posix()}
+        {"step": step, "link": prefix + path.relative_to(root).as_posix()}
         for step, path in snapshots.get(cell.task.output, [])
     ]
 
 
-def _picture(root: Path, thumb: Thumb, alt: str) -> _Picture:
-    """Shown at the thumbnail size, even when the output is smaller: the grid stays even."""
-    scale = THUMB_SIZE / max(thumb.size)
-    width, height = (max(1, round(side * scale)) for side in thumb.size)
-    return _Picture(thumb.path.relative_to(root).as_posix(), width, height, alt)
+def _picture(root: Path, thumb: Thumb, alt: str, prefix: str) -> _Picture | None:
+    """Shown at the thumbnail size, even when the output is smaller: the grid stays even.
+    None when the thumbnail cannot be read any more."""
+    size = oriented_size(thumb.path)
+    if size is None:
+        return None
+    scale = THUMB_SIZE / max(size)
+    width, height = (max(1, round(side * scale)) for side in size)
+    return _Picture(prefix + thumb.path.relative_to(root).as_posix(), width, height, alt)
 
 
 def _curve(curve: Sequence[float]) -> dict[str, str] | None:

@@ -1,5 +1,7 @@
 """The contact sheet: every grid of the gallery as one labelled image, for a quick look
-over scp from a cluster without a browser. Pillow draws it (images.py reads and writes)."""
+over scp from a cluster without a browser; a gallery too large for one gets numbered
+sheets, each a block of one grid within the limits below. Pillow draws them (images.py
+reads and writes)."""
 
 from __future__ import annotations
 
@@ -10,7 +12,8 @@ from pathlib import Path
 
 from PIL import Image, ImageDraw, ImageFont
 
-from nst_batch.gallery.grid import Grid, Thumb
+from nst_batch.gallery.grid import Cell, Grid, Thumb
+from nst_batch.gallery.paging import Block, blocks, numbers
 from nst_batch.images import IMAGE_ERRORS
 from nst_batch.manifest import Manifest
 
@@ -44,19 +47,33 @@ class SheetLayout:
         return self.gap + column * (self.cell + self.gap), top + self.heading + row * self.row
 
 
-MAX_SHEET_PIXELS = 40_000_000  # a huge gallery gets smaller cells rather than a huge file
-MAX_SHEET_SIDE = 65_000  # JPEG's limit is 65535
+# Each contact sheet stays within these, far under JPEG's 65,500 px a side: any viewer opens
+# it at once, and one is redrawn in a fraction of a second when one of its cells changes. A
+# gallery larger than one sheet gets numbered sheets of whole cells, never smaller cells.
+MAX_SHEET_SIDE = 8_000
+MAX_SHEET_PIXELS = 24_000_000
 
 
-def sheet_layout(contents: int, styles: int, variants: int) -> SheetLayout:
-    """The default layout, with cells shrunk (down to 32 px) until the sheet fits the limits."""
-    layout = SheetLayout()
-    while layout.cell > 32:
-        width, height = layout.size(contents, styles, variants)
-        if width * height <= MAX_SHEET_PIXELS and max(width, height) <= MAX_SHEET_SIDE:
-            break
-        layout = SheetLayout(cell=max(32, layout.cell * 4 // 5))
-    return layout
+def fits(size: tuple[int, int]) -> bool:
+    """Whether a sheet of this (width, height) is within the limits."""
+    return max(size) <= MAX_SHEET_SIDE and size[0] * size[1] <= MAX_SHEET_PIXELS
+
+
+def sheet_blocks(
+    contents: int, styles: int, variants: int, layout: SheetLayout = SheetLayout()
+) -> list[Block] | None:
+    """The block each numbered sheet shows; None when the gallery fits on one sheet.
+
+    A sheet holds as many style columns as its width allows, then as many content rows as
+    its height and pixel count allow; each repeats the style row and the variant's heading.
+    """
+    if fits(layout.size(contents, styles, variants)):
+        return None
+    columns = max(1, min(styles, (MAX_SHEET_SIDE - layout.gap) // (layout.cell + layout.gap) - 1))
+    width = layout.size(0, columns, 1)[0]
+    height = min(MAX_SHEET_SIDE, MAX_SHEET_PIXELS // width)
+    rows = max(1, (height - layout.heading) // layout.row - 1)
+    return blocks(variants, contents, styles, rows, columns)
 
 
 _BACKGROUND = (255, 255, 255)
@@ -66,33 +83,60 @@ _ALARM = (170, 0, 0)
 _Font = ImageFont.FreeTypeFont | ImageFont.ImageFont
 
 
-def render_sheet(manifest: Manifest, grids: Sequence[Grid]) -> Image.Image:
-    """Every grid stacked in one RGB image, each under a heading naming its variant."""
-    contents, styles = len(manifest.contents), len(manifest.styles)
-    layout = sheet_layout(contents, styles, len(grids))
-    sheet = Image.new("RGB", layout.size(contents, styles, len(grids)), _BACKGROUND)
+def render_sheet(manifest: Manifest, grids: Sequence[Grid], parts: Sequence[Block]) -> Image.Image:
+    """The `parts` of the grids stacked in one RGB image, each under a heading naming its
+    variant (and, for a part of a grid, its rows and styles): every grid whole for a gallery
+    on one sheet, one block for a numbered sheet."""
+    layout = SheetLayout()
+    width = layout.size(0, len(parts[0].columns), 1)[0]
+    height = sum(layout.section(len(part.rows)) for part in parts)
+    sheet = Image.new("RGB", (width, height), _BACKGROUND)
     draw = ImageDraw.Draw(sheet)
     big = _font(16)
-    for index, grid in enumerate(grids):
-        top = index * layout.section(contents)
-        title = manifest.path.name + (f": {grid.variant.name}" if grid.variant.name else "")
-        width = sheet.width - 2 * layout.gap
-        draw.text((layout.gap, top + layout.gap), _fit(draw, title, big, width), _INK, big)
-        for column, header in enumerate(grid.styles, start=1):
+    top = 0
+    for part in parts:
+        grid = grids[part.variant]
+        title = _fit(draw, _title(manifest, grid, part), big, width - 2 * layout.gap)
+        draw.text((layout.gap, top + layout.gap), title, _INK, big)
+        for column, j in enumerate(part.columns, start=1):
+            header = grid.styles[j]
             _slot(sheet, draw, layout, layout.slot(top, 0, column), header.thumb, header.spec.name)
-        for row, (header, cells) in enumerate(zip(grid.contents, grid.cells, strict=True), 1):
+        for row, i in enumerate(part.rows, start=1):
+            header = grid.contents[i]
             _slot(sheet, draw, layout, layout.slot(top, row, 0), header.thumb, header.spec.name)
-            for column, cell in enumerate(cells, start=1):
-                corner = layout.slot(top, row, column)
-                if cell.state == "none":
-                    continue  # not one of the pairs: left blank
-                if cell.state == "done":
-                    total = cell.row.total_loss if cell.row else None
-                    label = f"loss {total:.3g}" if total is not None else ""
-                    _slot(sheet, draw, layout, corner, cell.thumb, label)
-                else:
-                    _slot(sheet, draw, layout, corner, None, "", word=cell.state)
+            for column, j in enumerate(part.columns, start=1):
+                _cell(sheet, draw, layout, layout.slot(top, row, column), grid.cells[i][j])
+        top += layout.section(len(part.rows))
     return sheet
+
+
+def _title(manifest: Manifest, grid: Grid, part: Block) -> str:
+    """'gallery.yaml: style_weight-10', and for a part of the grid 'rows 43-84, styles 1-47'."""
+    title = manifest.path.name + (f": {grid.variant.name}" if grid.variant.name else "")
+    where = []
+    if part.rows != range(len(grid.contents)):
+        where.append(f"rows {numbers(part.rows)}")
+    if part.columns != range(len(grid.styles)):
+        where.append(f"styles {numbers(part.columns)}")
+    return title + (f" ({', '.join(where)})" if where else "")
+
+
+def _cell(
+    sheet: Image.Image,
+    draw: ImageDraw.ImageDraw,
+    layout: SheetLayout,
+    corner: tuple[int, int],
+    cell: Cell,
+) -> None:
+    """A task's slot: its thumbnail and loss, or a grey box naming its state."""
+    if cell.state == "none":
+        return  # not one of the pairs: left blank
+    if cell.state == "done":
+        total = cell.row.total_loss if cell.row else None
+        label = f"loss {total:.3g}" if total is not None else ""
+        _slot(sheet, draw, layout, corner, cell.thumb, label, word="no thumbnail")
+    else:
+        _slot(sheet, draw, layout, corner, None, "", word=cell.state)
 
 
 def _slot(
