@@ -188,7 +188,10 @@ def is_reserved(relative: str) -> bool:
     """Whether a path relative to the output folder is one of nst-batch's own files: the page,
     the contact sheet, thumbnails, results, locks, checkpoints (`.nst-batch/`), progress
     snapshots or a temporary (not outputs and curves)."""
-    parts = PurePosixPath(relative).parts
+    if "/" in relative or relative in ("", "."):
+        parts = PurePosixPath(relative).parts
+    else:
+        parts = (relative,)  # a file in the output folder itself: most outputs
     if not parts:
         return False
     first = parts[0].lower()
@@ -215,6 +218,8 @@ def display(name: str | Path) -> str:
 
 def relative_to(root: Path, path: Path) -> str | None:
     """`path` relative to `root` as a POSIX string, or None when it is not inside."""
+    if root.is_absolute() and not str(path).startswith(str(root)):
+        return None  # the common case, told apart without pathlib's part by part compare
     try:
         return path.relative_to(root).as_posix()
     except ValueError:
