@@ -19,8 +19,9 @@ from typing import TYPE_CHECKING
 
 import click
 
-from nst_batch import __version__, layout
+from nst_batch import __version__, filecache, layout
 from nst_batch.explain import made_with, reasons, shown, task_json
+from nst_batch.filecache import FileCache
 from nst_batch.layout import Locked, Share, UnsafeWrite
 from nst_batch.manifest import Manifest, ManifestError, load_manifest, parse_devices
 from nst_batch.plan import (
@@ -88,21 +89,19 @@ def _load(manifest: str, overrides: tuple[str, ...], devices: str | None) -> Man
         raise _fail(str(exc)) from None
 
 
-def _plan(manifest: Manifest) -> list[Task]:
+def _plan(manifest: Manifest, files: FileCache) -> list[Task]:
     try:
-        return plan(manifest)
+        return plan(manifest, files)
     except WeightsError as exc:
         raise _fail(str(exc)) from None
     except OSError as exc:
         raise _fail(f"{manifest.path}: cannot read {exc.filename}: {exc.strerror}") from None
 
 
-def _up_to_date_check(force: bool) -> Callable[[Task], bool]:
+def _up_to_date_check(force: bool, files: FileCache) -> Callable[[Task], bool]:
     if force:
         return lambda task: False
-    from nst_batch.images import read_metadata
-
-    return lambda task: up_to_date(task, read_metadata)
+    return lambda task: up_to_date(task, files)
 
 
 def _raise_interrupted(signum: int, frame: object) -> None:
@@ -216,14 +215,15 @@ def run_command(
     Every key is in docs/manifest.md; exit codes in nst-batch --help.
     """
     loaded = _load(manifest, overrides, devices)
-    whole = _plan(loaded)
     share = _shard(shard)
+    files = filecache.load(loaded.output, share)  # read here; only a run writes it back
+    whole = _plan(loaded, files)
     # Shard the whole plan, then take the subset: a task's shard never depends on --only,
     # so each shard's lock and temporaries stay its own (see docs/clusters.md).
     tasks = whole if share is None else shard_tasks(whole, *share)
     if only:
         tasks = _only(whole, tasks, only)
-    todo, fresh = split(tasks, _up_to_date_check(force))
+    todo, fresh = split(tasks, _up_to_date_check(force, files))
     if dry_run:
         where = f" in shard {share[0]}/{share[1]}" if share else ""
         if only:
@@ -231,7 +231,7 @@ def run_command(
         _dry_run(loaded, tasks, todo, fresh, force, verbose - quiet)
         click.echo(f"{len(todo)} to run, {len(fresh)} up to date, {len(tasks)} in all{where}")
         return
-    sys.exit(_run(loaded, whole, todo, fresh, verbose - quiet, print_every, share, force))
+    sys.exit(_run(loaded, whole, todo, fresh, files, verbose - quiet, print_every, share, force))
 
 
 def _only(whole: list[Task], tasks: list[Task], values: tuple[str, ...]) -> list[Task]:
@@ -296,6 +296,7 @@ def _run(
     whole: list[Task],
     todo: list[Task],
     fresh: list[Task],
+    files: FileCache,
     verbosity: int,
     every: int,
     share: Share,
@@ -321,7 +322,7 @@ def _run(
         output.mkdir(parents=True, exist_ok=True)
         with layout.hold(output, share):
             return _run_locked(
-                manifest, whole, todo, fresh, verbosity, every, share, results, start, force
+                manifest, whole, todo, fresh, files, verbosity, every, share, results, start, force
             )
     except Locked as exc:
         click.echo(f"Error: {exc}", err=True)
@@ -345,6 +346,7 @@ def _check_output_folder(manifest: Manifest, todo: list[Task], share: Share) -> 
         output / layout.SHEET,
         output / layout.THUMBS / "outputs",
         layout.checkpoints_folder(output) / "x.pt",
+        layout.file_cache(output, share),
     ]
     outputs = [path for task in todo for path in (task.output, layout.curve_path(task.output))]
     try:
@@ -359,6 +361,7 @@ def _run_locked(
     whole: list[Task],
     todo: list[Task],
     fresh: list[Task],
+    files: FileCache,
     verbosity: int,
     every: int,
     share: Share,
@@ -386,6 +389,7 @@ def _run_locked(
     events.close()
     if isinstance(outcome, int):  # stopped by a signal: the message is out, nothing more
         return outcome
+    _remember(files, output, todo, share)
     if share is None:  # a whole run: checkpoints of finished galleries leave no folder
         layout.remove_empty_state(output)
     if outcome is not None and outcome.fatal:
@@ -459,10 +463,24 @@ def _optimize(
             signal.signal(signum, handler)
 
 
+def _remember(files: FileCache, output: Path, made: list[Task], share: Share) -> None:
+    """Keep what this run learned of its files for the next one: the input hashes and the
+    keys of the outputs, those it made read back once. The cache only saves reading, so one
+    that cannot be written costs a warning."""
+    for task in made:
+        files.output_key(task.output, task.relative_output)
+    try:
+        filecache.save(files, output, share)
+    except (OSError, UnsafeWrite) as exc:
+        click.echo(f"warning: cannot write the file cache in {output}: {exc}", err=True)
+
+
 def _remove_stale_temporaries(output: Path, tasks: list[Task], share: Share) -> None:
     """Temporaries a killed run left: all of them when this run holds the whole folder,
-    else (a shard, beside other shards) only those of its own outputs and checkpoints."""
+    else (a shard, beside other shards) only those of its own outputs, checkpoints and
+    file cache."""
     own = [layout.checkpoint_path(output, t.relative_output, t.key) for t in tasks]
+    own.append(layout.file_cache(output, share))
     everything = share is None
     for temp in layout.stale_temporaries(output, [t.output for t in tasks], everything, own):
         with contextlib.suppress(FileNotFoundError):
@@ -524,7 +542,7 @@ def report_command(
     (content, style, variant, output, state, status, losses, steps, seconds, error, key).
     """
     loaded = _load(manifest, overrides, None)
-    whole = _plan(loaded)
+    whole = _plan(loaded, filecache.load(loaded.output, None))
     tasks = _only(whole, whole, only) if only else whole
     verbosity = verbose - quiet
     output = loaded.output

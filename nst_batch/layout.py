@@ -3,11 +3,13 @@
 Outputs (`<name>.<format>`), their loss curves (`<output>.json`), the gallery (`index.html`,
 a sweep's `compare.html`, `contact_sheet.jpg`, `thumbs/`), results files (`results.csv`,
 `results-shard-K-of-N.csv`), lock files (`.nst-batch*.lock`), checkpoints of tasks in
-flight (`.nst-batch/checkpoints/<output id>-<key>.pt`), progress snapshots beside each
-output (`<output stem>.step0100.<format>`) and temporaries (`.<name>.<8 hex>.nst-batch.tmp`)
-all live under the output folder, and every write there goes through `write_atomically` or
-`open_in_folder`: folder by folder from the output folder down, never through a symbolic
-link, so that a link planted in the output folder cannot make a run write anywhere else.
+flight (`.nst-batch/checkpoints/<output id>-<key>.pt`), the file cache of input hashes and
+output keys (`.nst-batch/files.json`, a shard's `files-shard-K-of-N.json`), progress
+snapshots beside each output (`<output stem>.step0100.<format>`) and temporaries
+(`.<name>.<8 hex>.nst-batch.tmp`) all live under the output folder, and every write there
+goes through `write_atomically` or `open_in_folder`: folder by folder from the output folder
+down, never through a symbolic link, so that a link planted in the output folder cannot make
+a run write anywhere else.
 
 Imports nothing of ours: it takes paths and names.
 """
@@ -38,7 +40,7 @@ KEY_METADATA = "nst-batch:key"  # where an output image records the key it was m
 RECIPE_METADATA = "nst-batch:recipe"  # ... and the recipe that key hashes (JSON)
 START_METADATA = "nst-batch:start"  # ... and how it started: {"init": ..., "from": key}
 RESULT_METADATA = "nst-batch:result"  # ... and its losses, steps, time, device, date (JSON)
-STATE = ".nst-batch"  # nst-batch's own hidden folder: checkpoints of tasks in flight
+STATE = ".nst-batch"  # nst-batch's own hidden folder: checkpoints, the file cache
 CHECKPOINTS = "checkpoints"  # under STATE
 SNAPSHOT_METADATA = "nst-batch:snapshot"  # a snapshot records its task key and step here
 RESERVED_NAMES = frozenset({PAGE, COMPARE, SHEET, THUMBS, STATE})
@@ -52,6 +54,7 @@ _TEMPORARY = re.compile(r"^\.(.+)\.[0-9a-f]{8}\.nst-batch\.tmp$")
 # A progress snapshot: `<output stem>.step<4+ digits>.<format>`; no output may be named so.
 _SNAPSHOT = re.compile(r"^(.+)\.step(\d{4,})\.(jpg|png|webp)$", re.IGNORECASE)
 _CHECKPOINT = re.compile(r"^([0-9a-f]{12})-([0-9a-f]+)\.pt$")
+_FILE_CACHE = re.compile(r"^files(-shard-[1-9]\d*-of-[1-9]\d*)?\.json$")
 _NEW_FILE_MODE = 0o666  # open() applies the umask, as it does for any new file
 
 
@@ -168,6 +171,22 @@ def orphan_checkpoints(root: Path, relative_outputs: Iterable[str]) -> list[Path
     """Checkpoints of outputs not among `relative_outputs` (the whole plan's)."""
     known = {_output_id(name) for name in relative_outputs}
     return [path for output_id, _, path in checkpoints(root) if output_id not in known]
+
+
+def file_cache(root: Path, share: Share) -> Path:
+    """Where a run (or shard) keeps what it learned of its files: `.nst-batch/files.json`
+    (see filecache.py); each shard has its own, as it has its own results file."""
+    return root / STATE / f"files{share_suffix(share)}.json"
+
+
+def file_caches(root: Path) -> list[Path]:
+    """Every run's and shard's file cache in the output folder, sorted."""
+    folder = root / STATE
+    try:
+        names = [entry.name for entry in os.scandir(folder)]
+    except OSError:
+        return []
+    return sorted(folder / name for name in names if _FILE_CACHE.match(name))
 
 
 def output_thumbnail(root: Path, relative_output: str) -> Path:

@@ -150,12 +150,14 @@ def test_subprocess_run(finished: Finished) -> None:
         assert f"[{i}/4] {label}: done in " in finished.stderr
     assert "[4/4] coffee x the_scream: done in " in finished.stderr
     assert "\r" not in finished.stderr
-    # the lock file stays (its flock goes); each output has its loss curve beside it
+    # the lock file stays (its flock goes); each output has its loss curve beside it; the
+    # file cache of input hashes and output keys is all that .nst-batch/ keeps
     curves = [f"{o}.json" for o in OUTPUTS]
     gallery = ["index.html", "thumbs", "contact_sheet.jpg"]  # the page, its thumbnails, the sheet
     assert sorted(p.name for p in finished.out.iterdir()) == sorted(
-        [*OUTPUTS, *curves, "results.csv", ".nst-batch.lock", *gallery]
+        [*OUTPUTS, *curves, "results.csv", ".nst-batch.lock", ".nst-batch", *gallery]
     )
+    assert [p.name for p in (finished.out / ".nst-batch").iterdir()] == ["files.json"]
 
 
 @pytest.mark.slow
@@ -251,10 +253,11 @@ def test_an_up_to_date_rerun_changes_no_file(gallery: Path) -> None:
     out = gallery.parent / "out"
     results = out / "results.csv"
     recorded = (results.read_bytes(), results.stat().st_mtime_ns)
+    # A copied gallery: its outputs are new files to the file cache, read once and kept.
     assert _invoke(gallery).exit_code == 0
     assert (results.read_bytes(), results.stat().st_mtime_ns) == recorded
     before = _unchanging(out)
-    assert "results.csv" in before
+    assert "results.csv" in before and ".nst-batch/files.json" in before
     for _ in range(2):
         again = _invoke(gallery)
         assert again.exit_code == 0, again.output
