@@ -8,12 +8,13 @@ Exit codes: 0 every task done or up to date; 1 some task failed (the rest ran);
 from __future__ import annotations
 
 import contextlib
+import gc
 import json
 import os
 import signal
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -102,6 +103,21 @@ def _up_to_date_check(force: bool, files: FileCache) -> Callable[[Task], bool]:
     if force:
         return lambda task: False
     return lambda task: up_to_date(task, files)
+
+
+@contextlib.contextmanager
+def _without_collection() -> Iterator[None]:
+    """Python's cyclic garbage collector kept off while planning: a plan is some twenty
+    objects per task and no garbage cycles, and the collector, run by allocation counts,
+    would walk them all again each time they grew by a quarter (a third of the time of a
+    100,000-task dry run)."""
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if enabled:
+            gc.enable()
 
 
 def _raise_interrupted(signum: int, frame: object) -> None:
@@ -214,16 +230,17 @@ def run_command(
 
     Every key is in docs/manifest.md; exit codes in nst-batch --help.
     """
-    loaded = _load(manifest, overrides, devices)
-    share = _shard(shard)
-    files = filecache.load(loaded.output, share)  # read here; only a run writes it back
-    whole = _plan(loaded, files)
-    # Shard the whole plan, then take the subset: a task's shard never depends on --only,
-    # so each shard's lock and temporaries stay its own (see docs/clusters.md).
-    tasks = whole if share is None else shard_tasks(whole, *share)
-    if only:
-        tasks = _only(whole, tasks, only)
-    todo, fresh = split(tasks, _up_to_date_check(force, files))
+    with _without_collection():
+        loaded = _load(manifest, overrides, devices)
+        share = _shard(shard)
+        files = filecache.load(loaded.output, share)  # read here; only a run writes it back
+        whole = _plan(loaded, files)
+        # Shard the whole plan, then take the subset: a task's shard never depends on --only,
+        # so each shard's lock and temporaries stay its own (see docs/clusters.md).
+        tasks = whole if share is None else shard_tasks(whole, *share)
+        if only:
+            tasks = _only(whole, tasks, only)
+        todo, fresh = split(tasks, _up_to_date_check(force, files))
     if dry_run:
         where = f" in shard {share[0]}/{share[1]}" if share else ""
         if only:
@@ -541,8 +558,9 @@ def report_command(
     key), listing each with its reason. --json prints counts by state and every task
     (content, style, variant, output, state, status, losses, steps, seconds, error, key).
     """
-    loaded = _load(manifest, overrides, None)
-    whole = _plan(loaded, filecache.load(loaded.output, None))
+    with _without_collection():
+        loaded = _load(manifest, overrides, None)
+        whole = _plan(loaded, filecache.load(loaded.output, None))
     tasks = _only(whole, whole, only) if only else whole
     verbosity = verbose - quiet
     output = loaded.output
