@@ -9,7 +9,8 @@ again. The entries live under the output folder in `.nst-batch/files.json` (a sh
 `files-shard-K-of-N.json`, so that shards never write one file); every run reads them all,
 and a run writes its own file (atomically) only when what it learned differs from it. A dry
 run and `report` read them and never write. A store that is missing, torn or not ours is
-simply not used.
+simply not used; the entry of a file no longer planned stays until that path is seen again
+(deleting a store costs one reading of every file, nothing else).
 
 Torch-free, and Pillow only on reading an output's metadata.
 """
