@@ -8,18 +8,21 @@ Exit codes: 0 every task done or up to date; 1 some task failed (the rest ran);
 from __future__ import annotations
 
 import contextlib
+import gc
 import json
 import os
 import signal
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
 
-from nst_batch import __version__, layout
+from nst_batch import __version__, filecache, layout
 from nst_batch.explain import made_with, reasons, shown, task_json
+from nst_batch.filecache import FileCache
 from nst_batch.layout import Locked, Share, UnsafeWrite
 from nst_batch.manifest import Manifest, ManifestError, load_manifest, parse_devices
 from nst_batch.plan import (
@@ -39,9 +42,15 @@ from nst_batch.results import (
     ResultsWriter,
     check_file,
     merge,
+    task_row,
+    unrecorded,
     write_table,
 )
 from nst_batch.weights import WeightsError
+
+if TYPE_CHECKING:  # a run with nothing to do imports neither: torch is for optimizing
+    from nst_batch.progress import ConsoleEvents
+    from nst_batch.runner import RunStats
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 EXIT_LOCKED = 75  # EX_TEMPFAIL: another run holds the output; try again later
@@ -81,21 +90,34 @@ def _load(manifest: str, overrides: tuple[str, ...], devices: str | None) -> Man
         raise _fail(str(exc)) from None
 
 
-def _plan(manifest: Manifest) -> list[Task]:
+def _plan(manifest: Manifest, files: FileCache) -> list[Task]:
     try:
-        return plan(manifest)
+        return plan(manifest, files)
     except WeightsError as exc:
         raise _fail(str(exc)) from None
     except OSError as exc:
         raise _fail(f"{manifest.path}: cannot read {exc.filename}: {exc.strerror}") from None
 
 
-def _up_to_date_check(force: bool) -> Callable[[Task], bool]:
+def _up_to_date_check(force: bool, files: FileCache) -> Callable[[Task], bool]:
     if force:
         return lambda task: False
-    from nst_batch.images import read_metadata
+    return lambda task: up_to_date(task, files)
 
-    return lambda task: up_to_date(task, read_metadata)
+
+@contextlib.contextmanager
+def _without_collection() -> Iterator[None]:
+    """Python's cyclic garbage collector kept off while planning: a plan is some twenty
+    objects per task and no garbage cycles, and the collector, run by allocation counts,
+    would walk them all again each time they grew by a quarter (a third of the time of a
+    100,000-task dry run)."""
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if enabled:
+            gc.enable()
 
 
 def _raise_interrupted(signum: int, frame: object) -> None:
@@ -208,15 +230,17 @@ def run_command(
 
     Every key is in docs/manifest.md; exit codes in nst-batch --help.
     """
-    loaded = _load(manifest, overrides, devices)
-    whole = _plan(loaded)
-    share = _shard(shard)
-    # Shard the whole plan, then take the subset: a task's shard never depends on --only,
-    # so each shard's lock and temporaries stay its own (see docs/clusters.md).
-    tasks = whole if share is None else shard_tasks(whole, *share)
-    if only:
-        tasks = _only(whole, tasks, only)
-    todo, fresh = split(tasks, _up_to_date_check(force))
+    with _without_collection():
+        loaded = _load(manifest, overrides, devices)
+        share = _shard(shard)
+        files = filecache.load(loaded.output, share)  # read here; only a run writes it back
+        whole = _plan(loaded, files)
+        # Shard the whole plan, then take the subset: a task's shard never depends on --only,
+        # so each shard's lock and temporaries stay its own (see docs/clusters.md).
+        tasks = whole if share is None else shard_tasks(whole, *share)
+        if only:
+            tasks = _only(whole, tasks, only)
+        todo, fresh = split(tasks, _up_to_date_check(force, files))
     if dry_run:
         where = f" in shard {share[0]}/{share[1]}" if share else ""
         if only:
@@ -224,9 +248,7 @@ def run_command(
         _dry_run(loaded, tasks, todo, fresh, force, verbose - quiet)
         click.echo(f"{len(todo)} to run, {len(fresh)} up to date, {len(tasks)} in all{where}")
         return
-    # The page shows the whole gallery: a subset run rebuilds it from the whole plan.
-    page = whole if only and share is None else None
-    sys.exit(_run(loaded, todo, fresh, verbose - quiet, print_every, share, page, force, whole))
+    sys.exit(_run(loaded, whole, todo, fresh, files, verbose - quiet, print_every, share, force))
 
 
 def _only(whole: list[Task], tasks: list[Task], values: tuple[str, ...]) -> list[Task]:
@@ -288,21 +310,22 @@ def _shard(option: str | None) -> Share:
 
 def _run(
     manifest: Manifest,
+    whole: list[Task],
     todo: list[Task],
     fresh: list[Task],
+    files: FileCache,
     verbosity: int,
     every: int,
     share: Share,
-    page: list[Task] | None = None,
     force: bool = False,
-    whole: list[Task] | None = None,
 ) -> int:
+    """Run `todo` and record what is up to date; `whole` is the plan (the page shows it)."""
     start = time.perf_counter()
     output = manifest.output
     results = layout.results_file(output, share)
     if output.exists() and not output.is_dir():
         raise _fail(f"output {output} is a file, not a folder; choose another 'output'")
-    _check_output_folder(manifest, [*todo, *fresh], share)
+    _check_output_folder(manifest, todo, share)
     if todo:  # a device or weights problem stops the run before anything is written
         from nst_batch.runner import DeviceError, resolve_devices
         from nst_batch.vgg import load_weights
@@ -316,7 +339,7 @@ def _run(
         output.mkdir(parents=True, exist_ok=True)
         with layout.hold(output, share):
             return _run_locked(
-                manifest, todo, fresh, verbosity, every, share, results, start, page, force, whole
+                manifest, whole, todo, fresh, files, verbosity, every, share, results, start, force
             )
     except Locked as exc:
         click.echo(f"Error: {exc}", err=True)
@@ -327,8 +350,9 @@ def _run(
         raise _fail(f"cannot write to the output folder {output}: {exc.strerror}") from None
 
 
-def _check_output_folder(manifest: Manifest, tasks: list[Task], share: Share) -> None:
-    """Exit 2 before any work if a write would pass a link or the results file is not ours."""
+def _check_output_folder(manifest: Manifest, todo: list[Task], share: Share) -> None:
+    """Exit 2 before any work if a write would pass a link or the results file is not ours.
+    Up-to-date outputs are only read: the outputs and curves checked are those of `todo`."""
     output = manifest.output
     ours = [
         layout.results_file(output, share),
@@ -341,8 +365,9 @@ def _check_output_folder(manifest: Manifest, tasks: list[Task], share: Share) ->
         layout.gallery_record(output),
         output / layout.THUMBS / "outputs",
         layout.checkpoints_folder(output) / "x.pt",
+        layout.file_cache(output, share),
     ]
-    outputs = [path for task in tasks for path in (task.output, layout.curve_path(task.output))]
+    outputs = [path for task in todo for path in (task.output, layout.curve_path(task.output))]
     try:
         layout.check_writable(output, [*ours, *outputs])
         check_file(layout.results_file(output, share))
@@ -352,70 +377,53 @@ def _check_output_folder(manifest: Manifest, tasks: list[Task], share: Share) ->
 
 def _run_locked(
     manifest: Manifest,
+    whole: list[Task],
     todo: list[Task],
     fresh: list[Task],
+    files: FileCache,
     verbosity: int,
     every: int,
     share: Share,
     results: Path,
     start: float,
-    page: list[Task] | None,
-    force: bool = False,
-    whole: list[Task] | None = None,
+    force: bool,
 ) -> int:
     from nst_batch.progress import ConsoleEvents
-    from nst_batch.runner import Interrupted, RunConfig, resolve_devices, run_tasks, skipped_row
 
+    output = manifest.output
     label = f"{share[0]}/{share[1]}" if share else ""
-    _remove_stale_temporaries(manifest.output, todo, everything=share is None)
+    _remove_stale_temporaries(output, todo, share)
     # A whole run holds the folder: checkpoints of outputs the plan no longer has go.
-    orphans = 0 if share else _remove_orphan_checkpoints(manifest.output, whole or todo + fresh)
-    writer = ResultsWriter(results, manifest.output)  # errors are reported by the caller
+    orphans = 0 if share else _remove_orphan_checkpoints(output, whole)
+    # An up-to-date task gets a `skipped` row only where the results do not already record
+    # it done with its key: a rerun with nothing to do appends nothing.
+    skips = unrecorded(fresh, merge(layout.results_files(output)))
     events = ConsoleEvents(len(todo), len(fresh), verbosity, print_every=every)
-    # SIGTERM: Slurm preemption or time limit, kill; SIGINT: Ctrl-C, also when started
-    # in the background, where the shell would have it ignored.
-    previous = {s: signal.signal(s, _raise_interrupted) for s in (signal.SIGTERM, signal.SIGINT)}
-    try:
-        with writer:
-            for task in fresh:
-                writer.write(skipped_row(task, label))
-            config = RunConfig(
-                devices=tuple(resolve_devices(manifest.devices, manifest.workers_per_device)),
-                batch_size=manifest.batch_size,
-                compile=manifest.compile,
-                cuda_graphs=os.environ.get(CUDA_GRAPHS_VARIABLE, "1") != "0",
-                report_every=min(every, 10),
-                shard=share,
-                checkpoint_every=manifest.checkpoint_every,
-                resume=not force,
-            )
-            stats = run_tasks(todo, config, writer, events)
-    except (KeyboardInterrupt, Interrupted) as exc:
-        events.close()
-        signum = exc.signum if isinstance(exc, Interrupted) else signal.SIGINT
-        click.echo(
-            f"interrupted by {signal.Signals(signum).name}: finished outputs are kept, the tasks "
-            f"in flight are recorded as interrupted in {results} and saved as checkpoints; "
-            "rerun to finish them from there",
-            err=True,
-        )
-        return 128 + signum
-    finally:
-        for signum, handler in previous.items():
-            signal.signal(signum, handler)
+    outcome = None
+    if todo or skips:
+        with ResultsWriter(results, output) as writer:  # errors are reported by the caller
+            writer.write_all([task_row(task, "skipped", label) for task in skips])
+            if todo:
+                outcome = _optimize(manifest, todo, writer, events, every, share, force)
     events.close()
+    if isinstance(outcome, int):  # stopped by a signal: the message is out, nothing more
+        return outcome
+    _remember(files, output, todo, share)
     if share is None:  # a whole run: checkpoints of finished galleries leave no folder
-        layout.remove_empty_state(manifest.output)
-    if stats.fatal:
-        click.echo(f"Error: {stats.fatal}", err=True)
+        layout.remove_empty_state(output)
+    if outcome is not None and outcome.fatal:
+        click.echo(f"Error: {outcome.fatal}", err=True)
         return EXIT_USAGE
+    done, failed, interrupted = (
+        (outcome.done, outcome.failed, outcome.interrupted) if outcome else (0, 0, 0)
+    )
     elapsed = time.perf_counter() - start
     click.echo(
         f"{len(todo) + len(fresh)} tasks{' in shard ' + label if label else ''}: "
-        f"{stats.done} done, {len(fresh)} skipped, "
-        f"{stats.failed} failed{_interrupted(stats.interrupted)} in {_duration(elapsed)} "
-        f"({stats.target_computations} style target computations)\n"
-        f"outputs: {manifest.output}\nresults: {results}",
+        f"{done} done, {len(fresh)} skipped, {failed} failed{_interrupted(interrupted)} "
+        f"in {_duration(elapsed)} "
+        f"({outcome.target_computations if outcome else 0} style target computations)\n"
+        f"outputs: {output}\nresults: {results}",
         err=verbosity < 0,
     )
     if orphans:
@@ -423,14 +431,14 @@ def _run_locked(
             f"removed {orphans} checkpoint{'s' * (orphans != 1)} of tasks no longer in the plan",
             err=verbosity < 0,
         )
-    for (size, mode, batch), peak in sorted(stats.peak_memory.items()):
+    for (size, mode, batch), peak in sorted(outcome.peak_memory.items() if outcome else ()):
         click.echo(
             f"peak GPU memory at {size} px, {mode}, batch {batch}: {peak / 2**30:.2f} GiB",
             err=verbosity < 0,
         )
-    # A shard (or --only) knows only its own tasks; the page shows the whole gallery.
-    _write_gallery(manifest, None if share else page or [*todo, *fresh], err=verbosity < 0)
-    return EXIT_FAILED if stats.failed or stats.interrupted else EXIT_OK
+    # A shard (or --only) runs part of the plan; the page shows the whole gallery.
+    _write_gallery(manifest, whole, err=verbosity < 0)
+    return EXIT_FAILED if failed or interrupted else EXIT_OK
 
 
 def _interrupted(count: int) -> str:
@@ -438,10 +446,69 @@ def _interrupted(count: int) -> str:
     return f", {count} interrupted (saved as checkpoints; rerun to finish them)" if count else ""
 
 
-def _remove_stale_temporaries(output: Path, tasks: list[Task], everything: bool) -> None:
+def _optimize(
+    manifest: Manifest,
+    todo: list[Task],
+    writer: ResultsWriter,
+    events: ConsoleEvents,
+    every: int,
+    share: Share,
+    force: bool,
+) -> RunStats | int:
+    """Run the tasks to do on the manifest's devices: their stats, or the exit code of a
+    stop by SIGTERM or SIGINT (the tasks in flight are recorded and saved as checkpoints).
+    The only part of a run that needs torch."""
+    from nst_batch.runner import Interrupted, RunConfig, resolve_devices, run_tasks
+
+    # SIGTERM: Slurm preemption or time limit, kill; SIGINT: Ctrl-C, also when started
+    # in the background, where the shell would have it ignored.
+    previous = {s: signal.signal(s, _raise_interrupted) for s in (signal.SIGTERM, signal.SIGINT)}
+    try:
+        config = RunConfig(
+            devices=tuple(resolve_devices(manifest.devices, manifest.workers_per_device)),
+            batch_size=manifest.batch_size,
+            compile=manifest.compile,
+            cuda_graphs=os.environ.get(CUDA_GRAPHS_VARIABLE, "1") != "0",
+            report_every=min(every, 10),
+            shard=share,
+            checkpoint_every=manifest.checkpoint_every,
+            resume=not force,
+        )
+        return run_tasks(todo, config, writer, events)
+    except (KeyboardInterrupt, Interrupted) as exc:
+        events.close()
+        signum = exc.signum if isinstance(exc, Interrupted) else signal.SIGINT
+        click.echo(
+            f"interrupted by {signal.Signals(signum).name}: finished outputs are kept, the tasks "
+            f"in flight are recorded as interrupted in {writer.path} and saved as checkpoints; "
+            "rerun to finish them from there",
+            err=True,
+        )
+        return 128 + signum
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
+
+
+def _remember(files: FileCache, output: Path, made: list[Task], share: Share) -> None:
+    """Keep what this run learned of its files for the next one: the input hashes and the
+    keys of the outputs, those it made read back once. The cache only saves reading, so one
+    that cannot be written costs a warning."""
+    for task in made:
+        files.output_key(task.output, task.relative_output)
+    try:
+        filecache.save(files, output, share)
+    except (OSError, UnsafeWrite) as exc:
+        click.echo(f"warning: cannot write the file cache in {output}: {exc}", err=True)
+
+
+def _remove_stale_temporaries(output: Path, tasks: list[Task], share: Share) -> None:
     """Temporaries a killed run left: all of them when this run holds the whole folder,
-    else (a shard, beside other shards) only those of its own outputs and checkpoints."""
+    else (a shard, beside other shards) only those of its own outputs, checkpoints and
+    file cache."""
     own = [layout.checkpoint_path(output, t.relative_output, t.key) for t in tasks]
+    own.append(layout.file_cache(output, share))
+    everything = share is None
     for temp in layout.stale_temporaries(output, [t.output for t in tasks], everything, own):
         with contextlib.suppress(FileNotFoundError):
             temp.unlink()
@@ -455,10 +522,9 @@ def _remove_orphan_checkpoints(output: Path, tasks: list[Task]) -> int:
     return removed
 
 
-def _write_gallery(
-    manifest: Manifest, tasks: list[Task] | None, err: bool, quiet: bool = False
-) -> None:
-    """Rebuild the gallery pages and contact sheets from every results file in the output.
+def _write_gallery(manifest: Manifest, tasks: list[Task], err: bool, quiet: bool = False) -> None:
+    """Rebuild the gallery pages and contact sheets of the plan `tasks` from every results
+    file in the output.
 
     A gallery that cannot be written costs a warning, not the run's exit code: the outputs
     and results it would show are safe on disk, and `nst-batch report` writes it again.
@@ -469,7 +535,6 @@ def _write_gallery(
 
     page = manifest.output / layout.PAGE
     try:
-        tasks = plan(manifest) if tasks is None else tasks
         rows = merge(layout.results_files(manifest.output))
         files = write_gallery(manifest, tasks, rows)
     except (OSError, ImageError, WeightsError, UnsafeWrite, ResultsError) as exc:
@@ -519,8 +584,9 @@ def report_command(
     key), listing each with its reason. --json prints counts by state and every task
     (content, style, variant, output, state, status, losses, steps, seconds, error, key).
     """
-    loaded = _load(manifest, overrides, None)
-    whole = _plan(loaded)
+    with _without_collection():
+        loaded = _load(manifest, overrides, None)
+        whole = _plan(loaded, filecache.load(loaded.output, None))
     tasks = _only(whole, whole, only) if only else whole
     verbosity = verbose - quiet
     output = loaded.output
@@ -533,7 +599,7 @@ def report_command(
         return
     try:
         with layout.hold(output, None):
-            _remove_stale_temporaries(output, whole, everything=True)
+            _remove_stale_temporaries(output, whole, None)
             files = layout.results_files(output)
             rows = merge(files)
             results = layout.results_file(output, None)

@@ -348,11 +348,14 @@ def scaled_style_size(style_wh: tuple[int, int], size: int, style_scale: float) 
 def to_tensor(image: Image.Image) -> torch.Tensor:
     """``RGB`` image -> float32 tensor ``(1, 3, H, W)`` in 0..1."""
     import torch
-    from torchvision.transforms.functional import pil_to_tensor
 
     if image.mode != "RGB":
         raise ValueError(f"expected an RGB image, got mode {image.mode} (use load_image)")
-    return pil_to_tensor(image).to(torch.float32).div_(255).unsqueeze_(0)
+    width, height = image.size
+    # A writable copy of the pixels: frombuffer warns about read-only bytes.
+    pixels = torch.frombuffer(bytearray(image.tobytes()), dtype=torch.uint8)
+    channels_first = pixels.view(height, width, 3).permute(2, 0, 1)  # (3, H, W)
+    return channels_first.to(torch.float32).div_(255).unsqueeze_(0)
 
 
 def to_image(tensor: torch.Tensor) -> Image.Image:

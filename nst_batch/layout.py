@@ -5,11 +5,13 @@ a sweep's `compare.html`, `contact_sheet.jpg` or `contact_sheet-001.jpg` ..., `t
 `pages/` when it does not fit on one page; what each was built from in
 `.nst-batch/gallery.json`), results files (`results.csv`, `results-shard-K-of-N.csv`), lock
 files (`.nst-batch*.lock`), checkpoints of tasks in flight
-(`.nst-batch/checkpoints/<output id>-<key>.pt`), progress snapshots beside each output
-(`<output stem>.step0100.<format>`) and temporaries (`.<name>.<8 hex>.nst-batch.tmp`) all
-live under the output folder, and every write there goes through `write_atomically` or
-`open_in_folder`: folder by folder from the output folder down, never through a symbolic
-link, so that a link planted in the output folder cannot make a run write anywhere else.
+(`.nst-batch/checkpoints/<output id>-<key>.pt`), the file cache of input hashes and output
+keys (`.nst-batch/files.json`, a shard's `files-shard-K-of-N.json`), progress snapshots
+beside each output (`<output stem>.step0100.<format>`) and temporaries
+(`.<name>.<8 hex>.nst-batch.tmp`) all live under the output folder, and every write there
+goes through `write_atomically` or `open_in_folder`: folder by folder from the output folder
+down, never through a symbolic link, so that a link planted in the output folder cannot make
+a run write anywhere else.
 
 Imports nothing of ours: it takes paths and names.
 """
@@ -41,7 +43,7 @@ KEY_METADATA = "nst-batch:key"  # where an output image records the key it was m
 RECIPE_METADATA = "nst-batch:recipe"  # ... and the recipe that key hashes (JSON)
 START_METADATA = "nst-batch:start"  # ... and how it started: {"init": ..., "from": key}
 RESULT_METADATA = "nst-batch:result"  # ... and its losses, steps, time, device, date (JSON)
-STATE = ".nst-batch"  # nst-batch's own hidden folder: checkpoints, the gallery's record
+STATE = ".nst-batch"  # our own hidden folder: checkpoints, file cache, gallery record
 CHECKPOINTS = "checkpoints"  # under STATE
 GALLERY_RECORD = "gallery.json"  # under STATE: what each page and sheet was built from
 SNAPSHOT_METADATA = "nst-batch:snapshot"  # a snapshot records its task key and step here
@@ -60,6 +62,7 @@ _CHECKPOINT = re.compile(r"^([0-9a-f]{12})-([0-9a-f]+)\.pt$")
 # A gallery too large for one contact sheet has numbered ones: `contact_sheet-001.jpg` ...
 _NUMBERED_SHEET = re.compile(r"^contact_sheet-(\d+)\.jpg$", re.IGNORECASE)
 _GALLERY_PAGE = re.compile(r"^(page|compare)-(\d+)\.html$")
+_FILE_CACHE = re.compile(r"^files(-shard-[1-9]\d*-of-[1-9]\d*)?\.json$")
 _NEW_FILE_MODE = 0o666  # open() applies the umask, as it does for any new file
 
 
@@ -178,6 +181,22 @@ def orphan_checkpoints(root: Path, relative_outputs: Iterable[str]) -> list[Path
     return [path for output_id, _, path in checkpoints(root) if output_id not in known]
 
 
+def file_cache(root: Path, share: Share) -> Path:
+    """Where a run (or shard) keeps what it learned of its files: `.nst-batch/files.json`
+    (see filecache.py); each shard has its own, as it has its own results file."""
+    return root / STATE / f"files{share_suffix(share)}.json"
+
+
+def file_caches(root: Path) -> list[Path]:
+    """Every run's and shard's file cache in the output folder, sorted."""
+    folder = root / STATE
+    try:
+        names = [entry.name for entry in os.scandir(folder)]
+    except OSError:
+        return []
+    return sorted(folder / name for name in names if _FILE_CACHE.match(name))
+
+
 def output_thumbnail(root: Path, relative_output: str) -> Path:
     return root / THUMBS / "outputs" / f"{relative_output}.jpg"
 
@@ -235,7 +254,10 @@ def is_reserved(relative: str) -> bool:
     its pages (`pages/`), the contact sheets, thumbnails, results, locks, checkpoints and the
     gallery's record (`.nst-batch/`), progress snapshots or a temporary (not outputs and
     curves)."""
-    parts = PurePosixPath(relative).parts
+    if "/" in relative or relative in ("", "."):
+        parts = PurePosixPath(relative).parts
+    else:
+        parts = (relative,)  # a file in the output folder itself: most outputs
     if not parts:
         return False
     first = parts[0].lower()
@@ -264,6 +286,8 @@ def display(name: str | Path) -> str:
 
 def relative_to(root: Path, path: Path) -> str | None:
     """`path` relative to `root` as a POSIX string, or None when it is not inside."""
+    if root.is_absolute() and not str(path).startswith(str(root)):
+        return None  # the common case, told apart without pathlib's part by part compare
     try:
         return path.relative_to(root).as_posix()
     except ValueError:

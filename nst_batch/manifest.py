@@ -17,7 +17,7 @@ import posixpath
 import re
 import string
 import unicodedata
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from functools import cached_property
 from pathlib import Path
@@ -227,7 +227,16 @@ class Manifest:
         if isinstance(init, str) and ("{" in init or "}" in init):
             filled = init.format(content=content.name, style=style.name, variant=variant.name)
             merged["init_image"] = str(Path(filled).resolve())
-        return Params.model_validate(merged)
+        # Tasks of one setting share one Params: a plan of 100,000 tasks validates a few.
+        setting = repr(merged)  # repr tells 1 from 1.0, True and '1'
+        params = self._params_by_setting.get(setting)
+        if params is None:
+            params = self._params_by_setting[setting] = Params.model_validate(merged)
+        return params
+
+    @cached_property
+    def _params_by_setting(self) -> dict[str, Params]:
+        return {}
 
     def output_name(self, content: ImageSpec, style: ImageSpec, variant: Variant) -> str:
         """Output path relative to `output`, with the format's extension."""
@@ -515,7 +524,7 @@ def _resolve(path: Path, doc: _Document) -> Manifest:
         styles = _expand(path, root, "style", doc.style, output)
         _check_plan_size(path, len(contents), len(styles), doc.sweep, doc.max_tasks)
     for kind, specs in (("content", contents), ("style", styles)):
-        for spec in specs:
+        for spec in (spec for spec in specs if spec.overrides):
             _check_keys(path, f"{kind} '{layout.display(spec.path.name)}' params", spec.overrides)
     for i, (_, _, params) in enumerate(listed):
         _check_keys(path, f"pairs[{i}].params", params)
@@ -720,7 +729,9 @@ def _entry_name(path: Path, kind: str, file: Path, given: str | None) -> str:
 
 def _unprintable(text: str) -> bool:
     # Cc: control characters (line breaks, tabs); Cs: the surrogates Python keeps non-UTF-8
-    # bytes of a file name in.
+    # bytes of a file name in. Neither is printable, so most names are told by isprintable.
+    if text.isprintable():
+        return False
     return any(unicodedata.category(c) in ("Cc", "Cs") for c in text)
 
 
@@ -793,6 +804,8 @@ def _specs_with_init_image(
                 path, root, f"{kind} '{spec.path.name}' params", spec.overrides
             ),
         )
+        if "init_image" in spec.overrides
+        else spec
         for spec in specs
     )
 
@@ -831,9 +844,10 @@ def _match(root: Path, pattern: str, where: str, output: Path | None) -> tuple[l
     a pattern). A folder or pattern never yields what nst-batch wrote under `output`."""
     target = Path(os.path.expanduser(pattern))
     full = target if target.is_absolute() else root / target
+    resolve = _resolver()
     if glob.has_magic(pattern):
-        files = sorted(Path(p) for p in glob.glob(str(full), recursive=True))
-        files = [f.resolve() for f in files if f.is_file() and f.suffix.lower() in IMAGE_SUFFIXES]
+        files = sorted((Path(p) for p in glob.glob(str(full), recursive=True)), key=_path_order)
+        files = [resolve(f) for f in files if f.is_file() and f.suffix.lower() in IMAGE_SUFFIXES]
         files = [f for f in files if not _made_by_us(output, f)]
         if not files:
             raise ManifestError(
@@ -842,14 +856,21 @@ def _match(root: Path, pattern: str, where: str, output: Path | None) -> tuple[l
         return files, False
     if full.is_dir():
         try:
-            entries = list(full.iterdir())
+            with os.scandir(full) as listing:  # the folder's entries know their own type
+                entries = [e for e in listing if _suffix(e.name) in IMAGE_SUFFIXES]
+                folder = full.resolve()
+                files = sorted(
+                    (
+                        Path(e.path).resolve() if e.is_symlink() else folder / e.name
+                        for e in entries
+                        if e.is_file()
+                    ),
+                    key=_path_order,
+                )
         except OSError as exc:
             raise ManifestError(
                 f"{where}: cannot list the folder {full} ({exc.strerror})"
             ) from None
-        files = sorted(
-            f.resolve() for f in entries if f.suffix.lower() in IMAGE_SUFFIXES and f.is_file()
-        )
         files = [f for f in files if not _made_by_us(output, f)]
         if not files:
             raise ManifestError(
@@ -859,6 +880,33 @@ def _match(root: Path, pattern: str, where: str, output: Path | None) -> tuple[l
     if not full.is_file():
         raise ManifestError(f"{where}: no such file {full}; paths are relative to {root}")
     return [full.resolve()], True
+
+
+def _path_order(path: Path) -> tuple[str, ...]:
+    """The order of sorted(paths), compared as tuples rather than by Path.__lt__."""
+    return path.parts
+
+
+def _suffix(name: str) -> str:
+    """A file name's suffix in lower case, as `Path(name).suffix.lower()` gives it."""
+    return os.path.splitext(name)[1].lower()
+
+
+def _resolver() -> Callable[[Path], Path]:
+    """`Path.resolve` for many paths at a time: each folder is resolved once, and only a
+    path that is itself a link is resolved whole (a folder of 10,000 images is 10,000
+    lookups, not one per component of each)."""
+    folders: dict[Path, Path] = {}
+
+    def resolve(path: Path) -> Path:
+        if path.name in ("", ".", "..") or path.is_symlink():
+            return path.resolve()
+        folder = folders.get(path.parent)
+        if folder is None:
+            folder = folders[path.parent] = path.parent.resolve()
+        return folder / path.name
+
+    return resolve
 
 
 def _made_by_us(output: Path | None, file: Path) -> bool:
@@ -973,6 +1021,7 @@ def _check_combinations(manifest: Manifest) -> None:
         )
     )
     own_inits: list[tuple[Path, str]] = []  # each task's init_image, from a template
+    inside = _inside(manifest.output)
     for content, style, variant in manifest.combinations():
         pair = manifest.pair_overrides(content, style)
         combo = repr(
@@ -982,7 +1031,7 @@ def _check_combinations(manifest: Manifest) -> None:
             checked.add(combo)
             _check_params(manifest, content, style, variant)
         name = manifest.output_name(content, style, variant)
-        _check_output_name(manifest, name, variant)
+        _check_output_name(manifest, name, variant, inside)
         task = (content.name, style.name, variant.name)
         if fold(name) in outputs:
             raise ManifestError(
@@ -1058,7 +1107,25 @@ def _check_params(
         ) from None
 
 
-def _check_output_name(manifest: Manifest, name: str, variant: Variant) -> None:
+def _inside(output: Path) -> Callable[[str], bool]:
+    """Whether `output / name` stays inside `output` once links are resolved: each of the
+    outputs' folders is resolved once, and an output only if it is a link itself."""
+    folders: dict[str, bool] = {}
+
+    def inside(name: str) -> bool:
+        folder, _, _ = name.rpartition("/")
+        known = folders.get(folder)
+        if known is None:
+            known = folders[folder] = (output / folder).resolve().is_relative_to(output)
+        path = os.path.join(output, name)  # ends in '.<format>': never '.' or '..'
+        return known and (not os.path.islink(path) or Path(path).resolve().is_relative_to(output))
+
+    return inside
+
+
+def _check_output_name(
+    manifest: Manifest, name: str, variant: Variant, inside: Callable[[str], bool]
+) -> None:
     template = manifest.name_template
     parts = name.split("/")
     if not parts[0] or parts[-1] == f".{manifest.format}":
@@ -1068,7 +1135,7 @@ def _check_output_name(manifest: Manifest, name: str, variant: Variant) -> None:
             f"{manifest.path}: name: {template!r} gives the output {name!r}, with an empty file "
             f"or folder name{why}; put {{content}} or {{style}} in each part of 'name'"
         )
-    if not (manifest.output / name).resolve().is_relative_to(manifest.output):
+    if not inside(name):
         raise ManifestError(
             f"{manifest.path}: name: output {name!r} would land outside {manifest.output}; "
             "change 'name' or the image names, or remove the link in the output folder"

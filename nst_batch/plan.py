@@ -11,16 +11,14 @@ import hashlib
 import json
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
+from functools import lru_cache
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal
+from typing import Any, Literal
 
-from nst_batch.layout import KEY_METADATA
+from nst_batch.filecache import FileCache
 from nst_batch.manifest import ImageSpec, Manifest, Variant
 from nst_batch.params import ALGORITHM_VERSION, LAYER_NAMES, Params
 from nst_batch.weights import file_sha256, fingerprint
-
-if TYPE_CHECKING:
-    pass
 
 
 @dataclass(frozen=True)
@@ -101,23 +99,24 @@ def task_recipe(
     params: Params,
     weights: str,
     init_image: Path | None = None,
+    file_hash: Callable[[Path], str] = file_sha256,
 ) -> dict[str, Any]:
     """Everything that decides an output's pixels, as JSON-ready data; `style` may be a
     blend. Its hash is the task key; an output keeps it in its metadata, so that a rerun
-    can say what changed."""
+    can say what changed. `file_hash` gives a file's SHA-256 (a plan reads each file once)."""
     if isinstance(style, Path):
-        style_recipe: object = file_sha256(style)
+        style_recipe: object = file_hash(style)
     elif len(style) == 1 and style[0][1] == 1.0:
-        style_recipe = file_sha256(style[0][0])  # a blend of one is that image alone
+        style_recipe = file_hash(style[0][0])  # a blend of one is that image alone
     else:
-        style_recipe = [[file_sha256(path), weight] for path, weight in style]
+        style_recipe = [[file_hash(path), weight] for path, weight in style]
     return {
         "algorithm": ALGORITHM_VERSION,
-        "content": file_sha256(content),
+        "content": file_hash(content),
         "style": style_recipe,
-        "init_image": file_sha256(init_image) if init_image else None,
+        "init_image": file_hash(init_image) if init_image else None,
         "params": _effective(params),
-        "weights": fingerprint(weights),
+        "weights": fingerprint(weights, file_hash),
     }
 
 
@@ -137,10 +136,12 @@ def task_key(
     return recipe_key(task_recipe(content, style, params, weights, init_image))
 
 
+@lru_cache(maxsize=256)
 def _effective(params: Params) -> dict[str, object]:
     """The parameters that can change the pixels: settings that do nothing with the
     others (Adam's average under L-BFGS, coarse steps without a coarse scale) are left
-    out, so that changing them redoes nothing."""
+    out, so that changing them redoes nothing. One dict per setting, shared by the
+    recipes of its tasks (read-only: a plan of 100,000 tasks holds a few)."""
     leave_out = {"init_image"}  # its file's bytes are in the key instead
     leave_out.add("save_every")  # snapshots to watch a run by: the pixels are the same
     leave_out.add("temporal_weight")  # sequence frames only; they add it to their recipe
@@ -155,14 +156,17 @@ def _effective(params: Params) -> dict[str, object]:
     return params.model_dump(mode="json", exclude=leave_out)
 
 
-def plan(manifest: Manifest) -> list[Task]:
-    """Every task of the manifest, ordered so that tasks sharing style targets run together."""
+def plan(manifest: Manifest, files: FileCache | None = None) -> list[Task]:
+    """Every task of the manifest, ordered so that tasks sharing style targets run together.
+
+    Each input file is read (hashed) once, and not at all while `files` knows its hash."""
+    file_hash = (files or FileCache()).sha256
     tasks = []
     for content, style, variant in manifest.combinations():
         params = manifest.params_for(content, style, variant)
         init = Path(params.init_image) if params.init_image else None
         relative = manifest.output_name(content, style, variant)
-        recipe = task_recipe(content.path, style.images, params, manifest.weights, init)
+        recipe = task_recipe(content.path, style.images, params, manifest.weights, init, file_hash)
         tasks.append(
             Task(
                 content=content,
@@ -182,9 +186,9 @@ def plan(manifest: Manifest) -> list[Task]:
     return sorted(tasks, key=lambda t: order[t.target_group])  # stable: manifest order within
 
 
-def up_to_date(task: Task, read_metadata: Callable[[Path], dict[str, str]]) -> bool:
+def up_to_date(task: Task, files: FileCache) -> bool:
     """The output exists and records this task's key."""
-    return task.output.is_file() and read_metadata(task.output).get(KEY_METADATA) == task.key
+    return files.output_key(task.output, task.relative_output) == task.key
 
 
 def split(

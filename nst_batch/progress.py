@@ -9,13 +9,15 @@ from __future__ import annotations
 
 import sys
 import time
-from typing import TextIO
+from typing import TYPE_CHECKING, TextIO
 
 from tqdm import tqdm
 
 from nst_batch.plan import Task
 from nst_batch.results import ResultRow
-from nst_batch.stylize import Progress
+
+if TYPE_CHECKING:  # a run with nothing to do reports through this module without torch
+    from nst_batch.stylize import Progress
 
 
 def _fmt(value: float | None) -> str:

@@ -1,8 +1,10 @@
-"""The results CSV of a gallery run: one row per task attempt, appended as each finishes.
+"""The results CSV of a gallery run: one row per task attempt, appended as each finishes,
+and a `skipped` row for an up-to-date task only where the results do not record it yet.
 
 Every row is one physical line (newlines in the error text become spaces), written, flushed
-and fsync'd on its own, so a killed run leaves complete rows plus at most one torn line, which
-the reader skips. Shards write separate files; `merge` reduces them to one row per task.
+and fsync'd as its task finishes (the `skipped` rows of a run together), so a killed run
+leaves complete rows plus at most one torn line, which the reader skips. Shards write
+separate files; `merge` reduces them to one row per task.
 """
 
 from __future__ import annotations
@@ -14,9 +16,12 @@ from collections.abc import Iterable, Sequence
 from dataclasses import MISSING, dataclass, fields, replace
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Literal, get_args
+from typing import TYPE_CHECKING, Any, Literal, get_args
 
 from nst_batch.layout import open_in_folder, write_atomically
+
+if TYPE_CHECKING:
+    from nst_batch.plan import Task
 
 Status = Literal["done", "skipped", "failed", "interrupted"]
 STATUSES: tuple[str, ...] = get_args(Status)
@@ -51,6 +56,20 @@ class ResultRow:
         index, slash, count = self.shard.partition("/")
         if self.shard and not (slash and index.isdigit() and count.isdigit()):
             raise ValueError(f"shard must look like '1/4', not {self.shard!r}")
+
+
+def task_row(task: Task, status: Status, shard: str, **outcome: Any) -> ResultRow:
+    """A row naming `task` (its names, output and key), with the given outcome fields."""
+    return ResultRow(
+        content=task.content.name,
+        style=task.style.name,
+        variant=task.variant.name,
+        output=task.relative_output,
+        status=status,
+        key=task.key,
+        shard=shard,
+        **outcome,
+    )
 
 
 COLUMNS: tuple[str, ...] = tuple(f.name for f in fields(ResultRow))
@@ -182,11 +201,24 @@ class ResultsWriter:
         self._file = f
 
     def write(self, row: ResultRow) -> None:
+        self.write_all([row])
+
+    def write_all(self, rows: Sequence[ResultRow]) -> None:
+        """Append rows with one write and one sync: many `skipped` rows (a results file
+        deleted under a gallery of 10,000) cost one fsync, not one each. A kill still
+        leaves complete rows and at most one torn line."""
         if self._file is None:
             raise ValueError(f"ResultsWriter for {self.path} is closed")
-        if not row.finished_at:
-            row = replace(row, finished_at=_now())
-        self._file.write(_line(_cells(row, self._columns)))
+        if not rows:
+            return
+        stamp = _now()
+        lines = [
+            _line(
+                _cells(row if row.finished_at else replace(row, finished_at=stamp), self._columns)
+            )
+            for row in rows
+        ]
+        self._file.write(b"".join(lines))
         self._file.flush()
         os.fsync(self._file.fileno())
 
@@ -290,6 +322,26 @@ def merge(paths: Iterable[str | os.PathLike[str]]) -> list[ResultRow]:
                 last = done[-1]
         merged.append(last)
     return sorted(merged, key=lambda r: (r.style, r.content, r.variant))
+
+
+def unrecorded(tasks: Iterable[Task], rows: Iterable[ResultRow]) -> list[Task]:
+    """The up-to-date `tasks` that a run gives a `skipped` row: those whose latest merged
+    row (`merge`) does not record them done (or skipped) with their key and output, as when
+    the results file was deleted or the output came from elsewhere. A rerun with nothing
+    to do thus appends nothing; the done row it would point to stays the latest."""
+    latest = {(r.content, r.style, r.variant): r for r in rows}
+    missing = []
+    for task in tasks:
+        row = latest.get((task.content.name, task.style.name, task.variant.name))
+        recorded = (
+            row is not None
+            and row.status in ("done", "skipped")
+            and row.key == task.key
+            and row.output == task.relative_output
+        )
+        if not recorded:
+            missing.append(task)
+    return missing
 
 
 def write_table(

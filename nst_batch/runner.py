@@ -24,7 +24,7 @@ import torch.multiprocessing as mp
 from nst_batch import images
 from nst_batch.layout import Share
 from nst_batch.plan import Task, batches
-from nst_batch.results import ResultRow, ResultsWriter, Status
+from nst_batch.results import ResultRow, ResultsWriter, task_row
 from nst_batch.stylize import Progress
 from nst_batch.worker import (
     CHECKPOINT_EVERY,
@@ -117,23 +117,9 @@ class Interrupted(BaseException):
         self.signum = signum
 
 
-def _row(task: Task, status: Status, shard: str, **fields: Any) -> ResultRow:
-    """A results row naming `task`, with the given outcome fields."""
-    return ResultRow(
-        content=task.content.name,
-        style=task.style.name,
-        variant=task.variant.name,
-        output=task.relative_output,
-        status=status,
-        key=task.key,
-        shard=shard,
-        **fields,
-    )
-
-
 def make_row(task: Task, outcome: TaskOutcome, device: str, worker: str, shard: str) -> ResultRow:
     losses = outcome.losses
-    return _row(
+    return task_row(
         task,
         outcome.status,
         shard,
@@ -159,11 +145,7 @@ def interrupted_row(
         why = "interrupted (SIGINT)"
     elif isinstance(reason, Interrupted):
         why = f"interrupted ({signal.Signals(reason.signum).name})"
-    return _row(task, "interrupted", shard, device=device, worker=worker, error=why)
-
-
-def skipped_row(task: Task, shard: str) -> ResultRow:
-    return _row(task, "skipped", shard)
+    return task_row(task, "interrupted", shard, device=device, worker=worker, error=why)
 
 
 def run_tasks(

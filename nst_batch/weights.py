@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import importlib.util
+from collections.abc import Callable
 from functools import lru_cache
 from pathlib import Path
 
@@ -62,8 +63,9 @@ def file_sha256(path: Path) -> str:
     )
 
 
-def fingerprint(source: str) -> str:
-    """A string that changes whenever the weights a source stands for change."""
+def fingerprint(source: str, file_hash: Callable[[Path], str] = file_sha256) -> str:
+    """A string that changes whenever the weights a source stands for change; a weights
+    file is hashed by `file_hash`."""
     if source == ORIGINAL:
         return f"{ORIGINAL}:{ORIGINAL_SHA256}"
     if source == TORCHVISION:
@@ -74,4 +76,4 @@ def fingerprint(source: str) -> str:
             f"weights file {path} does not exist; give 'original', 'torchvision' "
             "or the path of a state dict in torchvision's vgg19().features layout"
         )
-    return f"file:{file_sha256(path)}"
+    return f"file:{file_hash(path)}"

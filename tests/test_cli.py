@@ -28,7 +28,7 @@ from nst_batch import __version__
 from nst_batch.cli import main
 from nst_batch.images import read_metadata
 from nst_batch.layout import KEY_METADATA, curve_path
-from nst_batch.results import read_rows
+from nst_batch.results import read_rows, write_table
 
 NST_BATCH = Path(sys.executable).parent / "nst-batch"
 OUTPUTS = (
@@ -150,13 +150,15 @@ def test_subprocess_run(finished: Finished) -> None:
         assert f"[{i}/4] {label}: done in " in finished.stderr
     assert "[4/4] coffee x the_scream: done in " in finished.stderr
     assert "\r" not in finished.stderr
-    # the lock file stays (its flock goes); each output has its loss curve beside it
+    # the lock file stays (its flock goes); each output has its loss curve beside it; the
+    # file cache of input hashes and output keys is all that .nst-batch/ keeps
     curves = [f"{o}.json" for o in OUTPUTS]
     # the page, its thumbnails, the sheet, and (in .nst-batch/) what they were built from
     gallery = ["index.html", "thumbs", "contact_sheet.jpg", ".nst-batch"]
     assert sorted(p.name for p in finished.out.iterdir()) == sorted(
-        [*OUTPUTS, *curves, "results.csv", ".nst-batch.lock", *gallery]
+        [*OUTPUTS, *curves, "results.csv", ".nst-batch.lock", ".nst-batch", *gallery]
     )
+    assert [p.name for p in (finished.out / ".nst-batch").iterdir()] == ["files.json"]
 
 
 @pytest.mark.slow
@@ -231,10 +233,69 @@ def test_rerun_does_no_optimization(gallery: Path) -> None:
     assert "0 done, 4 skipped" in result.stdout
     assert "done in" not in result.stderr
     assert _mtimes(out) == before
-    rows = read_rows(out / "results.csv")
-    assert rows[:4] == first_rows
-    assert [r.status for r in rows[4:]] == ["skipped"] * 4
-    assert [(r.output, r.key) for r in rows[4:]] == [(r.output, r.key) for r in first_rows]
+    assert read_rows(out / "results.csv") == first_rows  # the done rows say it: no new row
+
+
+def _unchanging(out: Path) -> dict[str, tuple[bytes, int]]:
+    """Bytes (b'' for a folder) and mtime of everything under the output folder but what
+    every run writes: the gallery (page, sheet, thumbnails) and the lock files (the PID)."""
+    gallery = {"index.html", "compare.html", "contact_sheet.jpg", "thumbs"}
+    found = {}
+    for path in sorted(out.rglob("*")):
+        name = path.relative_to(out).as_posix()
+        if name.split("/")[0] in gallery or (name.startswith(".nst-batch") and ".lock" in name):
+            continue
+        found[name] = (path.read_bytes() if path.is_file() else b"", path.stat().st_mtime_ns)
+    return found
+
+
+@pytest.mark.slow
+def test_an_up_to_date_rerun_changes_no_file(gallery: Path) -> None:
+    out = gallery.parent / "out"
+    results = out / "results.csv"
+    recorded = (results.read_bytes(), results.stat().st_mtime_ns)
+    # A copied gallery: its outputs are new files to the file cache, read once and kept.
+    assert _invoke(gallery).exit_code == 0
+    assert (results.read_bytes(), results.stat().st_mtime_ns) == recorded
+    before = _unchanging(out)
+    assert "results.csv" in before and ".nst-batch/files.json" in before
+    for _ in range(2):
+        again = _invoke(gallery)
+        assert again.exit_code == 0, again.output
+        assert _summary(again.stdout) == (4, 0, 4, 0, 0)
+        assert _unchanging(out) == before
+
+
+@pytest.mark.slow
+def test_planning_and_up_to_date_runs_import_no_torch(gallery: Path) -> None:
+    """Dry runs, report, show and a rerun with nothing to do, each a real `python -m
+    nst_batch` process: none imports torch or torchvision (-X importtime lists every import)."""
+    output = gallery.parent / "out" / OUTPUTS[0]
+    commands: list[list[object]] = [
+        [gallery, "--dry-run"],
+        [gallery, "--dry-run", "-v", "--set", "params.style_weight=5"],  # reads the recipes
+        [gallery, "--dry-run", "-q", "--force", "--shard", "1/2", "--only", "content=chel*"],
+        ["report", gallery, "--json"],
+        ["show", output],
+        [gallery],  # up to date: nothing to optimize
+        [gallery, "-v"],
+    ]
+    for args in commands:
+        process = subprocess.run(
+            [sys.executable, "-X", "importtime", "-m", "nst_batch", *map(str, args)],
+            capture_output=True,
+            text=True,
+            timeout=120,
+            check=False,
+        )
+        assert process.returncode == 0, (args, process.stderr[-2000:])
+        imported = {
+            line.rpartition("|")[2].strip()
+            for line in process.stderr.splitlines()
+            if line.startswith("import time:")
+        }
+        assert "nst_batch.plan" in imported, args
+        assert not {m for m in imported if m.split(".")[0] in ("torch", "torchvision")}, args
 
 
 @pytest.mark.slow
@@ -251,9 +312,8 @@ def test_set_redoes_exactly_one_style(gallery: Path) -> None:
     assert all(after[name] != before[name] for name in STARRY)
     assert all(after[name] == before[name] for name in SCREAM)
     new = read_rows(out / "results.csv")[4:]
-    assert sorted((r.output, r.status) for r in new) == sorted(
-        [(n, "done") for n in STARRY] + [(n, "skipped") for n in SCREAM]
-    )
+    # the unchanged style's done rows still hold: no skipped rows for them
+    assert sorted((r.output, r.status) for r in new) == [(n, "done") for n in sorted(STARRY)]
     for row in new:
         assert (row.key != old_keys[row.output]) == (row.output in STARRY)
         assert read_metadata(out / row.output)[KEY_METADATA] == row.key
@@ -360,9 +420,16 @@ def test_dry_run_after_a_run(gallery: Path) -> None:
 def test_report_keeps_done_rows_over_later_skips(gallery: Path) -> None:
     out = gallery.parent / "out"
     done_rows = read_rows(out / "results.csv")
-    rerun = _invoke(gallery)  # appends 4 skipped rows
+    (out / "results.csv").unlink()  # the outputs stay up to date, their rows are gone
+    rerun = _invoke(gallery)
     assert rerun.exit_code == 0, rerun.output
-    assert len(read_rows(out / "results.csv")) == 8
+    skipped = read_rows(out / "results.csv")
+    assert sorted((r.output, r.status, r.key) for r in skipped) == sorted(
+        (r.output, "skipped", r.key) for r in done_rows
+    )
+    write_table(done_rows, out / "results-shard-1-of-2.csv")  # the older done rows, back
+    assert _invoke(gallery).exit_code == 0  # recorded now: nothing more appended
+    assert read_rows(out / "results.csv") == skipped
 
     result = _invoke("report", gallery)
 

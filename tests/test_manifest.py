@@ -4,7 +4,6 @@ and every bad manifest through the command (exit 2, nothing written)."""
 from __future__ import annotations
 
 import os
-import pathlib
 import shutil
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -165,6 +164,38 @@ def test_folder_expands_to_its_images_sorted(tmp_path: Path) -> None:
     ]
 
 
+def test_folders_and_globs_resolve_links_to_their_targets(tmp_path: Path) -> None:
+    real = tmp_path / "real"
+    _copy(CONTENT / "coffee.png", real / "b_coffee.png")
+    _copy(CONTENT / "rocket.jpg", tmp_path / "elsewhere" / "z_rocket.jpg")
+    (real / "a_rocket.jpg").symlink_to(tmp_path / "elsewhere" / "z_rocket.jpg")
+    (tmp_path / "linked").symlink_to(real, target_is_directory=True)
+    for pattern in ("linked", "linked/*"):
+        path = _write_doc(tmp_path, {"output": "out", "content": pattern, "style": str(STYLE)})
+        contents = load_manifest(path).contents
+        # each image by its real path and name, sorted by real path
+        assert [(c.name, c.path) for c in contents] == [
+            ("z_rocket", (tmp_path / "elsewhere" / "z_rocket.jpg").resolve()),
+            ("b_coffee", real.resolve() / "b_coffee.png"),
+        ]
+
+
+def test_an_output_through_a_link_out_of_the_output_folder_is_refused(tmp_path: Path) -> None:
+    (tmp_path / "elsewhere").mkdir()
+    (tmp_path / "out").mkdir()
+    (tmp_path / "out" / "starry_night").symlink_to(tmp_path / "elsewhere")
+    (tmp_path / "out" / "coffee__the_scream.jpg").symlink_to(tmp_path / "elsewhere" / "x.jpg")
+    doc = {
+        "output": "out",
+        "content": str(CONTENT / "coffee.png"),
+        "style": [str(STYLE / "starry_night.jpg"), str(STYLE / "the_scream.jpg")],
+    }
+    folder = _error(_write_doc(tmp_path, {**doc, "name": "{style}/{content}"}))
+    assert "output 'starry_night/coffee.jpg' would land outside" in folder
+    file = _error(_write_doc(tmp_path, doc))
+    assert "output 'coffee__the_scream.jpg' would land outside" in file
+
+
 def test_folder_expansion_ignores_subfolders_named_like_images(tmp_path: Path) -> None:
     folder = tmp_path / "content"
     _copy(CONTENT / "coffee.png", folder / "coffee.png")
@@ -227,6 +258,14 @@ def test_entry_object_with_path_name_and_params(write_manifest: WriteManifest) -
     assert manifest.params_for(content, vangogh, variant).tv_weight == 2
     assert manifest.params_for(content, scream, variant).tv_weight == 0
     assert manifest.output_name(content, vangogh, variant) == "chelsea__vangogh.jpg"
+    # one Params per setting, shared by its tasks: a big plan validates a few
+    other = manifest.contents[1]
+    assert manifest.params_for(other, scream, variant) is manifest.params_for(
+        content, scream, variant
+    )
+    assert manifest.params_for(other, vangogh, variant) is not manifest.params_for(
+        other, scream, variant
+    )
 
 
 def test_entry_name_needs_a_single_file(write_manifest: WriteManifest) -> None:
@@ -474,14 +513,14 @@ def test_unreadable_content_folder(
     _copy(CONTENT / "coffee.png", folder / "coffee.png")
     path = write_manifest(content="photos")
     if os.geteuid() == 0:  # root reads anything: make the listing fail as it would for a user
-        real_iterdir = pathlib.Path.iterdir
+        real_scandir = os.scandir
 
-        def iterdir(self: Path):  # type: ignore[no-untyped-def]
-            if self == folder:
-                raise PermissionError(13, "Permission denied", str(self))
-            return real_iterdir(self)
+        def scandir(path):  # type: ignore[no-untyped-def]
+            if Path(path) == folder:
+                raise PermissionError(13, "Permission denied", str(path))
+            return real_scandir(path)
 
-        monkeypatch.setattr(pathlib.Path, "iterdir", iterdir)
+        monkeypatch.setattr(os, "scandir", scandir)
     else:
         folder.chmod(0)
     try:

@@ -12,6 +12,7 @@ import pytest
 from conftest import CONTENT, STYLE
 from PIL import Image
 
+from nst_batch.filecache import FileCache
 from nst_batch.images import read_metadata, save_image, target_size
 from nst_batch.layout import KEY_METADATA
 from nst_batch.manifest import load_manifest
@@ -257,25 +258,26 @@ def test_task_key_function() -> None:
 @pytest.mark.parametrize("fmt", ["jpg", "png", "webp"])
 def test_up_to_date(write_manifest: WriteManifest, fmt: str) -> None:
     task = _plan(write_manifest(format=fmt))[0]
+    files = FileCache()  # one for the whole test: each rewrite is a new file to it
     assert not task.output.exists()
-    assert up_to_date(task, read_metadata) is False
+    assert up_to_date(task, files) is False
 
     _tiny(task.output, task.key)
     assert read_metadata(task.output)[KEY_METADATA] == task.key
-    assert up_to_date(task, read_metadata) is True
+    assert up_to_date(task, files) is True
 
     _tiny(task.output, "0" * 24)
-    assert up_to_date(task, read_metadata) is False
+    assert up_to_date(task, files) is False
 
     _tiny(task.output, None)  # an image without our metadata
-    assert up_to_date(task, read_metadata) is False
+    assert up_to_date(task, files) is False
 
 
 def test_up_to_date_with_a_broken_output_file(write_manifest: WriteManifest) -> None:
     task = _plan(write_manifest())[0]
     task.output.parent.mkdir(parents=True)
     task.output.write_bytes(b"not an image")
-    assert up_to_date(task, read_metadata) is False
+    assert up_to_date(task, FileCache()) is False
 
 
 def test_up_to_date_follows_the_key_after_a_change(write_manifest: WriteManifest) -> None:
@@ -283,9 +285,9 @@ def test_up_to_date_follows_the_key_after_a_change(write_manifest: WriteManifest
     tasks = _plan(path)
     for task in tasks:
         _tiny(task.output, task.key)
-    assert all(up_to_date(t, read_metadata) for t in _plan(path))
+    assert all(up_to_date(t, FileCache()) for t in _plan(path))
     changed = _plan(path, ("style.0.params.tv_weight=1",))
-    assert [up_to_date(t, read_metadata) for t in changed] == [False, False, True, True]
+    assert [up_to_date(t, FileCache()) for t in changed] == [False, False, True, True]
 
 
 def test_split_keeps_plan_order(write_manifest: WriteManifest) -> None:

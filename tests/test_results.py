@@ -2,6 +2,7 @@ import csv
 import os
 from datetime import datetime
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 
@@ -12,6 +13,8 @@ from nst_batch.results import (
     ResultsWriter,
     merge,
     read_rows,
+    task_row,
+    unrecorded,
     write_table,
 )
 
@@ -247,6 +250,48 @@ def test_skipped_keeps_done_only_for_same_output(tmp_path: Path) -> None:
         w.write(row(key="k", content_loss=1.0))
         w.write(skipped)
     assert merge([path]) == [skipped]
+
+
+def _task(content: str, key: str) -> SimpleNamespace:
+    """What `task_row` and `unrecorded` read of a plan.Task."""
+    name = SimpleNamespace
+    return name(
+        content=name(name=content),
+        style=name(name="wave"),
+        variant=name(name=""),
+        relative_output=f"wave/{content}.png",
+        key=key,
+    )
+
+
+def test_task_row_names_the_task() -> None:
+    made = task_row(_task("cat", "k1"), "skipped", "1/2")  # type: ignore[arg-type]
+    assert made == ResultRow("cat", "wave", "", "wave/cat.png", "skipped", key="k1", shard="1/2")
+
+
+def test_only_unrecorded_up_to_date_tasks_get_a_skipped_row(tmp_path: Path) -> None:
+    path = tmp_path / "results.csv"
+    with ResultsWriter(path) as w:
+        w.write(row("done", key="k"))  # its done row holds: nothing to add
+        w.write(row("skip", status="skipped", key="k"))  # a skip already says it
+        w.write(row("old", key="old-key"))  # made with other settings, then made elsewhere
+        w.write(row("fail", key="k", finished_at=T1))
+        w.write(row("fail", status="failed", key="k", finished_at=T2))  # the latest: failed
+        w.write(row("moved", key="k", output="elsewhere.png"))  # another output file
+    tasks = [_task(name, "k") for name in ("done", "skip", "old", "fail", "moved", "new")]
+    missing = unrecorded(tasks, merge([path]))  # type: ignore[arg-type]
+    assert [t.content.name for t in missing] == ["old", "fail", "moved", "new"]
+
+
+def test_write_all_appends_rows_with_one_stamp(tmp_path: Path) -> None:
+    path = tmp_path / "results.csv"
+    with ResultsWriter(path) as w:
+        w.write_all([])  # nothing: not even a sync
+        w.write_all([row("a", finished_at=""), row("b", finished_at="")])
+    a, b = read_rows(path)
+    assert (a.content, b.content) == ("a", "b")
+    assert a.finished_at == b.finished_at != ""
+    assert lines(path)[-1] == ""  # each row a whole line
 
 
 def test_write_table_is_atomic(tmp_path: Path) -> None:
