@@ -150,14 +150,17 @@ def test_subprocess_run(finished: Finished) -> None:
         assert f"[{i}/4] {label}: done in " in finished.stderr
     assert "[4/4] coffee x the_scream: done in " in finished.stderr
     assert "\r" not in finished.stderr
-    # the lock file stays (its flock goes); each output has its loss curve beside it; the
-    # file cache of input hashes and output keys is all that .nst-batch/ keeps
+    # the lock file stays (its flock goes); each output has its loss curve beside it
     curves = [f"{o}.json" for o in OUTPUTS]
-    # the page, its thumbnails, the sheet, and (in .nst-batch/) what they were built from
-    gallery = ["index.html", "thumbs", "contact_sheet.jpg", ".nst-batch"]
+    gallery = ["index.html", "thumbs", "contact_sheet.jpg"]  # the page, thumbnails, the sheet
     assert sorted(p.name for p in finished.out.iterdir()) == sorted(
         [*OUTPUTS, *curves, "results.csv", ".nst-batch.lock", ".nst-batch", *gallery]
     )
+    # .nst-batch/ keeps the file cache and what the page and sheet were built from
+    assert sorted(p.name for p in (finished.out / ".nst-batch").iterdir()) == [
+        "files.json",
+        "gallery.json",
+    ]
     assert [p.name for p in (finished.out / ".nst-batch").iterdir()] == ["files.json"]
 
 
