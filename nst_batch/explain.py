@@ -147,6 +147,7 @@ def task_json(task: Task, now: str, row: ResultRow | None) -> dict[str, object]:
             "content": number(row.content_loss),
             "style": number(row.style_loss),
             "tv": number(row.tv_loss),
+            "temporal": number(row.temporal_loss),
             "total": number(row.total_loss),
         }
     return {

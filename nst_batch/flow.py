@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import hashlib
 import io
-import re
 import zipfile
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -30,16 +29,6 @@ if TYPE_CHECKING:
     import torch
 
 FLOW_VERSION = 1  # bump when the flow or the mask changes; older cache files are not read
-_DIGITS = re.compile(r"(\d+)")
-
-
-def natural_key(name: str) -> tuple[tuple[int, int | str], ...]:
-    """Sort key putting 'f2' before 'f10': digit runs compare as numbers, the rest folded."""
-    return tuple(
-        (0, int(part)) if part.isdigit() else (1, part.casefold())
-        for part in _DIGITS.split(name)
-        if part
-    )
 
 
 @dataclass(frozen=True)

@@ -45,6 +45,7 @@ START_METADATA = "nst-batch:start"  # ... and how it started: {"init": ..., "fro
 RESULT_METADATA = "nst-batch:result"  # ... and its losses, steps, time, device, date (JSON)
 STATE = ".nst-batch"  # our own hidden folder: checkpoints, file cache, gallery record
 CHECKPOINTS = "checkpoints"  # under STATE
+FLOW = "flow"  # under STATE: optical flow between a sequence's frames, reused by reruns
 GALLERY_RECORD = "gallery.json"  # under STATE: what each page and sheet was built from
 SNAPSHOT_METADATA = "nst-batch:snapshot"  # a snapshot records its task key and step here
 RESERVED_NAMES = frozenset({PAGE, COMPARE, SHEET, THUMBS, STATE, PAGES})
@@ -149,6 +150,12 @@ def _output_id(relative_output: str) -> str:
 
 def checkpoints_folder(root: Path) -> Path:
     return root / STATE / CHECKPOINTS
+
+
+def flow_path(root: Path, name: str) -> Path:
+    """Where the motion between two frames is cached: `.nst-batch/flow/<name>` (flow.py
+    names it by the frames' bytes and size)."""
+    return root / STATE / FLOW / name
 
 
 def checkpoint_path(root: Path, relative_output: str, key: str) -> Path:

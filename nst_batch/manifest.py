@@ -45,6 +45,7 @@ DEFAULT_CHECKPOINT_EVERY = 60.0
 MAX_BATCH_SIZE = 256
 # YAML nodes after alias expansion: a manifest is a few hundred; a "billion laughs" is 10^9.
 MAX_YAML_NODES = 100_000
+_DIGITS = re.compile(r"(\d+)")
 
 
 class ManifestError(Exception):
@@ -61,6 +62,10 @@ class _Entry(BaseModel):
     weights: list[Annotated[float, Strict(), Field(gt=0, allow_inf_nan=False)]] | None = None
     name: str | None = None
     params: dict[str, Any] = Field(default_factory=dict)
+    # A folder (or pattern) of frames, stylized in order, each from the one before.
+    sequence: Annotated[bool, Strict()] = False
+    animation: Literal["none", "gif"] = "none"  # a sequence's frames as one animation
+    fps: Annotated[float, Field(gt=0, le=120, allow_inf_nan=False)] = 12.0
 
 
 class _Pair(BaseModel):
@@ -131,6 +136,18 @@ class _Document(BaseModel):
 
 
 @dataclass(frozen=True)
+class FrameSequence:
+    """A content entry with `sequence: true`: its frames in natural order (f2 before f10),
+    each stylized from the one before warped along the optical flow; the outputs of a
+    sequence in a style go into one folder, `<template with content = name>/`."""
+
+    name: str
+    frames: int
+    animation: Literal["none", "gif"] = "none"
+    fps: float = 12.0
+
+
+@dataclass(frozen=True)
 class ImageSpec:
     """One content or style image, with its parameter overrides.
 
@@ -142,6 +159,8 @@ class ImageSpec:
     name: str
     overrides: Mapping[str, Any] = field(default_factory=dict)
     blend: tuple[tuple[Path, float], ...] = ()
+    sequence: FrameSequence | None = None  # the sequence this image is a frame of
+    frame: int = 0  # its place in the sequence, 0 the first
 
     @property
     def images(self) -> tuple[tuple[Path, float], ...]:
@@ -239,10 +258,12 @@ class Manifest:
         return {}
 
     def output_name(self, content: ImageSpec, style: ImageSpec, variant: Variant) -> str:
-        """Output path relative to `output`, with the format's extension."""
-        stem = self.name_template.format(
-            content=content.name, style=style.name, variant=variant.name
-        )
+        """Output path relative to `output`, with the format's extension; a sequence's frame
+        goes into the folder its sequence would name as one content: `coffee__starry/f1.jpg`."""
+        name = content.name if content.sequence is None else content.sequence.name
+        stem = self.name_template.format(content=name, style=style.name, variant=variant.name)
+        if content.sequence is not None:
+            stem = f"{stem}/{content.path.stem}"
         # './a' and 'a' name one file: write and compare them as one. (Empty parts stay,
         # for the manifest check to refuse.)
         stem = "/".join(part for part in stem.split("/") if part != ".")
@@ -649,6 +670,11 @@ def _pair_image(
 ) -> ImageSpec:
     """A pair's content or style: one image file (or, for a style, a blend)."""
     item = given if isinstance(given, _Entry) else _Entry(path=given)
+    if item.sequence:
+        raise ManifestError(
+            f"{path}: {where}: a pair takes one image, not a sequence; list sequences under "
+            "content: (with style:), where every frame gets every style"
+        )
     if item.name is not None:
         _check_image_name(f"{path}: {where}.name", item.name)
     if isinstance(item.path, list) or item.weights is not None:
@@ -671,13 +697,18 @@ def _expand(
     """The images of `entries`. One image listed twice (a file and its folder, say) is one
     spec: a single-file entry wins over a folder or pattern, whatever the order; two that
     disagree and are both single files (or both not) are refused, naming both."""
-    specs: list[tuple[ImageSpec, bool, str]] = []  # (spec, single file, where)
+    specs: list[tuple[ImageSpec, bool, str, int]] = []  # (spec, single file, where, entry)
+    frames: list[tuple[int, ImageSpec]] = []  # (entry, frame): each a task, never merged
     for i, entry in enumerate(entries):
         item = entry if isinstance(entry, _Entry) else _Entry(path=entry)
         if item.name is not None:
             _check_image_name(f"{path}: {kind}[{i}].name", item.name)
+        if item.sequence or "animation" in item.model_fields_set or "fps" in item.model_fields_set:
+            frames += [(i, frame) for frame in _sequence(path, root, kind, i, item, output)]
+            continue
         if isinstance(item.path, list) or item.weights is not None:
-            specs.append((_blend(path, root, kind, f"{kind}[{i}]", item), True, f"{kind}[{i}]"))
+            blend = _blend(path, root, kind, f"{kind}[{i}]", item)
+            specs.append((blend, True, f"{kind}[{i}]", i))
             continue
         where = f"{path}: {kind}[{i}] '{item.path}'"
         files, single = _match(root, item.path, where, output)
@@ -688,10 +719,12 @@ def _expand(
                 raise ManifestError(f"{where}: {file} is not readable; check its permissions")
             name = _entry_name(path, kind, file, item.name)
             spec = ImageSpec(path=file, name=name, overrides=dict(item.params))
-            specs.append((spec, single, f"{kind}[{i}]"))
+            specs.append((spec, single, f"{kind}[{i}]", i))
     chosen: dict[tuple[tuple[Path, float], ...], tuple[ImageSpec, bool, str]] = {}
-    for spec, single, where in specs:
+    place: dict[tuple[tuple[Path, float], ...], int] = {}  # the entry that first listed it
+    for spec, single, where, i in specs:
         other = chosen.get(spec.images)
+        place.setdefault(spec.images, i)
         if other is None or (single and not other[1]):
             chosen[spec.images] = (spec, single, where)
         elif other[0] != spec and single == other[1]:
@@ -701,7 +734,8 @@ def _expand(
                 "the same name and params"
             )
     seen: dict[str, ImageSpec] = {}
-    for spec, _, _ in chosen.values():
+    stills = [(place[images], spec) for images, (spec, _, _) in chosen.items()]
+    for _, spec in sorted([*stills, *frames], key=lambda pair: pair[0]):  # manifest order
         other_spec = seen.get(spec.name)
         if other_spec is not None:
             raise ManifestError(
@@ -711,6 +745,46 @@ def _expand(
             )
         seen[spec.name] = spec
     return tuple(seen.values())
+
+
+def natural_key(name: str) -> tuple[tuple[int, int | str], ...]:
+    """Sort key putting 'f2' before 'f10': digit runs compare as numbers, the rest folded."""
+    return tuple(
+        (0, int(part)) if part.isdigit() else (1, part.casefold())
+        for part in _DIGITS.split(name)
+        if part
+    )
+
+
+def _sequence(
+    path: Path, root: Path, kind: str, i: int, item: _Entry, output: Path
+) -> list[ImageSpec]:
+    """The frames of a `sequence: true` entry, in natural order of their file names."""
+    where = f"{path}: {kind}[{i}]"
+    if kind != "content":
+        raise ManifestError(f"{where}: only content entries can be sequences (sequence: true)")
+    if not item.sequence:
+        raise ManifestError(f"{where}: 'animation' and 'fps' need 'sequence: true'")
+    if isinstance(item.path, list) or item.weights is not None:
+        raise ManifestError(f"{where}: a sequence is one folder or pattern of frames, not a blend")
+    files, single = _match(root, item.path, f"{where} '{item.path}'", output)
+    if single:
+        raise ManifestError(
+            f"{where} '{item.path}': a sequence is a folder (or pattern) of frames, not one file"
+        )
+    files.sort(key=lambda f: natural_key(f.name))
+    folder = Path(item.path.rstrip("/")).parent if glob.has_magic(item.path) else None
+    name = item.name or _clean_name((folder or Path(item.path)).name or files[0].parent.name)
+    _check_image_name(f"{where}.name", name)
+    sequence = FrameSequence(name, len(files), item.animation, item.fps)
+    specs = []
+    for number, file in enumerate(files):
+        if not os.access(file, os.R_OK):
+            raise ManifestError(f"{where}: {file} is not readable; check its permissions")
+        stem = _entry_name(path, kind, file, None)
+        spec = ImageSpec(file, f"{name}/{stem}", dict(item.params), (), sequence, number)
+        specs.append(spec)
+    return specs
 
 
 def _entry_name(path: Path, kind: str, file: Path, given: str | None) -> str:

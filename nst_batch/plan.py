@@ -34,6 +34,17 @@ class Task:
     recipe: Mapping[str, Any]  # what decides the pixels (see task_recipe)
     weights: str  # the weight source
     max_pixels: int
+    # A sequence's frame after its first: it starts from the frame before, `after`, made
+    # with key `after_key` from the content frame `after_content`.
+    after: Path | None = None
+    after_key: str = ""
+    after_content: Path | None = None
+
+    @property
+    def chain(self) -> str:
+        """The folder of a sequence's outputs in one style ('' for a still): its frames
+        run in order, and one shard takes them all."""
+        return self.relative_output.rpartition("/")[0] if self.content.sequence else ""
 
     @property
     def label(self) -> str:
@@ -75,13 +86,13 @@ def batches(
 
     A batch holds tasks of one model, precision and image `shape(task)` (w, h), at most
     `limit(task)` of them; a task whose shape is unknown (None: unreadable header)
-    runs alone and fails there with the reason.
+    runs alone and fails there with the reason, and so does a sequence's frame.
     """
     filling: dict[tuple[object, ...], list[int]] = {}
     result: list[list[int]] = []
     for index, task in enumerate(tasks):
         most, wh = limit(task), shape(task)
-        if wh is None or most <= 1:
+        if wh is None or most <= 1 or task.chain:  # a frame waits for the one before
             result.append([index])
             continue
         key = (*task.model_key, task.params.precision, wh)
@@ -162,26 +173,37 @@ def plan(manifest: Manifest, files: FileCache | None = None) -> list[Task]:
     Each input file is read (hashed) once, and not at all while `files` knows its hash."""
     file_hash = (files or FileCache()).sha256
     tasks = []
+    previous: dict[tuple[str, str, str], Task] = {}  # a sequence's last frame, per style
     for content, style, variant in manifest.combinations():
         params = manifest.params_for(content, style, variant)
         init = Path(params.init_image) if params.init_image else None
         relative = manifest.output_name(content, style, variant)
         recipe = task_recipe(content.path, style.images, params, manifest.weights, init, file_hash)
-        tasks.append(
-            Task(
-                content=content,
-                style=style,
-                variant=variant,
-                params=params,
-                folder=manifest.output,
-                output=manifest.output / relative,
-                relative_output=relative,
-                key=recipe_key(recipe),
-                recipe=recipe,
-                weights=manifest.weights,
-                max_pixels=manifest.max_pixels,
-            )
+        before = None
+        if content.sequence is not None:
+            chain = (content.sequence.name, style.name, variant.name)
+            before = previous.get(chain) if content.frame else None
+            if before is not None:  # its start, and so its pixels, depend on the frame before
+                recipe = {**recipe, "after": before.key, "temporal": params.temporal_weight}
+        task = Task(
+            content=content,
+            style=style,
+            variant=variant,
+            params=params,
+            folder=manifest.output,
+            output=manifest.output / relative,
+            relative_output=relative,
+            key=recipe_key(recipe),
+            recipe=recipe,
+            weights=manifest.weights,
+            max_pixels=manifest.max_pixels,
+            after=None if before is None else before.output,
+            after_key="" if before is None else before.key,
+            after_content=None if before is None else before.content.path,
         )
+        tasks.append(task)
+        if content.sequence is not None:
+            previous[(content.sequence.name, style.name, variant.name)] = task
     order = {group: i for i, group in enumerate(dict.fromkeys(t.target_group for t in tasks))}
     return sorted(tasks, key=lambda t: order[t.target_group])  # stable: manifest order within
 
@@ -206,13 +228,25 @@ def shard(tasks: Sequence[Task], index: int, count: int) -> list[Task]:
     """The index-th (1-based) of `count` shares of the plan.
 
     Contiguous slices of the plan, whose sizes differ by at most one: deterministic,
-    balanced, and a style's tasks (adjacent in the plan) stay in one shard or two.
+    balanced, and a style's tasks (adjacent in the plan) stay in one shard or two. A
+    sequence's frames in one style never straddle two shards: the shard where its first
+    frame falls takes them all, since each frame starts from the one before.
     """
     if not 1 <= index <= count:
         raise ValueError(f"shard {index}/{count}: K must be between 1 and {count}")
     start = (index - 1) * len(tasks) // count
     stop = index * len(tasks) // count
-    return list(tasks[start:stop])
+    if not any(task.chain for task in tasks):
+        return list(tasks[start:stop])
+    first: dict[str, int] = {}  # a chain's first position in the plan
+    for position, task in enumerate(tasks):
+        if task.chain:
+            first.setdefault(task.chain, position)
+    return [
+        task
+        for position, task in enumerate(tasks)
+        if start <= (first[task.chain] if task.chain else position) < stop
+    ]
 
 
 def parse_shard(text: str) -> tuple[int, int]:

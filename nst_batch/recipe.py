@@ -29,6 +29,7 @@ from nst_batch.stylize import (
     Result,
     StyleTargets,
     StylizeError,
+    Temporal,
     style_targets,
     stylize_batch,
 )
@@ -80,6 +81,9 @@ class Recipe:
     stage_done: int = 0  # steps done at the current scale before its job (a resumed one)
     resumed: tuple[int, int, torch.Tensor] | None = None  # (scale, its steps done, image)
     resumed_from: int | None = None  # the step a resumed recipe goes on from
+    # A sequence's frame after its first: the frame before, stylized and warped onto this
+    # one, (1, 3, H, W) 0..1, and the pixels its flow can be trusted for, (1, 1, H, W).
+    follows: tuple[torch.Tensor, torch.Tensor] | None = None
 
     @classmethod
     def start(
@@ -89,13 +93,7 @@ class Recipe:
         scales under the minimum side are skipped. ImageError if the output would be too
         small."""
         p = params
-        size = images.target_size(*content.size, p.size, p.square)
-        if min(size) < images.MIN_SIDE:
-            raise images.ImageError(
-                f"{name}: at size {p.size} it becomes {size[0]}x{size[1]}, under "
-                f"the minimum of {images.MIN_SIDE} pixels on a side; raise size, crop the "
-                "image, or set square: true"
-            )
+        output_size(content, p, name)  # refuses an image too small at this size
         coarse_steps = p.scale_steps or p.steps
         stages = [
             (s, coarse_steps)
@@ -103,6 +101,13 @@ class Recipe:
             if min(images.target_size(*content.size, s, p.square)) >= images.MIN_SIDE
         ]
         return cls(content, p, init, [*stages, (p.size, p.steps)])
+
+    def follow(self, warped: torch.Tensor, trusted: torch.Tensor) -> None:
+        """Make this a sequence frame's recipe: start from `warped`, the frame before warped
+        onto this one (at the output size, so the coarse scales go), unless the start is
+        the task's own previous output, and hold its `trusted` pixels to it."""
+        self.stages = self.stages[-1:]
+        self.follows = (warped, trusted)
 
     def resume(
         self,
@@ -147,8 +152,9 @@ class Recipe:
         content = images.to_tensor(images.resize(self.content, shape)).to(device)
         self.content_tensor = content
         grams = targets(size, content)
-        # A warm start (from the task's previous output) stops once converged (tolerance).
-        warm = p.init == "previous" and self.init is not None
+        # A warm start (from the task's previous output, or the frame before) stops once
+        # converged (tolerance).
+        warm = (p.init == "previous" and self.init is not None) or self.follows is not None
         update: dict[str, object] = {
             "size": size,
             "steps": steps,
@@ -168,9 +174,17 @@ class Recipe:
             start = images.to_tensor(images.resize(self.init, shape)).to(device)
             if p.preserve_color == "histogram" and p.init == "style":
                 start = color.match_colors(start, content)
+        elif self.follows is not None:
+            start, update["init"] = self.follows[0].to(device), "image"
+        temporal = None
+        if self.follows is not None:
+            warped, trusted = (t.to(device) for t in self.follows)
+            temporal = Temporal(warped, trusted)
         if p.preserve_color == "luminance":
             content = color.luminance(content)
             start = None if start is None else color.luminance(start)
+            if temporal is not None:
+                temporal = Temporal(color.luminance(temporal.warped), temporal.trusted)
         callback = None
         if on_progress is not None:
             offset, total = self.done, sum(n for _, n in self.stages)
@@ -178,7 +192,8 @@ class Recipe:
             def callback(progress: Progress) -> None:
                 on_progress(Progress(offset + progress.step, total, progress.losses))
 
-        return Job(content, grams, p.model_copy(update=update), start, callback, resumed)
+        job_params = p.model_copy(update=update)
+        return Job(content, grams, job_params, start, callback, resumed, temporal)
 
     def carry(self, result: Result) -> None:
         """Take one scale's result as the next one's start."""
@@ -211,6 +226,19 @@ class Recipe:
             return image
         assert self.content_tensor is not None
         return color.recombine(image, self.content_tensor)
+
+
+def output_size(content: Image.Image, params: Params, name: str) -> tuple[int, int]:
+    """The output's (W, H) for `content` under `params`; ImageError, naming the image
+    `name`, when a side would fall under the minimum."""
+    size = images.target_size(*content.size, params.size, params.square)
+    if min(size) < images.MIN_SIDE:
+        raise images.ImageError(
+            f"{name}: at size {params.size} it becomes {size[0]}x{size[1]}, under "
+            f"the minimum of {images.MIN_SIDE} pixels on a side; raise size, crop the "
+            "image, or set square: true"
+        )
+    return size
 
 
 ImageInput = str | os.PathLike[str] | Image.Image

@@ -37,6 +37,7 @@ class ResultRow:
     content_loss: float | None = None
     style_loss: float | None = None
     tv_loss: float | None = None
+    temporal_loss: float | None = None  # a sequence frame's hold on the frame before
     total_loss: float | None = None
     steps: int | None = None
     start: str = ""  # where a done task started: content, noise, style, image or previous
@@ -76,7 +77,9 @@ COLUMNS: tuple[str, ...] = tuple(f.name for f in fields(ResultRow))
 _REQUIRED = frozenset(
     f.name for f in fields(ResultRow) if f.default is MISSING and f.default_factory is MISSING
 )
-_FLOATS = frozenset({"content_loss", "style_loss", "tv_loss", "total_loss", "seconds"})
+_FLOATS = frozenset(
+    {"content_loss", "style_loss", "tv_loss", "temporal_loss", "total_loss", "seconds"}
+)
 _INTS = frozenset({"steps", "resumed_from"})
 _EPOCH = datetime.min.replace(tzinfo=UTC)
 # A cell starting with one of these is a formula to a spreadsheet (CSV injection): such cells

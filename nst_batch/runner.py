@@ -126,6 +126,7 @@ def make_row(task: Task, outcome: TaskOutcome, device: str, worker: str, shard: 
         content_loss=None if losses is None else losses.content,
         style_loss=None if losses is None else losses.style,
         tv_loss=None if losses is None else losses.tv,
+        temporal_loss=None if losses is None or not task.after else losses.temporal,
         total_loss=None if losses is None else losses.total,
         steps=outcome.steps,
         start=outcome.start,
@@ -272,25 +273,78 @@ def cpu_threads_per_worker(devices: Sequence[str]) -> int:
     return max(1, (cores or 1) // cpu_workers)
 
 
+WAIT = ()  # the scheduler's answer while what is left waits for frames in flight
+
+
 class _Scheduler:
     """Hands out batches (tuples of task indices) so that a worker keeps to one style's
-    tasks (one target set); a batch belongs to the style of its first task."""
+    tasks (one target set); a batch belongs to the style of its first task.
+
+    A sequence's frame is handed out only once the frame before it has finished (done or
+    failed: it then fails with the reason), and by preference to the worker that ran that
+    one; until then a worker asking gets WAIT, never the frame."""
 
     def __init__(self, tasks: Sequence[Task], units: Sequence[tuple[int, ...]]) -> None:
+        self.tasks = tasks
         self.groups: dict[tuple[object, ...], deque[tuple[int, ...]]] = {}
-        for unit in units:
-            self.groups.setdefault(tasks[unit[0]].target_group, deque()).append(unit)
         self.claimed: set[tuple[object, ...]] = set()
+        self.blocked: dict[int, tuple[int, ...]] = {}  # a frame's unit, by the frame before
+        self.released: dict[int, tuple[int, ...]] = {}  # ... once that one finished
+        self.taken: set[tuple[int, ...]] = set()  # released units handed out out of turn
+        position = {task.output: i for i, task in enumerate(tasks) if task.chain}
+        for unit in units:
+            after = tasks[unit[0]].after
+            before = None if after is None else position.get(after)
+            if before is not None:
+                self.blocked[before] = unit
+            else:
+                self._queue(unit)
 
-    def next(self, current: tuple[object, ...] | None) -> tuple[int, ...] | None:
-        if current is not None and self.groups.get(current):
-            return self.groups[current].popleft()
+    def _queue(self, unit: tuple[int, ...], first: bool = False) -> None:
+        queue = self.groups.setdefault(self.tasks[unit[0]].target_group, deque())
+        queue.appendleft(unit) if first else queue.append(unit)
+
+    def finished(self, index: int) -> None:
+        """Task `index` is done or failed: the frame after it may go."""
+        unit = self.blocked.pop(index, None)
+        if unit is not None:
+            self.released[index] = unit
+            self._queue(unit, first=True)
+
+    def next(
+        self, current: tuple[object, ...] | None, last: tuple[int, ...] = ()
+    ) -> tuple[int, ...] | None:
+        """A batch for a worker of style `current` that just finished `last`; WAIT while
+        only frames waiting for others are left; None when nothing is."""
+        for index in last:  # the next frame of the sequence this worker is running
+            unit = self.released.pop(index, None)
+            if unit is not None:
+                self.taken.add(unit)
+                return unit
+        if current is not None and (unit := self._pop(current)) is not None:
+            return unit
         fresh = [g for g, q in self.groups.items() if q and g not in self.claimed]
         if fresh:  # a style nobody has started: its targets are computed once
             self.claimed.add(fresh[0])
-            return self.groups[fresh[0]].popleft()
-        busiest = max(self.groups.values(), key=len, default=None)
-        return busiest.pop() if busiest else None  # help with the largest remaining style
+            if (unit := self._pop(fresh[0])) is not None:
+                return unit
+        for group in sorted(self.groups, key=lambda g: -len(self.groups[g])):
+            if (unit := self._pop(group, last=True)) is not None:
+                return unit  # help with the largest remaining style
+        return WAIT if self.blocked else None
+
+    def _pop(self, group: tuple[object, ...], last: bool = False) -> tuple[int, ...] | None:
+        queue = self.groups.get(group)
+        while queue:
+            unit = queue.pop() if last else queue.popleft()
+            if unit in self.taken:  # handed out already, out of turn
+                self.taken.discard(unit)
+                continue
+            for index, released in list(self.released.items()):
+                if released == unit:
+                    del self.released[index]
+            return unit
+        return None
 
 
 @dataclass
@@ -303,6 +357,7 @@ class _Slot:
     unit: tuple[int, ...] | None = None  # the batch in flight
     group: tuple[object, ...] | None = None
     counters: tuple[int, int] = (0, 0)  # target computations, model builds (cumulative)
+    waiting: bool = False  # idle until a frame in flight elsewhere lets the next one go
     stopped: bool = False  # its worker alone got SIGTERM: restart it once it has exited
     retired: tuple[int, int] = (0, 0)  # counters of this slot's earlier, dead processes
 
@@ -400,9 +455,12 @@ class _Pool:
             return
         self._handle(message)
 
-    def _assign(self, slot: _Slot) -> None:
-        unit = self.scheduler.next(slot.group)
-        slot.unit = unit
+    def _assign(self, slot: _Slot, last: tuple[int, ...] = ()) -> None:
+        unit = self.scheduler.next(slot.group, last)
+        slot.waiting = unit == WAIT
+        slot.unit = None if slot.waiting else unit
+        if slot.waiting:  # only frames whose predecessors are in flight are left
+            return
         if unit is None:
             slot.inbox.put(None)
             return
@@ -411,6 +469,12 @@ class _Pool:
         slot.inbox.put((unit, batch))
         for task in batch:
             self.events.task_started(task, slot.name)
+
+    def _wake(self) -> None:
+        """Give waiting workers what the last finished task let go (or send them home)."""
+        for other in self.slots:
+            if other.waiting and other.process is not None and other.process.is_alive():
+                self._assign(other)
 
     def _slot(self, name: str) -> _Slot:
         return next(slot for slot in self.slots if slot.name == name)
@@ -421,20 +485,24 @@ class _Pool:
             self.events.step(self.tasks[message.index], message.progress)
         elif isinstance(message, DoneMessage):
             slot.counters = (message.target_computations, message.model_builds)
+            unit = slot.unit or ()
             self._finish(slot, message.outcomes)
-            self._assign(slot)
+            self._assign(slot, unit)
+            self._wake()
         elif isinstance(message, FatalMessage):
             self.stats.fatal = message.message
         elif isinstance(message, StoppedMessage):  # someone stopped this worker, not the run
             reason = Interrupted(message.signum)
             for index in slot.unit or ():
                 self.recorder.interrupted(index, slot.device, slot.name, reason)
+                self.scheduler.finished(index)  # a frame after it fails, naming it
             slot.unit, slot.stopped = None, True
 
     def _finish(self, slot: _Slot, outcomes: Sequence[TaskOutcome]) -> None:
         assert slot.unit is not None
         for index, outcome in zip(slot.unit, outcomes, strict=True):
             self.recorder.finished(index, outcome, slot.device, slot.name)
+            self.scheduler.finished(index)
         slot.unit = None
 
     def _check_processes(self) -> None:
@@ -465,6 +533,7 @@ class _Pool:
                 self.restarts_left -= 1
                 self._start(slot)
                 self._assign(slot)
+            self._wake()
 
     def _stop(self) -> None:
         """Idle workers get None and leave; busy ones (Ctrl-C, SIGTERM, a fatal error) get

@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any, Literal, cast
 
 import torch
 
-from nst_batch import __version__, checkpoint, images, layout
+from nst_batch import __version__, checkpoint, flow, images, layout
 from nst_batch.layout import (
     KEY_METADATA,
     RECIPE_METADATA,
@@ -32,7 +32,7 @@ from nst_batch.layout import (
     curve_path,
 )
 from nst_batch.plan import Task
-from nst_batch.recipe import Recipe, style_grams
+from nst_batch.recipe import Recipe, output_size, style_grams
 from nst_batch.stylize import (
     BatchView,
     Job,
@@ -77,6 +77,47 @@ def _previous(task: Task) -> tuple[Image.Image | None, Start]:
     except images.ImageError:
         return None, Start("content")
     return image, Start("previous", images.read_metadata(task.output).get(KEY_METADATA))
+
+
+def _follow(task: Task, content: Image.Image) -> tuple[torch.Tensor, torch.Tensor]:
+    """A sequence frame's hold on the frame before: that frame's output warped onto this
+    one along the flow between their content frames, and the pixels the flow can be
+    trusted for, at this frame's output size. ImageError, naming the frame before, when
+    its output is missing or was made with other settings (it failed, or did not run)."""
+    assert task.after is not None and task.after_content is not None
+    before = layout.display(task.after.relative_to(task.folder))
+    if images.read_metadata(task.after).get(KEY_METADATA) != task.after_key:
+        raise images.ImageError(
+            f"{task.content.name}: the frame before, {before}, has no output made with the "
+            "current settings (it failed or was interrupted), and this frame starts from it; "
+            "rerun to make both"
+        )
+    size = output_size(content, task.params, str(task.content.path))
+    motion = _motion(task, size)
+    stylized = images.resize(images.load_image(task.after, task.max_pixels), size)
+    warped = flow.warp(images.to_tensor(stylized), motion.flow).clamp(0, 1)
+    trusted = torch.from_numpy(motion.valid).to(torch.float32)[None, None]
+    return warped, trusted
+
+
+def _motion(task: Task, size: tuple[int, int]) -> flow.Motion:
+    """The motion from the frame before to this one at `size` (W, H), from the flow cache
+    under the output folder when there (a torn or foreign file is computed anew)."""
+    assert task.after_content is not None
+    before, now = task.after_content.read_bytes(), task.content.path.read_bytes()
+    path = layout.flow_path(task.folder, flow.cache_name(before, now, size))
+    cached = flow.from_file(path)
+    if cached is not None and cached.flow.shape[:2] == (size[1], size[0]):
+        return cached
+    motion = flow.motion(
+        images.resize(images.load_image(task.after_content, task.max_pixels), size),
+        images.resize(images.load_image(task.content.path, task.max_pixels), size),
+    )
+    try:
+        layout.write_atomically(path, flow.to_bytes(motion), task.folder)
+    except (OSError, layout.UnsafeWrite) as exc:  # the cache only saves time
+        warn(f"{task.label}: cannot cache its optical flow in {layout.display(path)}: {exc}")
+    return motion
 
 
 @dataclass(frozen=True)
@@ -302,6 +343,10 @@ class Worker:
         elif p.init == "previous":
             init, start = _previous(task)
         recipe = Recipe.start(content, p, init, str(task.content.path))
+        if task.after is not None:
+            recipe.follow(*_follow(task, content))
+            if init is None:
+                start = Start("frame", task.after_key)
         if self.resume:
             self._resume(task, recipe)
         # A rerun's snapshots start anew: those past where it goes on from are stale.

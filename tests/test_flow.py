@@ -11,6 +11,7 @@ from PIL import Image
 
 from nst_batch import flow
 from nst_batch.images import to_tensor
+from nst_batch.manifest import natural_key
 
 PHOTO = Path(__file__).resolve().parent.parent / "examples/images/content/chelsea.png"
 DX, DY = 3, 2  # the camera pans right and down between the two frames
@@ -27,7 +28,7 @@ def frames(width: int = 96, height: int = 72) -> tuple[Image.Image, Image.Image]
 
 def test_natural_key_orders_numbers_by_value() -> None:
     names = ["f10.png", "f2.png", "F1.png", "f2b.png", "g0.png", "f002.png"]
-    assert sorted(names, key=flow.natural_key) == [
+    assert sorted(names, key=natural_key) == [
         "F1.png",
         "f2.png",
         "f002.png",

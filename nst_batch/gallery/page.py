@@ -277,7 +277,8 @@ def curve_points(values: Sequence[float], width: float, height: float) -> list[t
 
 
 def _losses(row: ResultRow | None) -> list[list[str]]:
-    """Lines of terms under a picture: the total; content, style, tv; time and steps."""
+    """Lines of terms under a picture: the total; content, style, tv, temporal; time and
+    steps."""
     if row is None:
         return []
     terms = [
@@ -286,8 +287,9 @@ def _losses(row: ResultRow | None) -> list[list[str]]:
             ("content", row.content_loss),
             ("style", row.style_loss),
             ("tv", row.tv_loss),
+            ("temporal", row.temporal_loss),
         )
-        if value is not None and (name != "tv" or value != 0)
+        if value is not None and (name not in ("tv", "temporal") or value != 0)
     ]
     timing = [_duration(row.seconds)] if row.seconds is not None else []
     if row.steps is not None:

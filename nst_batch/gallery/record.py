@@ -134,6 +134,7 @@ def cell_print(cell: Cell, snapshots: Mapping[Path, list[tuple[int, Path]]]) -> 
             row.content_loss,
             row.style_loss,
             row.tv_loss,
+            row.temporal_loss,
             row.total_loss,
             row.steps,
             row.seconds,
