@@ -15,7 +15,7 @@ from nst_batch.layout import KEY_METADATA, RECIPE_METADATA, display
 from nst_batch.plan import Task
 from nst_batch.results import ResultRow
 
-LOSS_ORDER = ("content", "style", "tv", "total")  # as results.csv has them
+LOSS_ORDER = ("content", "style", "tv", "temporal", "total")  # as results.csv has them
 
 
 NO_RECIPE = "made with other inputs or settings (no recipe recorded)"
@@ -86,7 +86,16 @@ def _recipe_changes(task: Task, metadata: Mapping[str, str]) -> list[str]:
             found.append(f"{name} {plain(was)} -> {plain(now)}")
     if old.get("weights") != new.get("weights"):
         found.append("the weights changed")
-    known = {"algorithm", "content", "style", "init_image", "params", "weights"}
+    if old.get("after") != new.get("after") and task.after is not None:
+        before = display(task.after.relative_to(task.folder))
+        found.append(f"the frame before ({before}) changed, and this one starts from it")
+    if old.get("temporal") != new.get("temporal"):
+        found.append(
+            f"temporal_weight {plain(old.get('temporal', _ABSENT))} -> "
+            f"{plain(new.get('temporal', _ABSENT))}"
+        )
+    known = {"algorithm", "content", "style", "init_image", "params", "weights", "after"}
+    known.add("temporal")
     for name in sorted({*old, *new} - known):  # recipe parts of another version
         if old.get(name, _ABSENT) != new.get(name, _ABSENT):
             found.append(f"{name} changed")
@@ -147,9 +156,10 @@ def task_json(task: Task, now: str, row: ResultRow | None) -> dict[str, object]:
             "content": number(row.content_loss),
             "style": number(row.style_loss),
             "tv": number(row.tv_loss),
-            "temporal": number(row.temporal_loss),
             "total": number(row.total_loss),
         }
+        if row.temporal_loss is not None:  # a sequence's frame after its first
+            losses["temporal"] = number(row.temporal_loss)
     return {
         "content": task.content.name,
         "style": task.style.name,
@@ -237,7 +247,9 @@ def shown(info: dict[str, object]) -> list[tuple[str, str]]:
         lines.append(("settings", "not recorded"))
     losses = info["losses"]
     if isinstance(losses, dict):
-        terms = sorted(losses, key=lambda n: (*LOSS_ORDER, n).index(n))
+        # a still has no temporal term: its zero is left out
+        terms = [n for n in losses if n != "temporal" or losses[n]]
+        terms.sort(key=lambda n: (*LOSS_ORDER, n).index(n))
         shown = ", ".join(
             f"{name} {losses[name]:.4g}"
             if isinstance(losses[name], float)

@@ -1,0 +1,164 @@
+"""Sequence benchmark: a frame folder stylized as independent frames and as a sequence.
+
+    PYTHONPATH=. .venv/bin/python scripts/bench_sequence.py [--frames 12] [--size 128]
+        [--steps 150] [--temporal-weights 0 1e6 ...]
+
+Runs the bundled sample (examples/sequences/coffee, its first `--frames` frames) in one
+style three or more ways, one after the other in this process's time: every frame on its
+own (a plain folder entry), then as a sequence (`sequence: true`) at each temporal weight
+given (0: the warm start along the flow only). For each it prints the warping error (the
+mean |S_t - warp(S_t-1)| over the pixels the content frames' flow can be trusted for, in
+0..1 units, averaged over consecutive pairs), the mean style and content loss per frame,
+and the time per frame; then the ratios of each sequence run to the independent frames.
+Targets at the default temporal weight: at most a third of the independent frames'
+warping error (moonshot a fifth), style loss per frame within 10%, time per frame no more.
+`--strip` writes a picture: a few frames of each run one above the other.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import yaml
+from PIL import Image
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+
+from nst_batch import flow, images  # noqa: E402
+from nst_batch.manifest import natural_key  # noqa: E402
+from nst_batch.params import TEMPORAL_WEIGHT  # noqa: E402
+
+FRAMES = REPO / "examples/sequences/coffee"
+STYLE = REPO / "examples/images/style/starry_night.jpg"
+
+
+@dataclass(frozen=True)
+class Outcome:
+    label: str
+    outputs: list[Path]
+    warping_error: float
+    style_loss: float
+    content_loss: float
+    seconds_per_frame: float
+
+
+def run(
+    folder: Path,
+    label: str,
+    frames: list[Path],
+    args: argparse.Namespace,
+    temporal_weight: float | None = None,
+) -> Outcome:
+    """One nst-batch run over `frames` (copied into a folder) in one style: independent
+    frames, or with a temporal weight a sequence."""
+    clip = folder / "clip"
+    clip.mkdir(parents=True, exist_ok=True)
+    for frame in frames:
+        target = clip / frame.name
+        if not target.exists():
+            target.write_bytes(frame.read_bytes())
+    params: dict[str, object] = {"size": args.size, "steps": args.steps}
+    entry: dict[str, object] = {"path": "clip"}
+    if temporal_weight is not None:
+        entry["sequence"] = True
+        params["temporal_weight"] = temporal_weight
+    doc = {
+        "output": f"out-{label}",
+        "content": [entry],
+        "style": [str(STYLE)],
+        "params": params,
+        "devices": "cpu",
+    }
+    manifest = folder / f"{label}.yaml"
+    manifest.write_text(yaml.safe_dump(doc))
+    start = time.perf_counter()
+    subprocess.run([sys.executable, "-m", "nst_batch", str(manifest), "-q"], check=True)
+    wall = time.perf_counter() - start
+    with open(folder / f"out-{label}" / "results.csv", newline="") as f:
+        rows = [r for r in csv.DictReader(f) if r["status"] == "done"]
+    rows.sort(key=lambda r: natural_key(r["output"]))
+    outputs = [folder / f"out-{label}" / r["output"] for r in rows]
+    return Outcome(
+        label,
+        outputs,
+        warping_error(frames, outputs),
+        sum(float(r["style_loss"]) for r in rows) / len(rows),
+        sum(float(r["content_loss"]) for r in rows) / len(rows),
+        wall / len(rows),
+    )
+
+
+def warping_error(frames: list[Path], outputs: list[Path]) -> float:
+    """The mean warping error of consecutive outputs, along the content frames' flow."""
+    errors = []
+    for i in range(1, len(outputs)):
+        before, now = images.load_image(outputs[i - 1]), images.load_image(outputs[i])
+        size = now.size
+        motion = flow.motion(
+            images.resize(images.load_image(frames[i - 1]), size),
+            images.resize(images.load_image(frames[i]), size),
+        )
+        previous = images.to_tensor(images.resize(before, size))
+        errors.append(flow.warping_error(images.to_tensor(now), previous, motion))
+    return sum(errors) / len(errors)
+
+
+def strip(outcomes: list[Outcome], path: Path, picks: int = 4) -> None:
+    """Frames 1, ..., of each run side by side, one run per row."""
+    first = Image.open(outcomes[0].outputs[0])
+    w, h = first.size
+    step = max(1, (len(outcomes[0].outputs) - 1) // (picks - 1))
+    sheet = Image.new("RGB", (w * picks, h * len(outcomes)), "white")
+    for row, outcome in enumerate(outcomes):
+        for col in range(picks):
+            index = min(col * step, len(outcome.outputs) - 1)
+            sheet.paste(Image.open(outcome.outputs[index]).convert("RGB"), (col * w, row * h))
+    sheet.save(path, quality=90)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--frames", type=int, default=12)
+    parser.add_argument("--size", type=int, default=128)
+    parser.add_argument("--steps", type=int, default=150)
+    parser.add_argument("--temporal-weights", type=float, nargs="+", default=[0.0, TEMPORAL_WEIGHT])
+    parser.add_argument("--strip", type=Path)
+    args = parser.parse_args()
+    frames = sorted(FRAMES.glob("frame_*.jpg"), key=lambda p: natural_key(p.name))[: args.frames]
+    with tempfile.TemporaryDirectory() as tmp:
+        folder = Path(tmp)
+        outcomes = [run(folder, "independent", frames, args)]
+        for weight in args.temporal_weights:
+            label = f"sequence-{weight:g}"
+            outcomes.append(run(folder, label, frames, args, weight))
+        print(
+            f"{len(frames)} frames at {args.size} px, {args.steps} steps, {STYLE.stem}, on the CPU"
+        )
+        print(f"{'run':<22}{'warp err':>10}{'style':>12}{'content':>12}{'s/frame':>9}")
+        for o in outcomes:
+            print(
+                f"{o.label:<22}{o.warping_error:10.4f}{o.style_loss:12.4g}"
+                f"{o.content_loss:12.4g}{o.seconds_per_frame:9.2f}"
+            )
+        base = outcomes[0]
+        for o in outcomes[1:]:
+            print(
+                f"{o.label}: warping error {o.warping_error / base.warping_error:.3f}x "
+                f"(<= 0.333), style loss {o.style_loss / base.style_loss:.3f}x (within 10%), "
+                f"time per frame {o.seconds_per_frame / base.seconds_per_frame:.3f}x (<= 1)"
+            )
+        if args.strip:
+            strip(outcomes, args.strip)
+            print(f"picture: {args.strip}")
+
+
+if __name__ == "__main__":
+    main()
