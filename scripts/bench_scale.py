@@ -10,9 +10,10 @@ by wall time and peak resident memory (the child's own, from wait4):
 
 - `--dry-run` before any output exists, and again once every output is up to date;
 - a first up-to-date rerun, which builds the gallery (thumbnails, pages, sheets) once;
-- a second up-to-date rerun: the steady state of a cron job with nothing to do;
+- a second up-to-date rerun: the steady state of a cron job with nothing to do, and the
+  same without the gallery step (planning and the up-to-date check alone);
 - after one task changes (its output rewritten, a new `done` row), a rerun: the gallery
-  step's share is that rerun's time less the up-to-date rerun's.
+  step's cost is that rerun's time less the rerun without the gallery step.
 
 Above 10,000 tasks (`--full-above`, default 10,000) only the dry-run and the up-to-date path
 run, as the targets ask. Targets (2-core CPU): 10,000 tasks dry-run <= 3 s and <= 250 MB;
@@ -124,11 +125,19 @@ def change_one_task(manifest_path: Path, task: Task) -> None:
         writer.write(done_row(task, 5.0))
 
 
-def measure(manifest_path: Path, *options: str) -> Measure:
+# nst-batch with the gallery step left out: what planning and the up-to-date check cost alone.
+WITHOUT_GALLERY = (
+    "import sys; from nst_batch import cli; cli._write_gallery = lambda *a, **k: None; "
+    "cli.main(sys.argv[1:])"
+)
+
+
+def measure(manifest_path: Path, *options: str, gallery: bool = True) -> Measure:
     """Wall time and peak memory of one `nst-batch` process; exits on a failure."""
     start = time.perf_counter()
+    command = ["-m", "nst_batch"] if gallery else ["-c", WITHOUT_GALLERY]
     process = subprocess.Popen(
-        [sys.executable, "-m", "nst_batch", str(manifest_path), "-q", *options],
+        [sys.executable, *command, str(manifest_path), "-q", *options],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,
         cwd=manifest_path.parent,
@@ -151,6 +160,7 @@ def bench(count: int, full: bool) -> dict[str, Measure]:
         found["dry-run, all up to date"] = measure(manifest_path, "--dry-run")
         found["first rerun (gallery built)"] = measure(manifest_path)
         found["up-to-date rerun"] = measure(manifest_path)
+        found["... without the gallery step"] = measure(manifest_path, gallery=False)
         if full:
             change_one_task(manifest_path, tasks[len(tasks) // 2])
             found["rerun, one task changed"] = measure(manifest_path)
@@ -168,7 +178,8 @@ def main() -> None:
         for step, m in found.items():
             print(f"{n:>8}  {step:<30}{m.seconds:8.2f}{m.peak_mb:9.0f}")
         if "rerun, one task changed" in found:
-            gallery = found["rerun, one task changed"].seconds - found["up-to-date rerun"].seconds
+            alone = found["... without the gallery step"].seconds
+            gallery = found["rerun, one task changed"].seconds - alone
             print(f"{n:>8}  {'gallery step, one task changed':<30}{gallery:8.2f}")
     if 10_000 in results and 100_000 in results:
         for step in ("dry-run, nothing done", "dry-run, all up to date", "up-to-date rerun"):
