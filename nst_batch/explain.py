@@ -15,7 +15,7 @@ from nst_batch.layout import KEY_METADATA, RECIPE_METADATA, display
 from nst_batch.plan import Task
 from nst_batch.results import ResultRow
 
-LOSS_ORDER = ("content", "style", "tv", "total")  # as results.csv has them
+LOSS_ORDER = ("content", "style", "tv", "temporal", "total")  # as results.csv has them
 
 
 NO_RECIPE = "made with other inputs or settings (no recipe recorded)"
@@ -237,7 +237,9 @@ def shown(info: dict[str, object]) -> list[tuple[str, str]]:
         lines.append(("settings", "not recorded"))
     losses = info["losses"]
     if isinstance(losses, dict):
-        terms = sorted(losses, key=lambda n: (*LOSS_ORDER, n).index(n))
+        # A still (or a sequence's first frame) has no temporal term: its 0 says nothing.
+        terms = [n for n in losses if n != "temporal" or losses[n] not in (0, None)]
+        terms.sort(key=lambda n: (*LOSS_ORDER, n).index(n))
         shown = ", ".join(
             f"{name} {losses[name]:.4g}"
             if isinstance(losses[name], float)
