@@ -7,9 +7,11 @@ too; the grids themselves are grid.py's.
 
 A gallery too large for one page or sheet is cut into pages under `pages/` (with
 `index.html` and `compare.html` as their tables of contents) and numbered contact sheets
-(paging.py, sheet.py). Every file is built on its own: one that cannot be written is
-reported with its cause and the others are still written. A file whose inputs did not
-change since it was written (record.py) is not written again.
+(paging.py, sheet.py). Each chain of a sequence (its frames in one style and variant) gets
+an animation once its frames are all done (animation.py). Every file is built on its own:
+one that cannot be written is reported with its cause and the others are still written. A
+file whose inputs did not change since it was written (record.py, and for an animation its
+frames' stamps and its own metadata) is not written again.
 """
 
 from __future__ import annotations
@@ -20,6 +22,9 @@ from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from nst_batch import filecache
+from nst_batch.filecache import FileCache
+from nst_batch.gallery.animation import update_animations
 from nst_batch.gallery.compare import (
     Pair,
     compare_contents_view,
@@ -82,22 +87,29 @@ class GalleryFiles:
 
 
 def write_gallery(
-    manifest: Manifest, tasks: Sequence[Task], rows: Iterable[ResultRow]
+    manifest: Manifest,
+    tasks: Sequence[Task],
+    rows: Iterable[ResultRow],
+    files: FileCache | None = None,
 ) -> GalleryFiles:
     """Write the gallery of these tasks into the output folder: `index.html` and the contact
-    sheet(s), with more than one variant `compare.html`, and for a large gallery the pages
-    under `pages/`; remove those an earlier, other gallery left and these do not replace.
+    sheet(s), with more than one variant `compare.html`, for a large gallery the pages under
+    `pages/`, and the sequences' animations; remove those an earlier, other gallery left and
+    these do not replace.
 
     `rows` are merged results (`nst_batch.results.merge`): each task is shown by its latest
     row, matched by (content, style, variant) names. A row made with another key is outdated;
-    a task without a row is pending. Thumbnails are remade only when their source is newer;
-    pages and sheets only when what they show changed. Every file is written atomically, on
-    its own: what cannot be written is in the result's `failures`, never raised.
+    a task without a row is pending. An animation is made of outputs on disk that record
+    their tasks' keys, as `files` (the output folder's file cache when None) knows them.
+    Thumbnails are remade only when their source is newer; pages and sheets only when what
+    they show changed. Every file is written atomically, on its own: what cannot be written
+    is in the result's `failures`, never raised.
     """
     root = manifest.output
     unwritten: list[str] = []
-    grids = build_grids(manifest, tasks, rows, unwritten)
     writer = _Writer(root, Record.load(root))
+    update_animations(tasks, _on_disk(root, files), writer.failed)
+    grids = build_grids(manifest, tasks, rows, unwritten)
     if unwritten:
         more = f" (and {len(unwritten) - 1} more)" if len(unwritten) > 1 else ""
         plural = "s" * (len(unwritten) != 1)
@@ -123,6 +135,19 @@ def write_gallery(
         tuple(pages + compare_pages),
         tuple(writer.failures),
     )
+
+
+def _on_disk(root: Path, files: FileCache | None) -> Callable[[Task], bool]:
+    """Whether a task's output is on disk and records its key; the file cache is loaded on
+    the first question (a gallery without sequences asks none)."""
+    known: list[FileCache] = [] if files is None else [files]
+
+    def done(task: Task) -> bool:
+        if not known:
+            known.append(filecache.load(root, None))
+        return known[0].output_key(task.output, task.relative_output) == task.key
+
+    return done
 
 
 @dataclass
