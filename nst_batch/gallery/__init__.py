@@ -1,17 +1,18 @@
 """The gallery of an output folder, rebuilt from its results: `index.html` (page.py), one
-grid per variant with a row per content image and a column per style, each output's
-thumbnail, final losses, time, loss curve and state; with a sweep, `compare.html`
+grid per variant with a row per content image (or sequence) and a column per style, each
+output's thumbnail, final losses, time, loss curve and state; with a sweep, `compare.html`
 (compare.py), each pair's variants side by side; and `contact_sheet.jpg` (sheet.py), the
 grids as one image. All come from the merged results, so they are right after sharded runs
 too; the grids themselves are grid.py's.
 
 A gallery too large for one page or sheet is cut into pages under `pages/` (with
 `index.html` and `compare.html` as their tables of contents) and numbered contact sheets
-(paging.py, sheet.py). Each chain of a sequence (its frames in one style and variant) gets
-an animation once its frames are all done (animation.py). Every file is built on its own:
-one that cannot be written is reported with its cause and the others are still written. A
-file whose inputs did not change since it was written (record.py, and for an animation its
-frames' stamps and its own metadata) is not written again.
+(paging.py, sheet.py). A sequence is one row, and each of its chains (its frames in one
+style and variant) one cell, which shows the chain's animation: each chain gets one once
+its frames are all done (animation.py). Every file is built on its own: one that cannot be
+written is reported with its cause and the others are still written. A file whose inputs
+did not change since it was written (record.py, and for an animation its frames' stamps
+and its own metadata) is not written again.
 """
 
 from __future__ import annotations
@@ -108,8 +109,8 @@ def write_gallery(
     root = manifest.output
     unwritten: list[str] = []
     writer = _Writer(root, Record.load(root))
-    update_animations(tasks, _on_disk(root, files), writer.failed)
-    grids = build_grids(manifest, tasks, rows, unwritten)
+    animations = update_animations(tasks, _on_disk(root, files), writer.failed)
+    grids = build_grids(manifest, tasks, rows, unwritten, animations)
     if unwritten:
         more = f" (and {len(unwritten) - 1} more)" if len(unwritten) > 1 else ""
         plural = "s" * (len(unwritten) != 1)
