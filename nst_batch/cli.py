@@ -437,7 +437,7 @@ def _run_locked(
             err=verbosity < 0,
         )
     # A shard (or --only) runs part of the plan; the page shows the whole gallery.
-    _write_gallery(manifest, whole, err=verbosity < 0)
+    _write_gallery(manifest, whole, files, err=verbosity < 0)
     return EXIT_FAILED if failed or interrupted else EXIT_OK
 
 
@@ -503,13 +503,17 @@ def _remember(files: FileCache, output: Path, made: list[Task], share: Share) ->
 
 
 def _remove_stale_temporaries(output: Path, tasks: list[Task], share: Share) -> None:
-    """Temporaries a killed run left: all of them when this run holds the whole folder,
-    else (a shard, beside other shards) only those of its own outputs, checkpoints and
-    file cache."""
+    """Temporaries a killed run left: all of them when this run holds the whole folder (the
+    folders of the tasks' animations too), else (a shard, beside other shards, whose gallery
+    may be writing an animation) only those of its own outputs, checkpoints and file cache."""
     own = [layout.checkpoint_path(output, t.relative_output, t.key) for t in tasks]
     own.append(layout.file_cache(output, share))
     everything = share is None
-    for temp in layout.stale_temporaries(output, [t.output for t in tasks], everything, own):
+    written = [t.output for t in tasks]
+    if everything:
+        chains = {t.chain for t in tasks if t.chain}
+        written += [layout.animation_path(output, chain) for chain in sorted(chains)]
+    for temp in layout.stale_temporaries(output, written, everything, own):
         with contextlib.suppress(FileNotFoundError):
             temp.unlink()
 
@@ -522,9 +526,11 @@ def _remove_orphan_checkpoints(output: Path, tasks: list[Task]) -> int:
     return removed
 
 
-def _write_gallery(manifest: Manifest, tasks: list[Task], err: bool, quiet: bool = False) -> None:
-    """Rebuild the gallery pages and contact sheets of the plan `tasks` from every results
-    file in the output.
+def _write_gallery(
+    manifest: Manifest, tasks: list[Task], files: FileCache, err: bool, quiet: bool = False
+) -> None:
+    """Rebuild the gallery pages, contact sheets and animations of the plan `tasks` from every
+    results file in the output and the outputs on disk, whose keys `files` knows.
 
     A gallery that cannot be written costs a warning, not the run's exit code: the outputs
     and results it would show are safe on disk, and `nst-batch report` writes it again.
@@ -536,13 +542,13 @@ def _write_gallery(manifest: Manifest, tasks: list[Task], err: bool, quiet: bool
     page = manifest.output / layout.PAGE
     try:
         rows = merge(layout.results_files(manifest.output))
-        files = write_gallery(manifest, tasks, rows)
+        written = write_gallery(manifest, tasks, rows, files)
     except (OSError, ImageError, WeightsError, UnsafeWrite, ResultsError) as exc:
         click.echo(f"warning: cannot write the gallery in {manifest.output}: {exc}", err=True)
         if not quiet:
             click.echo(f"gallery: {page} not written (see the warning above)", err=err)
         return
-    failures = files.failures
+    failures = written.failures
     for failure in failures[:_SHOWN_FAILURES]:
         click.echo(f"warning: gallery: cannot write {failure.what}: {failure.why}", err=True)
     if len(failures) > _SHOWN_FAILURES:
@@ -552,7 +558,7 @@ def _write_gallery(manifest: Manifest, tasks: list[Task], err: bool, quiet: bool
         if len(failures) > _SHOWN_FAILURES:
             failed += f" and {len(failures) - _SHOWN_FAILURES} more"
         note = f"; not written: {failed} (see the warnings above)" if failed else ""
-        click.echo(f"gallery: {files.page}{note}", err=err)
+        click.echo(f"gallery: {written.page}{note}", err=err)
 
 
 _SHOWN_FAILURES = 10  # the gallery's files that failed, named one by one; then a count
@@ -586,7 +592,8 @@ def report_command(
     """
     with _without_collection():
         loaded = _load(manifest, overrides, None)
-        whole = _plan(loaded, filecache.load(loaded.output, None))
+        known = filecache.load(loaded.output, None)
+        whole = _plan(loaded, known)
     tasks = _only(whole, whole, only) if only else whole
     verbosity = verbose - quiet
     output = loaded.output
@@ -609,7 +616,7 @@ def report_command(
             quiet_now = as_json or verbosity < 0
             if not quiet_now:
                 click.echo(f"results: {results}" if files else f"no results yet in {output}")
-            _write_gallery(loaded, whole, err=False, quiet=quiet_now)
+            _write_gallery(loaded, whole, known, err=False, quiet=quiet_now)
     except Locked as exc:
         click.echo(f"Error: {exc}", err=True)
         sys.exit(EXIT_LOCKED)

@@ -156,10 +156,9 @@ def task_json(task: Task, now: str, row: ResultRow | None) -> dict[str, object]:
             "content": number(row.content_loss),
             "style": number(row.style_loss),
             "tv": number(row.tv_loss),
+            "temporal": number(row.temporal_loss),  # a sequence frame's; None for a still
             "total": number(row.total_loss),
         }
-        if row.temporal_loss is not None:  # a sequence's frame after its first
-            losses["temporal"] = number(row.temporal_loss)
     return {
         "content": task.content.name,
         "style": task.style.name,
@@ -247,8 +246,8 @@ def shown(info: dict[str, object]) -> list[tuple[str, str]]:
         lines.append(("settings", "not recorded"))
     losses = info["losses"]
     if isinstance(losses, dict):
-        # a still has no temporal term: its zero is left out
-        terms = [n for n in losses if n != "temporal" or losses[n]]
+        # A still (or a sequence's first frame) has no temporal term: its 0 says nothing.
+        terms = [n for n in losses if n != "temporal" or losses[n] not in (0, None)]
         terms.sort(key=lambda n: (*LOSS_ORDER, n).index(n))
         shown = ", ".join(
             f"{name} {losses[name]:.4g}"

@@ -15,7 +15,7 @@ import math
 import os
 import threading
 import warnings
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager, suppress
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, cast
@@ -45,6 +45,7 @@ __all__ = [
     "oriented_size",
     "read_metadata",
     "resize",
+    "save_animation",
     "save_image",
     "scaled_style_size",
     "shrunk",
@@ -59,7 +60,10 @@ MIN_SIDE: int = 32
 SAVE_FORMATS = {".jpg": "JPEG", ".jpeg": "JPEG", ".png": "PNG", ".webp": "WEBP"}
 # The longest side each format can hold; past it Pillow fails with an encoder error whose
 # text ("broken data stream") reads like a write error.
-MAX_SAVE_SIDE = {"JPEG": 65_500, "WEBP": 16_383}
+MAX_SAVE_SIDE = {"JPEG": 65_500, "WEBP": 16_383, "GIF": 65_535}
+# GIF keeps a frame's duration in hundredths of a second, and browsers show a frame of 0 or
+# 1 hundredth for 100 ms; so no frame is shorter than 2 hundredths (50 frames a second).
+MIN_FRAME_HUNDREDTHS = 2
 
 _IMAGE_DESCRIPTION = 0x010E
 _ALPHA_MODES = frozenset({"RGBA", "LA", "PA", "RGBa"})
@@ -423,6 +427,62 @@ def save_image(
     _save(target, lambda file: image.save(file, format=fmt, **options), root)
 
 
+def save_animation(
+    frames: Sequence[str | os.PathLike[str]],
+    path: str | os.PathLike[str],
+    duration: int,
+    metadata: Mapping[str, str],
+    root: Path | None = None,
+) -> None:
+    """Write the image files `frames`, in order, as one GIF at `path` that loops forever,
+    each frame shown `duration` ms; atomically and never through a link, as save_image writes.
+
+    Each frame gets its own palette of 256 colours (median cut, without dithering, whose
+    noise would shimmer from frame to frame); a frame of another size is scaled to the
+    first's. Frames are read one at a time and kept with one byte a pixel. Pillow shows two
+    identical frames in a row as one of twice the duration. ``metadata`` goes into the GIF's
+    comment as JSON, which ``read_metadata`` reads back. Raises ImageError naming the frame
+    that cannot be read, or the path and the reason when the file cannot be written.
+    """
+    target = Path(path)
+    if not frames:
+        raise ValueError(f"Cannot save '{target}': an animation needs at least one frame")
+    if duration < 1:
+        raise ValueError(f"a frame's duration must be positive, got {duration} ms")
+    for key, value in metadata.items():
+        if not (isinstance(key, str) and isinstance(value, str)):
+            raise TypeError(f"metadata must map str to str, got {key!r}: {value!r}")
+    first = _gif_frame(frames[0], None)
+    if max(first.size) > MAX_SAVE_SIDE["GIF"]:
+        raise ImageError(
+            f"Cannot save '{target}': its frames are {first.width}x{first.height} px and GIF "
+            f"holds at most {MAX_SAVE_SIDE['GIF']:,} px a side."
+        )
+    rest = (_gif_frame(frame, first.size) for frame in frames[1:])  # read as Pillow writes
+    comment = json.dumps(dict(metadata), ensure_ascii=True)
+    shown = max(duration, 10 * MIN_FRAME_HUNDREDTHS)
+    _save(
+        target,
+        lambda file: first.save(
+            file, "GIF", save_all=True, append_images=rest, duration=shown, loop=0, comment=comment
+        ),
+        root,
+    )
+
+
+def _gif_frame(path: str | os.PathLike[str], size: tuple[int, int] | None) -> Image.Image:
+    """An output as a GIF frame: `size` (w, h) if given, a palette of its own colours."""
+    try:
+        image = open_output(path)
+    except IMAGE_ERRORS as exc:
+        raise _unusable(
+            os.fspath(path), f"it cannot be read as a frame ({exc})", "rerun its task"
+        ) from exc
+    if size is not None and image.size != size:
+        image = resize(image, size)
+    return image.quantize(256, Image.Quantize.MEDIANCUT, dither=Image.Dither.NONE)
+
+
 def save_text(text: str, path: str | os.PathLike[str], root: Path | None = None) -> None:
     """Write a small text file atomically, like save_image; raises ImageError on failure."""
     _save(Path(path), text.encode("utf-8", "backslashreplace"), root)
@@ -482,14 +542,19 @@ def _write_failure(exc: OSError) -> tuple[str, str]:
 
 
 def read_metadata(path: str | os.PathLike[str]) -> dict[str, str]:
-    """The mapping ``save_image`` stored in the file; empty if none or the file is unreadable."""
+    """The mapping ``save_image`` (or ``save_animation``) stored in the file; empty if none
+    or the file is unreadable."""
     try:
         with Image.open(path) as image:
             if image.format == "PNG":
                 # Our text chunks precede the pixel data, so they are in info without decoding.
                 return {str(k): str(v) for k, v in image.info.items() if isinstance(v, str)}
-            description = image.getexif().get(_IMAGE_DESCRIPTION)
-        stored = json.loads(description) if isinstance(description, str) else None
+            if image.format == "GIF":
+                # save_animation's comment is in the header, read without decoding a frame.
+                description = image.info.get("comment")
+            else:
+                description = image.getexif().get(_IMAGE_DESCRIPTION)
+        stored = json.loads(description) if isinstance(description, str | bytes) else None
     except Exception:
         return {}
     if not isinstance(stored, dict) or not all(isinstance(v, str) for v in stored.values()):

@@ -7,7 +7,8 @@ a sweep's `compare.html`, `contact_sheet.jpg` or `contact_sheet-001.jpg` ..., `t
 files (`.nst-batch*.lock`), checkpoints of tasks in flight
 (`.nst-batch/checkpoints/<output id>-<key>.pt`), the file cache of input hashes and output
 keys (`.nst-batch/files.json`, a shard's `files-shard-K-of-N.json`), progress snapshots
-beside each output (`<output stem>.step0100.<format>`) and temporaries
+beside each output (`<output stem>.step0100.<format>`), a sequence's animation beside the
+folder of its frames (`<chain>.gif`) and temporaries
 (`.<name>.<8 hex>.nst-batch.tmp`) all live under the output folder, and every write there
 goes through `write_atomically` or `open_in_folder`: folder by folder from the output folder
 down, never through a symbolic link, so that a link planted in the output folder cannot make
@@ -48,6 +49,8 @@ CHECKPOINTS = "checkpoints"  # under STATE
 FLOW = "flow"  # under STATE: optical flow between a sequence's frames, reused by reruns
 GALLERY_RECORD = "gallery.json"  # under STATE: what each page and sheet was built from
 SNAPSHOT_METADATA = "nst-batch:snapshot"  # a snapshot records its task key and step here
+ANIMATION_METADATA = "nst-batch:animation"  # an animation's frame count and duration (JSON)
+ANIMATION_SUFFIX = ".gif"  # a sequence's animation: `<chain>.gif` beside its frames' folder
 RESERVED_NAMES = frozenset({PAGE, COMPARE, SHEET, THUMBS, STATE, PAGES})
 PageKind = Literal["page", "compare"]  # a page of the grids, or of the comparison
 
@@ -146,6 +149,12 @@ def snapshot_index(outputs: Iterable[Path]) -> dict[Path, list[tuple[int, Path]]
 
 def _output_id(relative_output: str) -> str:
     return hashlib.sha256(relative_output.encode("utf-8", "surrogateescape")).hexdigest()[:12]
+
+
+def animation_path(root: Path, chain: str) -> Path:
+    """A sequence's animation in one style and variant: `<chain>.gif` beside the folder of
+    its frames' outputs (`coffee__starry_night.gif` beside `coffee__starry_night/`)."""
+    return root / f"{chain}{ANIMATION_SUFFIX}"
 
 
 def checkpoints_folder(root: Path) -> Path:

@@ -1114,6 +1114,9 @@ def _check_combinations(manifest: Manifest) -> None:
             )
         outputs[fold(name)] = task
         outputs[fold(name + layout.CURVE_SUFFIX)] = task
+        if content.sequence is not None and content.sequence.animation == "gif":
+            chain = name.rpartition("/")[0]  # the gallery writes its frames as one animation
+            outputs[fold(chain + layout.ANIMATION_SUFFIX)] = task
         own = _check_init_image(manifest, content, style, variant) if templated else None
         if own is not None:
             own_inits.append((own, "init_image"))

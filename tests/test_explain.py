@@ -684,6 +684,7 @@ def test_report_json(gallery: Path, ran: Ran) -> None:
             "content": row.content_loss,
             "style": row.style_loss,
             "tv": row.tv_loss,
+            "temporal": row.temporal_loss,  # a sequence frame's; none for a still
             "total": row.total_loss,
         },
         "steps": 2,

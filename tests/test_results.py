@@ -40,8 +40,8 @@ def lines(path: Path) -> list[str]:
 def test_columns_follow_the_dataclass() -> None:
     assert COLUMNS == (
         "content", "style", "variant", "output", "status", "content_loss", "style_loss",
-        "tv_loss", "total_loss", "steps", "start", "resumed_from", "seconds", "device", "worker",
-        "key", "error", "finished_at", "shard",
+        "tv_loss", "temporal_loss", "total_loss", "steps", "start", "resumed_from", "seconds",
+        "device", "worker", "key", "error", "finished_at", "shard",
     )  # fmt: skip
 
 
@@ -169,11 +169,11 @@ def test_other_versions_header(tmp_path: Path) -> None:
     with newer.open("w", newline="") as f:
         csv.writer(f, lineterminator="\n").writerows(
             [newer_cols, ["cat", "wave", "", "wave/cat.png", "done", "3.2 GiB", "0.5"]
-             + [""] * 11 + [T1, "1/2"]]
+             + [""] * 12 + [T1, "1/2"]]
         )  # fmt: skip
     with older.open("w", newline="") as f:
         csv.writer(f, lineterminator="\n").writerows(
-            [older_cols, ["dog", "wave", "", "wave/dog.png", "failed"] + [""] * 10 + ["boom", T2]]
+            [older_cols, ["dog", "wave", "", "wave/dog.png", "failed"] + [""] * 11 + ["boom", T2]]
         )
     assert read_rows(newer) == [row(content_loss=0.5, shard="1/2")]
     assert read_rows(older) == [row("dog", status="failed", error="boom", finished_at=T2)]

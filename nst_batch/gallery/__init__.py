@@ -1,15 +1,18 @@
 """The gallery of an output folder, rebuilt from its results: `index.html` (page.py), one
-grid per variant with a row per content image and a column per style, each output's
-thumbnail, final losses, time, loss curve and state; with a sweep, `compare.html`
+grid per variant with a row per content image (or sequence) and a column per style, each
+output's thumbnail, final losses, time, loss curve and state; with a sweep, `compare.html`
 (compare.py), each pair's variants side by side; and `contact_sheet.jpg` (sheet.py), the
 grids as one image. All come from the merged results, so they are right after sharded runs
 too; the grids themselves are grid.py's.
 
 A gallery too large for one page or sheet is cut into pages under `pages/` (with
 `index.html` and `compare.html` as their tables of contents) and numbered contact sheets
-(paging.py, sheet.py). Every file is built on its own: one that cannot be written is
-reported with its cause and the others are still written. A file whose inputs did not
-change since it was written (record.py) is not written again.
+(paging.py, sheet.py). A sequence is one row, and each of its chains (its frames in one
+style and variant) one cell, which shows the chain's animation: each chain gets one once
+its frames are all done (animation.py). Every file is built on its own: one that cannot be
+written is reported with its cause and the others are still written. A file whose inputs
+did not change since it was written (record.py, and for an animation its frames' stamps
+and its own metadata) is not written again.
 """
 
 from __future__ import annotations
@@ -20,6 +23,9 @@ from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from nst_batch import filecache
+from nst_batch.filecache import FileCache
+from nst_batch.gallery.animation import update_animations
 from nst_batch.gallery.compare import (
     Pair,
     compare_contents_view,
@@ -82,22 +88,29 @@ class GalleryFiles:
 
 
 def write_gallery(
-    manifest: Manifest, tasks: Sequence[Task], rows: Iterable[ResultRow]
+    manifest: Manifest,
+    tasks: Sequence[Task],
+    rows: Iterable[ResultRow],
+    files: FileCache | None = None,
 ) -> GalleryFiles:
     """Write the gallery of these tasks into the output folder: `index.html` and the contact
-    sheet(s), with more than one variant `compare.html`, and for a large gallery the pages
-    under `pages/`; remove those an earlier, other gallery left and these do not replace.
+    sheet(s), with more than one variant `compare.html`, for a large gallery the pages under
+    `pages/`, and the sequences' animations; remove those an earlier, other gallery left and
+    these do not replace.
 
     `rows` are merged results (`nst_batch.results.merge`): each task is shown by its latest
     row, matched by (content, style, variant) names. A row made with another key is outdated;
-    a task without a row is pending. Thumbnails are remade only when their source is newer;
-    pages and sheets only when what they show changed. Every file is written atomically, on
-    its own: what cannot be written is in the result's `failures`, never raised.
+    a task without a row is pending. An animation is made of outputs on disk that record
+    their tasks' keys, as `files` (the output folder's file cache when None) knows them.
+    Thumbnails are remade only when their source is newer; pages and sheets only when what
+    they show changed. Every file is written atomically, on its own: what cannot be written
+    is in the result's `failures`, never raised.
     """
     root = manifest.output
     unwritten: list[str] = []
-    grids = build_grids(manifest, tasks, rows, unwritten)
     writer = _Writer(root, Record.load(root))
+    animations = update_animations(tasks, _on_disk(root, files), writer.failed)
+    grids = build_grids(manifest, tasks, rows, unwritten, animations)
     if unwritten:
         more = f" (and {len(unwritten) - 1} more)" if len(unwritten) > 1 else ""
         plural = "s" * (len(unwritten) != 1)
@@ -123,6 +136,19 @@ def write_gallery(
         tuple(pages + compare_pages),
         tuple(writer.failures),
     )
+
+
+def _on_disk(root: Path, files: FileCache | None) -> Callable[[Task], bool]:
+    """Whether a task's output is on disk and records its key; the file cache is loaded on
+    the first question (a gallery without sequences asks none)."""
+    known: list[FileCache] = [] if files is None else [files]
+
+    def done(task: Task) -> bool:
+        if not known:
+            known.append(filecache.load(root, None))
+        return known[0].output_key(task.output, task.relative_output) == task.key
+
+    return done
 
 
 @dataclass

@@ -88,7 +88,7 @@ def compare_contents_view(
     first = grids[0]
     entries = []
     for number, (name, pairs) in enumerate(pages, start=1):
-        ends = [f"{first.contents[i].spec.name} x {first.styles[j].spec.name}" for i, j in pairs]
+        ends = [f"{first.contents[i].name} x {first.styles[j].name}" for i, j in pairs]
         names = ends[0] if len(ends) == 1 else f"{ends[0]} ... {ends[-1]}"
         counts = count_states(grid.cells[i][j] for grid in grids for i, j in pairs)
         entries.append(

@@ -3,6 +3,10 @@ against its latest result (done, failed, interrupted, outdated, missing, pending
 thumbnails and loss curves the page and the contact sheet show. With `pairs:` a cell that is
 not one of the pairs is `none`: no task, shown empty and counted nowhere.
 
+A sequence is one row, and its cell in a style is the chain of its frames' tasks: in the
+worst of their states, with the last frame's result, the first frame's thumbnail and the
+chain's animation if there is one (animation.py); its frames are counted one by one.
+
 `state` is the one classification of a task against its result: `report` counts by it too.
 
 Building the model decodes no image but the source of a stale thumbnail: a thumbnail is
@@ -15,7 +19,7 @@ from __future__ import annotations
 import json
 import os
 import stat
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Literal
@@ -35,6 +39,10 @@ THUMB_QUALITY = 85
 State = Literal["done", "failed", "interrupted", "outdated", "missing", "pending", "none"]
 # The states of tasks, which the page counts; `none` (no such pair) is not one.
 STATES: tuple[State, ...] = ("done", "failed", "interrupted", "outdated", "missing", "pending")
+# A sequence's cell takes the first of its frames' states in this order.
+WORST_FIRST: tuple[State, ...] = ("failed", "interrupted", "outdated", "missing", "pending", "done")
+OUTDATED = "made with other inputs or settings; rerun to redo"
+MISSING = "the output file is missing or unreadable; rerun"
 
 
 # A file's (inode, modification time in ns, size): a rewrite through the atomic writer is a
@@ -61,20 +69,35 @@ class Thumb:
 
 @dataclass(frozen=True)
 class Header:
-    """A content or style image at the edge of a grid."""
+    """A content or style image at the edge of a grid; for a sequence's row, its first frame."""
 
     spec: ImageSpec
     thumb: Thumb | None  # None: the image cannot be read
 
+    @property
+    def name(self) -> str:
+        """The row's or column's name: the sequence's for a sequence, else the image's."""
+        return self.spec.name if self.spec.sequence is None else self.spec.sequence.name
+
+    @property
+    def frames(self) -> int:
+        """How many frames the row's sequence has; 0 for a still image."""
+        return 0 if self.spec.sequence is None else self.spec.sequence.frames
+
 
 @dataclass(frozen=True)
 class Cell:
+    """A task's cell, or a sequence's: then `task`, `row` and `curve` are its last frame's,
+    `thumb` its first frame's, and `frames` the cells of every frame (without thumbnails)."""
+
     state: State
     task: Task | None
     row: ResultRow | None
     note: str = ""  # the reason for any state but done
     thumb: Thumb | None = None  # None for a done cell: its thumbnail could not be written
     curve: Stamp | None = None  # of the loss curve file; `read_curve` reads it
+    frames: tuple[Cell, ...] = ()  # a sequence's frames, in order; () for a still
+    animation: Thumb | None = None  # a sequence's animation, when there is one
 
 
 @dataclass(frozen=True)
@@ -86,31 +109,55 @@ class Grid:
 
 
 def build_grids(
-    manifest: Manifest, tasks: Sequence[Task], rows: Iterable[ResultRow], unwritten: list[str]
+    manifest: Manifest,
+    tasks: Sequence[Task],
+    rows: Iterable[ResultRow],
+    unwritten: list[str],
+    animations: Mapping[str, Thumb] | None = None,
 ) -> list[Grid]:
-    """One grid per variant, in manifest order, with thumbnails made where needed.
+    """One grid per variant, in manifest order, with thumbnails made where needed: a row per
+    still content image and per sequence; `animations` are the sequences' animations there
+    are, by chain (animation.py).
 
     A thumbnail that cannot be written costs its picture, not the gallery: the cell or header
     shows none, and the reason (naming the file) is appended to `unwritten`.
     """
     latest = {(r.content, r.style, r.variant): r for r in rows}
     by_name = {(t.content.name, t.style.name, t.variant.name): t for t in tasks}
-    contents = tuple(_header(spec, "content", manifest, unwritten) for spec in manifest.contents)
+    lines = content_rows(manifest.contents)
+    contents = tuple(_header(line[0], "content", manifest, unwritten) for line in lines)
     styles = tuple(_header(spec, "style", manifest, unwritten) for spec in manifest.styles)
     grids = []
     for variant in manifest.variants:
         cells = []
-        for content in manifest.contents:
+        for frames in lines:
             line = []
             for style in manifest.styles:
-                if not manifest.has_pair(content, style):
+                if not manifest.has_pair(frames[0], style):
                     line.append(Cell("none", None, None))
                     continue
-                names = (content.name, style.name, variant.name)
-                line.append(_cell(by_name.get(names), latest.get(names), unwritten))
+                names = [(spec.name, style.name, variant.name) for spec in frames]
+                if frames[0].sequence is None:
+                    line.append(_cell(by_name.get(names[0]), latest.get(names[0]), unwritten))
+                    continue
+                chain = [(by_name.get(n), latest.get(n)) for n in names]
+                line.append(_sequence_cell(chain, animations or {}, unwritten))
             cells.append(tuple(line))
         grids.append(Grid(variant, contents, styles, tuple(cells)))
     return grids
+
+
+def content_rows(contents: Sequence[ImageSpec]) -> list[tuple[ImageSpec, ...]]:
+    """The grids' rows: each still content image alone, each sequence's frames together (the
+    manifest lists them one after another, from frame 0)."""
+    rows: list[list[ImageSpec]] = []
+    for spec in contents:
+        sequence = spec.sequence
+        if sequence is not None and spec.frame > 0 and rows and rows[-1][0].sequence == sequence:
+            rows[-1].append(spec)
+        else:
+            rows.append([spec])
+    return [tuple(row) for row in rows]
 
 
 def _header(
@@ -143,25 +190,86 @@ def state(task: Task | None, row: ResultRow | None) -> State:
     return "done"  # done, or skipped: up to date
 
 
-def _cell(task: Task | None, row: ResultRow | None, unwritten: list[str]) -> Cell:
+def _unfinished(task: Task | None, row: ResultRow | None) -> Cell | None:
+    """The cell of a task that is not done (pending, outdated, failed, interrupted); None
+    for a done one."""
     now = state(task, row)
     if now == "pending":
         return Cell(now, task, None, "not yet run")
     if now == "outdated":
-        return Cell(now, task, row, "made with other inputs or settings; rerun to redo")
-    assert task is not None and row is not None
+        return Cell(now, task, row, OUTDATED)
     if now != "done":
+        assert row is not None
         return Cell(now, task, row, row.error or row.status)
+    return None
+
+
+def _cell(task: Task | None, row: ResultRow | None, unwritten: list[str]) -> Cell:
+    unfinished = _unfinished(task, row)
+    if unfinished is not None:
+        return unfinished
+    assert task is not None and row is not None
     curve = stamp(curve_path(task.output))
-    path = output_thumbnail(task.folder, task.relative_output)
     try:
-        thumb = _thumbnail(task.output, path, open_output, task.folder)
+        thumb = _output_thumbnail(task)
     except ImageError as exc:
         unwritten.append(str(exc))
         return Cell("done", task, row, "its thumbnail could not be written", curve=curve)
     if thumb is None:
-        return Cell("missing", task, row, "the output file is missing or unreadable; rerun")
+        return Cell("missing", task, row, MISSING)
     return Cell("done", task, row, thumb=thumb, curve=curve)
+
+
+def _output_thumbnail(task: Task) -> Thumb | None:
+    path = output_thumbnail(task.folder, task.relative_output)
+    return _thumbnail(task.output, path, open_output, task.folder)
+
+
+def _frame_cell(task: Task | None, row: ResultRow | None) -> Cell:
+    """A sequence frame's cell: as a task's, without a thumbnail (one stat for a done one)."""
+    unfinished = _unfinished(task, row)
+    if unfinished is not None:
+        return unfinished
+    assert task is not None
+    if stamp(task.output) is None:
+        return Cell("missing", task, row, MISSING)
+    return Cell("done", task, row)
+
+
+def _sequence_cell(
+    chain: Sequence[tuple[Task | None, ResultRow | None]],
+    animations: Mapping[str, Thumb],
+    unwritten: list[str],
+) -> Cell:
+    """A sequence's cell in one style and variant, from its frames' (task, latest row): the
+    worst of their states, the last frame's row and curve, the first frame's thumbnail once
+    every frame is done, and the chain's animation."""
+    frames = tuple(_frame_cell(task, row) for task, row in chain)
+    now = min((frame.state for frame in frames), key=WORST_FIRST.index)
+    first, last = frames[0], frames[-1]
+    task = last.task
+    animation = animations.get(task.chain) if task is not None else None
+    if now != "done":
+        return Cell(now, task, last.row, _sequence_note(frames, now), frames=frames)
+    assert task is not None and first.task is not None
+    curve = stamp(curve_path(task.output))
+    try:
+        thumb = _output_thumbnail(first.task)
+    except ImageError as exc:
+        unwritten.append(str(exc))
+        thumb = None
+    return Cell(now, task, last.row, "", thumb, curve, frames, animation)
+
+
+def _sequence_note(frames: Sequence[Cell], now: State) -> str:
+    """'18 of 24 frames done', and the first frame in the worst state with its reason."""
+    done = sum(frame.state == "done" for frame in frames)
+    note = f"{done} of {len(frames)} frames done"
+    if now == "pending":
+        return note
+    worst = next(frame for frame in frames if frame.state == now)
+    name = worst.task.content.path.stem if worst.task is not None else "a frame"
+    return f"{note}; {name} {now}: {worst.note}"
 
 
 def _thumbnail(

@@ -127,8 +127,8 @@ def contents_view(
     links = [{"href": compare, "text": "The variants side by side"}] if compare else []
     groups = []
     for index, grid in enumerate(grids):
-        contents = [h.spec.name for h in grid.contents]
-        styles = [h.spec.name for h in grid.styles]
+        contents = [h.name for h in grid.contents]
+        styles = [h.name for h in grid.styles]
         entries = []
         for number, (name, block) in enumerate(pages, start=1):
             if block.variant != index:
@@ -149,11 +149,13 @@ def contents_view(
 
 
 def count_states(cells: Iterable[Cell]) -> dict[State, int]:
-    """How many cells are in each state of a task (cells of no task are not counted)."""
+    """How many tasks of the cells are in each state: a sequence's cell counts each of its
+    frames (cells of no task are not counted)."""
     counts = dict.fromkeys(STATES, 0)
     for cell in cells:
-        if cell.state in counts:
-            counts[cell.state] += 1
+        for task in cell.frames or (cell,):
+            if task.state in counts:
+                counts[task.state] += 1
     return counts
 
 
@@ -191,33 +193,74 @@ def template(name: str) -> jinja2.Template:
 
 
 def header_view(root: Path, header: Header, prefix: str = "") -> dict[str, Any]:
-    """A content or style image at a grid's edge; links start with `prefix` (the way from the
-    page's folder to the output folder)."""
-    file = display(header.spec.path.name)
+    """A content or style image at a grid's edge, or a sequence's first frame and frame count;
+    links start with `prefix` (the way from the page's folder to the output folder)."""
+    path = header.spec.path
+    file = display(path.name if not header.frames else f"{path.parent.name}/")
     picture = None if header.thumb is None else _picture(root, header.thumb, file, prefix)
-    return {"name": header.spec.name, "file": file, "picture": picture}
+    return {"name": header.name, "file": file, "frames": header.frames, "picture": picture}
 
 
 def cell_view(
     root: Path, cell: Cell, snapshots: Snapshots | None = None, prefix: str = ""
 ) -> dict[str, Any]:
     """A task's cell: its thumbnail linking to the output, curve and losses, or its state and
-    why; links start with `prefix`. Reads the thumbnail's header and the curve file."""
-    steps = _snapshots(root, cell, snapshots or {}, prefix)
+    why; links start with `prefix`. Reads the thumbnail's header and the curve file.
+
+    A sequence's done cell shows its animation (the first frame's thumbnail while there is
+    none) linking to it (or to the first frame), and its last frame's curve and losses."""
+    steps = [] if cell.frames else _snapshots(root, cell, snapshots or {}, prefix)
+    shown = cell.animation or cell.thumb
     picture = None
-    if cell.state == "done" and cell.task is not None and cell.thumb is not None:
-        picture = _picture(root, cell.thumb, cell.task.label, prefix)
+    if cell.state == "done" and cell.task is not None and shown is not None:
+        picture = _picture(root, shown, _label(cell), prefix)
     if picture is None:
-        return {"state": cell.state, "note": cell.note, "picture": None, "snapshots": steps}
+        return {
+            "state": cell.state,
+            "note": cell.note,
+            "picture": None,
+            "caption": "",
+            "snapshots": steps,
+        }
     assert cell.task is not None
     return {
         "state": cell.state,
-        "link": prefix + cell.task.relative_output,
+        "link": prefix + _link(root, cell),
         "picture": picture,
+        "caption": _caption(cell),
         "curve": _curve(read_curve(cell.task) if cell.curve else ()),
         "losses": _losses(cell.row),
         "snapshots": steps,
     }
+
+
+def _label(cell: Cell) -> str:
+    """What a cell's picture shows: 'chelsea x starry_night', 'coffee x starry_night'."""
+    task = cell.task
+    assert task is not None
+    if not cell.frames or task.content.sequence is None:
+        return task.label
+    variant = f" [{task.variant.name}]" if task.variant.name else ""
+    return f"{task.content.sequence.name} x {task.style.name}{variant}"
+
+
+def _link(root: Path, cell: Cell) -> str:
+    """Where a cell's picture leads, relative to the output folder: the output, or a
+    sequence's animation (its first frame's output while there is none)."""
+    if cell.animation is not None:
+        return cell.animation.path.relative_to(root).as_posix()
+    first = cell.frames[0].task if cell.frames else cell.task
+    assert first is not None
+    return first.relative_output
+
+
+def _caption(cell: Cell) -> str:
+    """A line above a sequence's losses saying what its picture and numbers are."""
+    if not cell.frames:
+        return ""
+    count = len(cell.frames)
+    shown = f"animation of {count} frames" if cell.animation else f"first of {count} frames"
+    return f"{shown}; losses of the last frame"
 
 
 def _snapshots(root: Path, cell: Cell, snapshots: Snapshots, prefix: str) -> list[dict[str, Any]]:

@@ -1,11 +1,12 @@
 """What each page and contact sheet of the gallery was built from: `.nst-batch/gallery.json`.
 
 For each file, a fingerprint of its inputs (its cells' states, rows, and the stamps of the
-thumbnails and curve files it shows; its place among the pages; the gallery's own code and
-templates) and the stamp of the file as written. A file whose fingerprint and stamp are both
-unchanged is up to date and is not written again, so an up-to-date rerun only reads, and a
-changed task rebuilds only the page and sheet that show it. Fingerprints come from stat
-calls and the results alone: making them decodes no image and reads no curve.
+thumbnails, animations and curve files it shows, a sequence's cell with each frame's state,
+key and row; its place among the pages; the gallery's own code and templates) and the stamp
+of the file as written. A file whose fingerprint and stamp are both unchanged is up to date
+and is not written again, so an up-to-date rerun only reads, and a changed task rebuilds
+only the page and sheet that show it. Fingerprints come from stat calls and the results
+alone: making them decodes no image and reads no curve.
 
 A record that is missing, unreadable or of another version is empty: everything is rebuilt.
 """
@@ -123,7 +124,15 @@ def code_version() -> str:
 def cell_print(cell: Cell, snapshots: Mapping[Path, list[tuple[int, Path]]]) -> Print:
     """Everything a cell shows on a page or a sheet, as plain values: its state and reason,
     its task's names and key, its row's numbers, the stamps of its thumbnail and curve file,
-    and the steps of its snapshots."""
+    and the steps of its snapshots; for a sequence, also each frame's and its animation's."""
+    shown = _own_print(cell, snapshots)
+    if not cell.frames:
+        return shown
+    frames = tuple(_own_print(frame, snapshots) for frame in cell.frames)
+    return (*shown, frames, None if cell.animation is None else cell.animation.stamp)
+
+
+def _own_print(cell: Cell, snapshots: Mapping[Path, list[tuple[int, Path]]]) -> Print:
     task, row = cell.task, cell.row
     if task is None:
         return (cell.state,)
@@ -154,6 +163,7 @@ def cell_print(cell: Cell, snapshots: Mapping[Path, list[tuple[int, Path]]]) -> 
 
 
 def header_print(header: Header) -> Print:
-    """Everything a content or style header shows: its name, file name and thumbnail."""
+    """Everything a content or style header shows: its name, file name, frame count (of a
+    sequence) and thumbnail."""
     thumb = None if header.thumb is None else header.thumb.stamp
-    return header.spec.name, header.spec.path.name, thumb
+    return header.name, header.spec.path.name, header.frames, thumb

@@ -100,10 +100,11 @@ def render_sheet(manifest: Manifest, grids: Sequence[Grid], parts: Sequence[Bloc
         draw.text((layout.gap, top + layout.gap), title, _INK, big)
         for column, j in enumerate(part.columns, start=1):
             header = grid.styles[j]
-            _slot(sheet, draw, layout, layout.slot(top, 0, column), header.thumb, header.spec.name)
+            _slot(sheet, draw, layout, layout.slot(top, 0, column), header.thumb, header.name)
         for row, i in enumerate(part.rows, start=1):
             header = grid.contents[i]
-            _slot(sheet, draw, layout, layout.slot(top, row, 0), header.thumb, header.spec.name)
+            name = f"{header.name} ({header.frames} frames)" if header.frames else header.name
+            _slot(sheet, draw, layout, layout.slot(top, row, 0), header.thumb, name)
             for column, j in enumerate(part.columns, start=1):
                 _cell(sheet, draw, layout, layout.slot(top, row, column), grid.cells[i][j])
         top += layout.section(len(part.rows))
@@ -128,15 +129,22 @@ def _cell(
     corner: tuple[int, int],
     cell: Cell,
 ) -> None:
-    """A task's slot: its thumbnail and loss, or a grey box naming its state."""
+    """A task's slot: its thumbnail and loss, or a grey box naming its state. A sequence's
+    shows its first frame, labelled with its frame count (and the last frame's loss)."""
     if cell.state == "none":
         return  # not one of the pairs: left blank
+    frames = ""
+    if cell.frames:
+        done = sum(frame.state == "done" for frame in cell.frames)
+        count = len(cell.frames)
+        frames = f"{count} frames" if done == count else f"{done}/{count} frames"
     if cell.state == "done":
         total = cell.row.total_loss if cell.row else None
-        label = f"loss {total:.3g}" if total is not None else ""
+        loss = f"loss {total:.3g}" if total is not None else ""
+        label = ", ".join(part for part in (frames, loss) if part)
         _slot(sheet, draw, layout, corner, cell.thumb, label, word="no thumbnail")
     else:
-        _slot(sheet, draw, layout, corner, None, "", word=cell.state)
+        _slot(sheet, draw, layout, corner, None, frames, word=cell.state)
 
 
 def _slot(

@@ -1,0 +1,160 @@
+"""A sequence's animation: `<chain>.gif` beside the folder of its frames' outputs, for each
+sequence with `animation: gif` in each style and variant (a chain: `Task.chain`).
+
+An animation is written once every frame of its chain is done on disk (its output exists
+and records its task's key), and written again only when it is not up to date: when it
+records another key than the chain's last frame (whose key depends on every frame before
+it), another frame count or duration, or when a frame's output is newer than it. Stat calls
+and the GIF's header decide that: an up-to-date rerun decodes nothing.
+
+A chain with a frame that is not done on disk (failed, interrupted, outdated, missing, not
+yet run), or a sequence without `animation: gif`, has no animation: one an earlier run left
+is removed, so that no animation shows frames of other settings. Only a file that records
+a key is removed: an image of someone else's at that name is left alone.
+
+The GIF's comment records its identity, so that `images.read_metadata` knows it as ours and
+folders and globs never take it as an input.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from nst_batch.gallery.grid import Thumb, stamp
+from nst_batch.images import IMAGE_ERRORS, MIN_FRAME_HUNDREDTHS, read_metadata, save_animation
+from nst_batch.layout import (
+    ANIMATION_METADATA,
+    KEY_METADATA,
+    UnsafeWrite,
+    animation_path,
+    remove_file,
+)
+from nst_batch.manifest import FrameSequence
+from nst_batch.plan import Task
+
+# What went wrong with a file: the file, the error, and what was being done ('' for a write).
+Failed = Callable[[Path, BaseException, str], None]
+# The metadata that says whether an animation is up to date (the rest only describes it).
+_IDENTITY = (KEY_METADATA, ANIMATION_METADATA)
+
+
+@dataclass(frozen=True)
+class Chain:
+    """A sequence's frames in one style and variant, in frame order (at least one)."""
+
+    tasks: tuple[Task, ...]
+
+    @property
+    def name(self) -> str:
+        """The folder of its outputs, relative to the output folder: `coffee__starry_night`."""
+        return self.tasks[0].chain
+
+    @property
+    def sequence(self) -> FrameSequence:
+        sequence = self.tasks[0].content.sequence
+        assert sequence is not None  # only frames have a chain
+        return sequence
+
+    @property
+    def path(self) -> Path:
+        """Its animation: `<output>/<chain>.gif`."""
+        return animation_path(self.tasks[0].folder, self.name)
+
+    @property
+    def duration(self) -> int:
+        """How long each frame shows, in ms."""
+        return frame_duration(self.sequence.fps)
+
+
+def frame_duration(fps: float) -> int:
+    """1000 / fps ms, in the whole hundredths of a second a GIF holds (12 fps: 80 ms), and
+    no less than browsers show as asked (20 ms: 50 frames a second at most)."""
+    return max(MIN_FRAME_HUNDREDTHS, round(100 / fps)) * 10
+
+
+def chains(tasks: Iterable[Task]) -> list[Chain]:
+    """The chains of the sequences' frames among `tasks`, in plan order, each in frame order."""
+    found: dict[str, list[Task]] = {}
+    for task in tasks:
+        if task.chain:
+            found.setdefault(task.chain, []).append(task)
+    return [
+        Chain(tuple(sorted(frames, key=lambda t: t.content.frame))) for frames in found.values()
+    ]
+
+
+def identity(chain: Chain) -> dict[str, str]:
+    """What the animation records: the key of the chain's last frame, its frame count and
+    duration (those two decide whether it is up to date), and its sequence and style."""
+    last = chain.tasks[-1]
+    shape = {"frames": len(chain.tasks), "duration": chain.duration}
+    source = {"content": chain.sequence.name, "style": last.style.name}
+    return {
+        KEY_METADATA: last.key,
+        ANIMATION_METADATA: json.dumps(shape, sort_keys=True),
+        "nst-batch:source": json.dumps(source, sort_keys=True),
+    }
+
+
+def update_animations(
+    tasks: Sequence[Task], done: Callable[[Task], bool], failed: Failed
+) -> dict[str, Thumb]:
+    """Bring every chain's animation up to date with its frames on disk: write those missing
+    or stale of chains whose frames are all `done` (their outputs record their keys), remove
+    ours of the other chains. The animations there are now, by chain name. A file that cannot
+    be written or removed goes to `failed` with its cause; the other chains go on."""
+    shown: dict[str, Thumb] = {}
+    for chain in chains(tasks):
+        if chain.sequence.animation != "gif" or not all(done(task) for task in chain.tasks):
+            _remove_ours(chain, failed)
+            continue
+        if not fresh(chain):
+            try:
+                _write(chain)
+            except (*IMAGE_ERRORS, UnsafeWrite) as exc:
+                failed(chain.path, exc, "")
+                _remove_ours(chain, failed)  # an old one would show other frames
+                continue
+        now = stamp(chain.path)
+        if now is not None:
+            shown[chain.name] = Thumb(chain.path, now)
+    return shown
+
+
+def fresh(chain: Chain) -> bool:
+    """Whether the chain's animation exists, is newer than each frame's output, and records
+    the chain's identity. Stat calls and the GIF's header: no frame is decoded."""
+    made = stamp(chain.path)
+    if made is None:
+        return False
+    for task in chain.tasks:
+        frame = stamp(task.output)
+        if frame is None or frame[1] > made[1]:  # [1]: the modification time
+            return False
+    return _recorded(read_metadata(chain.path)) == _recorded(identity(chain))
+
+
+def _recorded(metadata: Mapping[str, str]) -> tuple[str | None, ...]:
+    return tuple(metadata.get(name) for name in _IDENTITY)
+
+
+def _write(chain: Chain) -> None:
+    """Write the chain's animation from its frames' outputs (ImageError, UnsafeWrite)."""
+    frames = [task.output for task in chain.tasks]
+    root = chain.tasks[0].folder
+    save_animation(frames, chain.path, chain.duration, identity(chain), root=root)
+
+
+def _remove_ours(chain: Chain, failed: Failed) -> None:
+    """Remove the chain's animation if there is one of ours (a file that records a key)."""
+    path = chain.path
+    if stamp(path) is None or os.path.islink(path) or KEY_METADATA not in read_metadata(path):
+        return
+    try:
+        remove_file(path, chain.tasks[0].folder)
+    except OSError as exc:
+        failed(path, exc, "cannot remove it: ")
