@@ -397,7 +397,8 @@ def _run_locked(
     orphans = 0 if share else _remove_orphan_checkpoints(output, whole)
     # An up-to-date task gets a `skipped` row only where the results do not already record
     # it done with its key: a rerun with nothing to do appends nothing.
-    skips = unrecorded(fresh, merge(layout.results_files(output)))
+    merged = merge(layout.results_files(output))
+    skips = unrecorded(fresh, merged)
     events = ConsoleEvents(len(todo), len(fresh), verbosity, print_every=every)
     outcome = None
     if todo or skips:
@@ -437,7 +438,9 @@ def _run_locked(
             err=verbosity < 0,
         )
     # A shard (or --only) runs part of the plan; the page shows the whole gallery.
-    _write_gallery(manifest, whole, files, err=verbosity < 0)
+    # With nothing written, the results read above are still the results: no second read.
+    same = None if todo or skips else merged
+    _write_gallery(manifest, whole, files, err=verbosity < 0, rows=same)
     return EXIT_FAILED if failed or interrupted else EXIT_OK
 
 
@@ -527,10 +530,16 @@ def _remove_orphan_checkpoints(output: Path, tasks: list[Task]) -> int:
 
 
 def _write_gallery(
-    manifest: Manifest, tasks: list[Task], files: FileCache, err: bool, quiet: bool = False
+    manifest: Manifest,
+    tasks: list[Task],
+    files: FileCache,
+    err: bool,
+    quiet: bool = False,
+    rows: list[ResultRow] | None = None,
 ) -> None:
     """Rebuild the gallery pages, contact sheets and animations of the plan `tasks` from every
-    results file in the output and the outputs on disk, whose keys `files` knows.
+    results file in the output (or `rows`, those files merged already) and the outputs on
+    disk, whose keys `files` knows.
 
     A gallery that cannot be written costs a warning, not the run's exit code: the outputs
     and results it would show are safe on disk, and `nst-batch report` writes it again.
@@ -541,7 +550,8 @@ def _write_gallery(
 
     page = manifest.output / layout.PAGE
     try:
-        rows = merge(layout.results_files(manifest.output))
+        if rows is None:
+            rows = merge(layout.results_files(manifest.output))
         written = write_gallery(manifest, tasks, rows, files)
     except (OSError, ImageError, WeightsError, UnsafeWrite, ResultsError) as exc:
         click.echo(f"warning: cannot write the gallery in {manifest.output}: {exc}", err=True)
