@@ -253,6 +253,19 @@ def test_a_changed_frame_redoes_itself_and_the_frames_after(pan_run: Path, tmp_p
     rows = read_rows(folder / "out" / "results.csv")
     redone = [r.output.rsplit("/", 1)[1] for r in rows[4:] if r.status == "done"]
     assert redone == ["f3.jpg", "f4.jpg"]
+    # the flow f1 -> f2 was read from the cache; f2 -> f3 and f3 -> f4 are new pairs
+    assert len(list((folder / "out" / ".nst-batch" / "flow").glob("*.npz"))) == 3 + 2
+    # a setting redoes the whole sequence; init: previous starts each frame from its own
+    # output, still held to the frame before
+    result = CliRunner().invoke(
+        main,
+        [str(manifest), "-q", "--set", "params.style_weight=20", "--set", "params.init=previous"],
+    )
+    assert result.exit_code == 0, result.output
+    warm = read_rows(folder / "out" / "results.csv")[-4:]
+    assert [r.status for r in warm] == ["done"] * 4
+    assert [r.start for r in warm] == ["previous"] * 4
+    assert all(r.temporal_loss for r in warm[1:])
 
 
 @pytest.mark.slow
