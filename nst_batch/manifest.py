@@ -685,8 +685,7 @@ def _pair_image(
             f"{path}: {where} '{item.path}': a pair takes one image file, not a folder or "
             "pattern; list a pair per image, or use content and style for every combination"
         )
-    if not os.access(files[0], os.R_OK):
-        raise ManifestError(f"{path}: {where}: {files[0]} is not readable; check its permissions")
+    _check_readable(files[0], f"{path}: {where}")
     name = _entry_name(path, kind, files[0], item.name)
     return ImageSpec(path=files[0], name=name, overrides=dict(item.params))
 
@@ -715,8 +714,7 @@ def _expand(
         if item.name is not None and len(files) > 1:
             raise ManifestError(f"{where}: 'name' needs a single file, but it matches {len(files)}")
         for file in files:
-            if not os.access(file, os.R_OK):
-                raise ManifestError(f"{where}: {file} is not readable; check its permissions")
+            _check_readable(file, where)
             name = _entry_name(path, kind, file, item.name)
             spec = ImageSpec(path=file, name=name, overrides=dict(item.params))
             specs.append((spec, single, f"{kind}[{i}]", i))
@@ -779,12 +777,17 @@ def _sequence(
     sequence = FrameSequence(name, len(files), item.animation, item.fps)
     specs = []
     for number, file in enumerate(files):
-        if not os.access(file, os.R_OK):
-            raise ManifestError(f"{where}: {file} is not readable; check its permissions")
+        _check_readable(file, where)
         stem = _entry_name(path, kind, file, None)
         spec = ImageSpec(file, f"{name}/{stem}", dict(item.params), (), sequence, number)
         specs.append(spec)
     return specs
+
+
+def _check_readable(file: Path, where: str) -> None:
+    """ManifestError naming `where` and the file when this process cannot read it."""
+    if not os.access(file, os.R_OK):
+        raise ManifestError(f"{where}: {file} is not readable; check its permissions")
 
 
 def _entry_name(path: Path, kind: str, file: Path, given: str | None) -> str:
@@ -845,8 +848,7 @@ def _blend(path: Path, root: Path, kind: str, key: str, item: _Entry) -> ImageSp
                 f"{where}.path[{j}] '{pattern}': a blend takes single files, not folders or "
                 "patterns; list each image"
             )
-        if not os.access(matched[0], os.R_OK):
-            raise ManifestError(f"{where}.path[{j}]: {matched[0]} is not readable")
+        _check_readable(matched[0], f"{where}.path[{j}]")
         files.append(matched[0])
     total = sum(weights)
     names = [_entry_name(path, kind, f, None) for f in files] if item.name is None else []
@@ -908,8 +910,7 @@ def _with_init_image(
         raise ManifestError(f"{key}: {full} is a folder; give an image file")
     if not full.is_file():
         raise ManifestError(f"{key}: no such file {full}; paths are relative to {root}")
-    if not os.access(full, os.R_OK):
-        raise ManifestError(f"{key}: {full} is not readable; check its permissions")
+    _check_readable(full, key)
     return {**overrides, "init_image": str(full)}
 
 
