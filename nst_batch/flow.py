@@ -128,32 +128,42 @@ def warp(image: torch.Tensor, flow: np.ndarray | torch.Tensor) -> torch.Tensor:
     ).to(image.dtype)
 
 
-def warping_error(
-    current: torch.Tensor, previous: torch.Tensor, found: Motion | Sequence[Motion]
-) -> float:
-    """Mean |S_t - warp(S_t-1)| over trusted pixels and channels, images in 0..1 (B, 3, H, W):
-    how much a stylized sequence flickers where the scene itself did not change."""
+def warping_error(current: torch.Tensor, previous: torch.Tensor, found: Motion) -> float:
+    """Mean |S_t - warp(S_t-1)| over trusted pixels and channels, images (1, 3, H, W) in
+    0..1: how much a stylized sequence flickers where the scene itself did not change."""
     import torch
 
-    motions = [found] if isinstance(found, Motion) else list(found)
+    mask = torch.as_tensor(found.valid, device=current.device)
+    if not bool(mask.any()):
+        return 0.0
+    warped = warp(previous, found.flow)
+    difference = (current.float() - warped.float()).abs().mean(1)[0]  # (H, W)
+    return float(difference[mask].mean())
+
+
+def sequence_warping_error(frames: Sequence[Path], outputs: Sequence[Path]) -> float:
+    """The mean warping error of consecutive stylized `outputs` along the flow between the
+    content `frames` they were made from (compared at the outputs' size)."""
+    from nst_batch import images
+
     errors = []
-    for i, m in enumerate(motions):
-        warped = warp(previous[i : i + 1], m.flow)
-        mask = torch.as_tensor(m.valid, device=current.device)
-        if not bool(mask.any()):
-            continue
-        difference = (current[i : i + 1].float() - warped.float()).abs().mean(1)[0]  # (H, W)
-        errors.append(float(difference[mask].mean()))
-    return sum(errors) / len(errors) if errors else 0.0
+    for i in range(1, len(outputs)):
+        now = images.load_image(outputs[i])
+        size = now.size
+        found = motion(
+            images.resize(images.load_image(frames[i - 1]), size),
+            images.resize(images.load_image(frames[i]), size),
+        )
+        previous = images.to_tensor(images.resize(images.load_image(outputs[i - 1]), size))
+        errors.append(warping_error(images.to_tensor(now), previous, found))
+    return sum(errors) / len(errors)
 
 
-def cache_name(previous: bytes, current: bytes, size: tuple[int, int]) -> str:
-    """The cache file's name for two frames' file bytes compared at `size` (W, H)."""
-    digest = hashlib.sha256()
-    for part in (hashlib.sha256(previous).digest(), hashlib.sha256(current).digest()):
-        digest.update(part)
-    digest.update(f"{size[0]}x{size[1]}:v{FLOW_VERSION}".encode())
-    return f"{digest.hexdigest()[:32]}.npz"
+def cache_name(previous: str, current: str, size: tuple[int, int]) -> str:
+    """The cache file's name for two frames, by their files' SHA-256 (hex), compared at
+    `size` (W, H)."""
+    key = f"{previous}:{current}:{size[0]}x{size[1]}:v{FLOW_VERSION}"
+    return f"{hashlib.sha256(key.encode()).hexdigest()[:32]}.npz"
 
 
 def to_bytes(found: Motion) -> bytes:

@@ -180,8 +180,10 @@ def plan(manifest: Manifest, files: FileCache | None = None) -> list[Task]:
         relative = manifest.output_name(content, style, variant)
         recipe = task_recipe(content.path, style.images, params, manifest.weights, init, file_hash)
         before = None
-        if content.sequence is not None:
-            chain = (content.sequence.name, style.name, variant.name)
+        chain = (
+            None if content.sequence is None else (content.sequence.name, style.name, variant.name)
+        )
+        if chain is not None:
             before = previous.get(chain) if content.frame else None
             if before is not None:  # its start, and so its pixels, depend on the frame before
                 recipe = {**recipe, "after": before.key, "temporal": params.temporal_weight}
@@ -202,8 +204,8 @@ def plan(manifest: Manifest, files: FileCache | None = None) -> list[Task]:
             after_content=None if before is None else before.content.path,
         )
         tasks.append(task)
-        if content.sequence is not None:
-            previous[(content.sequence.name, style.name, variant.name)] = task
+        if chain is not None:
+            previous[chain] = task
     order = {group: i for i, group in enumerate(dict.fromkeys(t.target_group for t in tasks))}
     return sorted(tasks, key=lambda t: order[t.target_group])  # stable: manifest order within
 

@@ -290,13 +290,14 @@ class _Scheduler:
         self.claimed: set[tuple[object, ...]] = set()
         self.blocked: dict[int, tuple[int, ...]] = {}  # a frame's unit, by the frame before
         self.released: dict[int, tuple[int, ...]] = {}  # ... once that one finished
+        self.before: dict[tuple[int, ...], int] = {}  # the other way round
         self.taken: set[tuple[int, ...]] = set()  # released units handed out out of turn
         position = {task.output: i for i, task in enumerate(tasks) if task.chain}
         for unit in units:
             after = tasks[unit[0]].after
             before = None if after is None else position.get(after)
             if before is not None:
-                self.blocked[before] = unit
+                self.blocked[before], self.before[unit] = unit, before
             else:
                 self._queue(unit)
 
@@ -340,9 +341,8 @@ class _Scheduler:
             if unit in self.taken:  # handed out already, out of turn
                 self.taken.discard(unit)
                 continue
-            for index, released in list(self.released.items()):
-                if released == unit:
-                    del self.released[index]
+            if unit in self.before:  # no longer the next frame of anyone's sequence
+                self.released.pop(self.before[unit], None)
             return unit
         return None
 

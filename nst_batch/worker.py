@@ -44,7 +44,7 @@ from nst_batch.stylize import (
     stylize_batch,
 )
 from nst_batch.vgg import VGG19Features, build_vgg19
-from nst_batch.weights import WeightsError
+from nst_batch.weights import WeightsError, file_sha256
 
 if TYPE_CHECKING:
     from PIL import Image
@@ -93,26 +93,26 @@ def _follow(task: Task, content: Image.Image) -> tuple[torch.Tensor, torch.Tenso
             "rerun to make both"
         )
     size = output_size(content, task.params, str(task.content.path))
-    motion = _motion(task, size)
+    motion = _motion(task, images.resize(content, size))
     stylized = images.resize(images.load_image(task.after, task.max_pixels), size)
     warped = flow.warp(images.to_tensor(stylized), motion.flow).clamp(0, 1)
     trusted = torch.from_numpy(motion.valid).to(torch.float32)[None, None]
     return warped, trusted
 
 
-def _motion(task: Task, size: tuple[int, int]) -> flow.Motion:
-    """The motion from the frame before to this one at `size` (W, H), from the flow cache
-    under the output folder when there (a torn or foreign file is computed anew)."""
+def _motion(task: Task, content: Image.Image) -> flow.Motion:
+    """The motion from the frame before to this one, `content` at its output size, from the
+    flow cache under the output folder when there (a torn or foreign file is computed anew).
+    Frames are named by their hashes, each file read once per worker (file_sha256)."""
     assert task.after_content is not None
-    before, now = task.after_content.read_bytes(), task.content.path.read_bytes()
-    path = layout.flow_path(task.folder, flow.cache_name(before, now, size))
+    size = content.size
+    name = flow.cache_name(file_sha256(task.after_content), file_sha256(task.content.path), size)
+    path = layout.flow_path(task.folder, name)
     cached = flow.from_file(path)
     if cached is not None and cached.flow.shape[:2] == (size[1], size[0]):
         return cached
-    motion = flow.motion(
-        images.resize(images.load_image(task.after_content, task.max_pixels), size),
-        images.resize(images.load_image(task.content.path, task.max_pixels), size),
-    )
+    before = images.resize(images.load_image(task.after_content, task.max_pixels), size)
+    motion = flow.motion(before, content)
     try:
         layout.write_atomically(path, flow.to_bytes(motion), task.folder)
     except (OSError, layout.UnsafeWrite) as exc:  # the cache only saves time

@@ -32,7 +32,7 @@ from PIL import Image
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from nst_batch import flow, images  # noqa: E402
+from nst_batch import flow  # noqa: E402
 from nst_batch.manifest import natural_key  # noqa: E402
 from nst_batch.params import TEMPORAL_WEIGHT  # noqa: E402
 
@@ -89,26 +89,11 @@ def run(
     return Outcome(
         label,
         outputs,
-        warping_error(frames, outputs),
+        flow.sequence_warping_error(frames, outputs),
         sum(float(r["style_loss"]) for r in rows) / len(rows),
         sum(float(r["content_loss"]) for r in rows) / len(rows),
         wall / len(rows),
     )
-
-
-def warping_error(frames: list[Path], outputs: list[Path]) -> float:
-    """The mean warping error of consecutive outputs, along the content frames' flow."""
-    errors = []
-    for i in range(1, len(outputs)):
-        before, now = images.load_image(outputs[i - 1]), images.load_image(outputs[i])
-        size = now.size
-        motion = flow.motion(
-            images.resize(images.load_image(frames[i - 1]), size),
-            images.resize(images.load_image(frames[i]), size),
-        )
-        previous = images.to_tensor(images.resize(before, size))
-        errors.append(flow.warping_error(images.to_tensor(now), previous, motion))
-    return sum(errors) / len(errors)
 
 
 def strip(outcomes: list[Outcome], path: Path, picks: int = 4) -> None:

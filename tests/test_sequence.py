@@ -14,7 +14,7 @@ import yaml
 from click.testing import CliRunner
 from PIL import Image
 
-from nst_batch import flow, images
+from nst_batch import flow
 from nst_batch.cli import main
 from nst_batch.manifest import ManifestError, load_manifest
 from nst_batch.plan import batches, plan, shard
@@ -310,20 +310,6 @@ def test_two_workers_run_two_sequences_each_in_order(tmp_path: Path) -> None:
         assert len({r.worker for r in mine}) == 1  # one worker ran the whole sequence
 
 
-def _warping_error(frames: list[Path], outputs: list[Path]) -> float:
-    errors = []
-    for i in range(1, len(outputs)):
-        now = images.load_image(outputs[i])
-        size = now.size
-        motion = flow.motion(
-            images.resize(images.load_image(frames[i - 1]), size),
-            images.resize(images.load_image(frames[i]), size),
-        )
-        previous = images.to_tensor(images.resize(images.load_image(outputs[i - 1]), size))
-        errors.append(flow.warping_error(images.to_tensor(now), previous, motion))
-    return sum(errors) / len(errors)
-
-
 @pytest.mark.slow
 def test_sequence_mode_flickers_less_than_independent_frames(pan_run: Path, tmp_path: Path) -> None:
     frames = sorted((pan_run / "frames").glob("f*.png"))
@@ -333,4 +319,6 @@ def test_sequence_mode_flickers_less_than_independent_frames(pan_run: Path, tmp_
     still = [tmp_path / "still" / f"{f.stem}__starry_night.jpg" for f in frames]
     chained = [pan_run / "out" / "frames__starry_night" / f"{f.stem}.jpg" for f in frames]
     # at 48 px and 20 steps; at 96 px and 60 steps the sample pan gets 0.2x (performance.md)
-    assert _warping_error(frames, chained) < 0.6 * _warping_error(frames, still)
+    assert flow.sequence_warping_error(frames, chained) < 0.6 * flow.sequence_warping_error(
+        frames, still
+    )
