@@ -1,39 +1,37 @@
 """L-BFGS with a strong-Wolfe line search (Nocedal and Wright, algorithms 3.5, 3.6), its
 direction from the compact representation (Byrd, Nocedal and Schnabel 1994).
 
-Our own rather than torch.optim.LBFGS for two reasons:
+Our own rather than torch.optim.LBFGS for three reasons:
 
 - every reduction runs in a fixed order on the CPU (`fixed_sums`), so the iterates do
   not depend on how many threads share it. BLAS dot products split their sums by thread
   count, and L-BFGS amplifies the last-bit differences into a visibly different image;
-- a direction costs a handful of matrix-vector products over the whole history rather
-  than the two-loop recursion's 2 x history dot products, each of which waits for a GPU
-  (200 round trips a step with the default history of 100).
+- a direction costs one product of the history with three vectors and one combination
+  of it, rather than the two-loop recursion's 2 x history dot products;
+- it never reads the device by itself. A search is a coroutine that asks for what it
+  needs on the host (`Probe`: the loss and a few figures of the gradient at a point;
+  `Read`: the products for the next direction) and the caller answers the requests of
+  every search of a batch with one transfer (`to_host`). A GPU is waited for once per
+  evaluation and once per accepted step, for the whole batch, instead of a dozen times
+  per step and task.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Generator
+import math
+from collections.abc import Callable, Generator, Sequence
 from dataclasses import dataclass
 
 import torch
-
-# Objective: flat image (N,) -> (loss, gradient (N,)); the loss a float or a 0-d tensor.
-Evaluation = tuple[float | torch.Tensor, torch.Tensor]
-Objective = Callable[[torch.Tensor], Evaluation]
-# The optimizer as a coroutine: yields each point to evaluate, is sent its Evaluation,
-# returns the final point on convergence.
-Search = Generator[torch.Tensor, Evaluation, torch.Tensor]
-_Probe = Generator[torch.Tensor, Evaluation, tuple[float, float, torch.Tensor]]
 
 _BLOCK = 4096  # below ATen's parallel grain: each block is summed by one thread
 
 
 def fixed_sums(rows: torch.Tensor) -> torch.Tensor:
-    """Row sums (float64) of a (R, N) tensor, in an order that does not depend on the
-    thread count."""
+    """Row sums (R,) float64, on the rows' device, of a (R, N) tensor, in an order that
+    does not depend on the thread count."""
     if rows.device.type != "cpu":  # one kernel; a GPU's reduction order is fixed anyway
-        return rows.sum(dim=1, dtype=torch.float64).cpu()
+        return rows.sum(dim=1, dtype=torch.float64)
     n = rows.shape[1]
     head = n - n % _BLOCK
     # One thread per block, then sums of fewer values than ATen ever splits across threads.
@@ -44,39 +42,114 @@ def fixed_sums(rows: torch.Tensor) -> torch.Tensor:
     return total
 
 
-def fixed_sum(a: torch.Tensor) -> float:
-    """sum(a) of a flat tensor, in an order that does not depend on the thread count."""
-    return float(fixed_sums(a.view(1, -1))[0])
-
-
-def dot(a: torch.Tensor, b: torch.Tensor) -> float:
-    """sum(a * b) of two flat tensors, in a fixed order (see fixed_sums)."""
-    return fixed_sum(a * b)
+def dot(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """sum(a * b) of two flat tensors, float64 on their device, in a fixed order."""
+    return fixed_sums((a * b).view(1, -1))[0]
 
 
 _CHUNK = 16  # rows per product on the CPU: bounds the (rows, N) temporary
 
 
 def matvec(m: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
-    """m @ v (float64 on the CPU) for m (R, N), v (N,): one cuBLAS call on a GPU (where
+    """m @ v, float64 on m's device, for m (R, N), v (N,): one cuBLAS call on a GPU (where
     the order is fixed anyway), fixed-order row sums on the CPU."""
     if m.device.type != "cpu":
-        return torch.mv(m, v).double().cpu()
+        return torch.mv(m, v).double()
     if not len(m):
         return torch.zeros(0, dtype=torch.float64)
     return torch.cat([fixed_sums(chunk * v) for chunk in m.split(_CHUNK)])
 
 
 def combine(m: torch.Tensor, coefficients: torch.Tensor) -> torch.Tensor:
-    """coefficients @ m, the (N,) sum of m's rows (R, N) weighted by R coefficients; on
-    the CPU row by row, so the order of the sum is fixed."""
-    coefficients = coefficients.to(device=m.device, dtype=m.dtype)
+    """coefficients @ m, the (N,) sum of m's rows (R, N) weighted by R host coefficients;
+    on the CPU row by row, so the order of the sum is fixed."""
     if m.device.type != "cpu":
-        return torch.mv(m.t(), coefficients)
+        return torch.mv(m.t(), _to_device(coefficients, m))
     total = torch.zeros(m.shape[1], dtype=m.dtype)
-    for row, c in zip(m, coefficients, strict=True):
-        total.add_(row, alpha=float(c))
+    for row, c in zip(m, coefficients.tolist(), strict=True):
+        total.add_(row, alpha=c)
     return total
+
+
+def _to_device(values: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
+    """Host `values` on `like`'s device and in its dtype, without waiting for the device:
+    a CUDA copy from pinned memory is queued, not awaited."""
+    values = values.to(like.dtype)
+    if like.device.type == "cuda":
+        return values.pin_memory().to(like.device, non_blocking=True)
+    return values.to(like.device)
+
+
+def to_host(values: Sequence[torch.Tensor]) -> list[list[float]]:
+    """The tensors' values as lists of floats, in one transfer from their device.
+
+    The only place the optimization waits for a GPU: callers gather every value a step
+    needs on the host into one call (see stylize._optimize).
+    """
+    flat = [v.detach().reshape(-1).to(torch.float64) for v in values]
+    joined: list[float] = torch.cat(flat).tolist() if flat else []
+    result, at = [], 0
+    for v in flat:
+        result.append(joined[at : at + v.numel()])
+        at += v.numel()
+    return result
+
+
+@dataclass(frozen=True)
+class Probe:
+    """A search asks for the objective at `point` (N,), and for the slope there along
+    `along` (N,), the line search's direction, if any."""
+
+    point: torch.Tensor
+    along: torch.Tensor | None = None
+
+
+@dataclass(frozen=True)
+class Read:
+    """A search asks for device values on the host: answered with their floats."""
+
+    values: torch.Tensor
+
+
+@dataclass(frozen=True)
+class Evaluation:
+    """The answer to a Probe: the loss and gradient (N,) at its point, and the figures of
+    them a search uses on the host (see `summary`)."""
+
+    loss: float
+    grad: torch.Tensor
+    slope: float = 0.0  # grad . along
+    grad_max: float = math.inf  # max |grad|
+    grad_norm2: float = 0.0  # grad . grad
+    along_max: float = 0.0  # max |along|
+
+    @classmethod
+    def of(cls, figures: Sequence[float], grad: torch.Tensor) -> Evaluation:
+        """From the host values of `summary(loss, grad, along)`."""
+        loss, slope, grad_max, grad_norm2, along_max = figures
+        return cls(loss, grad, slope, grad_max, grad_norm2, along_max)
+
+
+def summary(
+    loss: float | torch.Tensor, grad: torch.Tensor, along: torch.Tensor | None
+) -> torch.Tensor:
+    """(5,) float64 on grad's device: loss, grad . along, max |grad|, grad . grad and
+    max |along| (0 for no direction), for `to_host` and then `Evaluation.of`."""
+    grad = grad.reshape(-1)
+    line = torch.zeros_like(grad) if along is None else along
+    sums = fixed_sums(torch.stack([grad * line, grad * grad]))
+    loss = torch.as_tensor(loss, dtype=torch.float64, device=grad.device).reshape(1)
+    maxima = torch.stack([grad.abs().max(), line.abs().max()]).double()
+    return torch.cat([loss, sums[:1], maxima[:1], sums[1:], maxima[1:]])
+
+
+Request = Probe | Read
+Answer = Evaluation | list[float]
+# The optimizer as a coroutine: yields requests, is sent their answers, returns the
+# final point on convergence.
+Search = Generator[Request, Answer, torch.Tensor]
+_Line = Generator[Request, Answer, tuple[float, Evaluation]]
+Objective = Callable[[torch.Tensor], tuple[float | torch.Tensor, torch.Tensor]]
 
 
 @dataclass(frozen=True)
@@ -97,6 +170,15 @@ class LBFGSConfig:
     c2: float = 0.9  # curvature
 
 
+def answer(request: Request, objective: Objective) -> Answer:
+    """A request answered on its own (one transfer each): for a single search."""
+    if isinstance(request, Read):
+        return to_host([request.values])[0]
+    loss, grad = objective(request.point)
+    (figures,) = to_host([summary(loss, grad, request.along)])
+    return Evaluation.of(figures, grad)
+
+
 def minimize(objective: Objective, x: torch.Tensor, config: LBFGSConfig) -> torch.Tensor:
     """Minimize from x (N,), in place, until converged or the objective raises to stop.
 
@@ -104,61 +186,67 @@ def minimize(objective: Objective, x: torch.Tensor, config: LBFGSConfig) -> torc
     returns only on convergence.
     """
     steps = search(x, config)
-    point = next(steps)
+    request = next(steps)
     while True:
         try:
-            point = steps.send(objective(point))
+            request = steps.send(answer(request, objective))
         except StopIteration as converged:
             return converged.value
 
 
-def _evaluate(
-    point: torch.Tensor,
-) -> Generator[torch.Tensor, Evaluation, tuple[float, torch.Tensor]]:
-    loss, grad = yield point
-    return float(loss), grad
+def _probe(
+    point: torch.Tensor, along: torch.Tensor | None = None
+) -> Generator[Request, Answer, Evaluation]:
+    evaluation = yield Probe(point, along)
+    assert isinstance(evaluation, Evaluation)
+    return evaluation
+
+
+def _read(values: torch.Tensor) -> Generator[Request, Answer, list[float]]:
+    host = yield Read(values)
+    assert isinstance(host, list)
+    return host
 
 
 def search(x: torch.Tensor, config: LBFGSConfig) -> Search:
-    """L-BFGS from x (N,), updated in place, as a coroutine that asks for each evaluation.
+    """L-BFGS from x (N,), updated in place, as a coroutine of requests (see the module's
+    docstring).
 
-    The caller decides when and how points are evaluated: one at a time (`minimize`) or
-    stacked with other tasks' points into one batch, each task keeping its own history
-    and line search. It stops asking by closing the coroutine at its budget.
+    The caller decides when and how requests are answered: one at a time (`minimize`) or
+    together with other tasks' (stacked into one batch), each task keeping its own
+    history and line search. It stops asking by closing the coroutine at its budget.
     """
-    loss, grad = yield from _evaluate(x)
-    if float(grad.abs().max()) <= config.tolerance_grad:
+    first = yield from _probe(x)
+    if first.grad_max <= config.tolerance_grad:
         return x
-    history = _History(x, config.history)
+    loss, grad = first.loss, first.grad
+    history = _History(x, config.history, first.grad_norm2)
     gamma = 1.0  # scale of the initial inverse Hessian
     if loss > 0:
-        step = config.first_decrease * loss / dot(grad, grad) * config.lr
+        step = config.first_decrease * loss / first.grad_norm2 * config.lr
     else:  # a loss that may be negative: no scale to go by
-        step = min(1.0, 1.0 / fixed_sum(grad.abs())) * config.lr
+        l1 = yield from _read(fixed_sums(grad.abs().view(1, -1)))
+        step = min(1.0, 1.0 / l1[0]) * config.lr
     while True:
-        d = history.direction(grad, gamma)
-        gtd = dot(grad, d)
+        d, gtd = history.direction(grad, gamma)
         if gtd > -config.tolerance_change:
             return x  # not a descent direction: converged as far as float32 allows
         if config.line_search:
-            step, new_loss, new_grad = yield from _strong_wolfe(x, step, d, loss, grad, gtd, config)
+            step, new = yield from _strong_wolfe(x, step, d, loss, grad, gtd, config)
         else:
-            new_loss, new_grad = yield from _evaluate(x + step * d)
+            new = yield from _probe(x + step * d, d)
         s = step * d
         x.add_(s)
-        y = new_grad - grad
-        ys = dot(y, s)
-        if ys > 1e-10:
-            history.append(s, y)
-            gamma = ys / dot(y, y)
-        converged = (
-            float(new_grad.abs().max()) <= config.tolerance_grad
-            or float(s.abs().max()) <= config.tolerance_change
-            or abs(new_loss - loss) < config.tolerance_change
-        )
-        loss, grad = new_loss, new_grad
-        if converged:
+        if (
+            new.grad_max <= config.tolerance_grad
+            or step * new.along_max <= config.tolerance_change
+            or abs(new.loss - loss) < config.tolerance_change
+        ):
             return x
+        y = new.grad - grad
+        products = yield from _read(history.products(s, y, new.grad))
+        gamma = history.update(s, y, products) or gamma
+        loss, grad = new.loss, new.grad
         step = config.lr
 
 
@@ -170,22 +258,60 @@ class _History:
         M = [[R^-T (D + gamma Y^T Y) R^-1, -R^-T], [-R^-1, 0]]
 
     with S, Y the pairs as columns (oldest first), R the upper triangle of S^T Y and D
-    its diagonal. The pairs live in slots of two (capacity, N) buffers that grow by
-    doubling; the small matrices S^T Y and Y^T Y (float64, on the CPU, indexed by
-    slot) gain a row and column per pair, so a direction costs two products with the
-    history's vectors and two with their transposes.
+    its diagonal. The pairs live in slots of two (capacity, N) buffers; the small
+    matrices S^T Y and Y^T Y (float64, on the host, indexed by slot) gain a row and
+    column per pair, and S^T g, Y^T g hold the products with the current gradient. Each
+    step reads the history once (`products`, three vectors at a time) and combines it
+    once (`direction`).
+
+    On the CPU the buffers grow by doubling; on a GPU they are allocated whole at the
+    first step, so that a batch's memory is known from its first evaluations.
     """
 
-    def __init__(self, like: torch.Tensor, size: int) -> None:
+    def __init__(self, like: torch.Tensor, size: int, grad_norm2: float) -> None:
         self.size = size
         self.order: list[int] = []  # slots, oldest pair first
-        capacity = min(size, 8)
-        self.s = like.new_empty((capacity, like.numel()))
-        self.y = like.new_empty((capacity, like.numel()))
+        capacity = size if like.device.type == "cuda" else min(size, 8)
+        self.s = like.new_zeros((capacity, like.numel()))
+        self.y = like.new_zeros((capacity, like.numel()))
         self.sy = torch.zeros((size, size), dtype=torch.float64)  # [i, j] = s_i . y_j
         self.yy = torch.zeros((size, size), dtype=torch.float64)  # [i, j] = y_i . y_j
+        self.sg = torch.zeros(size, dtype=torch.float64)  # [i] = s_i . g, the gradient now
+        self.yg = torch.zeros(size, dtype=torch.float64)  # [i] = y_i . g
+        self.gg = grad_norm2  # g . g
 
-    def append(self, s: torch.Tensor, y: torch.Tensor) -> None:
+    def _used(self) -> int:
+        return max(self.order) + 1 if self.order else 0
+
+    def products(self, s: torch.Tensor, y: torch.Tensor, g: torch.Tensor) -> torch.Tensor:
+        """What `update` needs, as one float64 vector on the device: S^T y, S^T g, Y^T s,
+        Y^T y, Y^T g (by slot), then s.y, s.g, y.y, y.g, g.g; for the new pair (s, y)
+        and the gradient g there."""
+        used = self._used()
+        history_s, history_y = self.s[:used], self.y[:used]
+        if s.device.type != "cpu":  # three matrix products; each buffer is read once
+            by_s = torch.mm(history_s, torch.stack([y, g], 1)).t()
+            by_y = torch.mm(history_y, torch.stack([s, y, g], 1)).t()
+            # s.y, s.g, y.y, y.g, (g.y), g.g; sliced, as indexing with a list would copy
+            # the index to the device and wait for it.
+            pairs = torch.mm(torch.stack([s, y, g]), torch.stack([y, g], 1)).flatten()
+            tail = torch.cat([pairs[:4], pairs[5:]])
+            return torch.cat([by_s.flatten(), by_y.flatten(), tail]).double()
+        parts = [matvec(history_s, v) for v in (y, g)] + [matvec(history_y, v) for v in (s, y, g)]
+        tail = fixed_sums(torch.stack([s * y, s * g, y * y, y * g, g * g]))
+        return torch.cat([*parts, tail])
+
+    def update(self, s: torch.Tensor, y: torch.Tensor, products: Sequence[float]) -> float | None:
+        """Take the host values of `products(s, y, g)`: keep the pair if its curvature
+        is positive and return the new gamma (y.s / y.y), else None; the products with g
+        are kept for the next direction."""
+        used = self._used()
+        values = torch.tensor(products, dtype=torch.float64)
+        s_y, s_g, y_s, y_y, y_g = values[: 5 * used].view(5, used)
+        ys, sg, yy, yg, self.gg = values[5 * used :].tolist()
+        self.sg[:used], self.yg[:used] = s_g, y_g
+        if ys <= 1e-10:
+            return None
         if len(self.order) == self.size:
             slot = self.order.pop(0)  # the oldest pair's
         else:
@@ -194,39 +320,43 @@ class _History:
                 self._grow()
         self.s[slot], self.y[slot] = s, y
         self.order.append(slot)
-        used = max(self.order) + 1
-        self.sy[:used, slot] = matvec(self.s[:used], y)
-        self.sy[slot, :used] = matvec(self.y[:used], s)
-        self.yy[:used, slot] = self.yy[slot, :used] = matvec(self.y[:used], y)
+        self.sy[:used, slot], self.sy[slot, :used] = s_y, y_s
+        self.yy[:used, slot] = self.yy[slot, :used] = y_y
+        self.sy[slot, slot], self.yy[slot, slot] = ys, yy
+        self.sg[slot], self.yg[slot] = sg, yg
+        return ys / yy
 
     def _grow(self) -> None:
         capacity = min(2 * len(self.s), self.size)
         for name in ("s", "y"):
             old = getattr(self, name)
-            new = old.new_empty((capacity, old.shape[1]))
+            new = old.new_zeros((capacity, old.shape[1]))
             new[: len(old)] = old
             setattr(self, name, new)
 
-    def direction(self, grad: torch.Tensor, gamma: float) -> torch.Tensor:
-        """-H grad."""
-        d = grad.neg().mul_(gamma)
+    def direction(self, grad: torch.Tensor, gamma: float) -> tuple[torch.Tensor, float]:
+        """-H grad on the device, and grad . (-H grad) on the host, from the products
+        with grad that the last `update` kept (no transfer)."""
         if not self.order:
-            return d
-        used = max(self.order) + 1
+            return grad.neg().mul_(gamma), -gamma * self.gg
+        used = self._used()
         index = torch.tensor(self.order)
-        s, y = self.s[:used], self.y[:used]
-        a = matvec(s, grad)[index]  # S^T g, oldest first
-        b = matvec(y, grad)[index]  # Y^T g
+        a, b = self.sg[index], self.yg[index]  # S^T g, Y^T g, oldest first
         sy = self.sy[index][:, index]
         r = sy.triu()
         v = torch.linalg.solve_triangular(r, a[:, None], upper=True)[:, 0]  # R^-1 a
         inner = sy.diagonal() * v + gamma * (self.yy[index][:, index] @ v) - gamma * b
         u = torch.linalg.solve_triangular(r.T, inner[:, None], upper=False)[:, 0]
-        # H g = gamma g + S u - gamma Y v, by slot.
+        # H g = gamma g + S u - gamma Y v, by slot; and g . H g from the same products.
         by_slot_u = torch.zeros(used, dtype=torch.float64)
         by_slot_v = torch.zeros(used, dtype=torch.float64)
         by_slot_u[index], by_slot_v[index] = u, v
-        return d.sub_(combine(s, by_slot_u)).add_(combine(y, by_slot_v), alpha=gamma)
+        d = grad.neg().mul_(gamma)
+        d.sub_(combine(self.s[:used], by_slot_u)).add_(
+            combine(self.y[:used], by_slot_v), alpha=gamma
+        )
+        gtd = -gamma * self.gg - float(a @ u) + gamma * float(b @ v)
+        return d, gtd
 
 
 def _cubic_min(
@@ -250,26 +380,24 @@ def _strong_wolfe(
     grad: torch.Tensor,
     gtd: float,
     config: LBFGSConfig,
-) -> _Probe:
-    """A step along d meeting the strong Wolfe conditions: (step, loss, gradient) there."""
-    prev = (0.0, loss, grad, gtd)
+) -> _Line:
+    """A step along d meeting the strong Wolfe conditions, and the evaluation there."""
+    prev = (0.0, Evaluation(loss, grad, slope=gtd))
     for i in range(config.max_line_search):
-        new_loss, new_grad = yield from _evaluate(x + step * d)
-        new_gtd = dot(new_grad, d)
-        current = (step, new_loss, new_grad, new_gtd)
-        if new_loss > loss + config.c1 * step * gtd or (i > 0 and new_loss >= prev[1]):
-            return (yield from _zoom(x, d, loss, gtd, prev, current, config, i + 1))
-        if abs(new_gtd) <= -config.c2 * gtd:
-            return step, new_loss, new_grad
-        if new_gtd >= 0:
-            return (yield from _zoom(x, d, loss, gtd, current, prev, config, i + 1))
+        current = yield from _probe(x + step * d, d)
+        if current.loss > loss + config.c1 * step * gtd or (i > 0 and current.loss >= prev[1].loss):
+            return (yield from _zoom(x, d, loss, gtd, prev, (step, current), config, i + 1))
+        if abs(current.slope) <= -config.c2 * gtd:
+            return step, current
+        if current.slope >= 0:
+            return (yield from _zoom(x, d, loss, gtd, (step, current), prev, config, i + 1))
         # Still descending: extrapolate, at most to 10x the step.
         next_step = _cubic_min(
-            prev[0], prev[1], prev[3], step, new_loss, new_gtd,
+            prev[0], prev[1].loss, prev[1].slope, step, current.loss, current.slope,
             step + 0.01 * (step - prev[0]), 10 * step,
         )  # fmt: skip
-        prev, step = current, next_step
-    return prev[0], prev[1], prev[2]
+        prev, step = (step, current), next_step
+    return prev
 
 
 def _zoom(
@@ -277,29 +405,31 @@ def _zoom(
     d: torch.Tensor,
     loss: float,
     gtd: float,
-    low: tuple[float, float, torch.Tensor, float],
-    high: tuple[float, float, torch.Tensor, float],
+    low: tuple[float, Evaluation],
+    high: tuple[float, Evaluation],
     config: LBFGSConfig,
     used: int,
-) -> _Probe:
+) -> _Line:
     """Shrink the bracket [low, high] (low has the lower loss) to a strong-Wolfe step."""
+    d_max = max(low[1].along_max, high[1].along_max)  # one of them was evaluated along d
     for _ in range(config.max_line_search - used):
         a, b = sorted((low[0], high[0]))
         width = b - a
-        if width * float(d.abs().max()) < config.tolerance_change:
+        if width * d_max < config.tolerance_change:
             break
-        step = _cubic_min(low[0], low[1], low[3], high[0], high[1], high[3], a, b)
+        (at_low, low_eval), (at_high, high_eval) = low, high
+        step = _cubic_min(
+            at_low, low_eval.loss, low_eval.slope, at_high, high_eval.loss, high_eval.slope, a, b
+        )
         if min(step - a, b - step) < 0.1 * width:
             step = (a + b) / 2  # interpolation stuck at an end: bisect
-        new_loss, new_grad = yield from _evaluate(x + step * d)
-        new_gtd = dot(new_grad, d)
-        current = (step, new_loss, new_grad, new_gtd)
-        if new_loss > loss + config.c1 * step * gtd or new_loss >= low[1]:
-            high = current
+        current = yield from _probe(x + step * d, d)
+        if current.loss > loss + config.c1 * step * gtd or current.loss >= low_eval.loss:
+            high = (step, current)
         else:
-            if abs(new_gtd) <= -config.c2 * gtd:
-                return step, new_loss, new_grad
-            if new_gtd * (high[0] - low[0]) >= 0:
+            if abs(current.slope) <= -config.c2 * gtd:
+                return step, current
+            if current.slope * (at_high - at_low) >= 0:
                 high = low
-            low = current
-    return low[0], low[1], low[2]
+            low = (step, current)
+    return low

@@ -10,11 +10,12 @@ import math
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Protocol, cast
 
 import torch
 
-from nst_batch.lbfgs import LBFGSConfig, Search, search
+from nst_batch import lbfgs
+from nst_batch.lbfgs import Evaluation, LBFGSConfig, Probe, Read, Search
 from nst_batch.losses import (
     content_loss,
     gram_matrix,
@@ -142,8 +143,8 @@ class _Objective:
         )
 
 
-def _losses(terms: torch.Tensor) -> Losses:
-    c, s, tv, t = terms.tolist()
+def _losses(terms: torch.Tensor | Sequence[float]) -> Losses:
+    c, s, tv, t = terms.tolist() if isinstance(terms, torch.Tensor) else terms
     return Losses(content=c, style=s, tv=tv, total=c + s + tv + t, temporal=t)
 
 
@@ -151,7 +152,8 @@ class _Tracker:
     """Counts one task's evaluations against its budget and keeps the best image seen.
 
     Bookkeeping stays on the device (torch.where, no .item()) so that Adam's loop
-    never waits for the device; L-BFGS reads every loss anyway.
+    never waits for the device; L-BFGS, which reads every loss anyway, passes the terms'
+    host values too, and its checks use them.
     """
 
     def __init__(
@@ -167,8 +169,11 @@ class _Tracker:
         self.initial: torch.Tensor | None = None
         self.bests: list[float] = []  # the best total after each evaluation (L-BFGS only)
 
-    def record(self, image: torch.Tensor, terms: torch.Tensor) -> bool:
-        """Note the loss terms of `image`; True when the task must stop (budget, diverged)."""
+    def record(
+        self, image: torch.Tensor, terms: torch.Tensor, host: Sequence[float] | None = None
+    ) -> bool:
+        """Note the loss terms (4,) of `image`, and their host values if read; True when
+        the task must stop (budget, diverged)."""
         step = len(self.history)
         t = terms.sum()
         finite = torch.isfinite(t)
@@ -185,16 +190,22 @@ class _Tracker:
             self.initial = terms
         done = step + 1
         if self.callback is not None and (done % self.every == 0 or done == self.params.steps):
-            self.callback(Progress(done, self.params.steps, _losses(terms)))
-        check = self.params.optimizer == "lbfgs" or done % 50 == 0
-        if done >= self.params.steps or (check and int(self.first_bad) >= 0):
+            self.callback(
+                Progress(done, self.params.steps, _losses(terms if host is None else host))
+            )
+        if done >= self.params.steps:
             return True
-        return self.params.optimizer == "lbfgs" and self._converged()
+        if host is None:  # no host values: look at the device every 50 evaluations
+            return done % 50 == 0 and int(self.first_bad) >= 0
+        total = sum(host)
+        if not math.isfinite(total):
+            return True
+        return self._converged(total)
 
-    def _converged(self) -> bool:
+    def _converged(self, total: float) -> bool:
         """The best loss fell by less than `tolerance` of itself over the last
         CONVERGENCE_WINDOW evaluations (L-BFGS, which reads every loss anyway)."""
-        self.bests.append(float(self.best_total))
+        self.bests.append(min(total, self.bests[-1]) if self.bests else total)
         tolerance, window = self.params.stop_tolerance(warm=False), CONVERGENCE_WINDOW
         if tolerance <= 0 or len(self.bests) <= window:
             return False
@@ -306,7 +317,8 @@ class _Run:
         x = _initial_image(job.content, job.params, job.init_image)
         self.tracker = _Tracker(x, job.params, job.callback, report_every)
         self.search = _searcher(x, job.params)
-        self.point: torch.Tensor = next(self.search)
+        self.request = next(self.search)
+        self.reads = job.params.optimizer == "lbfgs"  # Adam needs nothing on the host
         self.seconds = 0.0
         self.finished = False
         self.resumed = job.resumed
@@ -315,7 +327,7 @@ class _Run:
 def _searcher(x: torch.Tensor, params: Params) -> Search:
     if params.optimizer == "lbfgs":
         config = LBFGSConfig(lr=params.lr, line_search=params.line_search == "strong_wolfe")
-        return search(x.reshape(-1).clone(), config)
+        return lbfgs.search(x.reshape(-1).clone(), config)
     return _adam(x, params)
 
 
@@ -331,10 +343,11 @@ def _adam(x: torch.Tensor, params: Params) -> Search:
     average, weight = torch.zeros_like(x, requires_grad=False), 0.0
     for step in range(params.steps):
         if decay and weight and step == params.steps - 1:
-            yield average / weight
+            yield Probe(average / weight)
             break
-        _, grad = yield x.detach()
-        x.grad = grad.view_as(x)
+        evaluation = yield Probe(x.detach())
+        assert isinstance(evaluation, Evaluation)
+        x.grad = evaluation.grad.view_as(x)
         optimizer.step()
         with torch.no_grad():
             x.clamp_(0, 1)
@@ -356,12 +369,17 @@ class _LossScale:
         self.enabled = enabled
         self.factor = self.START if enabled else 1.0
 
-    def overflowed(self, total: torch.Tensor, grad: torch.Tensor) -> bool:
+    def check(self, grad: torch.Tensor) -> torch.Tensor | None:
+        """What `overflowed` needs from the device (1 where the gradient is finite), to
+        read with the losses; None when off."""
+        return torch.isfinite(grad).all().reshape(1) if self.enabled else None
+
+    def overflowed(self, total: float, grad_finite: bool) -> bool:
         """True when the gradient overflowed at this scale (a finite loss, a non-finite
-        gradient) and a smaller scale is left to try; one device sync, fp16 only."""
+        gradient) and a smaller scale is left to try."""
         if not self.enabled or self.factor <= self.FLOOR:
             return False
-        if bool(torch.isfinite(total)) and not bool(torch.isfinite(grad).all()):
+        if math.isfinite(total) and not grad_finite:
             self.factor /= 2
             return True
         return False
@@ -498,33 +516,66 @@ def _optimize(
     watch: Watch | None,
     view: BatchView,
 ) -> None:
-    """Evaluate and step every run until each has stopped (budget, convergence, divergence)."""
-    active = list(runs)
+    """Evaluate and step every run until each has stopped (budget, convergence, divergence).
+
+    Each round reads the device once for every run together (losses, the line searches'
+    figures, fp16's overflow check), plus once more when some searches ask for their
+    history's products (see lbfgs): never once per run.
+    """
+    active = _answer_reads(list(runs))
     while active:
         start = time.perf_counter()
-        x = torch.cat([run.point.view(shape) for run in active])
+        probes = [cast(Probe, run.request) for run in active]
+        x = torch.cat([probe.point.view(shape) for probe in probes])
         terms, grad = evaluate(active, x, scale.factor)
-        if scale.overflowed(terms.sum(), grad):
-            continue  # the same points again at a smaller scale; no step is counted
+        flat = grad.view(len(active), -1)
         if scale.factor != 1:
-            grad = grad / scale.factor
+            flat = flat / scale.factor
+        reading = [i for i, run in enumerate(active) if run.reads]
+        figures = [lbfgs.summary(terms[i].sum(), flat[i], probes[i].along) for i in reading]
+        overflow = scale.check(flat)
+        checks = [] if overflow is None else [overflow]
+        host = lbfgs.to_host([terms, *figures, *checks]) if figures or checks else [[]]
+        if checks and scale.overflowed(sum(host[0]), bool(host[-1][0])):
+            continue  # the same points again at a smaller scale; no step is counted
+        answers = dict(zip(reading, host[1 : 1 + len(reading)], strict=True))
         still = []
         for i, run in enumerate(active):
-            stop = run.tracker.record(x[i : i + 1], terms[i])
-            if not stop:
-                try:
-                    run.point = run.search.send((terms[i].sum(), grad[i].reshape(-1)))
-                    still.append(run)
-                except StopIteration:  # converged
-                    run.finished = True
-            else:
+            read = answers.get(i)
+            losses = host[0][4 * i : 4 * i + 4] if read else None
+            if run.tracker.record(x[i : i + 1], terms[i], losses):
                 run.finished = True
+                continue
+            evaluation = Evaluation.of(read, flat[i]) if read else Evaluation(math.nan, flat[i])
+            if _send(run, evaluation):
+                still.append(run)
         share = (time.perf_counter() - start) / len(active)
         for run in active:
             run.seconds += share
-        active = still
+        active = _answer_reads(still)
         if watch is not None:
             watch.evaluated(view)
+
+
+def _send(run: _Run, answer: lbfgs.Answer) -> bool:
+    """Give a run's search its answer and keep its next request; False once it converged."""
+    try:
+        run.request = run.search.send(answer)
+    except StopIteration:
+        run.finished = True
+        return False
+    return True
+
+
+def _answer_reads(runs: list[_Run]) -> list[_Run]:
+    """Answer the runs' Read requests, all of them in one transfer per round, until every
+    run asks for an evaluation; the runs still going. (Adam's evaluations carry no host
+    figures: its loop never waits for the device.)"""
+    while reading := [run for run in runs if isinstance(run.request, Read)]:
+        values = lbfgs.to_host([cast(Read, run.request).values for run in reading])
+        done = {id(run) for run, v in zip(reading, values, strict=True) if not _send(run, v)}
+        runs = [run for run in runs if id(run) not in done]
+    return runs
 
 
 def stylize(

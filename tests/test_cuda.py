@@ -6,6 +6,8 @@ Skipped without a CUDA device (as in CI); `scripts/bench_gpu.sh` runs them on a 
 
 from __future__ import annotations
 
+import warnings
+
 import pytest
 import torch
 from conftest import CONTENT, STYLE, content_at, style_like
@@ -75,3 +77,33 @@ def test_every_precision_lowers_the_loss_on_cuda(net: VGG19Features, precision: 
     (result,) = _done(stylize_batch(net, [job]))
     assert result.image.is_cuda and result.image.shape == job.content.shape
     assert result.losses.total < 0.5 * result.initial_losses.total
+
+
+@pytest.mark.parametrize("size", [1, 4])
+def test_a_round_synchronizes_with_the_device_at_most_twice(net: VGG19Features, size: int) -> None:
+    # Counted by CUDA itself (sync debug mode): one read of the batch's losses and
+    # line-search figures, one of the history products; not one per task.
+    jobs = [_job(net, steps=20, precision="bf16") for _ in range(size)]
+    stylize_batch(net, jobs[:size], graphs=True)  # autotuning and capture happen here
+
+    class Rounds:
+        def __init__(self) -> None:
+            self.counts: list[int] = []
+            self.seen = 0
+
+        def evaluated(self, batch: object) -> None:
+            self.counts.append(len(caught) - self.seen)
+            self.seen = len(caught)
+
+        def stopped(self, batch: object) -> None: ...
+
+    rounds = Rounds()
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        torch.cuda.set_sync_debug_mode("warn")
+        try:
+            _done(stylize_batch(net, jobs, graphs=True, watch=rounds))
+        finally:
+            torch.cuda.set_sync_debug_mode("default")
+    later = rounds.counts[3:]  # after the warm-up evaluations and the graph's capture
+    assert later and max(later) <= 2, rounds.counts

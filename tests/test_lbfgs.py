@@ -8,7 +8,7 @@ import contextlib
 import pytest
 import torch
 
-from nst_batch.lbfgs import LBFGSConfig, _History, combine, dot, matvec, minimize
+from nst_batch.lbfgs import LBFGSConfig, _History, combine, dot, matvec, minimize, to_host
 
 
 @pytest.fixture
@@ -32,7 +32,7 @@ def test_dot_matches_float64_reference(n: int) -> None:
     generator = torch.Generator().manual_seed(n)
     a, b = torch.randn(n, generator=generator), torch.randn(n, generator=generator)
     desired = float((a.double() * b.double()).sum())
-    assert dot(a, b) == pytest.approx(desired, rel=1e-6, abs=1e-6)
+    assert float(dot(a, b)) == pytest.approx(desired, rel=1e-6, abs=1e-6)
 
 
 def test_dot_does_not_depend_on_thread_count(threads: None) -> None:
@@ -44,7 +44,7 @@ def test_dot_does_not_depend_on_thread_count(threads: None) -> None:
     results = set()
     for count in (1, 2, 1):
         torch.set_num_threads(count)
-        results.add(dot(a, b))
+        results.add(float(dot(a, b)))
     assert len(results) == 1
 
 
@@ -70,18 +70,35 @@ def test_compact_direction_equals_the_two_loop_recursion(size: int, pairs: int) 
     generator = torch.Generator().manual_seed(size * 100 + pairs)
     n = 9000
     a = torch.rand(n, generator=generator) * 10 + 0.1
-    history, kept = _History(torch.zeros(n), size), []
+    grad, gamma = torch.randn(n, generator=generator), 0.37
+    history, kept = _History(torch.zeros(n), size, float(grad @ grad)), []
     for _ in range(pairs):
         s = torch.randn(n, generator=generator)
-        history.append(s, a * s)
+        # What the search does after a step: one read of the products, then the update.
+        (products,) = to_host([history.products(s, a * s, grad)])
+        assert history.update(s, a * s, products) == pytest.approx(
+            float(s @ (a * s)) / float((a * s) @ (a * s)), rel=1e-6
+        )
         kept = [*kept, (s, a * s)][-size:]
-    grad, gamma = torch.randn(n, generator=generator), 0.37
     desired = two_loop(grad, kept, gamma)
-    actual = history.direction(grad, gamma)
+    actual, slope = history.direction(grad, gamma)
     assert actual.dtype == torch.float32 and actual.shape == (n,)
     assert torch.allclose(
         actual.double(), desired, rtol=1e-4, atol=1e-4 * float(desired.abs().max())
     )
+    # The slope along it, from the products alone, is grad . direction.
+    assert slope == pytest.approx(float(grad.double() @ desired), rel=1e-5)
+
+
+def test_a_pair_without_positive_curvature_is_not_kept() -> None:
+    n = 5000
+    s, g = torch.ones(n), torch.randn(n, generator=torch.Generator().manual_seed(3))
+    history = _History(torch.zeros(n), 5, float(g @ g))
+    (products,) = to_host([history.products(s, -s, g)])
+    assert history.update(s, -s, products) is None and history.order == []
+    direction, slope = history.direction(g, 2.0)
+    assert torch.equal(direction, -2.0 * g)
+    assert slope == pytest.approx(-2.0 * float(g.double() @ g.double()), rel=1e-6)
 
 
 def test_matvec_and_combine_do_not_depend_on_thread_count(threads: None) -> None:

@@ -258,26 +258,36 @@ def test_loss_scale_halves_on_an_overflowed_gradient() -> None:
     scale = _LossScale(enabled=True)
     start = _LossScale.START
     assert scale.factor == start
-    finite = torch.tensor(5.0)
-    assert scale.overflowed(finite, torch.tensor([1.0, float("inf")])) is True
+
+    def finite(grad: torch.Tensor) -> bool:  # the gradient's check, read on the host
+        check = scale.check(grad)
+        assert check is not None and check.shape == (1,)
+        return bool(check[0])
+
+    assert scale.overflowed(5.0, finite(torch.tensor([1.0, float("inf")]))) is True
     assert scale.factor == start / 2
-    assert scale.overflowed(finite, torch.tensor([float("nan"), 1.0])) is True
+    assert scale.overflowed(5.0, finite(torch.tensor([float("nan"), 1.0]))) is True
     assert scale.factor == start / 4
-    assert scale.overflowed(finite, torch.tensor([1.0, -2.0])) is False
+    assert scale.overflowed(5.0, finite(torch.tensor([1.0, -2.0]))) is False
     assert scale.factor == start / 4
+
+
+def test_loss_scale_is_off_and_reads_nothing_outside_fp16() -> None:
+    scale = _LossScale(enabled=False)
+    assert scale.check(torch.tensor([float("inf")])) is None
+    assert scale.overflowed(5.0, False) is False and scale.factor == 1.0
 
 
 @pytest.mark.parametrize("total", [float("inf"), float("nan")])
 def test_loss_scale_does_not_take_a_divergence_for_an_overflow(total) -> None:
     scale = _LossScale(enabled=True)
-    assert scale.overflowed(torch.tensor(total), torch.tensor([float("inf")])) is False
+    assert scale.overflowed(total, False) is False
     assert scale.factor == _LossScale.START
 
 
 def test_loss_scale_stops_halving_at_its_floor() -> None:
     scale = _LossScale(enabled=True)
-    overflow = torch.tensor([float("inf")])
-    while scale.overflowed(torch.tensor(1.0), overflow):
+    while scale.overflowed(1.0, False):
         pass
     assert scale.factor == _LossScale.FLOOR < 1
 

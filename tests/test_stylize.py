@@ -13,7 +13,9 @@ from dataclasses import dataclass
 import pytest
 import torch
 from conftest import CONTENT, STYLE, content_at, style_like
+from torch.overrides import TorchFunctionMode
 
+from nst_batch import lbfgs
 from nst_batch.losses import gram_matrix, style_loss
 from nst_batch.params import GATYS_CONTENT_LAYERS, GATYS_STYLE_LAYERS, PRESETS, Params
 from nst_batch.stylize import (
@@ -416,3 +418,76 @@ def test_the_temporal_term_holds_trusted_pixels_to_the_warped_frame(net, content
     left, right = trusted, 1 - trusted
     assert gap(bound.image, left) < gap(free.image, left) / 2  # trusted pixels are held
     assert gap(bound.image, right) > 0.5 * gap(free.image, right)  # the others are free
+
+
+# ---------------------------------------------------------------------------------------------
+# Host reads: how often an evaluation waits for the device
+
+
+class _HostReads(TorchFunctionMode):
+    """Counts, per batch round, the transfers `lbfgs.to_host` makes and every other read of
+    the device's data on the host (a float32 or bool tensor's value: `.item()`, `float()`,
+    `bool()`, `.tolist()` ...), each of which waits for a GPU. On the CPU nothing waits,
+    but the code takes the same path, so the counts are a CUDA run's."""
+
+    READS = frozenset({"__float__", "__int__", "__bool__", "__index__", "item", "tolist", "numpy"})
+    DEVICE_DTYPES = frozenset({torch.float32, torch.bfloat16, torch.float16, torch.bool})
+
+    def __init__(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        super().__init__()
+        self.transfers = self.stray = 0
+        self.rounds: list[tuple[int, int]] = []  # (transfers, stray reads) in each round
+        transfer = lbfgs.to_host
+
+        def counted(values: list[torch.Tensor]) -> list[list[float]]:
+            self.transfers += 1
+            return transfer(values)
+
+        monkeypatch.setattr(lbfgs, "to_host", counted)
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):  # type: ignore[no-untyped-def]
+        name = getattr(func, "__name__", "")
+        if name in self.READS and args and isinstance(args[0], torch.Tensor):
+            self.stray += args[0].dtype in self.DEVICE_DTYPES
+        return func(*args, **(kwargs or {}))
+
+    # As the batch's Watch: a round ends at each `evaluated`.
+    def evaluated(self, batch: object) -> None:
+        self.rounds.append((self.transfers, self.stray))
+        self.transfers = self.stray = 0
+
+    def stopped(self, batch: object) -> None: ...
+
+
+@pytest.mark.parametrize("size", [1, 3])
+def test_a_round_reads_the_device_at_most_twice_whatever_the_batch_size(
+    net, content, targets, monkeypatch, size: int
+) -> None:
+    # One read for every job's losses and line-search figures, one more when some jobs
+    # took a step and ask for their history's products; never one per job.
+    jobs = [
+        Job(content, targets, _params(steps=15, style_weight=10.0 * (i + 1))) for i in range(size)
+    ]
+    reads = _HostReads(monkeypatch)
+    with reads:
+        outcomes = stylize_batch(net, jobs, watch=reads)
+    assert all(isinstance(o, Result) and o.steps == 15 for o in outcomes)
+    assert len(reads.rounds) == 15
+    assert all(stray == 0 for _, stray in reads.rounds), reads.rounds
+    assert all(1 <= transfers <= 2 for transfers, _ in reads.rounds), reads.rounds
+    # Most rounds are a whole L-BFGS step (an accepted first trial): two reads.
+    assert sum(t for t, _ in reads.rounds) >= 15 + 10
+
+
+def test_adam_never_reads_the_device_between_evaluations(
+    net, content, targets, monkeypatch
+) -> None:
+    job = Job(content, targets, _params(steps=12, optimizer="adam"))
+    reads = _HostReads(monkeypatch)
+    with reads:
+        (outcome,) = stylize_batch(net, [job], watch=reads)
+    assert isinstance(outcome, Result) and outcome.steps == 12
+    # No transfer; the one read per step is torch.optim.Adam's of its step count, a
+    # tensor it keeps on the host even for a GPU's parameters (none for the last
+    # evaluation, of the averaged iterate).
+    assert reads.rounds == [(0, 1)] * 11 + [(0, 0)]
