@@ -16,6 +16,8 @@ On a GPU the defaults are the ones above; on a CPU, sizes 64 128 256, fp32 and b
 from __future__ import annotations
 
 import argparse
+import functools
+import gc
 import os
 import statistics
 import tempfile
@@ -26,9 +28,10 @@ import torch
 import yaml
 
 from nst_batch import images
+from nst_batch.losses import content_loss, style_loss, total_variation_loss
 from nst_batch.params import LAYER_NAMES, Params
-from nst_batch.stylize import Job, _Objective, style_targets, stylize, stylize_batch
-from nst_batch.vgg import build_vgg19, conv_flops, layer_shape, precision_scope
+from nst_batch.stylize import Job, StyleTargets, style_targets, stylize, stylize_batch
+from nst_batch.vgg import VGG19Features, build_vgg19, conv_flops, layer_shape, precision_scope
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples" / "images"
 CONTENTS = sorted((EXAMPLES / "content").iterdir())
@@ -36,6 +39,9 @@ STYLES = sorted((EXAMPLES / "style").iterdir())
 GRAPHS = os.environ.get("NST_BATCH_CUDA_GRAPHS", "1") != "0"  # 0: eager CUDA steps, to compare
 DTYPES = {"fp32": torch.float32, "tf32": torch.float32, "bf16": torch.bfloat16}
 DTYPES["fp16"] = torch.float16
+# What running out of device memory raises: torch.cuda.OutOfMemoryError is an alias of it
+# in torch 2.14 (checked); older torch has only the CUDA one.
+OUT_OF_MEMORY = getattr(torch, "OutOfMemoryError", torch.cuda.OutOfMemoryError)
 
 
 def _sync(device: torch.device) -> None:
@@ -46,6 +52,40 @@ def _sync(device: torch.device) -> None:
 def load(path: Path, size: int, device: torch.device) -> torch.Tensor:
     image = images.load_image(path)
     return images.to_tensor(images.resize(image, images.target_size(*image.size, size))).to(device)
+
+
+@functools.cache
+def model(device: torch.device) -> VGG19Features:
+    """The default layers' VGG19 on `device`, built once and laid out as a worker lays it out."""
+    params = Params()
+    vgg = build_vgg19("original", (*params.content_layers, *params.style_layers), device=device)
+    return vgg.to_channels_last() if device.type == "cuda" else vgg
+
+
+@torch.no_grad()
+def fp32_loss(
+    vgg: VGG19Features,
+    image: torch.Tensor,
+    content: torch.Tensor,
+    targets: StyleTargets,
+    params: Params,
+) -> float:
+    """The weighted loss `params` define for `image` (1, 3, H, W), evaluated in fp32.
+
+    One yardstick for outputs of every precision: `content` (1, 3, H, W) is the content at
+    the image's shape and `targets` the style's Gram matrices computed in fp32. Built from
+    the loss functions themselves, as the optimization combines them (no temporal term).
+    """
+    fp32 = params.model_copy(update={"precision": "fp32"})
+    layers = sorted({*fp32.content_layers, *fp32.style_layers}, key=LAYER_NAMES.index)
+    with precision_scope(image.device, "fp32"):
+        features = vgg(image, layers)
+        wanted = vgg(content, fp32.content_layers)
+    c = sum(content_loss(features[k], wanted[k]) for k in fp32.content_layers)
+    weights = dict(zip(fp32.style_layers, fp32.layer_weights, strict=True))
+    s = style_loss(features, targets, weights)
+    tv = total_variation_loss(image) if fp32.tv_weight else 0.0
+    return float(fp32.content_weight * c + fp32.style_weight * s + fp32.tv_weight * tv)
 
 
 def step_flops(params: Params, h: int, w: int) -> tuple[int, int]:
@@ -63,9 +103,7 @@ def measure_step(
     params: Params, device: torch.device, repeats: int
 ) -> tuple[float, float, int, int, float | None]:
     """(median seconds per step, loss evaluated in fp32, h, w, peak GiB on CUDA)."""
-    vgg = build_vgg19("original", (*params.content_layers, *params.style_layers), device=device)
-    if device.type == "cuda":
-        vgg.to_channels_last()
+    vgg = model(device)
     content = load(EXAMPLES / "content" / "astronaut.png", params.size, device)
     style = load(EXAMPLES / "style" / "starry_night.jpg", params.size, device)
     targets = style_targets(vgg, style, params)
@@ -85,10 +123,7 @@ def measure_step(
     peak = torch.cuda.max_memory_allocated(device) / 2**30 if device.type == "cuda" else None
     # One fixed yardstick for every precision: the fp32 loss of the output.
     fp32 = params.model_copy(update={"precision": "fp32"})
-    objective = _Objective(vgg, content, style_targets(vgg, style, fp32), fp32)
-    with torch.no_grad():
-        features = vgg(result.image, sorted(objective.layers))
-        loss = float(objective.terms(features, result.image).sum())
+    loss = fp32_loss(vgg, result.image, content, style_targets(vgg, style, fp32), fp32)
     h, w = content.shape[-2:]
     return statistics.median(times), loss, h, w, peak
 
@@ -144,6 +179,59 @@ def pairs_per_hour(count: int, size: int, steps: int, precision: str) -> tuple[f
     return stats.done / stats.seconds * 3600, stats.done
 
 
+def reason(exc: BaseException) -> str:
+    """'Type: first line of the message' of `exc`, or of the out-of-memory error behind it
+    (a CUDA graph capture cut short by one raises its own error, with the first as context)."""
+    chain: list[BaseException] = []
+    cause: BaseException | None = exc
+    while cause is not None and cause not in chain:
+        chain.append(cause)
+        cause = cause.__cause__ or cause.__context__
+    first = next((e for e in chain if isinstance(e, OUT_OF_MEMORY)), exc)
+    lines = str(first).strip().splitlines()
+    return f"{type(first).__name__}: {lines[0] if lines else ''}".rstrip(": ")
+
+
+def free(device: torch.device) -> None:
+    """Give the cached blocks of a failed or finished try back, so the next one starts clean."""
+    gc.collect()
+    if device.type == "cuda":
+        torch.cuda.empty_cache()
+        torch.cuda.reset_peak_memory_stats(device)
+
+
+def step_table(args: argparse.Namespace, device: torch.device) -> None:
+    """Seconds per step, FLOP rate and fp32-evaluated loss per size and precision; a row
+    that fails says why and the table goes on."""
+    rates = {mode: matmul_rate(mode, device, max(5, args.repeats)) for mode in args.precisions}
+    header = f"{'size':>10} {'precision':>9} {'GFLOP':>7} {'ms/step':>8} {'TFLOP/s':>8} "
+    print(
+        header + f"{'matmul':>8} {'fraction':>8} {'loss (fp32)':>12} {'vs fp32':>8} {'peak GiB':>8}"
+    )
+    for size in args.sizes:
+        reference = None
+        for mode in args.precisions:
+            params = Params(size=size, steps=args.steps, precision=mode)
+            try:
+                step, loss, h, w, peak = measure_step(params, device, args.repeats)
+            except Exception as exc:
+                print(f"{size:>10} {mode:>9} failed: {reason(exc)}")
+                continue
+            finally:
+                free(device)
+            conv, gram = step_flops(params, h, w)
+            flops = conv + gram
+            reference = loss if reference is None else reference
+            achieved = flops / step
+            fraction = achieved / rates[mode]
+            print(
+                f"{w:>5}x{h:<4} {mode:>9} {flops / 1e9:>7.1f} {step * 1e3:>8.2f} "
+                f"{achieved / 1e12:>8.3f} {rates[mode] / 1e12:>8.2f} {fraction:>8.1%} "
+                f"{loss:>12.5g} {loss / reference - 1:>+8.2%} "
+                f"{'-' if peak is None else f'{peak:.2f}':>8}"
+            )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     gpu = torch.cuda.is_available()
@@ -163,29 +251,11 @@ def main() -> None:
     parser.add_argument("--gallery-precision", default="bf16" if gpu else "fp32")
     args = parser.parse_args()
     device = torch.device(args.device)
+    if device.type == "cuda":
+        torch.backends.cudnn.benchmark = True  # as every worker sets it: what a gallery runs
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else "CPU"
     print(f"device {device} ({name}, {torch.get_num_threads()} threads), {args.steps} steps")
-    rates = {mode: matmul_rate(mode, device, max(5, args.repeats)) for mode in args.precisions}
-    header = f"{'size':>10} {'precision':>9} {'GFLOP':>7} {'ms/step':>8} {'TFLOP/s':>8} "
-    print(
-        header + f"{'matmul':>8} {'fraction':>8} {'loss (fp32)':>12} {'vs fp32':>8} {'peak GiB':>8}"
-    )
-    for size in args.sizes:
-        reference = None
-        for mode in args.precisions:
-            params = Params(size=size, steps=args.steps, precision=mode)
-            step, loss, h, w, peak = measure_step(params, device, args.repeats)
-            conv, gram = step_flops(params, h, w)
-            flops = conv + gram
-            reference = loss if reference is None else reference
-            achieved = flops / step
-            fraction = achieved / rates[mode]
-            print(
-                f"{w:>5}x{h:<4} {mode:>9} {flops / 1e9:>7.1f} {step * 1e3:>8.2f} "
-                f"{achieved / 1e12:>8.3f} {rates[mode] / 1e12:>8.2f} {fraction:>8.1%} "
-                f"{loss:>12.5g} {loss / reference - 1:>+8.2%} "
-                f"{'-' if peak is None else f'{peak:.2f}':>8}"
-            )
+    step_table(args, device)
     if args.gallery:
         rate, done = pairs_per_hour(
             args.gallery, args.gallery_size, args.gallery_steps, args.gallery_precision
