@@ -1,5 +1,6 @@
 """Seconds per optimization step against the device's matmul rate, per size and precision;
-and a gallery's throughput in pairs per hour.
+ms per image-step against batch size; the largest size that fits; and a gallery's
+throughput in pairs per hour.
 
 One step is a forward and backward pass of the VGG19 prefix (default layers, up to
 relu5_1) with the Gram matrices, plus the optimizer update. Its FLOPs are the forward
@@ -8,14 +9,21 @@ matmuls. The bound is the time matmuls of the same precision take for those FLOP
 the best rate they reach on the same device, measured in the same run.
 
     python scripts/bench_step.py [--sizes 256 512 1024] [--precisions fp32 tf32 bf16 fp16]
-                                 [--steps 20] [--gallery 4 --gallery-size 512 --gallery-steps 300]
+                                 [--steps 20] [--repeats 3]
+    python scripts/bench_step.py --batches 1 2 4 8 16 [--sizes ...] [--precisions ...]
+    python scripts/bench_step.py --largest [--largest-sizes 1024 ... 8192] [--largest-steps 5]
+    ... [--gallery 4 --gallery-size 512 --gallery-steps 300 --gallery-precision bf16]
 
-On a GPU the defaults are the ones above; on a CPU, sizes 64 128 256, fp32 and bf16.
+--batches and --largest print their tables instead of the step table (see measure_batch
+for how a batch is timed); --gallery adds the gallery to whichever ran. On a GPU the
+defaults are the ones above; on a CPU, sizes 64 128 256, fp32 and bf16, and largest
+sizes 128 256 512.
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import functools
 import gc
 import os
@@ -30,7 +38,15 @@ import yaml
 from nst_batch import images
 from nst_batch.losses import content_loss, style_loss, total_variation_loss
 from nst_batch.params import LAYER_NAMES, Params
-from nst_batch.stylize import Job, StyleTargets, style_targets, stylize, stylize_batch
+from nst_batch.stylize import (
+    BatchView,
+    Job,
+    StyleTargets,
+    StylizeError,
+    style_targets,
+    stylize,
+    stylize_batch,
+)
 from nst_batch.vgg import VGG19Features, build_vgg19, conv_flops, layer_shape, precision_scope
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples" / "images"
@@ -148,6 +164,140 @@ def matmul_rate(mode: str, device: torch.device, repeats: int) -> float:
     return best
 
 
+def batch_jobs(vgg: VGG19Features, params: Params, device: torch.device, batch: int) -> list[Job]:
+    """`batch` jobs of one content shape (the astronaut at `params.size`), each with the
+    next style's targets in turn: what one batch of a gallery's row holds."""
+    content = load(EXAMPLES / "content" / "astronaut.png", params.size, device)
+    targets = [style_targets(vgg, load(p, params.size, device), params) for p in STYLES[:batch]]
+    return [Job(content, targets[i % len(targets)], params) for i in range(batch)]
+
+
+class Clock:
+    """A stylize Watch that notes, after every evaluation of a batch, the time and the
+    image-steps done so far (the batch's jobs' steps, however many are still running)."""
+
+    def __init__(self) -> None:
+        self.marks: list[tuple[float, int]] = []
+
+    def evaluated(self, batch: BatchView) -> None:
+        self.marks.append((time.perf_counter(), sum(batch.steps(i) for i in range(len(batch)))))
+
+    def stopped(self, batch: BatchView) -> None:
+        pass
+
+
+def run_batch(vgg: VGG19Features, jobs: list[Job], device: torch.device) -> tuple[float, float]:
+    """(seconds per image-step after the first evaluation, the same over the whole call) of
+    one stylize_batch call; see measure_batch."""
+    clock = Clock()
+    _sync(device)
+    start = time.perf_counter()
+    stylize_batch(vgg, jobs, graphs=GRAPHS, watch=clock)
+    _sync(device)
+    wall = time.perf_counter() - start
+    (first, done_first), (last, done) = clock.marks[0], clock.marks[-1]
+    steady = (last - first) / (done - done_first) if done > done_first else wall / done
+    return steady, wall / done
+
+
+WARMUP_STEPS = 5
+
+
+def measure_batch(
+    vgg: VGG19Features, params: Params, device: torch.device, batch: int, repeats: int
+) -> tuple[float, float, float | None]:
+    """(seconds per image-step, the same with each call's set-up, peak GiB on CUDA) of a
+    batch of `batch` jobs at `params`, medians over `repeats` calls after a warm-up call
+    (cuDNN autotuning for this batch's shape).
+
+    Wall time, taken after every evaluation of the batch (a Watch, which stylize_batch
+    calls once the L-BFGS steps have read their losses), from the end of the first
+    evaluation to the end of the last, over the image-steps in between: the first
+    evaluation holds the CUDA graph capture (two eager evaluations and the recording) that
+    every stylize_batch call makes anew, and which Result.seconds would count. 'With
+    set-up' is wall time around the whole call over all its image-steps: capture and the
+    per-call set-up included, as a gallery's batch pays them once for all its steps.
+    """
+    jobs = batch_jobs(vgg, params, device, batch)
+    warmup = params.model_copy(update={"steps": min(params.steps, WARMUP_STEPS)})
+    run_batch(vgg, [dataclasses.replace(job, params=warmup) for job in jobs], device)
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+    times = [run_batch(vgg, jobs, device) for _ in range(repeats)]
+    peak = torch.cuda.max_memory_allocated(device) / 2**30 if device.type == "cuda" else None
+    return statistics.median(t for t, _ in times), statistics.median(t for _, t in times), peak
+
+
+def batch_table(args: argparse.Namespace, device: torch.device) -> None:
+    """ms per image-step against batch size, per size and precision; a batch that fails
+    (out of memory) says why, and the larger batches of that size and precision are skipped."""
+    print(
+        f"batches of one content shape, different styles, {args.steps} steps, median of "
+        f"{args.repeats}; 'with set-up': graph capture and set-up included; pairs/h: steps "
+        f"alone at {args.gallery_steps} steps a pair"
+    )
+    print(
+        f"{'size':>10} {'precision':>9} {'batch':>5} {'ms/batch-step':>13} {'ms/img-step':>11} "
+        f"{'with set-up':>11} {'img-steps/s':>11} {'pairs/h':>8} {'peak GiB':>8}"
+    )
+    for size in args.sizes:
+        for mode in args.precisions:
+            params = Params(size=size, steps=args.steps, precision=mode)
+            for batch in args.batches:
+                try:
+                    step, first, peak = measure_batch(
+                        model(device), params, device, batch, args.repeats
+                    )
+                except Exception as exc:
+                    print(f"{size:>10} {mode:>9} {batch:>5} failed: {reason(exc)}")
+                    break
+                finally:
+                    free(device)
+                print(
+                    f"{size:>10} {mode:>9} {batch:>5} {step * batch * 1e3:>13.2f} "
+                    f"{step * 1e3:>11.3f} {first * 1e3:>11.3f} {1 / step:>11.1f} "
+                    f"{3600 / (step * args.gallery_steps):>8.0f} "
+                    f"{'-' if peak is None else f'{peak:.2f}':>8}"
+                )
+
+
+def try_size(params: Params, device: torch.device) -> tuple[float | None, str]:
+    """(peak GiB on CUDA, a note) of one image optimized at `params`; raises what it raises.
+
+    A loss that did not fall in so few steps (a large bf16 image's first L-BFGS step is
+    tiny) is no failure here, only a note: the size fits.
+    """
+    outcome = stylize_batch(
+        model(device), batch_jobs(model(device), params, device, 1), graphs=GRAPHS
+    )[0]
+    peak = torch.cuda.max_memory_allocated(device) / 2**30 if device.type == "cuda" else None
+    return peak, f" ({reason(outcome)})" if isinstance(outcome, StylizeError) else ""
+
+
+def largest_table(args: argparse.Namespace, device: torch.device) -> None:
+    """Per precision, the sizes in ascending order for a few steps each, up to the first that
+    fails: the largest that ran, and the first failure's reason."""
+    print(f"largest size: {args.largest_steps} steps at each size, one image, until one fails")
+    print(f"{'size':>10} {'precision':>9} {'peak GiB':>8}  outcome")
+    for mode in args.precisions:
+        ran, failed = None, None
+        for size in sorted(args.largest_sizes):
+            params = Params(size=size, steps=args.largest_steps, precision=mode)
+            try:
+                peak, note = try_size(params, device)
+            except Exception as exc:
+                failed = (size, reason(exc))
+                print(f"{size:>10} {mode:>9} {'-':>8}  failed: {failed[1]}")
+                break
+            finally:
+                free(device)
+            print(f"{size:>10} {mode:>9} {'-' if peak is None else f'{peak:.2f}':>8}  ran{note}")
+            ran = size
+        line = f"largest {mode}: " + (f"{ran} px" if ran else "none of the sizes ran")
+        line += f"; {failed[0]} px failed: {failed[1]}" if failed else " (every size tried ran)"
+        print(line)
+
+
 def pairs_per_hour(count: int, size: int, steps: int, precision: str) -> tuple[float, int]:
     """A count x count gallery run in-process on every device: (pairs per hour, pairs)."""
     from nst_batch.manifest import load_manifest
@@ -233,7 +383,7 @@ def step_table(args: argparse.Namespace, device: torch.device) -> None:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     gpu = torch.cuda.is_available()
     parser.add_argument(
         "--sizes", type=int, nargs="+", default=[256, 512, 1024] if gpu else [64, 128, 256]
@@ -245,6 +395,20 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=20)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--device", default="cuda" if gpu else "cpu")
+    parser.add_argument(
+        "--batches", type=int, nargs="+", metavar="B",
+        help="ms per image-step against these batch sizes, per size and precision (instead "
+        "of the step table)",
+    )  # fmt: skip
+    parser.add_argument(
+        "--largest", action="store_true",
+        help="per precision, the largest of --largest-sizes that runs (instead of the step table)",
+    )  # fmt: skip
+    parser.add_argument(
+        "--largest-sizes", type=int, nargs="+", metavar="PX",
+        default=[1024, 1536, 2048, 3072, 4096, 6144, 8192] if gpu else [128, 256, 512],
+    )  # fmt: skip
+    parser.add_argument("--largest-steps", type=int, default=5)
     parser.add_argument("--gallery", type=int, default=0, help="N: also run an NxN gallery")
     parser.add_argument("--gallery-size", type=int, default=512)
     parser.add_argument("--gallery-steps", type=int, default=300)
@@ -255,7 +419,12 @@ def main() -> None:
         torch.backends.cudnn.benchmark = True  # as every worker sets it: what a gallery runs
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else "CPU"
     print(f"device {device} ({name}, {torch.get_num_threads()} threads), {args.steps} steps")
-    step_table(args, device)
+    if args.batches:
+        batch_table(args, device)
+    if args.largest:
+        largest_table(args, device)
+    if not (args.batches or args.largest):
+        step_table(args, device)
     if args.gallery:
         rate, done = pairs_per_hour(
             args.gallery, args.gallery_size, args.gallery_steps, args.gallery_precision
