@@ -1,6 +1,6 @@
 """Seconds per optimization step against the device's matmul rate, per size and precision;
 ms per image-step against batch size; the largest size that fits; and a gallery's
-throughput in pairs per hour.
+throughput in pairs per hour, its failures, and its losses against an fp32 run.
 
 One step is a forward and backward pass of the VGG19 prefix (default layers, up to
 relu5_1) with the Gram matrices, plus the optimizer update. Its FLOPs are the forward
@@ -12,7 +12,8 @@ the best rate they reach on the same device, measured in the same run.
                                  [--steps 20] [--repeats 3]
     python scripts/bench_step.py --batches 1 2 4 8 16 [--sizes ...] [--precisions ...]
     python scripts/bench_step.py --largest [--largest-sizes 1024 ... 8192] [--largest-steps 5]
-    ... [--gallery 4 --gallery-size 512 --gallery-steps 300 --gallery-precision bf16]
+    ... [--gallery 4 --gallery-size 512 --gallery-steps 300 --gallery-precision bf16
+         --gallery-batch-size B --gallery-compare-fp32]
 
 --batches and --largest print their tables instead of the step table (see measure_batch
 for how a batch is timed); --gallery adds the gallery to whichever ran. On a GPU the
@@ -30,7 +31,9 @@ import os
 import statistics
 import tempfile
 import time
+from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import torch
 import yaml
@@ -48,6 +51,10 @@ from nst_batch.stylize import (
     stylize_batch,
 )
 from nst_batch.vgg import VGG19Features, build_vgg19, conv_flops, layer_shape, precision_scope
+
+if TYPE_CHECKING:
+    from nst_batch.plan import Task
+    from nst_batch.results import ResultRow
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples" / "images"
 CONTENTS = sorted((EXAMPLES / "content").iterdir())
@@ -298,35 +305,157 @@ def largest_table(args: argparse.Namespace, device: torch.device) -> None:
         print(line)
 
 
-def pairs_per_hour(count: int, size: int, steps: int, precision: str) -> tuple[float, int]:
-    """A count x count gallery run in-process on every device: (pairs per hour, pairs)."""
+@dataclass(frozen=True)
+class GalleryRun:
+    """A gallery run: its finished tasks with their result rows, how many it planned, its
+    wall time, and the problem that stopped it early if one did (RunStats.fatal)."""
+
+    precision: str
+    finished: list[tuple[Task, ResultRow]]
+    planned: int
+    seconds: float
+    fatal: str
+
+    @property
+    def done(self) -> int:
+        return sum(row.status == "done" for _, row in self.finished)
+
+    @property
+    def pairs_per_hour(self) -> float:
+        return self.done / self.seconds * 3600
+
+
+def label(task: Task) -> str:
+    return f"{task.content.name} x {task.style.name}"
+
+
+def run_gallery(
+    args: argparse.Namespace, precision: str, folder: Path, output_format: str
+) -> GalleryRun:
+    """An N x N gallery of the sample images, run in-process as the command runs it (every
+    device, batches as the runner chooses them unless --gallery-batch-size), in `folder`."""
     from nst_batch.manifest import load_manifest
     from nst_batch.plan import plan
     from nst_batch.results import ResultsWriter
     from nst_batch.runner import RunConfig, resolve_devices, run_tasks
 
-    class Quiet:
+    class Collect:
+        def __init__(self) -> None:
+            self.finished: list[tuple[Task, ResultRow]] = []
+
         def task_started(self, *_: object) -> None: ...
         def step(self, *_: object) -> None: ...
-        def task_finished(self, *_: object) -> None: ...
 
+        def task_finished(self, task: Task, row: ResultRow) -> None:
+            self.finished.append((task, row))
+
+    count = args.gallery
+    folder.mkdir(parents=True)
+    manifest = folder / "gallery.yaml"
+    doc = {
+        "output": "out",
+        "format": output_format,
+        "content": [str(p) for p in CONTENTS[:count]],
+        "style": [str(p) for p in STYLES[:count]],
+        "params": {"size": args.gallery_size, "steps": args.gallery_steps, "precision": precision},
+    }
+    manifest.write_text(yaml.safe_dump(doc))
+    loaded = load_manifest(manifest)
+    tasks = plan(loaded)
+    loaded.output.mkdir()
+    devices = resolve_devices(loaded.devices, loaded.workers_per_device)
+    config = RunConfig(
+        devices=tuple(devices), batch_size=args.gallery_batch_size, cuda_graphs=GRAPHS
+    )
+    events = Collect()
+    with ResultsWriter(loaded.output / "results.csv") as writer:
+        stats = run_tasks(tasks, config, writer, events)
+    return GalleryRun(precision, events.finished, len(tasks), stats.seconds, stats.fatal)
+
+
+def print_gallery(args: argparse.Namespace, run: GalleryRun, output_format: str) -> None:
+    """The run's pairs per hour, then every failed task's reason, one a line."""
+    n = args.gallery
+    print(
+        f"gallery {n}x{n} at {args.gallery_size} px, {args.gallery_steps} steps, "
+        f"{run.precision}, {output_format}: {run.done} of {run.planned} pairs done, "
+        f"{run.pairs_per_hour:.0f} pairs per hour"
+    )
+    if run.fatal:
+        print(f"  stopped after {len(run.finished)} tasks: {run.fatal}")
+    for task, row in run.finished:
+        if row.status != "done":
+            print(f"  {row.status} {label(task)}: {row.error}")
+
+
+def output_loss(task: Task, device: torch.device, cache: dict[Path, StyleTargets]) -> float:
+    """The fp32-evaluated loss (fp32_loss) of a done task's saved output, against its
+    content at the output's shape and its style sized as the worker sizes it."""
+    fp32 = task.params.model_copy(update={"precision": "fp32"})
+    vgg = model(device)
+    image = images.to_tensor(images.load_image(task.output)).to(device)  # (1, 3, H, W)
+    h, w = image.shape[-2:]
+    content = images.to_tensor(images.resize(images.load_image(task.content.path), (w, h)))
+    if task.style.path not in cache:
+        style = images.load_image(task.style.path)
+        sized = images.resize(
+            style, images.scaled_style_size(style.size, fp32.size, fp32.style_scale)
+        )
+        cache[task.style.path] = style_targets(vgg, images.to_tensor(sized).to(device), fp32)
+    return fp32_loss(vgg, image, content.to(device), cache[task.style.path], fp32)
+
+
+TOLERANCE = 0.02  # the target: each output's fp32-evaluated loss within 2% of the fp32 run's
+
+
+def compare_fp32(run: GalleryRun, reference: GalleryRun, device: torch.device) -> None:
+    """Per pair, the fp32-evaluated loss of each run's output and their ratio; the worst
+    ratio (the farthest from 1) against TOLERANCE."""
+    cache: dict[Path, StyleTargets] = {}
+    theirs = {label(task): (task, row) for task, row in reference.finished}
+    print(
+        f"fp32-evaluated loss of each output, {run.precision} against fp32 "
+        f"(target: within {TOLERANCE:.0%})"
+    )
+    print(f"  {'pair':<40} {run.precision:>12} {'fp32':>12} {'ratio':>8}")
+    worst: tuple[float, str] | None = None
+    ratios = 0
+    for task, row in sorted(run.finished, key=lambda f: label(f[0])):
+        other, other_row = theirs.get(label(task), (task, None))
+        failed = [f"the {r.precision} run" for r, x in ((run, row), (reference, other_row))
+                  if x is None or x.status != "done"]  # fmt: skip
+        if failed:
+            dashes = f"{'-':>12} {'-':>12} {'-':>8}"
+            print(f"  {label(task):<40} {dashes}  no output in {' and '.join(failed)}")
+            continue
+        mine, fp32 = output_loss(task, device, cache), output_loss(other, device, cache)
+        ratio, ratios = mine / fp32, ratios + 1
+        print(f"  {label(task):<40} {mine:>12.6g} {fp32:>12.6g} {ratio:>8.4f}")
+        if worst is None or abs(ratio - 1) > abs(worst[0] - 1):
+            worst = (ratio, label(task))
+    if worst is None:
+        print("worst ratio: none (no pair was done in both runs)")
+        return
+    ratio, pair = worst
+    verdict = "within" if abs(ratio - 1) <= TOLERANCE else "NOT within"
+    line = f"worst ratio: {ratio:.4f} ({ratio - 1:+.2%}, {pair}), {verdict} {TOLERANCE:.0%}"
+    if ratios < run.planned:
+        line += f"; {run.planned - ratios} of {run.planned} pairs have no ratio (failed or not run)"
+    print(line)
+
+
+def gallery_report(args: argparse.Namespace, device: torch.device) -> None:
+    """The gallery, its failures, and with --gallery-compare-fp32 the fp32 run and the
+    per-pair comparison. Outputs are PNG when compared (JPEG's artefacts would move the
+    losses), else the default JPEG."""
+    output_format = "png" if args.gallery_compare_fp32 else "jpg"
     with tempfile.TemporaryDirectory() as tmp:
-        manifest = Path(tmp) / "gallery.yaml"
-        doc = {
-            "output": "out",
-            "content": [str(p) for p in CONTENTS[:count]],
-            "style": [str(p) for p in STYLES[:count]],
-            "params": {"size": size, "steps": steps, "precision": precision},
-        }
-        manifest.write_text(yaml.safe_dump(doc))
-        loaded = load_manifest(manifest)
-        tasks = plan(loaded)
-        loaded.output.mkdir()
-        devices = resolve_devices(loaded.devices, loaded.workers_per_device)
-        config = RunConfig(devices=tuple(devices), cuda_graphs=GRAPHS)
-        with ResultsWriter(loaded.output / "results.csv") as writer:
-            stats = run_tasks(tasks, config, writer, Quiet())
-    return stats.done / stats.seconds * 3600, stats.done
+        run = run_gallery(args, args.gallery_precision, Path(tmp) / "run", output_format)
+        print_gallery(args, run, output_format)
+        if args.gallery_compare_fp32:
+            reference = run_gallery(args, "fp32", Path(tmp) / "fp32", output_format)
+            print_gallery(args, reference, output_format)
+            compare_fp32(run, reference, device)
 
 
 def reason(exc: BaseException) -> str:
@@ -412,7 +541,17 @@ def main() -> None:
     parser.add_argument("--gallery", type=int, default=0, help="N: also run an NxN gallery")
     parser.add_argument("--gallery-size", type=int, default=512)
     parser.add_argument("--gallery-steps", type=int, default=300)
-    parser.add_argument("--gallery-precision", default="bf16" if gpu else "fp32")
+    parser.add_argument(
+        "--gallery-precision", choices=list(DTYPES), default="bf16" if gpu else "fp32"
+    )
+    parser.add_argument(
+        "--gallery-batch-size", type=int, default=None,
+        help="tasks optimized together (default: the runner's choice)",
+    )  # fmt: skip
+    parser.add_argument(
+        "--gallery-compare-fp32", action="store_true",
+        help="also run the gallery in fp32 and compare each output's fp32-evaluated loss",
+    )  # fmt: skip
     args = parser.parse_args()
     device = torch.device(args.device)
     if device.type == "cuda":
@@ -426,14 +565,7 @@ def main() -> None:
     if not (args.batches or args.largest):
         step_table(args, device)
     if args.gallery:
-        rate, done = pairs_per_hour(
-            args.gallery, args.gallery_size, args.gallery_steps, args.gallery_precision
-        )
-        print(
-            f"gallery {args.gallery}x{args.gallery} at {args.gallery_size} px, "
-            f"{args.gallery_steps} steps, {args.gallery_precision}: {done} pairs, "
-            f"{rate:.0f} pairs per hour"
-        )
+        gallery_report(args, device)
 
 
 if __name__ == "__main__":
