@@ -422,7 +422,8 @@ def compare_fp32(run: GalleryRun, reference: GalleryRun, device: torch.device) -
     ratios = 0
     for task, row in sorted(run.finished, key=lambda f: label(f[0])):
         other, other_row = theirs.get(label(task), (task, None))
-        failed = [f"the {r.precision} run" for r, x in ((run, row), (reference, other_row))
+        failed = [name for name, x in ((f"the {run.precision} run", row),
+                                       ("the fp32 reference", other_row))
                   if x is None or x.status != "done"]  # fmt: skip
         if failed:
             dashes = f"{'-':>12} {'-':>12} {'-':>8}"
