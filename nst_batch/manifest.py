@@ -195,7 +195,7 @@ class Manifest:
     weights: str  # 'original', 'torchvision' or an absolute path
     devices: tuple[str, ...]  # ('auto',) or explicit devices
     workers_per_device: int
-    batch_size: int | None  # tasks optimized together; None: chosen by image size
+    batch_size: int | None  # most tasks optimized together; None: chosen per device
     compile: bool  # torch.compile the VGG19 stack, once per worker and image shape
     name_template: str
     format: str

@@ -46,7 +46,7 @@ class RunConfig:
     """How a run runs, whatever it runs: built once by the CLI and passed down."""
 
     devices: tuple[str, ...]  # one entry per worker (see resolve_devices)
-    batch_size: int | None = None  # tasks optimized together; None: chosen by image size
+    batch_size: int | None = None  # most tasks optimized together; None: see batch_limit
     compile: bool = False  # torch.compile the VGG19 stack, once per worker and shape
     cuda_graphs: bool = True  # replay CUDA evaluations as graphs (not with compile or fp16)
     report_every: int = 10  # steps between progress reports
@@ -156,7 +156,7 @@ def run_tasks(
 
     One device entry: in this process. Several (or one device with several workers): one
     spawned process per entry of `config.devices`. Tasks of one model and image shape are
-    optimized together in batches of up to `config.batch_size` (None: chosen by size).
+    optimized together in batches of up to `config.batch_size` (None: see batch_limit).
     """
     start = time.perf_counter()
     limit = batch_limit(config.batch_size, config.devices, len(tasks))
@@ -201,20 +201,29 @@ class _Recorder:
 
 
 CPU_BATCH_PIXELS = 4 * 64 * 64  # measured: batches pay on 2 CPU cores only below ~80 px
-CUDA_BATCH_PIXELS = 512 * 512  # a batch of small images fills a GPU like one 512 px image
+# Not measured: Metal shares the Mac's memory, and nothing here reads how much is free.
+MPS_BATCH_PIXELS = 512 * 512
 MAX_AUTO_BATCH = 16
 
 
 def batch_limit(
     batch_size: int | None, devices: Sequence[str], task_count: int
 ) -> Callable[[Task], int]:
-    """The most tasks of one batch: `batch_size` if given, else by pixel count, and never
-    so many that a worker would sit idle for want of a batch."""
+    """The most tasks of one batch: `batch_size` if given, else up to MAX_AUTO_BATCH, and
+    never so many that a worker would sit idle for want of a batch. A CPU or MPS also caps
+    the pixels of a batch; a CUDA worker splits each batch to fit the memory it measures
+    (see Worker._chunk_size), an explicit `batch_size` too."""
     if batch_size is not None:
         return lambda task: batch_size
-    budget = CPU_BATCH_PIXELS if any(d == "cpu" for d in devices) else CUDA_BATCH_PIXELS
     spread = max(1, -(-task_count // len(devices)))
-    return lambda task: max(1, min(MAX_AUTO_BATCH, spread, budget // task.params.size**2))
+    most = min(MAX_AUTO_BATCH, spread)
+    if any(d == "cpu" for d in devices):
+        pixels = CPU_BATCH_PIXELS
+    elif any(d == "mps" for d in devices):
+        pixels = MPS_BATCH_PIXELS
+    else:
+        return lambda task: most
+    return lambda task: max(1, min(most, pixels // task.params.size**2))
 
 
 def _shape_reader() -> Callable[[Task], tuple[int, int] | None]:

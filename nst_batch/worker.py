@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import functools
 import json
 import signal
 import sys
@@ -31,6 +32,7 @@ from nst_batch.layout import (
     START_METADATA,
     curve_path,
 )
+from nst_batch.memory import DeviceMemory, Footprint, balanced_chunks
 from nst_batch.plan import Task
 from nst_batch.recipe import Recipe, output_size, style_grams
 from nst_batch.stylize import (
@@ -41,6 +43,7 @@ from nst_batch.stylize import (
     Result,
     StyleTargets,
     StylizeError,
+    _Evaluator,
     stylize_batch,
 )
 from nst_batch.vgg import VGG19Features, build_vgg19
@@ -135,6 +138,17 @@ class TaskOutcome:
     resumed_from: int | None = None  # the step it went on from, resumed from a checkpoint
 
 
+BatchKind = tuple[object, ...]  # batches that need the same memory per task: _batch_kind
+
+
+def _batch_kind(task: Task, jobs: Sequence[Job], graphs: bool) -> BatchKind:
+    """What a batch's memory depends on besides its size: the model, the precision, the
+    image shape, CUDA graphs (their private pool) and the optimizers (L-BFGS's history)."""
+    first = jobs[0]
+    optimizers = tuple(sorted({job.params.optimizer for job in jobs}))
+    return (task.model_key, first.params.precision, tuple(first.content.shape), graphs, optimizers)
+
+
 class FatalWorkerError(Exception):
     """A problem no task can get past (the weights cannot be loaded): stop the run."""
 
@@ -187,6 +201,10 @@ class Worker:
         self._targets: OrderedDict[tuple[object, ...], StyleTargets] = OrderedDict()
         self.target_computations = 0
         self.model_builds = 0
+        # Batch sizes by memory, per kind of batch (see _chunk_size); measured on CUDA only.
+        self.memory = DeviceMemory(self.device) if self.device.type == "cuda" else None
+        self.footprints: dict[BatchKind, Footprint | None] = {}  # None: one at a time
+        self.caps: dict[BatchKind, int] = {}  # lowered by a batch that ran out of memory
 
     def model(self, task: Task) -> VGG19Features:
         key = task.model_key
@@ -291,37 +309,108 @@ class Worker:
         report_every: int,
         level: int,
     ) -> None:
-        """One scale of a batch: optimize it, then save (last scale) or carry the results."""
-        start = time.perf_counter()
+        """One scale of a batch, in chunks that fit the device's memory (see _chunk_size),
+        each optimized, then saved (last scale) or carried to the next scale.
+
+        A chunk of several that runs out of memory lowers the cap of its kind to half of
+        it and its jobs run again, fewer at a time; a task alone fails with the reason."""
+        vgg = self.model(tasks[group[0][0]])  # built already, by _load
+        kind = _batch_kind(tasks[group[0][0]], [job for _, job in group], self.cuda_graphs)
+        pending = group
+        while pending:
+            chunk = pending[: self._chunk_size(kind, vgg, [job for _, job in pending])]
+            start = time.perf_counter()
+            results: Sequence[Result | Exception] | None
+            try:
+                results = self._stylize(vgg, tasks, inputs, chunk, report_every, level)
+            except torch.cuda.OutOfMemoryError as exc:
+                results = None if len(chunk) > 1 else [exc.with_traceback(None)]
+            except Exception as exc:  # kept without its frames, which hold the chunk's tensors
+                results = [exc.with_traceback(None)] * len(chunk)
+            share = (time.perf_counter() - start) / len(chunk)
+            for i, _ in chunk:
+                spent[i] += share
+            if results is None:  # out of the handler: the error's frames are gone
+                self._lower_cap(kind, len(chunk))
+                continue
+            pending = pending[len(chunk) :]
+            peak = self._peak_memory()
+            for (i, _), result in zip(chunk, results, strict=True):
+                if isinstance(result, Exception):  # StylizeError, or the chunk's error
+                    outcomes[i] = self._failure(tasks[i], result, spent[i])
+                    continue
+                inputs[i].carry(result)
+                if level == 0:  # the output size: the last scale
+                    outcome = self._finish(tasks[i], inputs[i], result, spent[i], starts[i])
+                    outcomes[i] = dataclasses.replace(outcome, peak_memory=peak, batch=len(chunk))
+
+    def _stylize(
+        self,
+        vgg: VGG19Features,
+        tasks: Sequence[Task],
+        inputs: dict[int, Recipe],
+        chunk: list[tuple[int, Job]],
+        report_every: int,
+        level: int,
+    ) -> list[Result | StylizeError]:
+        """Optimize a chunk's jobs together, watched for snapshots, checkpoints and stops."""
         if self.device.type == "cuda":
             torch.cuda.reset_peak_memory_stats(self.device)
-        try:
-            vgg = self.model(tasks[group[0][0]])
-            stage = [len(inputs[i].stages) - 1 - level for i, _ in group]
-            watched = [(tasks[i], inputs[i], s) for (i, _), s in zip(group, stage, strict=True)]
-            saver = _Saver(self, watched)
-            results = stylize_batch(
-                vgg, [job for _, job in group], report_every, graphs=self.cuda_graphs, watch=saver
+        watched = [(tasks[i], inputs[i], len(inputs[i].stages) - 1 - level) for i, _ in chunk]
+        jobs = [job for _, job in chunk]
+        return stylize_batch(
+            vgg, jobs, report_every, graphs=self.cuda_graphs, watch=_Saver(self, watched)
+        )
+
+    def _chunk_size(self, kind: BatchKind, vgg: VGG19Features, jobs: Sequence[Job]) -> int:
+        """How many of `jobs` (one shape, in order) to optimize together now: a balanced
+        share of them, within the cap of their kind and, where memory is measured, within
+        the budget by the kind's footprint (calibrated at its first group)."""
+        most = min(len(jobs), self.caps.get(kind, len(jobs)))
+        if self.memory is not None and most > 1:
+            if kind not in self.footprints:
+                self.footprints[kind] = self._calibrate(vgg, jobs)
+            footprint = self.footprints[kind]
+            fits = 1 if footprint is None else footprint.tasks_within(self.memory.budget())
+            most = min(most, fits)
+        return balanced_chunks(len(jobs), most)[0]
+
+    def _calibrate(self, vgg: VGG19Features, jobs: Sequence[Job]) -> Footprint | None:
+        """The footprint of batches like `jobs`, from a few evaluations of one of them alone
+        and of two together, their results thrown away. Two that run out of memory leave the
+        peak of one; None when one did, or when the run failed otherwise: the real run will
+        meet that error too, and one task at a time it fails only its own task."""
+        assert self.memory is not None
+        # Past a CUDA graph's capture, so that its private pool counts; L-BFGS first, as
+        # its history costs a task far more than Adam's state does.
+        steps = _Evaluator.WARMUP + 2
+        sample = sorted(jobs, key=lambda job: job.params.optimizer != "lbfgs")[:2]
+        trial = [
+            dataclasses.replace(
+                job, params=job.params.model_copy(update={"steps": steps}), callback=None
             )
-        except FatalWorkerError:
-            raise
-        except Exception as exc:
-            share = (time.perf_counter() - start) / len(group)
-            for i, _ in group:
-                outcomes[i] = self._failure(tasks[i], exc, spent[i] + share)
-            return
-        share = (time.perf_counter() - start) / len(group)
-        peak = self._peak_memory()
-        for (i, _), result in zip(group, results, strict=True):
-            inp = inputs[i]
-            spent[i] += share
-            if isinstance(result, StylizeError):
-                outcomes[i] = self._failure(tasks[i], result, spent[i])
-                continue
-            inp.carry(result)
-            if level == 0:  # the output size: the last scale
-                outcome = self._finish(tasks[i], inp, result, spent[i], starts[i])
-                outcomes[i] = dataclasses.replace(outcome, peak_memory=peak, batch=len(group))
+            for job in sample
+        ]
+        peaks: list[int] = []
+        for count in (1, 2):
+            try:
+                run = functools.partial(stylize_batch, vgg, trial[:count], graphs=self.cuda_graphs)
+                peaks.append(self.memory.peak(run))
+            except torch.cuda.OutOfMemoryError:
+                break
+            except Exception:
+                return None
+        return Footprint.measured(*peaks) if peaks else None
+
+    def _lower_cap(self, kind: BatchKind, ran: int) -> None:
+        """A chunk of `ran` tasks of this kind ran out of memory: from now on at most half."""
+        torch.cuda.empty_cache()
+        cap = ran // 2
+        self.caps[kind] = min(cap, self.caps.get(kind, cap))
+        warn(
+            f"a batch of {ran} tasks ran out of memory on {self.device}; "
+            f"running at most {cap} together from now on"
+        )
 
     def _peak_memory(self) -> int | None:
         """Bytes of device memory at the peak of the last batch; None on a CPU."""

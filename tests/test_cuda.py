@@ -1,5 +1,6 @@
 """The CUDA paths: a worker named plain "cuda", CUDA-graph replay against eager
-evaluation, batches that shrink under graphs, and every precision lowering the loss.
+evaluation, batches that shrink under graphs, every precision lowering the loss, and
+batches sized by the memory a worker measures.
 
 Skipped without a CUDA device (as in CI); `scripts/bench_gpu.sh` runs them on a GPU node.
 """
@@ -12,7 +13,10 @@ import pytest
 import torch
 from conftest import CONTENT, STYLE, content_at, style_like
 
+from nst_batch.manifest import load_manifest
+from nst_batch.memory import SAFETY, DeviceMemory
 from nst_batch.params import GATYS_CONTENT_LAYERS, GATYS_STYLE_LAYERS, Params
+from nst_batch.plan import plan
 from nst_batch.stylize import Job, Result, style_targets, stylize_batch
 from nst_batch.vgg import VGG19Features, build_vgg19
 from nst_batch.worker import Worker
@@ -107,3 +111,32 @@ def test_a_round_synchronizes_with_the_device_at_most_twice(net: VGG19Features, 
             torch.cuda.set_sync_debug_mode("default")
     later = rounds.counts[3:]  # after the warm-up evaluations and the graph's capture
     assert later and max(later) <= 2, rounds.counts
+
+
+def test_the_peak_of_a_run_counts_the_memory_it_reserved() -> None:
+    memory = DeviceMemory(torch.device("cuda", torch.cuda.current_device()))
+    size = 64 * 2**20
+    peak = memory.peak(lambda: torch.empty(size, dtype=torch.uint8, device="cuda"))
+    assert size <= peak < 2 * size  # freed at once, yet its block was reserved
+    _, total = torch.cuda.mem_get_info()
+    assert 0 < memory.budget() <= SAFETY * total
+
+
+def test_a_worker_sizes_a_batch_by_the_memory_it_measures(write_manifest) -> None:
+    manifest = write_manifest(
+        content=[str(CHELSEA)],
+        style=[str(STARRY)],
+        params={"size": 128, "steps": 8},
+        sweep={"content_weight": [1, 2, 3]},
+    )
+    tasks = plan(load_manifest(manifest))
+    own = Worker("cuda", "cuda#memory")
+    outcomes = own.run_batch(tasks)
+    assert [o.status for o in outcomes] == ["done"] * 3, [o.error for o in outcomes]
+    (footprint,) = own.footprints.values()
+    assert footprint is not None and footprint.per_task > 0 and footprint.fixed >= 0
+    assert own.memory is not None
+    chosen = min(3, footprint.tasks_within(own.memory.budget()))
+    assert [o.batch for o in outcomes] == [chosen] * 3
+    assert all(o.peak_memory is not None and o.peak_memory > 0 for o in outcomes)
+    assert own.caps == {}

@@ -232,6 +232,7 @@ def test_batch_limit_explicit_size_wins(one_task) -> None:
     for size in (64, 512):
         assert batch_limit(3, ["cpu"], 100)(_at(one_task, size)) == 3
         assert batch_limit(1, ["cuda:0"], 100)(_at(one_task, size)) == 1
+        assert batch_limit(12, ["cuda:0"], 100)(_at(one_task, size)) == 12  # the worker may split
     assert batch_limit(8, ["cpu", "cpu"], 4)(one_task) == 8  # even where a worker idles
 
 
@@ -255,10 +256,21 @@ def test_batch_limit_auto_never_lets_a_worker_idle(one_task) -> None:
     assert batch_limit(None, ["cpu"] * 4, 4)(one_task) == 1
     assert batch_limit(None, ["cpu"] * 4, 2)(one_task) == 1
     assert batch_limit(None, ["cuda:0", "cuda:1"], 8)(one_task) == 4
+    assert batch_limit(None, ["cuda:0", "cuda:1"], 40)(_at(one_task, 1024)) == MAX_AUTO_BATCH
+    assert batch_limit(None, ["cuda:0"] * 4, 10)(_at(one_task, 1024)) == 3
 
 
-def test_batch_limit_auto_on_cuda_by_image_size(one_task) -> None:
+def test_batch_limit_auto_on_cuda_is_left_to_the_worker_by_memory(one_task) -> None:
     limit = batch_limit(None, ["cuda:0"], 100)
+    sizes = (64, 128, 256, 512, 1024, 4096)
+    assert {limit(_at(one_task, size)) for size in sizes} == {MAX_AUTO_BATCH}
+    assert MAX_AUTO_BATCH == 16
+    # a CPU among the devices takes the CPU's pixel cap
+    assert batch_limit(None, ["cuda:0", "cpu"], 100)(_at(one_task, 64)) == 4
+
+
+def test_batch_limit_auto_on_mps_by_image_size(one_task) -> None:
+    limit = batch_limit(None, ["mps"], 100)
     sizes = (64, 128, 256, 384, 512, 1024)
     assert {size: limit(_at(one_task, size)) for size in sizes} == {
         64: MAX_AUTO_BATCH,
@@ -268,9 +280,6 @@ def test_batch_limit_auto_on_cuda_by_image_size(one_task) -> None:
         512: 1,
         1024: 1,
     }
-    assert MAX_AUTO_BATCH == 16
-    # a CPU among the devices takes the CPU's budget
-    assert batch_limit(None, ["cuda:0", "cpu"], 100)(_at(one_task, 64)) == 4
 
 
 def test_auto_batches_of_a_gallery(write_manifest) -> None:

@@ -19,8 +19,9 @@ from conftest import CONTENT, STYLE
 
 from nst_batch import images
 from nst_batch import worker as worker_module
-from nst_batch.layout import curve_path
+from nst_batch.layout import KEY_METADATA, curve_path
 from nst_batch.manifest import load_manifest
+from nst_batch.memory import Footprint
 from nst_batch.plan import Task, plan
 from nst_batch.stylize import Progress, StyleTargets, StylizeError, _Objective, style_targets
 from nst_batch.stylize import stylize as run_stylize
@@ -202,6 +203,7 @@ def _failing_stylize_batch(exc: Exception) -> Callable[..., Any]:
 def test_an_optimization_that_raises_fails_every_task_of_its_batch(
     write_manifest: WriteManifest,
     monkeypatch: pytest.MonkeyPatch,
+    capsys: Any,
     exc: Exception,
     error: str,
 ) -> None:
@@ -210,6 +212,11 @@ def test_an_optimization_that_raises_fails_every_task_of_its_batch(
     monkeypatch.setattr(worker_module, "stylize_batch", _failing_stylize_batch(exc))
     outcomes = own.run_batch(tasks)
     assert [(o.status, o.error) for o in outcomes] == [("failed", error)] * 2
+    # Out of memory: the two run again one at a time, and each fails alone.
+    halved = "warning: a batch of 2 tasks ran out of memory on cpu; running at most 1 together"
+    assert capsys.readouterr().err.startswith(halved) is isinstance(
+        exc, torch.cuda.OutOfMemoryError
+    )
     assert all(o.seconds > 0 for o in outcomes)
     assert not any(t.output.exists() for t in tasks)
     # Out of memory drops the cached targets: the next task computes them afresh.
@@ -243,6 +250,154 @@ def test_weights_that_cannot_be_loaded_stop_the_run(
     tasks = _tasks(write_manifest, weights="vgg.pth")
     with pytest.raises(FatalWorkerError, match=r"weights file .*vgg\.pth"):
         Worker("cpu", "cpu#weights").run_batch(tasks)
+
+
+# --- batches by memory: calibrated once per kind, split to fit, halved on running out -----------
+
+MiB = 2**20
+
+
+class StylizeSpy:
+    """The real stylize_batch, recording each call's (batch size, step budget); batches of
+    more than `fits` tasks raise CUDA's out-of-memory error instead of running."""
+
+    def __init__(self, fits: int | None = None) -> None:
+        self.real = worker_module.stylize_batch
+        self.fits = fits
+        self.calls: list[tuple[int, int]] = []
+
+    def __call__(self, vgg: Any, jobs: Any, *args: Any, **kwargs: Any) -> Any:
+        self.calls.append((len(jobs), jobs[0].params.steps))
+        if self.fits is not None and len(jobs) > self.fits:
+            raise torch.cuda.OutOfMemoryError("CUDA out of memory. (made up)")
+        return self.real(vgg, jobs, *args, **kwargs)
+
+
+class FakeMemory:
+    """A device's memory with made-up numbers: a fixed budget, and peaks that follow
+    `footprint` for the batch size the spy saw last."""
+
+    def __init__(self, spy: StylizeSpy, footprint: Footprint, budget: int) -> None:
+        self.spy, self.footprint, self.bytes = spy, footprint, budget
+        self.peaks = 0  # calibration runs measured
+
+    def budget(self) -> int:
+        return self.bytes
+
+    def peak(self, run: Callable[[], object]) -> int:
+        run()
+        self.peaks += 1
+        return self.footprint.bytes(self.spy.calls[-1][0])
+
+
+def _five_tasks(write_manifest: WriteManifest, **params: Any) -> list[Task]:
+    """chelsea x starry_night in five content weights: one shape (64x43), 2 steps each."""
+    return _tasks(
+        write_manifest,
+        content=[str(CHELSEA)],
+        style=[str(STARRY)],
+        params={"steps": 2, **params},
+        sweep={"content_weight": [1, 2, 3, 4, 5]},
+    )
+
+
+def _measured_worker(
+    monkeypatch: pytest.MonkeyPatch, name: str, budget: int, fits: int | None = None
+) -> tuple[Worker, StylizeSpy, FakeMemory]:
+    """A CPU worker that sizes its batches as on CUDA, by a footprint of 400 MiB fixed and
+    300 MiB per task and `budget` bytes; batches above `fits` tasks run out of memory."""
+    spy = StylizeSpy(fits)
+    monkeypatch.setattr(worker_module, "stylize_batch", spy)
+    own = Worker("cpu", name)
+    fake = FakeMemory(spy, Footprint(fixed=400 * MiB, per_task=300 * MiB), budget)
+    own.memory = fake  # type: ignore[assignment]
+    return own, spy, fake
+
+
+def _all_done(tasks: list[Task], outcomes: list[Any]) -> None:
+    """Every task done in 2 steps, its output a 64x43 image with its key."""
+    assert [o.status for o in outcomes] == ["done"] * len(tasks), [o.error for o in outcomes]
+    assert [o.steps for o in outcomes] == [2] * len(tasks)
+    for task in tasks:
+        assert images.load_image(task.output).size == (64, 43)
+        assert images.read_metadata(task.output)[KEY_METADATA] == task.key
+
+
+def test_a_batch_runs_in_balanced_chunks_that_fit_the_budget(
+    write_manifest: WriteManifest, monkeypatch: pytest.MonkeyPatch, capsys: Any
+) -> None:
+    tasks = _five_tasks(write_manifest)
+    assert len({t.key for t in tasks}) == 5
+    # 2 tasks need 1000 MiB, 3 need 1300 MiB: 2 fit in 1200 MiB
+    own, spy, fake = _measured_worker(monkeypatch, "cpu#fit", budget=1200 * MiB)
+    outcomes = own.run_batch(tasks)
+    _all_done(tasks, outcomes)
+    # calibration: the first job alone, then two, 4 evaluations each; then 2, 2, 1
+    assert spy.calls == [(1, 4), (2, 4), (2, 2), (2, 2), (1, 2)]
+    assert [o.batch for o in outcomes] == [2, 2, 2, 2, 1]
+    assert fake.peaks == 2
+    assert list(own.footprints.values()) == [Footprint(fixed=400 * MiB, per_task=300 * MiB)]
+    assert own.caps == {}
+    assert capsys.readouterr().err == ""
+
+
+def test_a_chunk_that_runs_out_of_memory_runs_again_in_halves(
+    write_manifest: WriteManifest, monkeypatch: pytest.MonkeyPatch, capsys: Any
+) -> None:
+    tasks = _five_tasks(write_manifest)
+    # the budget takes all five, the device only two
+    own, spy, _ = _measured_worker(monkeypatch, "cpu#halves", budget=10_000 * MiB, fits=2)
+    outcomes = own.run_batch(tasks)
+    _all_done(tasks, outcomes)
+    assert spy.calls == [(1, 4), (2, 4), (5, 2), (2, 2), (2, 2), (1, 2)]
+    assert [o.batch for o in outcomes] == [2, 2, 2, 2, 1]
+    assert list(own.caps.values()) == [2]
+    assert capsys.readouterr().err == (
+        "warning: a batch of 5 tasks ran out of memory on cpu; "
+        "running at most 2 together from now on\n"
+    )
+    # The cap stays: the next batch of the kind is no larger, and warns no more.
+    spy.calls.clear()
+    _all_done(tasks, own.run_batch(tasks))
+    assert spy.calls == [(2, 2), (2, 2), (1, 2)]
+    assert capsys.readouterr().err == ""
+
+
+def test_two_that_run_out_of_memory_in_calibration_leave_the_peak_of_one(
+    write_manifest: WriteManifest, monkeypatch: pytest.MonkeyPatch, capsys: Any
+) -> None:
+    tasks = _five_tasks(write_manifest)[:3]
+    # one task's 700 MiB counts per task: 1 fits in 1300 MiB (2 would by the line)
+    own, spy, fake = _measured_worker(monkeypatch, "cpu#one", budget=1300 * MiB, fits=1)
+    outcomes = own.run_batch(tasks)
+    _all_done(tasks, outcomes)
+    assert spy.calls == [(1, 4), (2, 4), (1, 2), (1, 2), (1, 2)]
+    assert [o.batch for o in outcomes] == [1, 1, 1]
+    assert fake.peaks == 1
+    assert list(own.footprints.values()) == [Footprint(fixed=0, per_task=700 * MiB)]
+    assert capsys.readouterr().err == ""  # nothing ran out of memory but the calibration
+
+
+def test_a_footprint_is_calibrated_once_per_kind_of_batch(
+    write_manifest: WriteManifest, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    tasks = _five_tasks(write_manifest)
+    own, spy, fake = _measured_worker(monkeypatch, "cpu#once", budget=10_000 * MiB)
+    own.run_batch(tasks[:3])
+    own.run_batch(tasks[2:])
+    assert spy.calls == [(1, 4), (2, 4), (3, 2), (3, 2)]
+    assert fake.peaks == 2
+    own.run_batch(tasks[:1])  # a task alone needs no calibration
+    assert spy.calls[4:] == [(1, 2)]
+    # another shape is another kind of batch: measured anew
+    larger = _five_tasks(write_manifest, size=80)[:2]
+    done = own.run_batch(larger)
+    assert [o.status for o in done] == ["done"] * 2
+    assert spy.calls[5:] == [(1, 4), (2, 4), (2, 2)]
+    assert fake.peaks == 4
+    kinds = list(own.footprints)
+    assert len(kinds) == 2
+    assert [kind[2] for kind in kinds] == [(1, 3, 43, 64), (1, 3, 53, 80)]
 
 
 # --- torch.compile ----------------------------------------------------------------------------
