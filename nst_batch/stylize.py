@@ -415,6 +415,10 @@ def _graphs_allowed(mode: str) -> bool:
     return mode != "fp16"
 
 
+# Eager evaluations before a CUDA graph's capture: cuDNN autotuning, lazy allocations.
+GRAPH_WARMUP = 2
+
+
 class _Evaluator:
     """Evaluates batches of points: eagerly, or on CUDA as a CUDA graph.
 
@@ -426,7 +430,7 @@ class _Evaluator:
     overwritten by the next replay, so callers get copies.
     """
 
-    WARMUP = 2  # eager evaluations before a capture: cuDNN autotuning, lazy allocations
+    WARMUP = GRAPH_WARMUP
 
     def __init__(
         self, vgg: VGG19Features, mode: Precision, layers: list[str], graphs: bool

@@ -36,6 +36,7 @@ from nst_batch.memory import DeviceMemory, Footprint, balanced_chunks
 from nst_batch.plan import Task
 from nst_batch.recipe import Recipe, output_size, style_grams
 from nst_batch.stylize import (
+    GRAPH_WARMUP,
     BatchView,
     Job,
     Losses,
@@ -43,7 +44,6 @@ from nst_batch.stylize import (
     Result,
     StyleTargets,
     StylizeError,
-    _Evaluator,
     stylize_batch,
 )
 from nst_batch.vgg import VGG19Features, build_vgg19
@@ -383,7 +383,7 @@ class Worker:
         assert self.memory is not None
         # Past a CUDA graph's capture, so that its private pool counts; L-BFGS first, as
         # its history costs a task far more than Adam's state does.
-        steps = _Evaluator.WARMUP + 2
+        steps = GRAPH_WARMUP + 2
         sample = sorted(jobs, key=lambda job: job.params.optimizer != "lbfgs")[:2]
         trial = [
             dataclasses.replace(
