@@ -22,6 +22,7 @@ import math
 from collections.abc import Callable, Generator, Sequence
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 
 _BLOCK = 4096  # below ATen's parallel grain: each block is summed by one thread
@@ -60,14 +61,21 @@ def matvec(m: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
     return torch.cat([fixed_sums(chunk * v) for chunk in m.split(_CHUNK)])
 
 
-def combine(m: torch.Tensor, coefficients: torch.Tensor) -> torch.Tensor:
-    """coefficients @ m, the (N,) sum of m's rows (R, N) weighted by R host coefficients;
-    on the CPU row by row, so the order of the sum is fixed."""
-    if m.device.type != "cpu":
-        return torch.mv(m.t(), _to_device(coefficients, m))
-    total = torch.zeros(m.shape[1], dtype=m.dtype)
-    for row, c in zip(m, coefficients.tolist(), strict=True):
-        total.add_(row, alpha=c)
+def combine(matrices: Sequence[torch.Tensor], coefficients: np.ndarray) -> torch.Tensor:
+    """sum_k coefficients[k] @ matrices[k], the (N,) sum of the matrices' rows (R, N)
+    weighted by host coefficients (K, R): on a GPU one transfer and a product per
+    matrix, on the CPU row by row, so that the order of the sum is fixed."""
+    first = matrices[0]
+    if first.device.type != "cpu":
+        weights = _to_device(torch.from_numpy(coefficients), first)
+        total = torch.mv(first.t(), weights[0])
+        for matrix, row in zip(matrices[1:], weights[1:], strict=True):
+            total.addmv_(matrix.t(), row)
+        return total
+    total = torch.zeros(first.shape[1], dtype=first.dtype)
+    for matrix, row_weights in zip(matrices, coefficients.tolist(), strict=True):
+        for row, c in zip(matrix, row_weights, strict=True):
+            total.add_(row, alpha=c)
     return total
 
 
@@ -258,11 +266,12 @@ class _History:
         M = [[R^-T (D + gamma Y^T Y) R^-1, -R^-T], [-R^-1, 0]]
 
     with S, Y the pairs as columns (oldest first), R the upper triangle of S^T Y and D
-    its diagonal. The pairs live in slots of two (capacity, N) buffers; the small
-    matrices S^T Y and Y^T Y (float64, on the host, indexed by slot) gain a row and
-    column per pair, and S^T g, Y^T g hold the products with the current gradient. Each
-    step reads the history once (`products`, three vectors at a time) and combines it
-    once (`direction`).
+    its diagonal. The pairs live in slots of two (capacity, N) buffers on the device, a
+    ring once full. R, Y^T Y and the products S^T g, Y^T g with the current gradient
+    live on the host as float64 numpy arrays, oldest pair first: a direction is a dozen
+    operations on them, each a microsecond (a tensor's take several), paid per task and
+    step while a GPU waits. Each step reads the history once (`products`, three vectors
+    at a time) and combines it once (`direction`).
 
     On the CPU the buffers grow by doubling; on a GPU they are allocated whole at the
     first step, so that a batch's memory is known from its first evaluations.
@@ -270,34 +279,32 @@ class _History:
 
     def __init__(self, like: torch.Tensor, size: int, grad_norm2: float) -> None:
         self.size = size
-        self.order: list[int] = []  # slots, oldest pair first
+        self.slots: list[int] = []  # each pair's slot, oldest first
         capacity = size if like.device.type == "cuda" else min(size, 8)
         self.s = like.new_zeros((capacity, like.numel()))
         self.y = like.new_zeros((capacity, like.numel()))
-        self.sy = torch.zeros((size, size), dtype=torch.float64)  # [i, j] = s_i . y_j
-        self.yy = torch.zeros((size, size), dtype=torch.float64)  # [i, j] = y_i . y_j
-        self.sg = torch.zeros(size, dtype=torch.float64)  # [i] = s_i . g, the gradient now
-        self.yg = torch.zeros(size, dtype=torch.float64)  # [i] = y_i . g
+        self.r = np.zeros((size, size))  # [i, j] = s_i . y_j for i <= j, else 0
+        self.yy = np.zeros((size, size))  # [i, j] = y_i . y_j
+        self.sg = np.zeros(size)  # [i] = s_i . g, the gradient now
+        self.yg = np.zeros(size)  # [i] = y_i . g
         self.gg = grad_norm2  # g . g
 
-    def _used(self) -> int:
-        return max(self.order) + 1 if self.order else 0
-
     def products(self, s: torch.Tensor, y: torch.Tensor, g: torch.Tensor) -> torch.Tensor:
-        """What `update` needs, as one float64 vector on the device: S^T y, S^T g, Y^T s,
-        Y^T y, Y^T g (by slot), then s.y, s.g, y.y, y.g, g.g; for the new pair (s, y)
-        and the gradient g there."""
-        used = self._used()
+        """What `update` needs, as one float64 vector on the device: S^T y, S^T g, Y^T y,
+        Y^T g (by slot), then s.y, s.g, y.y, y.g, g.g; for the new pair (s, y) and the
+        gradient g there."""
+        used = len(self.slots)  # slots 0 .. used - 1, filled in order
         history_s, history_y = self.s[:used], self.y[:used]
         if s.device.type != "cpu":  # three matrix products; each buffer is read once
-            by_s = torch.mm(history_s, torch.stack([y, g], 1)).t()
-            by_y = torch.mm(history_y, torch.stack([s, y, g], 1)).t()
+            columns = torch.stack([y, g], 1)
+            by_s = torch.mm(history_s, columns).t()
+            by_y = torch.mm(history_y, columns).t()
             # s.y, s.g, y.y, y.g, (g.y), g.g; sliced, as indexing with a list would copy
             # the index to the device and wait for it.
-            pairs = torch.mm(torch.stack([s, y, g]), torch.stack([y, g], 1)).flatten()
+            pairs = torch.mm(torch.stack([s, y, g]), columns).flatten()
             tail = torch.cat([pairs[:4], pairs[5:]])
             return torch.cat([by_s.flatten(), by_y.flatten(), tail]).double()
-        parts = [matvec(history_s, v) for v in (y, g)] + [matvec(history_y, v) for v in (s, y, g)]
+        parts = [matvec(history, v) for history in (history_s, history_y) for v in (y, g)]
         tail = fixed_sums(torch.stack([s * y, s * g, y * y, y * g, g * g]))
         return torch.cat([*parts, tail])
 
@@ -305,26 +312,33 @@ class _History:
         """Take the host values of `products(s, y, g)`: keep the pair if its curvature
         is positive and return the new gamma (y.s / y.y), else None; the products with g
         are kept for the next direction."""
-        used = self._used()
-        values = torch.tensor(products, dtype=torch.float64)
-        s_y, s_g, y_s, y_y, y_g = values[: 5 * used].view(5, used)
-        ys, sg, yy, yg, self.gg = values[5 * used :].tolist()
-        self.sg[:used], self.yg[:used] = s_g, y_g
+        m = len(self.slots)
+        values = np.asarray(products)
+        # By slot to oldest first: the slots are a ring starting at the oldest pair's.
+        s_y, s_g, y_y, y_g = np.roll(values[: 4 * m].reshape(4, m), -self._oldest(), axis=1)
+        ys, sg, yy, yg, self.gg = values[4 * m :].tolist()
+        self.sg[:m], self.yg[:m] = s_g, y_g
         if ys <= 1e-10:
             return None
-        if len(self.order) == self.size:
-            slot = self.order.pop(0)  # the oldest pair's
+        if m == self.size:  # the oldest pair makes way: everything moves up one place
+            slot = self.slots.pop(0)
+            self.r[:-1, :-1], self.yy[:-1, :-1] = self.r[1:, 1:], self.yy[1:, 1:]
+            self.sg[:-1], self.yg[:-1] = self.sg[1:], self.yg[1:]
+            s_y, y_y = s_y[1:], y_y[1:]
+            m -= 1
         else:
-            slot = len(self.order)
+            slot = m
             if slot == len(self.s):
                 self._grow()
         self.s[slot], self.y[slot] = s, y
-        self.order.append(slot)
-        self.sy[:used, slot], self.sy[slot, :used] = s_y, y_s
-        self.yy[:used, slot] = self.yy[slot, :used] = y_y
-        self.sy[slot, slot], self.yy[slot, slot] = ys, yy
-        self.sg[slot], self.yg[slot] = sg, yg
+        self.slots.append(slot)
+        self.r[:m, m], self.r[m, :m], self.r[m, m] = s_y, 0.0, ys
+        self.yy[:m, m], self.yy[m, :m], self.yy[m, m] = y_y, y_y, yy
+        self.sg[m], self.yg[m] = sg, yg
         return ys / yy
+
+    def _oldest(self) -> int:
+        return self.slots[0] if self.slots else 0
 
     def _grow(self) -> None:
         capacity = min(2 * len(self.s), self.size)
@@ -337,26 +351,25 @@ class _History:
     def direction(self, grad: torch.Tensor, gamma: float) -> tuple[torch.Tensor, float]:
         """-H grad on the device, and grad . (-H grad) on the host, from the products
         with grad that the last `update` kept (no transfer)."""
-        if not self.order:
+        m = len(self.slots)
+        if not m:
             return grad.neg().mul_(gamma), -gamma * self.gg
-        used = self._used()
-        index = torch.tensor(self.order)
-        a, b = self.sg[index], self.yg[index]  # S^T g, Y^T g, oldest first
-        sy = self.sy[index][:, index]
-        r = sy.triu()
-        v = torch.linalg.solve_triangular(r, a[:, None], upper=True)[:, 0]  # R^-1 a
-        inner = sy.diagonal() * v + gamma * (self.yy[index][:, index] @ v) - gamma * b
-        u = torch.linalg.solve_triangular(r.T, inner[:, None], upper=False)[:, 0]
-        # H g = gamma g + S u - gamma Y v, by slot; and g . H g from the same products.
-        by_slot_u = torch.zeros(used, dtype=torch.float64)
-        by_slot_v = torch.zeros(used, dtype=torch.float64)
-        by_slot_u[index], by_slot_v[index] = u, v
-        d = grad.neg().mul_(gamma)
-        d.sub_(combine(self.s[:used], by_slot_u)).add_(
-            combine(self.y[:used], by_slot_v), alpha=gamma
-        )
-        gtd = -gamma * self.gg - float(a @ u) + gamma * float(b @ v)
-        return d, gtd
+        r, yy, a, b = self.r[:m, :m], self.yy[:m, :m], self.sg[:m], self.yg[:m]
+        v = _solve_triangular(r, a, upper=True)  # R^-1 a
+        u = _solve_triangular(r.T, r.diagonal() * v + gamma * (yy @ v - b), upper=False)
+        # -H g = -gamma g - S u + gamma Y v; u and v oldest first, the buffers by slot.
+        by_slot = np.roll(np.stack([-u, gamma * v]), self._oldest(), axis=1)
+        d = combine([self.s[:m], self.y[:m]], by_slot).sub_(grad, alpha=gamma)
+        return d, -gamma * self.gg - float(a @ u) + gamma * float(b @ v)
+
+
+def _solve_triangular(matrix: np.ndarray, vector: np.ndarray, upper: bool) -> np.ndarray:
+    """matrix^-1 vector for a triangular matrix (numpy has no triangular solve; torch's,
+    on the same memory)."""
+    solution = torch.linalg.solve_triangular(
+        torch.from_numpy(matrix), torch.from_numpy(vector)[:, None], upper=upper
+    )
+    return solution[:, 0].numpy()
 
 
 def _cubic_min(

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 
+import numpy as np
 import pytest
 import torch
 
@@ -95,7 +96,7 @@ def test_a_pair_without_positive_curvature_is_not_kept() -> None:
     s, g = torch.ones(n), torch.randn(n, generator=torch.Generator().manual_seed(3))
     history = _History(torch.zeros(n), 5, float(g @ g))
     (products,) = to_host([history.products(s, -s, g)])
-    assert history.update(s, -s, products) is None and history.order == []
+    assert history.update(s, -s, products) is None and history.slots == []
     direction, slope = history.direction(g, 2.0)
     assert torch.equal(direction, -2.0 * g)
     assert slope == pytest.approx(-2.0 * float(g.double() @ g.double()), rel=1e-6)
@@ -109,7 +110,8 @@ def test_matvec_and_combine_do_not_depend_on_thread_count(threads: None) -> None
     results = []
     for count in (1, 2, 1):
         torch.set_num_threads(count)
-        results.append((matvec(m, v), combine(m, c)))
+        weights = np.stack([c[:10].numpy(), c[10:].numpy()])  # m's halves, as S and Y
+        results.append((matvec(m, v), combine([m[:10], m[10:]], weights)))
     for products, sums in results[1:]:
         assert torch.equal(products, results[0][0]) and torch.equal(sums, results[0][1])
     assert torch.allclose(results[0][0], m.double() @ v.double(), rtol=1e-6, atol=1e-3)
