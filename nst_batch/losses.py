@@ -6,27 +6,50 @@ Gram matrices are averages over positions, and every loss is a mean, not a sum.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import contextlib
+from collections.abc import Iterator, Mapping
 from typing import Any
 
 import torch
 
 
+@contextlib.contextmanager
+def _tf32_matmuls(enabled: bool) -> Iterator[None]:
+    """CUDA matmuls on TF32 tensor cores within, where `enabled`."""
+    if not enabled:
+        yield
+        return
+    matmul = torch.backends.cuda.matmul
+    saved, matmul.allow_tf32 = matmul.allow_tf32, True
+    try:
+        yield
+    finally:
+        matmul.allow_tf32 = saved
+
+
 class _Gram(torch.autograd.Function):
-    """F F^T x scale, with a backward of one matmul: G is symmetric, so dL/dF = (dG + dG^T) F."""
+    """F F^T x scale, with a backward of one matmul: G is symmetric, so dL/dF = (dG + dG^T) F.
+
+    `half_values`: F holds bf16 or fp16 values (cast to float32 from a half-precision
+    VGG19). On CUDA its matmuls then run on TF32 tensor cores rather than at the float32
+    rate: TF32 keeps 10 bits of mantissa, so half values enter it exactly and the Gram
+    is float32's, sums and all; the backward rounds dG to TF32, finer than the bf16 and
+    fp16 gradients it flows into.
+    """
 
     @staticmethod
-    def forward(ctx: Any, flat: torch.Tensor, scale: float) -> torch.Tensor:
+    def forward(ctx: Any, flat: torch.Tensor, scale: float, half_values: bool) -> torch.Tensor:
         ctx.save_for_backward(flat)
-        ctx.scale = scale
-        with torch.autocast(flat.device.type, enabled=False):  # float32 under bf16/fp16 too
-            return torch.bmm(flat, flat.transpose(1, 2)).mul_(scale)
+        ctx.scale, ctx.tf32 = scale, half_values and flat.is_cuda
+        with torch.autocast(flat.device.type, enabled=False), _tf32_matmuls(ctx.tf32):
+            return torch.bmm(flat, flat.transpose(1, 2)).mul_(scale)  # float32 under autocast too
 
     @staticmethod
-    def backward(ctx: Any, grad: torch.Tensor) -> tuple[torch.Tensor, None]:
+    def backward(ctx: Any, grad: torch.Tensor) -> tuple[torch.Tensor, None, None]:
         (flat,) = ctx.saved_tensors
         # Autograd's own F @ F^T backward takes two matmuls and an add.
-        return torch.bmm(grad + grad.transpose(1, 2), flat).mul_(ctx.scale), None
+        with _tf32_matmuls(ctx.tf32):
+            return torch.bmm(grad + grad.transpose(1, 2), flat).mul_(ctx.scale), None, None
 
 
 def gram_matrix(features: torch.Tensor) -> torch.Tensor:
@@ -38,9 +61,10 @@ def gram_matrix(features: torch.Tensor) -> torch.Tensor:
     """
     b, c, h, w = features.shape
     flat = features.reshape(b, c, h * w)
-    if flat.dtype in (torch.float16, torch.bfloat16):
+    half = flat.dtype in (torch.float16, torch.bfloat16)
+    if half:
         flat = flat.float()  # Gram in float32 even under autocast: sums over H*W overflow halves
-    return _Gram.apply(flat, 1.0 / (c * h * w))
+    return _Gram.apply(flat, 1.0 / (c * h * w), half)
 
 
 def mean_square(x: torch.Tensor) -> torch.Tensor:

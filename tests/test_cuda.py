@@ -13,6 +13,7 @@ import pytest
 import torch
 from conftest import CONTENT, STYLE, content_at, style_like
 
+from nst_batch.losses import gram_matrix
 from nst_batch.manifest import load_manifest
 from nst_batch.memory import SAFETY, DeviceMemory
 from nst_batch.params import GATYS_CONTENT_LAYERS, GATYS_STYLE_LAYERS, Params
@@ -140,3 +141,23 @@ def test_a_worker_sizes_a_batch_by_the_memory_it_measures(write_manifest) -> Non
     assert [o.batch for o in outcomes] == [chosen] * 3
     assert all(o.peak_memory is not None and o.peak_memory > 0 for o in outcomes)
     assert own.caps == {}
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+def test_a_half_precision_gram_on_tensor_cores_is_the_float32_gram_of_its_values(
+    dtype: torch.dtype,
+) -> None:
+    # Half values enter TF32 exactly: the Gram differs from float64's by float32 sums only.
+    generator = torch.Generator(device="cuda").manual_seed(0)
+    features = torch.rand(2, 64, 96, 96, device="cuda", generator=generator).to(dtype)
+    features.requires_grad_(True)
+    exact = features.detach().double().requires_grad_(True)
+    gram, reference = gram_matrix(features), gram_matrix(exact)
+    assert gram.dtype == torch.float32
+    assert torch.allclose(gram.double(), reference, rtol=1e-5, atol=0)
+    target = reference.detach() * 0.9
+    ((gram - target.float()) ** 2).sum().backward()
+    ((reference - target) ** 2).sum().backward()
+    assert features.grad is not None and exact.grad is not None
+    error = (features.grad.double() - exact.grad).norm() / exact.grad.norm()
+    assert error < 2**-7  # the gradient's own half-precision rounding, no worse
