@@ -13,6 +13,7 @@
 #                 and fp32, with peak memory
 #   profile.log   the top operators of a 512 px bf16 step, batch 1 and batch 8, and the
 #                 host-device synchronizations; Chrome traces in profile/
+#   host.log      the host's work per task and evaluation, what the GPU waits for
 #   largest.log   the largest size that runs, fp32, tf32, bf16 and fp16, and why the
 #                 next one did not
 #   quality.log   time to quality at 512 px: single-scale 500 steps against schedules
@@ -30,7 +31,7 @@ set -uo pipefail
 cd "$(dirname "$0")/.."
 python=${PYTHON:-python3}
 logs=${1:-out/bench-gpu}
-parts=${PARTS:-cuda step batches profile largest quality eager workers cli compile}
+parts=${PARTS:-cuda step batches profile host largest quality eager workers cli compile}
 mkdir -p "$logs"
 status=0
 
@@ -65,6 +66,8 @@ part batches 360 "$python" scripts/bench_step.py --batches 1 2 4 8 16 --sizes 51
 # ~1 min: start-up, then a warm-up and 12 evaluations per batch size.
 part profile 120 "$python" scripts/profile_step.py --size 512 --precision bf16 \
     --batch 1 8 --steps 10 --out "$logs/profile"
+# ~10 s: 500 evaluations of a 192-value problem, so that the device's share is nil.
+part host 60 "$python" scripts/bench_host.py --device cuda
 # ~3 min: per precision 5 steps at 1024 to 8192 px until one fails (fp32 at 4096 px is
 # ~0.7 s a step), plus cuDNN autotuning at each size. One process per precision, so that
 # a CUDA error left by a failed size cannot spoil the next precision's tries.

@@ -144,6 +144,19 @@ def test_profile_prints_operators_and_writes_a_trace(tmp_path: Path) -> None:
         assert any(event.get("name", "").startswith("aten::") for event in events)
 
 
+def test_host_work_per_evaluation() -> None:
+    out = run_script("bench_host.py", "--history", "10", "--steps", "40", "--batch", "4")
+    found = re.search(
+        rf"cpu, history 10: {NUMBER} us of host work per task and evaluation "
+        rf"\({NUMBER} transfers each when alone\); a batch of 4: {NUMBER} ms per round",
+        out,
+    )
+    assert found, out
+    micro, transfers, per_round = (float(v) for v in found.groups())
+    assert micro > 0 and 1 <= transfers <= 2
+    assert per_round == pytest.approx(4 * micro / 1000, rel=0.01, abs=0.01)
+
+
 def test_bench_gpu_sh_parses() -> None:
     proc = subprocess.run(
         ["bash", "-n", str(SCRIPTS / "bench_gpu.sh")], capture_output=True, text=True, check=False
