@@ -115,12 +115,17 @@ def test_tolerance_stops_a_converged_optimization_early(problem) -> None:
     full = Params(size=64, steps=150, tolerance=0, style_layers=layers)
     targets = style_targets(net, style, full)
     everything = stylize(net, content, targets, full)
-    stopped = stylize(net, content, targets, full.model_copy(update={"tolerance": 0.05}))
+    tolerance = 0.08  # reached after about 120 of the 150 evaluations
+    stopped = stylize(net, content, targets, full.model_copy(update={"tolerance": tolerance}))
     assert everything.steps == 150
     assert CONVERGENCE_WINDOW < stopped.steps < 150
     best = [min(everything.history[: i + 1]) for i in range(150)]
-    s = stopped.steps - 1  # the last evaluation: the window's fall was under 5%
-    assert best[s - CONVERGENCE_WINDOW] - best[s] < 0.05 * best[s - CONVERGENCE_WINDOW]
+    s = stopped.steps - 1  # the last evaluation: the window's fall was under the tolerance
+    assert best[s - CONVERGENCE_WINDOW] - best[s] < tolerance * best[s - CONVERGENCE_WINDOW]
+    assert (
+        best[s - 1 - CONVERGENCE_WINDOW] - best[s - 1]
+        >= tolerance * best[s - 1 - CONVERGENCE_WINDOW]
+    )
     assert stopped.history == everything.history[: stopped.steps]  # the same path, cut short
 
 
