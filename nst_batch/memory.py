@@ -39,6 +39,14 @@ class Footprint:
         per_task = max(two - one, MIN_PER_TASK)
         return cls(fixed=max(one - per_task, 0), per_task=per_task)
 
+    def scaled(self, ratio: float) -> Footprint:
+        """The footprint at `ratio` times the pixels it was measured at: each task's part
+        in proportion; the fixed part (workspaces) grows with it but never shrinks."""
+        return Footprint(
+            fixed=int(self.fixed * max(ratio, 1.0)),
+            per_task=max(int(self.per_task * ratio), MIN_PER_TASK),
+        )
+
     def bytes(self, tasks: int) -> int:
         """The bytes a batch of `tasks` needs."""
         return self.fixed + self.per_task * tasks

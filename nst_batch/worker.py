@@ -142,11 +142,10 @@ BatchKind = tuple[object, ...]  # batches that need the same memory per task: _b
 
 
 def _batch_kind(task: Task, jobs: Sequence[Job], graphs: bool) -> BatchKind:
-    """What a batch's memory depends on besides its size: the model, the precision, the
-    image shape, CUDA graphs (their private pool) and the optimizers (L-BFGS's history)."""
-    first = jobs[0]
+    """What a batch's memory depends on besides its size and image shape: the model, the
+    precision, CUDA graphs (their private pool) and the optimizers (L-BFGS's history)."""
     optimizers = tuple(sorted({job.params.optimizer for job in jobs}))
-    return (task.model_key, first.params.precision, tuple(first.content.shape), graphs, optimizers)
+    return (task.model_key, jobs[0].params.precision, graphs, optimizers)
 
 
 class FatalWorkerError(Exception):
@@ -203,8 +202,9 @@ class Worker:
         self.model_builds = 0
         # Batch sizes by memory, per kind of batch (see _chunk_size); measured on CUDA only.
         self.memory = DeviceMemory(self.device) if self.device.type == "cuda" else None
-        self.footprints: dict[BatchKind, Footprint | None] = {}  # None: one at a time
-        self.caps: dict[BatchKind, int] = {}  # lowered by a batch that ran out of memory
+        # by kind without the shape: (footprint, the pixels of the image it was measured at)
+        self.footprints: dict[BatchKind, tuple[Footprint, int]] = {}
+        self.caps: dict[BatchKind, int] = {}  # by kind and shape: lowered by running out
 
     def model(self, task: Task) -> VGG19Features:
         key = task.model_key
@@ -316,6 +316,7 @@ class Worker:
         it and its jobs run again, fewer at a time; a task alone fails with the reason."""
         vgg = self.model(tasks[group[0][0]])  # built already, by _load
         kind = _batch_kind(tasks[group[0][0]], [job for _, job in group], self.cuda_graphs)
+        kind = (*kind, tuple(group[0][1].content.shape))
         pending = group
         while pending:
             chunk = pending[: self._chunk_size(kind, vgg, [job for _, job in pending])]
@@ -364,16 +365,26 @@ class Worker:
 
     def _chunk_size(self, kind: BatchKind, vgg: VGG19Features, jobs: Sequence[Job]) -> int:
         """How many of `jobs` (one shape, in order) to optimize together now: a balanced
-        share of them, within the cap of their kind and, where memory is measured, within
-        the budget by the kind's footprint (calibrated at its first group)."""
+        share of them, within the cap of their kind and shape and, where memory is
+        measured, within the budget by the kind's footprint.
+
+        A kind is calibrated at its first group of several and scaled to other shapes by
+        their pixels (activations and the L-BFGS history grow with them): a gallery of
+        many image shapes pays one calibration per precision, not one per shape. A
+        calibration that fails leaves that shape one task at a time."""
         most = min(len(jobs), self.caps.get(kind, len(jobs)))
-        if self.memory is not None and most > 1:
-            if kind not in self.footprints:
-                self.footprints[kind] = self._calibrate(vgg, jobs)
-            footprint = self.footprints[kind]
-            fits = 1 if footprint is None else footprint.tasks_within(self.memory.budget())
-            most = min(most, fits)
-        return balanced_chunks(len(jobs), most)[0]
+        if self.memory is None or most <= 1:
+            return balanced_chunks(len(jobs), most)[0]
+        memory_kind, pixels = kind[:-1], jobs[0].content[0, 0].numel()
+        if memory_kind not in self.footprints:
+            footprint = self._calibrate(vgg, jobs)
+            if footprint is None:
+                self.caps[kind] = 1
+                return 1
+            self.footprints[memory_kind] = footprint, pixels
+        footprint, measured_at = self.footprints[memory_kind]
+        fits = footprint.scaled(pixels / measured_at).tasks_within(self.memory.budget())
+        return balanced_chunks(len(jobs), min(most, fits))[0]
 
     def _calibrate(self, vgg: VGG19Features, jobs: Sequence[Job]) -> Footprint | None:
         """The footprint of batches like `jobs`, from a few evaluations of one of them alone

@@ -134,8 +134,8 @@ def test_a_worker_sizes_a_batch_by_the_memory_it_measures(write_manifest) -> Non
     own = Worker("cuda", "cuda#memory")
     outcomes = own.run_batch(tasks)
     assert [o.status for o in outcomes] == ["done"] * 3, [o.error for o in outcomes]
-    (footprint,) = own.footprints.values()
-    assert footprint is not None and footprint.per_task > 0 and footprint.fixed >= 0
+    ((footprint, pixels),) = own.footprints.values()
+    assert footprint.per_task > 0 and footprint.fixed >= 0 and pixels == 128 * 85
     assert own.memory is not None
     chosen = min(3, footprint.tasks_within(own.memory.budget()))
     assert [o.batch for o in outcomes] == [chosen] * 3

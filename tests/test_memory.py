@@ -61,6 +61,16 @@ def test_the_tasks_within_a_budget() -> None:
     assert Footprint(fixed=0, per_task=MIN_PER_TASK).tasks_within(139 * 2**30) == 71168
 
 
+def test_a_footprint_scaled_to_another_image_size() -> None:
+    footprint = Footprint(fixed=400 * MiB, per_task=300 * MiB)
+    # four times the pixels: four times each task's part, and the fixed part
+    assert footprint.scaled(4.0) == Footprint(fixed=1600 * MiB, per_task=1200 * MiB)
+    # a quarter: each task's part shrinks, the fixed part stays
+    assert footprint.scaled(0.25) == Footprint(fixed=400 * MiB, per_task=75 * MiB)
+    assert footprint.scaled(1.0) == footprint
+    assert footprint.scaled(1e-9).per_task == MIN_PER_TASK
+
+
 @pytest.mark.parametrize(
     ("tasks", "most", "desired"),
     [

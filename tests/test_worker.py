@@ -336,7 +336,9 @@ def test_a_batch_runs_in_balanced_chunks_that_fit_the_budget(
     assert spy.calls == [(1, 4), (2, 4), (2, 2), (2, 2), (1, 2)]
     assert [o.batch for o in outcomes] == [2, 2, 2, 2, 1]
     assert fake.peaks == 2
-    assert list(own.footprints.values()) == [Footprint(fixed=400 * MiB, per_task=300 * MiB)]
+    assert list(own.footprints.values()) == [
+        (Footprint(fixed=400 * MiB, per_task=300 * MiB), 43 * 64)
+    ]
     assert own.caps == {}
     assert capsys.readouterr().err == ""
 
@@ -374,7 +376,7 @@ def test_two_that_run_out_of_memory_in_calibration_leave_the_peak_of_one(
     assert spy.calls == [(1, 4), (2, 4), (1, 2), (1, 2), (1, 2)]
     assert [o.batch for o in outcomes] == [1, 1, 1]
     assert fake.peaks == 1
-    assert list(own.footprints.values()) == [Footprint(fixed=0, per_task=700 * MiB)]
+    assert list(own.footprints.values()) == [(Footprint(fixed=0, per_task=700 * MiB), 43 * 64)]
     assert capsys.readouterr().err == ""  # nothing ran out of memory but the calibration
 
 
@@ -389,15 +391,21 @@ def test_a_footprint_is_calibrated_once_per_kind_of_batch(
     assert fake.peaks == 2
     own.run_batch(tasks[:1])  # a task alone needs no calibration
     assert spy.calls[4:] == [(1, 2)]
-    # another shape is another kind of batch: measured anew
-    larger = _five_tasks(write_manifest, size=80)[:2]
+    # another shape takes the footprint scaled by its pixels: no calibration
+    larger = _five_tasks(write_manifest, size=80)[:3]
+    own.memory = FakeMemory(spy, fake.footprint, budget=2000 * MiB)  # type: ignore[assignment]
     done = own.run_batch(larger)
-    assert [o.status for o in done] == ["done"] * 2
-    assert spy.calls[5:] == [(1, 4), (2, 4), (2, 2)]
-    assert fake.peaks == 4
-    kinds = list(own.footprints)
-    assert len(kinds) == 2
-    assert [kind[2] for kind in kinds] == [(1, 3, 43, 64), (1, 3, 53, 80)]
+    assert [o.status for o in done] == ["done"] * 3
+    # 80x53 is 1.54x the pixels: 616 MiB fixed and 462 MiB a task, so 2 of 3 fit 2000 MiB
+    assert spy.calls[5:] == [(2, 2), (1, 2)]
+    assert [o.batch for o in done] == [2, 2, 1]
+    assert own.memory.peaks == 0  # type: ignore[attr-defined]
+    assert len(own.footprints) == 1
+    # another precision is another kind: measured anew
+    bf16 = _five_tasks(write_manifest, precision="bf16")[:2]
+    own.run_batch(bf16)
+    assert spy.calls[7:] == [(1, 4), (2, 4), (2, 2)]
+    assert len(own.footprints) == 2
 
 
 # --- torch.compile ----------------------------------------------------------------------------
