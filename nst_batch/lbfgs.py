@@ -28,10 +28,18 @@ import torch
 _BLOCK = 4096  # below ATen's parallel grain: each block is summed by one thread
 
 
+def _in_fixed_order(t: torch.Tensor) -> bool:
+    """Whether sums over `t` need our fixed order: on a CPU, where BLAS and ATen split
+    them by thread count. A GPU's kernels sum in a fixed order anyway, and one cuBLAS or
+    reduction call beats a loop of small ones there. (Tests make this False to run the
+    GPU's branches on a CPU.)"""
+    return t.device.type == "cpu"
+
+
 def fixed_sums(rows: torch.Tensor) -> torch.Tensor:
     """Row sums (R,) float64, on the rows' device, of a (R, N) tensor, in an order that
     does not depend on the thread count."""
-    if rows.device.type != "cpu":  # one kernel; a GPU's reduction order is fixed anyway
+    if not _in_fixed_order(rows):  # one kernel
         return rows.sum(dim=1, dtype=torch.float64)
     n = rows.shape[1]
     head = n - n % _BLOCK
@@ -54,7 +62,7 @@ _CHUNK = 16  # rows per product on the CPU: bounds the (rows, N) temporary
 def matvec(m: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
     """m @ v, float64 on m's device, for m (R, N), v (N,): one cuBLAS call on a GPU (where
     the order is fixed anyway), fixed-order row sums on the CPU."""
-    if m.device.type != "cpu":
+    if not _in_fixed_order(m):
         return torch.mv(m, v).double()
     if not len(m):
         return torch.zeros(0, dtype=torch.float64)
@@ -66,7 +74,7 @@ def combine(matrices: Sequence[torch.Tensor], coefficients: np.ndarray) -> torch
     weighted by host coefficients (K, R): on a GPU one transfer and a product per
     matrix, on the CPU row by row, so that the order of the sum is fixed."""
     first = matrices[0]
-    if first.device.type != "cpu":
+    if not _in_fixed_order(first):
         weights = _to_device(torch.from_numpy(coefficients), first)
         total = torch.mv(first.t(), weights[0])
         for matrix, row in zip(matrices[1:], weights[1:], strict=True):
@@ -295,7 +303,7 @@ class _History:
         gradient g there."""
         used = len(self.slots)  # slots 0 .. used - 1, filled in order
         history_s, history_y = self.s[:used], self.y[:used]
-        if s.device.type != "cpu":  # three matrix products; each buffer is read once
+        if not _in_fixed_order(s):  # three matrix products; each buffer is read once
             columns = torch.stack([y, g], 1)
             by_s = torch.mm(history_s, columns).t()
             by_y = torch.mm(history_y, columns).t()

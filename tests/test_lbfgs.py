@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 import torch
 
+from nst_batch import lbfgs
 from nst_batch.lbfgs import LBFGSConfig, _History, combine, dot, matvec, minimize, to_host
 
 
@@ -183,3 +184,32 @@ def test_the_first_step_is_large_enough_to_show_through_a_noisy_loss(
         minimize(noisy, x, LBFGSConfig(first_decrease=first_decrease))
     loss = 0.5 * float((x.double() ** 2).sum())
     assert (loss < 0.1 * 0.5 * n) is reaches
+
+
+def test_the_gpu_branches_agree_with_the_fixed_order_ones(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A GPU takes one cuBLAS or reduction call where the CPU sums in a fixed order. Run
+    here on CPU tensors, those branches must lay out the products as the CPU's do and
+    give the same directions and the same minimum."""
+    generator = torch.Generator().manual_seed(7)
+    n, pairs = 9000, [torch.randn(9000, generator=generator) for _ in range(6)]
+    a = torch.rand(n, generator=generator) * 10 + 0.1
+    grad = torch.randn(n, generator=generator)
+
+    def directions() -> list[tuple[list[float], torch.Tensor, float]]:
+        history, seen = _History(torch.zeros(n), 4, float(grad @ grad)), []
+        for s in pairs:  # more pairs than the history holds: its ring turns
+            (products,) = to_host([history.products(s, a * s, grad)])
+            history.update(s, a * s, products)
+            seen.append((products, *history.direction(grad, 0.5)))
+        return seen
+
+    fixed = directions()
+    monkeypatch.setattr(lbfgs, "_in_fixed_order", lambda t: False)
+    gpu = directions()
+    for (products, d, slope), (products_gpu, d_gpu, slope_gpu) in zip(fixed, gpu, strict=True):
+        assert products_gpu == pytest.approx(products, rel=1e-4, abs=1e-3)
+        assert torch.allclose(d_gpu, d, rtol=1e-4, atol=1e-4 * float(d.abs().max()))
+        assert slope_gpu == pytest.approx(slope, rel=1e-4)
+    x = torch.full((6,), -1.0, dtype=torch.float64)
+    minimize(rosenbrock, x, LBFGSConfig(tolerance_grad=1e-10, tolerance_change=1e-14))
+    assert torch.allclose(x, torch.ones(6, dtype=torch.float64), atol=1e-5)

@@ -491,3 +491,18 @@ def test_adam_never_reads_the_device_between_evaluations(
     # tensor it keeps on the host even for a GPU's parameters (none for the last
     # evaluation, of the averaged iterate).
     assert reads.rounds == [(0, 1)] * 11 + [(0, 0)]
+
+
+def test_the_gpu_branches_of_lbfgs_optimize_as_the_cpu_ones(
+    net, content, targets, monkeypatch
+) -> None:
+    # The search's single-call sums (a GPU's), run on the CPU: the same path to float32
+    # rounding, so the same losses to a fraction of a percent after 15 steps.
+    params = _params(steps=15)
+    fixed = stylize(net, content, targets, params)
+    monkeypatch.setattr(lbfgs, "_in_fixed_order", lambda t: False)
+    gpu = stylize(net, content, targets, params)
+    assert gpu.steps == fixed.steps == 15
+    assert gpu.history[:3] == pytest.approx(fixed.history[:3], rel=1e-5)
+    assert gpu.losses.total == pytest.approx(fixed.losses.total, rel=0.01)
+    assert gpu.losses.total < 0.5 * gpu.initial_losses.total
