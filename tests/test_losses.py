@@ -6,6 +6,7 @@ import pytest
 import torch
 
 from nst_batch.losses import (
+    _tf32_matmuls,
     content_loss,
     gram_matrix,
     style_loss,
@@ -101,6 +102,17 @@ def test_gram_gradient_flows_through_half_precision_input() -> None:
     assert features.grad.dtype == torch.bfloat16
     assert torch.isfinite(features.grad.float()).all()
     assert features.grad.float().abs().sum() > 0
+
+
+def test_tf32_matmuls_are_allowed_only_within_and_only_where_asked() -> None:
+    matmul = torch.backends.cuda.matmul
+    before = matmul.allow_tf32
+    with _tf32_matmuls(False):
+        assert matmul.allow_tf32 is before
+    with pytest.raises(RuntimeError), _tf32_matmuls(True):
+        assert matmul.allow_tf32 is True
+        raise RuntimeError("out of memory, say")
+    assert matmul.allow_tf32 is before  # restored, even on the way out of an error
 
 
 def test_gram_is_invariant_to_tiling_the_feature_map() -> None:
