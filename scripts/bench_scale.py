@@ -46,7 +46,7 @@ sys.path.insert(0, str(REPO))
 from nst_batch.layout import KEY_METADATA, results_file  # noqa: E402
 from nst_batch.manifest import load_manifest  # noqa: E402
 from nst_batch.plan import Task, plan  # noqa: E402
-from nst_batch.results import ResultRow, ResultsWriter, write_table  # noqa: E402
+from nst_batch.results import ResultRow, ResultsWriter, task_row, write_table  # noqa: E402
 
 EXIF_IMAGE_DESCRIPTION = 0x010E  # where nst-batch keeps a JPEG output's metadata
 
@@ -89,12 +89,10 @@ def write_output(task: Task, shade: int) -> None:
 
 
 def done_row(task: Task, loss: float) -> ResultRow:
-    return ResultRow(
-        content=task.content.name,
-        style=task.style.name,
-        variant=task.variant.name,
-        output=task.relative_output,
-        status="done",
+    return task_row(
+        task,
+        "done",
+        "",
         content_loss=loss / 2,
         style_loss=loss / 2,
         tv_loss=0.0,
@@ -104,7 +102,6 @@ def done_row(task: Task, loss: float) -> ResultRow:
         seconds=0.1,
         device="cpu",
         worker="cpu#0",
-        key=task.key,
     )
 
 

@@ -32,7 +32,7 @@ from nst_batch.gallery.sheet import MAX_SHEET_PIXELS, MAX_SHEET_SIDE
 from nst_batch.layout import COMPARE, PAGE, SHEET
 from nst_batch.manifest import Manifest, load_manifest
 from nst_batch.plan import Task, plan
-from nst_batch.results import ResultRow, write_table
+from nst_batch.results import ResultRow, task_row, write_table
 
 ROWS_PER_SHEET = 42  # with one style: (8,000 px - heading) // row height - the style row
 
@@ -83,17 +83,7 @@ def _finish(task: Task, colour: int, loss: float = 2.5e5) -> ResultRow:
     """Write the task's output (plainly: these tests are not about durable writes) and its row."""
     task.output.parent.mkdir(parents=True, exist_ok=True)
     Image.new("RGB", (64, 48), _colour(colour)).save(task.output)
-    return ResultRow(
-        content=task.content.name,
-        style=task.style.name,
-        variant=task.variant.name,
-        output=task.relative_output,
-        status="done",
-        total_loss=loss,
-        steps=2,
-        seconds=0.5,
-        key=task.key,
-    )
+    return task_row(task, "done", "", total_loss=loss, steps=2, seconds=0.5)
 
 
 def _stamps(out: Path) -> dict[str, tuple[int, int]]:
