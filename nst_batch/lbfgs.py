@@ -51,11 +51,6 @@ def fixed_sums(rows: torch.Tensor) -> torch.Tensor:
     return total
 
 
-def dot(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-    """sum(a * b) of two flat tensors, float64 on their device, in a fixed order."""
-    return fixed_sums((a * b).view(1, -1))[0]
-
-
 _CHUNK = 16  # rows per product on the CPU: bounds the (rows, N) temporary
 
 
@@ -210,9 +205,10 @@ def minimize(objective: Objective, x: torch.Tensor, config: LBFGSConfig) -> torc
             return converged.value
 
 
-def _probe(
+def probe(
     point: torch.Tensor, along: torch.Tensor | None = None
 ) -> Generator[Request, Answer, Evaluation]:
+    """Ask for the objective at `point` (see Probe): the Evaluation sent back."""
     evaluation = yield Probe(point, along)
     assert isinstance(evaluation, Evaluation)
     return evaluation
@@ -232,7 +228,7 @@ def search(x: torch.Tensor, config: LBFGSConfig) -> Search:
     together with other tasks' (stacked into one batch), each task keeping its own
     history and line search. It stops asking by closing the coroutine at its budget.
     """
-    first = yield from _probe(x)
+    first = yield from probe(x)
     if first.grad_max <= config.tolerance_grad:
         return x
     loss, grad = first.loss, first.grad
@@ -250,7 +246,7 @@ def search(x: torch.Tensor, config: LBFGSConfig) -> Search:
         if config.line_search:
             step, new = yield from _strong_wolfe(x, step, d, loss, grad, gtd, config)
         else:
-            new = yield from _probe(x + step * d, d)
+            new = yield from probe(x + step * d, d)
         s = step * d
         x.add_(s)
         if (
@@ -405,7 +401,7 @@ def _strong_wolfe(
     """A step along d meeting the strong Wolfe conditions, and the evaluation there."""
     prev = (0.0, Evaluation(loss, grad, slope=gtd))
     for i in range(config.max_line_search):
-        current = yield from _probe(x + step * d, d)
+        current = yield from probe(x + step * d, d)
         if current.loss > loss + config.c1 * step * gtd or (i > 0 and current.loss >= prev[1].loss):
             return (yield from _zoom(x, d, loss, gtd, prev, (step, current), config, i + 1))
         if abs(current.slope) <= -config.c2 * gtd:
@@ -444,7 +440,7 @@ def _zoom(
         )
         if min(step - a, b - step) < 0.1 * width:
             step = (a + b) / 2  # interpolation stuck at an end: bisect
-        current = yield from _probe(x + step * d, d)
+        current = yield from probe(x + step * d, d)
         if current.loss > loss + config.c1 * step * gtd or current.loss >= low_eval.loss:
             high = (step, current)
         else:

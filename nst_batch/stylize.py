@@ -345,8 +345,7 @@ def _adam(x: torch.Tensor, params: Params) -> Search:
         if decay and weight and step == params.steps - 1:
             yield Probe(average / weight)
             break
-        evaluation = yield Probe(x.detach())
-        assert isinstance(evaluation, Evaluation)
+        evaluation = yield from lbfgs.probe(x.detach())
         x.grad = evaluation.grad.view_as(x)
         optimizer.step()
         with torch.no_grad():
@@ -430,8 +429,6 @@ class _Evaluator:
     overwritten by the next replay, so callers get copies.
     """
 
-    WARMUP = GRAPH_WARMUP
-
     def __init__(
         self, vgg: VGG19Features, mode: Precision, layers: list[str], graphs: bool
     ) -> None:
@@ -461,7 +458,7 @@ class _Evaluator:
         side = torch.cuda.Stream(x.device)
         side.wait_stream(torch.cuda.current_stream(x.device))
         with torch.cuda.stream(side):
-            for _ in range(self.WARMUP):
+            for _ in range(GRAPH_WARMUP):
                 _evaluate(self.vgg, runs, inputs, self.mode, self.layers, factor)
         torch.cuda.current_stream(x.device).wait_stream(side)
         graph = torch.cuda.CUDAGraph()
