@@ -250,6 +250,9 @@ def _to_8bit_gray(image: Image.Image) -> Image.Image:
 
 def _icc_to_srgb(image: Image.Image) -> Image.Image:
     icc = image.info.get("icc_profile")
+    if icc and image.mode in ("P", "PA"):  # the palette's colours are in the profile's space
+        transparent = image.mode == "PA" or "transparency" in image.info
+        image = image.convert("RGBA" if transparent else "RGB")  # keeps info, the profile too
     if not icc or ImageCms is None or image.mode not in _COLOR_MANAGED_MODES:
         return image
     try:

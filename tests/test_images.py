@@ -80,6 +80,24 @@ def test_adobe_rgb_photo_is_converted_to_srgb() -> None:
     assert _mean_abs_diff(loaded, original) > 1  # the profile made a visible difference
 
 
+@pytest.mark.parametrize("transparent", [False, True])
+def test_a_palette_image_with_a_profile_is_colour_managed(tmp_path: Path, transparent) -> None:
+    """The same picture and profile load alike as a palette PNG and as RGB(A)."""
+    icc = _open(ROCKET).info["icc_profile"]
+    palette = _open(ROCKET).convert("RGB").quantize(64)
+    palette.info = {"transparency": 0} if transparent else {}
+    direct = palette.convert("RGBA" if transparent else "RGB")
+    palette.save(tmp_path / "palette.png", icc_profile=icc, **palette.info)
+    direct.save(tmp_path / "direct.png", icc_profile=icc)
+    as_palette, as_direct = (
+        load_image(tmp_path / "palette.png"),
+        load_image(tmp_path / "direct.png"),
+    )
+    assert Image.open(tmp_path / "palette.png").mode == "P"
+    assert as_palette.tobytes() == as_direct.tobytes()
+    assert _mean_abs_diff(as_direct, direct.convert("RGB")) > 1  # the profile was applied
+
+
 def test_srgb_profile_leaves_pixels_unchanged() -> None:
     assert load_image(CHELSEA).tobytes() == _chelsea().tobytes()
 
