@@ -27,6 +27,40 @@ def _tf32_matmuls(enabled: bool) -> Iterator[None]:
         matmul.allow_tf32 = saved
 
 
+GRAM_BLOCK = 1024  # positions per partial Gram on the CPU
+
+
+def _outer_products(flat: torch.Tensor) -> torch.Tensor:
+    """F F^T: (B, C, N) -> (B, C, C), summed in an order that does not depend on the
+    thread count.
+
+    On a CPU, one BLAS product splits a long sum over positions between threads when C is
+    small (64 and 128 channels on AVX-512; every layer at 16 threads), so the Gram's rounding,
+    and with it every later pixel, followed the number of threads. Here the positions go in
+    blocks of at most GRAM_BLOCK, always at least two of them, as one batched product, whose
+    threads take whole blocks; the blocks' products are then added in a fixed order. As fast
+    as the single product. A GPU's kernels sum in a fixed order already.
+    """
+    if not flat.is_cpu:
+        return torch.bmm(flat, flat.transpose(1, 2))
+    return torch.stack([_blocked_gram(f) for f in flat])
+
+
+def _blocked_gram(f: torch.Tensor) -> torch.Tensor:
+    """(C, N) -> (C, C) as above."""
+    c, n = f.shape
+    block = min(GRAM_BLOCK, max(n // 2, 1))
+    whole = n - n % block
+    blocks = f[:, :whole].reshape(c, -1, block).transpose(0, 1)  # (whole/block, C, block)
+    gram = torch.bmm(blocks, blocks.transpose(1, 2)).sum(0)
+    if whole < n:  # the rest as two half blocks, the second padded with a zero if need be
+        half = (n - whole + 1) // 2
+        rest = torch.nn.functional.pad(f[:, whole:], (0, 2 * half - (n - whole)))
+        rest = rest.reshape(c, 2, half).transpose(0, 1)  # (2, C, half)
+        gram = gram + torch.bmm(rest, rest.transpose(1, 2)).sum(0)
+    return gram
+
+
 class _Gram(torch.autograd.Function):
     """F F^T x scale, with a backward of one matmul: G is symmetric, so dL/dF = (dG + dG^T) F.
 
@@ -42,12 +76,13 @@ class _Gram(torch.autograd.Function):
         ctx.save_for_backward(flat)
         ctx.scale, ctx.tf32 = scale, half_values and flat.is_cuda
         with torch.autocast(flat.device.type, enabled=False), _tf32_matmuls(ctx.tf32):
-            return torch.bmm(flat, flat.transpose(1, 2)).mul_(scale)  # float32 under autocast too
+            return _outer_products(flat).mul_(scale)  # float32 under autocast too
 
     @staticmethod
     def backward(ctx: Any, grad: torch.Tensor) -> tuple[torch.Tensor, None, None]:
         (flat,) = ctx.saved_tensors
-        # Autograd's own F @ F^T backward takes two matmuls and an add.
+        # Autograd's own F @ F^T backward takes two matmuls and an add. This product sums
+        # over channels, which BLAS does not split between threads (it splits the positions).
         with _tf32_matmuls(ctx.tf32):
             return torch.bmm(grad + grad.transpose(1, 2), flat).mul_(ctx.scale), None, None
 

@@ -10,7 +10,7 @@ import math
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Protocol, cast
+from typing import Any, Protocol, cast
 
 import torch
 
@@ -384,6 +384,32 @@ class _LossScale:
         return False
 
 
+class _ClampToUnit(torch.autograd.Function):
+    """x.clamp(0, 1) whose gradient passes at 0 and 1 as well as between them.
+
+    torch's clamp passes none at the bounds themselves, so every channel value that starts
+    at 0 or 255 (black, white, saturated colours; a warm start's clipped pixels) would never
+    move. Here the gradient at a bound is the one-sided derivative from inside; beyond the
+    bounds it is zero, as the saved image does not change there.
+    """
+
+    @staticmethod
+    def forward(ctx: Any, x: torch.Tensor) -> torch.Tensor:
+        ctx.save_for_backward(x)
+        return x.clamp(0, 1)
+
+    @staticmethod
+    def backward(ctx: Any, grad: torch.Tensor) -> torch.Tensor:
+        (x,) = ctx.saved_tensors
+        # In x's layout: a compiled VGG19 hands back channels-last gradients.
+        return grad.contiguous() * ((x >= 0) & (x <= 1))
+
+
+def clamp_to_unit(x: torch.Tensor) -> torch.Tensor:
+    """(B, 3, H, W) -> the image that will be saved, 0..1, with a gradient at the bounds."""
+    return cast(torch.Tensor, _ClampToUnit.apply(x))
+
+
 def _evaluate(
     vgg: VGG19Features,
     runs: Sequence[_Run],
@@ -395,7 +421,7 @@ def _evaluate(
     """Loss terms (B, 4) of the points x (B, 3, H, W), and the gradient (B, 3, H, W) of
     their sum times `factor` (fp16's loss scale)."""
     x = x.detach().requires_grad_(True)
-    image = x.clamp(0, 1)  # the loss of the image that will be saved
+    image = clamp_to_unit(x)  # the loss of the image that will be saved
     with precision_scope(x.device, mode):
         features = vgg(image, layers)
     terms = torch.stack(

@@ -181,7 +181,8 @@ def test_gram_matrix_gradient_is_float32_under_bf16_autocast() -> None:
 def test_bf16_run_lowers_the_loss_and_matches_fp32(net, content, style) -> None:
     """60 steps: L-BFGS from the content lowers the loss by ~7% a step for the first 20,
     where bf16's one extra line-search evaluation early on still shows as a 5-10% gap;
-    by 60 steps both runs level off together."""
+    by 60 steps both runs level off together, bf16 never more than 2% above fp32 (on this
+    CPU it ends 2% below it)."""
     losses = {}
     for mode in ("fp32", "bf16"):
         params = _params(steps=60, precision=mode)
@@ -192,7 +193,8 @@ def test_bf16_run_lowers_the_loss_and_matches_fp32(net, content, style) -> None:
         # its own (bf16) objective agrees with the fp32 one on its image
         assert evaluated == pytest.approx(result.losses.total, rel=2e-2)
         losses[mode] = evaluated
-    assert losses["bf16"] == pytest.approx(losses["fp32"], rel=2e-2)
+    assert losses["bf16"] <= 1.02 * losses["fp32"]
+    assert losses["bf16"] == pytest.approx(losses["fp32"], rel=5e-2)
 
 
 def _watch_loss_scale(monkeypatch: pytest.MonkeyPatch) -> list[tuple[float, bool]]:

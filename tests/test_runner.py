@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from conftest import CONTENT, STYLE
 from PIL import Image
 
 from nst_batch.manifest import load_manifest
@@ -122,6 +123,34 @@ def test_two_cpu_workers_share_the_gallery_and_match_one(write_manifest, tmp_pat
             pixels(tmp_path / "two" / row.output), pixels(tmp_path / "one" / row.output)
         )
     assert multiprocessing.active_children() == []
+
+
+@pytest.mark.slow
+def test_one_cpu_worker_and_two_make_the_same_pixels_through_the_command(write_manifest, tmp_path):
+    """One worker has both cores' threads, each of two has one: the sums must not follow
+    the thread count (they did at 96 px and 30 steps, by up to 66 levels)."""
+    from click.testing import CliRunner
+
+    from nst_batch.cli import main
+
+    doc = {
+        "content": [str(CONTENT / "chelsea.png"), str(CONTENT / "coffee.png")],
+        "style": [str(STYLE / "starry_night.jpg"), str(STYLE / "shipwreck.jpg")],
+        "params": {"size": 96, "steps": 30, "seed": 7},
+        "format": "png",
+    }
+    for name, devices in (("one", ["cpu"]), ("two", ["cpu", "cpu"])):
+        manifest = write_manifest(f"{name}.yaml", output=name, devices=devices, **doc)
+        result = CliRunner().invoke(main, [str(manifest)])
+        assert result.exit_code == 0, result.output
+    one = {r.output: r for r in read_rows(tmp_path / "one" / "results.csv")}
+    two = {r.output: r for r in read_rows(tmp_path / "two" / "results.csv")}
+    assert sorted(one) == sorted(two) and len(one) == 4
+    assert {r.worker for r in two.values()} == {"cpu#0", "cpu#1"}
+    for output, row in one.items():
+        assert row.status == two[output].status == "done"
+        assert row.total_loss == two[output].total_loss
+        assert np.array_equal(pixels(tmp_path / "one" / output), pixels(tmp_path / "two" / output))
 
 
 @pytest.mark.slow

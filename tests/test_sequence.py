@@ -9,6 +9,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 import yaml
 from click.testing import CliRunner
@@ -322,3 +323,18 @@ def test_sequence_mode_flickers_less_than_independent_frames(pan_run: Path, tmp_
     assert flow.sequence_warping_error(frames, chained) < 0.6 * flow.sequence_warping_error(
         frames, still
     )
+
+
+@pytest.mark.slow
+def test_a_sequence_that_fades_in_from_black_is_stylized(tmp_path: Path) -> None:
+    """A black first frame has every channel at 0: it must be stylized, not fail as diverged
+    and take every later frame with it."""
+    frames = make_pan(tmp_path / "frames", frames=2)
+    Image.new("RGB", (64, 48)).save(frames / "f1.png")
+    manifest = write(tmp_path, params={"size": 48, "steps": 6})
+    result = CliRunner().invoke(main, [str(manifest)])
+    assert result.exit_code == 0, result.output
+    rows = read_rows(tmp_path / "out" / "results.csv")
+    assert [r.status for r in rows] == ["done", "done"]
+    first = sorted((tmp_path / "out").rglob("f1.*"))[0]
+    assert np.asarray(Image.open(first).convert("RGB")).astype(int).mean() > 5

@@ -10,12 +10,14 @@ import math
 import re
 from dataclasses import dataclass
 
+import numpy as np
 import pytest
 import torch
 from conftest import CONTENT, STYLE, content_at, style_like
+from PIL import Image
 from torch.overrides import TorchFunctionMode
 
-from nst_batch import lbfgs
+from nst_batch import images, lbfgs, transfer
 from nst_batch.losses import gram_matrix, style_loss
 from nst_batch.params import GATYS_CONTENT_LAYERS, GATYS_STYLE_LAYERS, PRESETS, Params
 from nst_batch.stylize import (
@@ -26,6 +28,7 @@ from nst_batch.stylize import (
     StylizeError,
     Temporal,
     _graphs_allowed,
+    clamp_to_unit,
     style_targets,
     stylize,
     stylize_batch,
@@ -336,20 +339,104 @@ def test_losses_are_of_the_same_order_at_64_and_128_px(net, content, targets, co
 
 
 @pytest.mark.slow
-def test_pixels_do_not_depend_on_the_thread_count(net) -> None:
-    # 160 px: 3 x 160 x 107 values, more than ATen sums on one thread.
-    content = content_at(CHELSEA, 160)
-    targets = style_targets(net, style_like(STARRY, content), _params(size=160))
+@pytest.mark.parametrize(("size", "steps"), [(64, 12), (96, 6), (160, 8)])
+def test_pixels_do_not_depend_on_the_thread_count(net, size: int, steps: int) -> None:
+    # 160 px: 3 x 160 x 107 values, more than ATen sums on one thread; the Gram matrices of
+    # relu1_1 and relu2_1 are long sums over positions at every size.
+    content = content_at(CHELSEA, size)
+    targets = style_targets(net, style_like(STARRY, content), _params(size=size))
     before = torch.get_num_threads()
     try:
         images_by_threads = {}
-        for threads in (1, 2):
+        for threads in (1, 2, 3):
             torch.set_num_threads(threads)
-            result = stylize(net, content, targets, _params(size=160, steps=8))
+            result = stylize(net, content, targets, _params(size=size, steps=steps))
             images_by_threads[threads] = result.image
     finally:
         torch.set_num_threads(before)
     assert torch.equal(images_by_threads[1], images_by_threads[2])
+    assert torch.equal(images_by_threads[1], images_by_threads[3])
+
+
+BOUND_COLOURS = [(0, 0, 0), (255, 255, 255), (255, 0, 0), (0, 0, 255)]  # channels at 0 or 255
+
+
+def bars(width: int, height: int) -> Image.Image:
+    """The chelsea photo at width x height with four bars of black, white, pure red and pure
+    blue across its middle half: every channel of a bar at 0 or 255."""
+    photo = np.asarray(images.load_image(CHELSEA).resize((width, height))).copy()
+    bar = width // len(BOUND_COLOURS)
+    for i, colour in enumerate(BOUND_COLOURS):
+        photo[height // 4 : 3 * height // 4, i * bar : (i + 1) * bar] = colour
+    return Image.fromarray(photo)
+
+
+def bar_changes(picture: Image.Image, out: Image.Image) -> list[float]:
+    """The mean absolute change in levels inside each bar (a 2 px margin left out)."""
+    before = np.asarray(picture).astype(int)
+    after = np.asarray(out).astype(int)
+    h, w = before.shape[:2]
+    bar = w // len(BOUND_COLOURS)
+    inside = slice(h // 4 + 2, 3 * h // 4 - 2)
+    return [
+        float(
+            np.abs(
+                after[inside, i * bar + 2 : (i + 1) * bar - 2]
+                - before[inside, i * bar + 2 : (i + 1) * bar - 2]
+            ).mean()
+        )
+        for i in range(len(BOUND_COLOURS))
+    ]
+
+
+@pytest.mark.parametrize(
+    ("size", "steps", "optimizer"),
+    [(64, 6, "lbfgs"), (96, 12, "lbfgs"), (64, 8, "adam")],
+)
+def test_black_white_and_saturated_pixels_are_stylized(size: int, steps: int, optimizer: str):
+    """A channel at exactly 0 or 1 gets a gradient: no bar stays flat (it did: torch's clamp
+    passes no gradient at its bounds)."""
+    picture = bars(size, size * 2 // 3)
+    extra = {"learning_rate": 0.02} if optimizer == "adam" else {}
+    out = transfer(
+        picture, STARRY, size=size, steps=steps, device="cpu", optimizer=optimizer, **extra
+    )
+    assert out.size == picture.size
+    changes = bar_changes(picture, out)
+    assert min(changes) > 2.0, changes
+
+
+def test_the_command_stylizes_black_white_and_saturated_areas(tmp_path) -> None:
+    from click.testing import CliRunner
+
+    from nst_batch.cli import main
+
+    picture = bars(96, 64)
+    picture.save(tmp_path / "bars.png")
+    manifest = tmp_path / "m.yaml"
+    manifest.write_text(
+        f"output: out\ncontent: [{tmp_path / 'bars.png'}]\nstyle: [{STARRY}]\n"
+        "format: png\ndevices: cpu\nparams: {size: 96, steps: 10}\n"
+    )
+    result = CliRunner().invoke(main, [str(manifest)])
+    assert result.exit_code == 0, result.output
+    (out,) = (tmp_path / "out").glob("bars*.png")
+    assert min(bar_changes(picture, Image.open(out).convert("RGB"))) > 2.0
+
+
+def test_a_black_picture_is_stylized_not_failed() -> None:
+    """A black frame (a fade-in) starts with every channel at 0: it must move, not diverge."""
+    black = Image.new("RGB", (48, 32))
+    out = transfer(black, STARRY, size=48, steps=6, device="cpu")
+    assert np.asarray(out).astype(int).mean() > 5
+
+
+def test_clamp_to_unit_passes_the_gradient_at_its_bounds() -> None:
+    x = torch.tensor([-0.5, 0.0, 0.5, 1.0, 1.5], requires_grad=True)
+    image = clamp_to_unit(x)
+    image.sum().backward()
+    assert image.tolist() == [0.0, 0.0, 0.5, 1.0, 1.0]
+    assert x.grad is not None and x.grad.tolist() == [0.0, 1.0, 1.0, 1.0, 0.0]
 
 
 @pytest.mark.slow
