@@ -20,7 +20,7 @@ import zipfile
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, cast
 
 import numpy as np
 from PIL import Image
@@ -53,11 +53,12 @@ def dis_flow(source: np.ndarray, target: np.ndarray) -> np.ndarray:
     source's pixel (x, y) is at (x + dx, y + dy) in target."""
     import cv2
 
-    dis = cv2.DISOpticalFlow_create(cv2.DISOPTICAL_FLOW_PRESET_MEDIUM)  # type: ignore[attr-defined]
+    dis = cv2.DISOpticalFlow.create(cv2.DISOPTICAL_FLOW_PRESET_MEDIUM)
     if min(source.shape) < 64:  # the preset's 8 px patches leave too few on tiny frames
         dis.setPatchSize(4)
         dis.setPatchStride(2)
-    flow = dis.calc(source, target, None)
+    no_initial_flow = cast(np.ndarray, None)  # DIS then starts from zero; its stubs lack None
+    flow = dis.calc(source, target, no_initial_flow)
     return np.ascontiguousarray(flow, dtype=np.float32)
 
 
