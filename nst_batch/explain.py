@@ -5,13 +5,12 @@ against its own), what an output was made with (`nst-batch show`), and a task's 
 
 from __future__ import annotations
 
-import json
 import math
 from collections.abc import Mapping
 from pathlib import Path
 
-from nst_batch import layout
-from nst_batch.layout import KEY_METADATA, RECIPE_METADATA, display
+from nst_batch.layout import display
+from nst_batch.metadata import OutputRecord
 from nst_batch.plan import Task
 from nst_batch.results import ResultRow
 
@@ -38,17 +37,18 @@ def reasons(
     version that differ is named (settings with their old and new values). A latest result
     made with the current key tells what happened to the last try.
     """
-    if metadata is not None and metadata.get(KEY_METADATA) == task.key:
+    record = None if metadata is None else OutputRecord.from_metadata(metadata)
+    if record is not None and record.key == task.key:
         return [FORCED] if force else []
     found: list[str] = []
     tried = row is not None and row.key == task.key
-    if metadata is None:
+    if record is None:
         if not tried:
             found.append("new")
         elif row is not None and row.status in ("done", "skipped"):
             found.append("the output file is missing")
     else:
-        found += _recipe_changes(task, metadata)
+        found += _recipe_changes(task, record.recipe)
     if tried and row is not None and row.status == "failed":
         found.append(f"failed before: {row.error or 'no reason recorded'}")
     elif tried and row is not None and row.status == "interrupted":
@@ -56,13 +56,9 @@ def reasons(
     return found or ["made with other inputs or settings"]
 
 
-def _recipe_changes(task: Task, metadata: Mapping[str, str]) -> list[str]:
-    """What differs between the recipe an output records and the task's recipe."""
-    try:
-        old = json.loads(metadata.get(RECIPE_METADATA, ""))
-    except ValueError:
-        old = None
-    if not isinstance(old, dict):
+def _recipe_changes(task: Task, old: dict[str, object] | None) -> list[str]:
+    """What differs between the recipe an output records (`old`) and the task's recipe."""
+    if old is None:
         return [NO_RECIPE]
     new = task.recipe
     found: list[str] = []
@@ -141,7 +137,7 @@ def plain(value: object) -> str:
     return str(value)
 
 
-# -- a subset of the plan: --only ------------------------------------------------------------
+# -- a task's state for scripts: report --json -----------------------------------------------
 
 
 def task_json(task: Task, now: str, row: ResultRow | None) -> dict[str, object]:
@@ -171,32 +167,21 @@ def task_json(task: Task, now: str, row: ResultRow | None) -> dict[str, object]:
         "seconds": number(row.seconds) if row is not None else None,
         "error": row.error if row is not None else "",
         "key": task.key,
+        "run": row.run if row is not None else "",  # the run that made the latest result
     }
 
 
-def _json_field(metadata: dict[str, str], name: str) -> object:
-    try:
-        return json.loads(metadata[name])
-    except (KeyError, ValueError):
-        return None
-
-
-def made_with(path: Path, metadata: dict[str, str]) -> dict[str, object]:
+def made_with(path: Path, metadata: Mapping[str, str]) -> dict[str, object]:
     """An output's metadata as one JSON-ready mapping; None where the output records nothing
     (older outputs have no recipe or result)."""
-
-    def mapping(name: str) -> dict[str, object]:
-        value = _json_field(metadata, name)
-        return value if isinstance(value, dict) else {}
-
-    recipe, result = mapping(layout.RECIPE_METADATA), mapping(layout.RESULT_METADATA)
-    source = mapping("nst-batch:source")
+    record = OutputRecord.from_metadata(metadata)
+    recipe, result, source = record.recipe or {}, record.result or {}, record.source or {}
     params = recipe.get("params")
     if not isinstance(params, dict):  # no recipe: every setting, as the output recorded them
-        params = mapping("nst-batch:params") or None
+        params = record.params or None
     return {
-        "file": layout.display(path),
-        "key": metadata[layout.KEY_METADATA],
+        "file": display(path),
+        "key": record.key,
         "content": {"name": source.get("content"), "sha256": recipe.get("content")},
         "style": {"name": source.get("style"), "sha256": recipe.get("style")},
         "init_image": recipe.get("init_image"),
@@ -209,7 +194,7 @@ def made_with(path: Path, metadata: dict[str, str]) -> dict[str, object]:
         "device": result.get("device"),
         "made_at": result.get("made_at"),
         "version": result.get("version"),
-        "start": _json_field(metadata, layout.START_METADATA),
+        "start": record.start,
     }
 
 

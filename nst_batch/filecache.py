@@ -26,7 +26,8 @@ from pathlib import Path
 from typing import Any, Literal, TypeGuard
 
 from nst_batch import layout
-from nst_batch.layout import KEY_METADATA, Share
+from nst_batch.layout import Share
+from nst_batch.metadata import KEY_METADATA
 
 VERSION = 1
 Stamp = tuple[int, int, int, int]  # (size, mtime_ns, ctime_ns, inode) of a regular file

@@ -1,9 +1,9 @@
 """Loading, resizing and saving images, and converting between PIL images and tensors.
 
-The only module that reads, decodes, resizes and writes image files (Pillow). Two others
-touch PIL images without files: gallery/sheet.py draws the contact sheet, and recipe.py's
-`transfer` accepts PIL images. Everything it hands out is 8-bit sRGB "RGB"; tensors are
-float32 ``(1, 3, H, W)`` in 0..1; torch is imported only where tensors are made.
+The only module that reads, decodes, resizes and writes image files (Pillow); others hold
+PIL images only as values (the contact sheet draws on one, `transfer` takes and returns
+them). Everything it hands out is 8-bit sRGB "RGB"; tensors are float32 ``(1, 3, H, W)`` in
+0..1; torch is imported only where tensors are made.
 """
 
 from __future__ import annotations

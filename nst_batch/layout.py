@@ -1,18 +1,8 @@
-"""The output folder's contract: every name nst-batch writes there, and the one way it writes.
-
-Outputs (`<name>.<format>`), their loss curves (`<output>.json`), the gallery (`index.html`,
-a sweep's `compare.html`, `contact_sheet.jpg` or `contact_sheet-001.jpg` ..., `thumbs/`, and
-`pages/` when it does not fit on one page; what each was built from in
-`.nst-batch/gallery.json`), results files (`results.csv`, `results-shard-K-of-N.csv`), lock
-files (`.nst-batch*.lock`), checkpoints of tasks in flight
-(`.nst-batch/checkpoints/<output id>-<key>.pt`), the file cache of input hashes and output
-keys (`.nst-batch/files.json`, a shard's `files-shard-K-of-N.json`), progress snapshots
-beside each output (`<output stem>.step0100.<format>`), a sequence's animation beside the
-folder of its frames (`<chain>.gif`) and temporaries
-(`.<name>.<8 hex>.nst-batch.tmp`) all live under the output folder, and every write there
-goes through `write_atomically` or `open_in_folder`: folder by folder from the output folder
-down, never through a symbolic link, so that a link planted in the output folder cannot make
-a run write anywhere else.
+"""The output folder's contract: every name nst-batch writes there (outputs, curves,
+snapshots, animations, the gallery, results, locks, and its own `.nst-batch/` state), and the
+one way it writes: `write_atomically` and `open_in_folder`, folder by folder from the output
+folder down, never through a symbolic link, so that a link planted there cannot make a run
+write anywhere else. The names are listed in docs/layout.md.
 
 Imports nothing of ours: it takes paths and names.
 """
@@ -40,16 +30,10 @@ PAGES = "pages"  # the gallery's (and comparison's) pages, when one page would b
 RESULTS = "results.csv"
 LOCK = ".nst-batch.lock"
 CURVE_SUFFIX = ".json"  # an output's loss curve: `<output name>.json` beside it
-KEY_METADATA = "nst-batch:key"  # where an output image records the key it was made with
-RECIPE_METADATA = "nst-batch:recipe"  # ... and the recipe that key hashes (JSON)
-START_METADATA = "nst-batch:start"  # ... and how it started: {"init": ..., "from": key}
-RESULT_METADATA = "nst-batch:result"  # ... and its losses, steps, time, device, date (JSON)
 STATE = ".nst-batch"  # our own hidden folder: checkpoints, file cache, gallery record
 CHECKPOINTS = "checkpoints"  # under STATE
 FLOW = "flow"  # under STATE: optical flow between a sequence's frames, reused by reruns
 GALLERY_RECORD = "gallery.json"  # under STATE: what each page and sheet was built from
-SNAPSHOT_METADATA = "nst-batch:snapshot"  # a snapshot records its task key and step here
-ANIMATION_METADATA = "nst-batch:animation"  # an animation's frame count and duration (JSON)
 ANIMATION_SUFFIX = ".gif"  # a sequence's animation: `<chain>.gif` beside its frames' folder
 RESERVED_NAMES = frozenset({PAGE, COMPARE, SHEET, THUMBS, STATE, PAGES})
 PageKind = Literal["page", "compare"]  # a page of the grids, or of the comparison
@@ -88,7 +72,7 @@ def share_suffix(share: Share) -> str:
 
 def results_file(root: Path, share: Share) -> Path:
     """Each shard appends to its own file, so no two processes ever write one file."""
-    return root / f"results{share_suffix(share)}.csv"
+    return root / RESULTS.replace(".csv", f"{share_suffix(share)}.csv")
 
 
 def results_files(root: Path) -> list[Path]:
@@ -105,7 +89,7 @@ def is_results_file(name: str) -> bool:
 
 
 def lock_file(root: Path, share: Share) -> Path:
-    return root / f".nst-batch{share_suffix(share)}.lock"
+    return root / LOCK.replace(".lock", f"{share_suffix(share)}.lock")
 
 
 def curve_path(output: Path) -> Path:
@@ -382,6 +366,24 @@ def _refuse_link(fd: int, name: str, path: Path) -> None:
         return
     if stat.S_ISLNK(mode):
         raise _unsafe(path, "is a symbolic link")
+
+
+def run_files(root: Path, share: Share) -> list[Path]:
+    """A path (or a stand-in inside each folder) of everything a run of `share` may write in
+    `root` besides the outputs and their curves: what `check_writable` checks before work."""
+    return [
+        results_file(root, share),
+        lock_file(root, None),
+        lock_file(root, share),
+        root / PAGE,
+        root / COMPARE,
+        root / SHEET,
+        root / PAGES / "x.html",
+        gallery_record(root),
+        root / THUMBS / "outputs",
+        checkpoints_folder(root) / "x.pt",
+        file_cache(root, share),
+    ]
 
 
 def check_writable(root: Path, paths: Iterable[Path]) -> None:

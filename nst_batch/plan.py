@@ -2,6 +2,11 @@
 or the listed pairs) as tasks, each with an output path and a key, minus those already up
 to date; and shards.
 
+The combinations are walked once (`outline`): each task's parameters and output name,
+refusing as it goes two tasks that would write one file, or an output that would land
+outside the output folder or on an input. Loading a manifest makes that walk, so that a
+collision is refused before any work; `plan()` gives each outlined task its key.
+
 Torch-free: deciding what is up to date must not cost a model load.
 """
 
@@ -9,15 +14,22 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Callable, Mapping, Sequence
+import os
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, NamedTuple
 
+from pydantic import ValidationError
+
+from nst_batch import layout
 from nst_batch.filecache import FileCache
-from nst_batch.manifest import ImageSpec, Manifest, Variant
+from nst_batch.manifest import ImageSpec, Manifest, ManifestError, Variant
+from nst_batch.manifest.errors import params_error
+from nst_batch.manifest.inputs import input_files
 from nst_batch.params import ALGORITHM_VERSION, LAYER_NAMES, Params
+from nst_batch.task import TaskId
 from nst_batch.weights import file_sha256, fingerprint
 
 
@@ -45,6 +57,10 @@ class Task:
         """The folder of a sequence's outputs in one style ('' for a still): its frames
         run in order, and one shard takes them all."""
         return self.relative_output.rpartition("/")[0] if self.content.sequence else ""
+
+    @property
+    def id(self) -> TaskId:
+        return TaskId(self.content.name, self.style.name, self.variant.name)
 
     @property
     def label(self) -> str:
@@ -167,17 +183,175 @@ def _effective(params: Params) -> dict[str, object]:
     return params.model_dump(mode="json", exclude=leave_out)
 
 
+# -- the one walk over the tasks ----------------------------------------------------
+
+
+class Outline(NamedTuple):
+    """A task before its key: what it combines, its parameters, and the file it writes
+    (relative to the output folder)."""
+
+    content: ImageSpec
+    style: ImageSpec
+    variant: Variant
+    params: Params
+    relative_output: str
+
+    @property
+    def names(self) -> tuple[str, str, str]:
+        """(content, style, variant) as an error message shows a task."""
+        return (self.content.name, self.style.name, self.variant.name)
+
+
+def outline(manifest: Manifest) -> tuple[Outline, ...]:
+    """Every task of the manifest before its key, in `manifest.combinations()` order.
+
+    ManifestError, as the walk reaches it, for a setting Params refuses, an output name
+    that is empty, outside the output folder or one of nst-batch's own, two tasks that
+    would write one file, a templated init_image that is not there; after the walk, for an
+    input the run would overwrite. Use `manifest.outlines`: the walk made once."""
+    fold = str.casefold if layout.is_case_insensitive(manifest.output) else str
+    written: dict[str, Outline] = {}  # each file the run writes (folded): the task writing it
+    templated = _templated_init_image(manifest)
+    own_inits: list[tuple[Path, str]] = []  # each task's init_image, from a template
+    inside = _inside(manifest.output)
+    outlines = []
+    for content, style, variant in manifest.combinations():
+        try:
+            params = manifest.params_for(content, style, variant)
+        except ValidationError as exc:
+            raise params_error(manifest, content, style, variant, exc) from None
+        name = manifest.output_name(content, style, variant)
+        _check_output_name(manifest, name, variant, inside)
+        task = Outline(content, style, variant, params, name)
+        other = written.get(fold(name))
+        if other is not None:
+            raise ManifestError(
+                f"{manifest.path}: two tasks would write {name}: {other.names} and "
+                f"{task.names}; add {{variant}} or {{style}} to 'name', or rename an image with "
+                "'name:'"
+            )
+        written[fold(name)] = task
+        written[fold(name + layout.CURVE_SUFFIX)] = task
+        if content.sequence is not None and content.sequence.animation == "gif":
+            chain = name.rpartition("/")[0]  # the gallery writes its frames as one animation
+            written[fold(chain + layout.ANIMATION_SUFFIX)] = task
+        if templated and params.init_image is not None:
+            own_inits.append((_own_init_image(manifest, task), "init_image"))
+        outlines.append(task)
+    _check_inputs(manifest, (*input_files(manifest), *own_inits), written, fold)
+    return tuple(outlines)
+
+
+def _templated_init_image(manifest: Manifest) -> bool:
+    """Whether an init_image is set anywhere as a template ({content} ...): each task's
+    own file, checked per task."""
+    return any(
+        "{" in str(overrides.get("init_image", ""))
+        for overrides in (
+            manifest.base,
+            *(s.overrides for s in (*manifest.contents, *manifest.styles)),
+            *(p.overrides for p in manifest.pairs),
+            *(v.overrides for v in manifest.variants),
+        )
+    )
+
+
+def _own_init_image(manifest: Manifest, task: Outline) -> Path:
+    """A task's own init_image, from a template: a readable file."""
+    init = task.params.init_image
+    assert init is not None
+    if Path(init).is_file() and os.access(init, os.R_OK):
+        return Path(init)
+    names = " x ".join(n for n in task.names if n)
+    raise ManifestError(
+        f"{manifest.path}: init_image for {names}: no readable file {init}; make it first "
+        "(a preview run, say) or change the template"
+    )
+
+
+def _inside(output: Path) -> Callable[[str], bool]:
+    """Whether `output / name` stays inside `output` once links are resolved: each of the
+    outputs' folders is resolved once, and an output only if it is a link itself."""
+    folders: dict[str, bool] = {}
+
+    def inside(name: str) -> bool:
+        folder, _, _ = name.rpartition("/")
+        known = folders.get(folder)
+        if known is None:
+            known = folders[folder] = (output / folder).resolve().is_relative_to(output)
+        path = os.path.join(output, name)  # ends in '.<format>': never '.' or '..'
+        return known and (not os.path.islink(path) or Path(path).resolve().is_relative_to(output))
+
+    return inside
+
+
+def _check_output_name(
+    manifest: Manifest, name: str, variant: Variant, inside: Callable[[str], bool]
+) -> None:
+    template = manifest.name_template
+    parts = name.split("/")
+    if not parts[0] or parts[-1] == f".{manifest.format}":
+        unset = not variant.name and "{variant}" in template
+        why = " ({variant} is empty without a sweep)" if unset else ""
+        raise ManifestError(
+            f"{manifest.path}: name: {template!r} gives the output {name!r}, with an empty file "
+            f"or folder name{why}; put {{content}} or {{style}} in each part of 'name'"
+        )
+    if not inside(name):
+        raise ManifestError(
+            f"{manifest.path}: name: output {name!r} would land outside {manifest.output}; "
+            "change 'name' or the image names, or remove the link in the output folder"
+        )
+    if layout.is_snapshot(parts[-1]):
+        raise ManifestError(
+            f"{manifest.path}: name: output {name!r} is named like a progress snapshot "
+            "(<name>.stepNNNN.<format>), which nst-batch writes beside outputs; change 'name' "
+            "or rename the image with 'name:'"
+        )
+    if layout.is_reserved(name):
+        raise ManifestError(
+            f"{manifest.path}: name: output {name!r} would overwrite nst-batch's own "
+            f"{parts[0]!r} in the output folder; rename the image with 'name:' or change 'name'"
+        )
+
+
+def _check_inputs(
+    manifest: Manifest,
+    inputs: Iterable[tuple[Path, str]],
+    written: Mapping[str, Outline],
+    fold: Callable[[str], str],
+) -> None:
+    """Nothing the run reads is a file it writes, or where nst-batch keeps its own."""
+    for file, what in inputs:
+        relative = layout.relative_to(manifest.output, file)
+        if relative is None:
+            continue
+        if fold(relative) in written:
+            raise ManifestError(
+                f"{manifest.path}: {what} {layout.display(file)} would be overwritten by the "
+                f"task {written[fold(relative)].names}, which writes {relative} in the output "
+                "folder; choose another 'output' or 'name'"
+            )
+        if layout.is_reserved(relative):
+            raise ManifestError(
+                f"{manifest.path}: {what} {layout.display(file)} is where nst-batch keeps its own "
+                f"files in the output folder ({relative}); move it, or choose another 'output'"
+            )
+
+
+# -- the plan -----------------------------------------------------------------------
+
+
 def plan(manifest: Manifest, files: FileCache | None = None) -> list[Task]:
     """Every task of the manifest, ordered so that tasks sharing style targets run together.
 
-    Each input file is read (hashed) once, and not at all while `files` knows its hash."""
+    Built on the manifest's one walk (`manifest.outlines`), which loading has made. Each
+    input file is read (hashed) once, and not at all while `files` knows its hash."""
     file_hash = (files or FileCache()).sha256
     tasks = []
     previous: dict[tuple[str, str, str], Task] = {}  # a sequence's last frame, per style
-    for content, style, variant in manifest.combinations():
-        params = manifest.params_for(content, style, variant)
+    for content, style, variant, params, relative in manifest.outlines:
         init = Path(params.init_image) if params.init_image else None
-        relative = manifest.output_name(content, style, variant)
         recipe = task_recipe(content.path, style.images, params, manifest.weights, init, file_hash)
         before = None
         chain = (

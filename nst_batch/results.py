@@ -12,18 +12,19 @@ from __future__ import annotations
 import csv
 import io
 import os
+import secrets
 from collections.abc import Iterable, Sequence
 from dataclasses import MISSING, dataclass, fields, replace
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal, get_args
+from typing import TYPE_CHECKING, Any, get_args
 
 from nst_batch.layout import open_in_folder, write_atomically
+from nst_batch.task import Status, TaskId, latest_by_id, recorded_done
 
 if TYPE_CHECKING:
     from nst_batch.plan import Task
 
-Status = Literal["done", "skipped", "failed", "interrupted"]
 STATUSES: tuple[str, ...] = get_args(Status)
 
 
@@ -48,7 +49,12 @@ class ResultRow:
     key: str = ""  # the task key (hex hash)
     error: str = ""  # one-line reason for failed/interrupted
     finished_at: str = ""  # ISO-8601 UTC timestamp, filled by the writer if empty
+    run: str = ""  # the run that wrote the row (see new_run_id), filled by the writer if empty
     shard: str = ""  # e.g. '1/4', '' when unsharded
+
+    @property
+    def id(self) -> TaskId:
+        return TaskId(self.content, self.style, self.variant)
 
     def __post_init__(self) -> None:
         if self.status not in STATUSES:
@@ -175,11 +181,14 @@ class ResultsWriter:
     another version's header keeps it: rows are written in its columns (unknown ones left empty).
     """
 
-    def __init__(self, path: str | os.PathLike[str], root: Path | None = None) -> None:
-        self.path = Path(path)
+    def __init__(
+        self, path: str | os.PathLike[str], root: Path | None = None, run: str = ""
+    ) -> None:
+        self.path, self.run = Path(path), run
         self._columns: tuple[str, ...] = COLUMNS
         self._file: io.BufferedRandom | None = None
         root = self.path.parent if root is None else root
+        _upgrade(self.path, root)
         fd = open_in_folder(self.path, root, os.O_RDWR | os.O_CREAT | os.O_APPEND)
         f = open(fd, "a+b")  # noqa: SIM115  # closed by close()
         try:
@@ -214,10 +223,13 @@ class ResultsWriter:
             raise ValueError(f"ResultsWriter for {self.path} is closed")
         if not rows:
             return
-        stamp = _now()
+        stamp, run = _now(), self.run
         lines = [
             _line(
-                _cells(row if row.finished_at else replace(row, finished_at=stamp), self._columns)
+                _cells(
+                    replace(row, finished_at=row.finished_at or stamp, run=row.run or run),
+                    self._columns,
+                )
             )
             for row in rows
         ]
@@ -249,6 +261,28 @@ def _header(path: Path, line: bytes) -> tuple[str, ...]:
             f"{line[:60]!r}); it was left as it is: move or rename it, or choose another 'output'"
         )
     return columns
+
+
+def _upgrade(path: Path, root: Path) -> None:
+    """Rewrite a results file of an earlier version, whose header lacks columns added since
+    (say `run`), in today's columns, so that new rows keep every column. Its rows are kept
+    (a torn or corrupt line, which no reader takes, is left out); the writer holds the lock."""
+    try:
+        with open(path, "rb") as f:
+            first = f.readline()
+    except FileNotFoundError:
+        return
+    if not first.endswith(b"\n") or _torn_header(first):
+        return
+    columns = _header(path, first)
+    if columns != COLUMNS and set(columns) < set(COLUMNS):
+        write_table(read_rows(path), path, root)
+
+
+def new_run_id() -> str:
+    """A run's id for its results rows: its UTC start time and 24 random bits, e.g.
+    '20261207T031500Z-3fa2c1': sortable by time, and unique across the shards of an array."""
+    return f"{datetime.now(UTC):%Y%m%dT%H%M%SZ}-{secrets.token_hex(3)}"
 
 
 def _torn_header(first: bytes) -> bool:
@@ -306,11 +340,11 @@ def merge(paths: Iterable[str | os.PathLike[str]]) -> list[ResultRow]:
     was 'skipped' yields instead the latest earlier 'done' row with the same (non-empty) key
     and output, since the skip means that result is still valid and it carries the losses.
     """
-    attempts: dict[tuple[str, str, str], list[tuple[datetime, int, int, ResultRow]]] = {}
+    attempts: dict[TaskId, list[tuple[datetime, int, int, ResultRow]]] = {}
     for file_index, path in enumerate(paths):
         for line_index, row in enumerate(read_rows(path)):
             order = (_timestamp(row.finished_at), file_index, line_index, row)
-            attempts.setdefault((row.content, row.style, row.variant), []).append(order)
+            attempts.setdefault(row.id, []).append(order)
     merged = []
     for task in attempts.values():
         task.sort(key=lambda a: a[:3])
@@ -332,19 +366,8 @@ def unrecorded(tasks: Iterable[Task], rows: Iterable[ResultRow]) -> list[Task]:
     row (`merge`) does not record them done (or skipped) with their key and output, as when
     the results file was deleted or the output came from elsewhere. A rerun with nothing
     to do thus appends nothing; the done row it would point to stays the latest."""
-    latest = {(r.content, r.style, r.variant): r for r in rows}
-    missing = []
-    for task in tasks:
-        row = latest.get((task.content.name, task.style.name, task.variant.name))
-        recorded = (
-            row is not None
-            and row.status in ("done", "skipped")
-            and row.key == task.key
-            and row.output == task.relative_output
-        )
-        if not recorded:
-            missing.append(task)
-    return missing
+    latest = latest_by_id(rows)
+    return [task for task in tasks if not recorded_done(task, latest.get(task.id))]
 
 
 def write_table(

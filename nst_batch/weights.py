@@ -48,11 +48,8 @@ def original_weights_file() -> Path:
 
 @lru_cache(maxsize=8)
 def _file_sha256(path: Path, mtime_ns: int, ctime_ns: int, inode: int, size: int) -> str:
-    digest = hashlib.sha256()
     with path.open("rb") as f:
-        while chunk := f.read(1 << 20):
-            digest.update(chunk)
-    return digest.hexdigest()
+        return hashlib.file_digest(f, "sha256").hexdigest()
 
 
 def file_sha256(path: Path) -> str:

@@ -24,15 +24,9 @@ from typing import TYPE_CHECKING, Any, Literal, cast
 import torch
 
 from nst_batch import __version__, checkpoint, flow, images, layout
-from nst_batch.layout import (
-    KEY_METADATA,
-    RECIPE_METADATA,
-    RESULT_METADATA,
-    SNAPSHOT_METADATA,
-    START_METADATA,
-    curve_path,
-)
+from nst_batch.layout import curve_path
 from nst_batch.memory import DeviceMemory, Footprint, balanced_chunks
+from nst_batch.metadata import OutputRecord, output_metadata, snapshot_metadata
 from nst_batch.plan import Task
 from nst_batch.recipe import Recipe, output_size, style_grams
 from nst_batch.stylize import (
@@ -50,6 +44,8 @@ from nst_batch.vgg import VGG19Features, build_vgg19
 from nst_batch.weights import WeightsError, file_sha256
 
 if TYPE_CHECKING:
+    from pathlib import Path
+
     from PIL import Image
 
 TARGET_CACHE_SIZE = 16  # style target sets kept per worker (a few MB each)
@@ -79,7 +75,12 @@ def _previous(task: Task) -> tuple[Image.Image | None, Start]:
         image = images.load_image(task.output, task.max_pixels)
     except images.ImageError:
         return None, Start("content")
-    return image, Start("previous", images.read_metadata(task.output).get(KEY_METADATA))
+    return image, Start("previous", _recorded_key(task.output))
+
+
+def _recorded_key(output: Path) -> str | None:
+    """The task key `output` records; None when it records none (or is not readable)."""
+    return OutputRecord.from_metadata(images.read_metadata(output)).key
 
 
 def _follow(task: Task, content: Image.Image) -> tuple[torch.Tensor, torch.Tensor]:
@@ -89,7 +90,7 @@ def _follow(task: Task, content: Image.Image) -> tuple[torch.Tensor, torch.Tenso
     its output is missing or was made with other settings (it failed, or did not run)."""
     assert task.after is not None and task.after_content is not None
     before = layout.display(task.after.relative_to(task.folder))
-    if images.read_metadata(task.after).get(KEY_METADATA) != task.after_key:
+    if _recorded_key(task.after) != task.after_key:
         raise images.ImageError(
             f"{task.content.name}: the frame before, {before}, has no output made with the "
             "current settings (it failed or was interrupted), and this frame starts from it; "
@@ -517,26 +518,21 @@ class Worker:
         result = recipe.combined(last)
         image = recipe.output(last)
         try:
-            metadata = {
-                KEY_METADATA: task.key,
-                RECIPE_METADATA: json.dumps(task.recipe, sort_keys=True, separators=(",", ":")),
-                "nst-batch:params": json.dumps(task.params.model_dump(mode="json"), sort_keys=True),
-                "nst-batch:source": json.dumps(
-                    {"content": task.content.path.name, "style": task.style.path.name}
-                ),
-                RESULT_METADATA: json.dumps(
-                    {
-                        "losses": dataclasses.asdict(result.losses),
-                        "steps": result.steps,
-                        "seconds": round(spent + time.perf_counter() - start, 3),
-                        "device": str(self.device),
-                        "made_at": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
-                        "version": __version__,
-                    },
-                    sort_keys=True,
-                ),
-                START_METADATA: json.dumps({"init": begun.init, "from": begun.key}),
-            }
+            metadata = output_metadata(
+                key=task.key,
+                recipe=task.recipe,
+                params=task.params.model_dump(mode="json"),
+                content=task.content.path.name,
+                style=task.style.path.name,
+                losses=dataclasses.asdict(result.losses),
+                steps=result.steps,
+                seconds=spent + time.perf_counter() - start,
+                device=str(self.device),
+                made_at=datetime.now(UTC),
+                version=__version__,
+                init=begun.init,
+                start_from=begun.key,
+            )
             images.save_image(images.to_image(image), task.output, metadata, root=task.folder)
             curve = _curve_json(task, result.history)
             images.save_text(curve, curve_path(task.output), root=task.folder)
@@ -617,12 +613,7 @@ class _Saver:
         if state is None:
             return
         step = recipe.done + state.steps
-        metadata = {
-            KEY_METADATA: task.key,
-            SNAPSHOT_METADATA: json.dumps(
-                {"step": step, "steps": task.params.total_steps, "total_loss": state.losses.total}
-            ),
-        }
+        metadata = snapshot_metadata(task.key, step, task.params.total_steps, state.losses.total)
         picture = images.to_image(recipe.picture(state.image))
         try:
             path = layout.snapshot_path(task.output, step)

@@ -43,8 +43,9 @@ from PIL import Image
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from nst_batch.layout import KEY_METADATA, results_file  # noqa: E402
+from nst_batch.layout import results_file  # noqa: E402
 from nst_batch.manifest import load_manifest  # noqa: E402
+from nst_batch.metadata import KEY_METADATA  # noqa: E402
 from nst_batch.plan import Task, plan  # noqa: E402
 from nst_batch.results import ResultRow, ResultsWriter, task_row, write_table  # noqa: E402
 
@@ -127,7 +128,8 @@ def change_one_task(manifest_path: Path, task: Task) -> None:
 
 # nst-batch with the gallery step left out: what planning and the up-to-date check cost alone.
 WITHOUT_GALLERY = (
-    "import sys; from nst_batch import cli; cli._write_gallery = lambda *a, **k: None; "
+    "import sys; from pathlib import Path; from nst_batch import cli, session; "
+    "session.write_gallery = lambda *a, **k: session.GalleryWritten(Path('left out')); "
     "cli.main(sys.argv[1:])"
 )
 

@@ -27,7 +27,8 @@ from PIL import Image
 from nst_batch import __version__
 from nst_batch.cli import main
 from nst_batch.images import read_metadata
-from nst_batch.layout import KEY_METADATA, curve_path
+from nst_batch.layout import curve_path
+from nst_batch.metadata import KEY_METADATA
 from nst_batch.results import read_rows, write_table
 
 NST_BATCH = Path(sys.executable).parent / "nst-batch"
@@ -796,3 +797,31 @@ def test_the_run_config_comes_from_the_manifest_options_and_environment(
         shard=(1, 2),
     )
     assert config.shard_label == "1/2"
+
+
+def test_dry_run_for_scripts_json_and_exit_code(write_manifest) -> None:
+    """`-n` is --dry-run; --json gives the plan with reasons; --exit-code answers "is there
+    anything to do?" as `make -q` does: 1 before the run, 0 once everything is up to date."""
+    manifest = write_manifest(params={"size": 48, "steps": 3}, devices="cpu")
+    short, long = _invoke(manifest, "-n"), _invoke(manifest, "--dry-run")
+    assert short.exit_code == long.exit_code == 0 and short.output == long.output
+
+    plan = _invoke(manifest, "-n", "--json")
+    assert plan.exit_code == 0, plan.output
+    view = json.loads(plan.output)
+    assert (view["total"], view["to_run"], view["up_to_date"], view["shard"]) == (4, 4, 0, "")
+    task = view["tasks"][0]
+    assert set(task) == {"content", "style", "variant", "output", "key", "state", "reasons"}
+    assert task["state"] == "would run" and task["reasons"] == ["new"]
+    assert len(task["key"]) == 24
+
+    assert _invoke(manifest, "-n", "--exit-code").exit_code == 1
+    ran = _invoke(manifest)
+    assert ran.exit_code == 0, ran.output
+    quiet = _invoke(manifest, "-n", "--exit-code", "-q")
+    assert quiet.exit_code == 0 and quiet.output == "0 to run, 4 up to date, 4 in all\n"
+    after = json.loads(_invoke(manifest, "-n", "--json").output)
+    assert {t["state"] for t in after["tasks"]} == {"up to date"}
+
+    refused = _invoke(manifest, "--json")
+    assert refused.exit_code == 2 and "go with --dry-run" in refused.output

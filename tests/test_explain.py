@@ -30,8 +30,8 @@ from PIL.PngImagePlugin import PngInfo
 from nst_batch.cli import main
 from nst_batch.explain import NO_RECIPE, reasons
 from nst_batch.images import read_metadata
-from nst_batch.layout import KEY_METADATA, RECIPE_METADATA, RESULT_METADATA
 from nst_batch.manifest import load_manifest
+from nst_batch.metadata import KEY_METADATA, RECIPE_METADATA, RESULT_METADATA, START_METADATA
 from nst_batch.plan import Task, parse_only, plan, select
 from nst_batch.results import ResultRow, ResultsWriter, read_rows
 from nst_batch.weights import file_sha256
@@ -571,7 +571,7 @@ def test_show_prints_the_start_when_recorded(tmp_path: Path) -> None:
     output = tmp_path / "made.png"
     info = PngInfo()
     info.add_text(KEY_METADATA, "a" * 24)
-    info.add_text("nst-batch:start", json.dumps({"init": "output", "from": "b" * 24}))
+    info.add_text(START_METADATA, json.dumps({"init": "output", "from": "b" * 24}))
     Image.new("RGB", (8, 8)).save(output, pnginfo=info)
 
     result = _invoke("show", output)
@@ -691,7 +691,9 @@ def test_report_json(gallery: Path, ran: Ran) -> None:
         "seconds": row.seconds,
         "error": "",
         "key": row.key,
+        "run": row.run,
     }
+    assert len({t["run"] for t in tasks.values() if t["run"]}) == 1  # one run made them
     failed = tasks["bad__the_scream.png"]
     assert (failed["state"], failed["losses"], failed["steps"]) == ("failed", None, None)
     assert failed["error"] == _bad_error(ran)

@@ -17,8 +17,8 @@ from nst_batch import filecache, layout
 from nst_batch.cli import main
 from nst_batch.filecache import FileCache
 from nst_batch.images import save_image
-from nst_batch.layout import KEY_METADATA
 from nst_batch.manifest import load_manifest
+from nst_batch.metadata import KEY_METADATA
 from nst_batch.plan import Task, plan, recipe_key, up_to_date
 
 

@@ -32,8 +32,9 @@ from nst_batch.gallery.page import curve_points
 from nst_batch.gallery.paging import Block
 from nst_batch.gallery.sheet import MAX_SHEET_PIXELS, MAX_SHEET_SIDE, SheetLayout, sheet_blocks
 from nst_batch.images import save_image
-from nst_batch.layout import KEY_METADATA, PAGE, SHEET, curve_path
+from nst_batch.layout import PAGE, SHEET, curve_path
 from nst_batch.manifest import Manifest, load_manifest
+from nst_batch.metadata import KEY_METADATA
 from nst_batch.plan import Task, plan
 from nst_batch.results import ResultRow, ResultsWriter, merge, read_rows
 

@@ -22,13 +22,13 @@ from conftest import CONTENT, STYLE
 from PIL import Image
 from test_gallery import LAYOUT, PageReader, _near, _row
 
-from nst_batch import layout
 from nst_batch.cli import main
 from nst_batch.gallery import GalleryFiles, write_gallery
 from nst_batch.gallery.animation import frame_duration
 from nst_batch.images import read_metadata, save_image
-from nst_batch.layout import KEY_METADATA, PAGE, SHEET
+from nst_batch.layout import PAGE, SHEET
 from nst_batch.manifest import Manifest, ManifestError, load_manifest
+from nst_batch.metadata import ANIMATION_METADATA, KEY_METADATA
 from nst_batch.plan import Task, plan
 from nst_batch.results import ResultRow, ResultsWriter, merge
 
@@ -174,7 +174,7 @@ def test_the_animation_records_its_chain_and_is_never_an_input(tmp_path: Path) -
     last = _chain(made.tasks, "starry_night")[-1]
     metadata = read_metadata(made.gif())
     assert metadata[KEY_METADATA] == last.key
-    assert metadata[layout.ANIMATION_METADATA] == '{"duration": 100, "frames": 4}'
+    assert metadata[ANIMATION_METADATA] == '{"duration": 100, "frames": 4}'
     # The output folder is the sequence's own folder: the animation lands among the frames.
     doc = yaml.safe_load(made.manifest.path.read_text())
     doc["output"] = "clip"

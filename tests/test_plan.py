@@ -14,8 +14,8 @@ from PIL import Image
 
 from nst_batch.filecache import FileCache
 from nst_batch.images import read_metadata, save_image, target_size
-from nst_batch.layout import KEY_METADATA
 from nst_batch.manifest import load_manifest
+from nst_batch.metadata import KEY_METADATA
 from nst_batch.params import Params
 from nst_batch.plan import (
     Task,

@@ -1,5 +1,6 @@
 import csv
 import os
+import re
 from datetime import datetime
 from pathlib import Path
 from types import SimpleNamespace
@@ -12,11 +13,13 @@ from nst_batch.results import (
     ResultsError,
     ResultsWriter,
     merge,
+    new_run_id,
     read_rows,
     task_row,
     unrecorded,
     write_table,
 )
+from nst_batch.task import TaskId
 
 T1 = "2024-05-01T10:00:00.000000Z"
 T2 = "2024-05-01T11:00:00.000000Z"
@@ -41,7 +44,7 @@ def test_columns_follow_the_dataclass() -> None:
     assert COLUMNS == (
         "content", "style", "variant", "output", "status", "content_loss", "style_loss",
         "tv_loss", "temporal_loss", "total_loss", "steps", "start", "resumed_from", "seconds",
-        "device", "worker", "key", "error", "finished_at", "shard",
+        "device", "worker", "key", "error", "finished_at", "run", "shard",
     )  # fmt: skip
 
 
@@ -165,11 +168,11 @@ def test_other_versions_header(tmp_path: Path) -> None:
     newer = tmp_path / "newer.csv"
     older = tmp_path / "older.csv"
     newer_cols = [*COLUMNS[:5], "gpu_mem", *COLUMNS[5:]]
-    older_cols = [c for c in COLUMNS if c not in ("key", "shard")]
+    older_cols = [c for c in COLUMNS if c not in ("key", "run", "shard")]
     with newer.open("w", newline="") as f:
         csv.writer(f, lineterminator="\n").writerows(
             [newer_cols, ["cat", "wave", "", "wave/cat.png", "done", "3.2 GiB", "0.5"]
-             + [""] * 12 + [T1, "1/2"]]
+             + [""] * 12 + [T1, "", "1/2"]]
         )  # fmt: skip
     with older.open("w", newline="") as f:
         csv.writer(f, lineterminator="\n").writerows(
@@ -178,11 +181,28 @@ def test_other_versions_header(tmp_path: Path) -> None:
     assert read_rows(newer) == [row(content_loss=0.5, shard="1/2")]
     assert read_rows(older) == [row("dog", status="failed", error="boom", finished_at=T2)]
 
-    # Appending keeps the file's own header, so the file stays readable.
-    with ResultsWriter(older) as w:
+    # Appending to a newer file keeps its header, so the file stays readable; an older file
+    # is first rewritten in today's columns, its rows kept, so new rows lose no column.
+    with ResultsWriter(newer) as w:
         w.write(row("eel", key="k", shard="1/2"))
-    assert lines(older)[0] == ",".join(older_cols)
-    assert read_rows(older)[1] == row("eel")
+    assert lines(newer)[0] == ",".join(newer_cols)
+    assert read_rows(newer)[1] == row("eel", key="k", shard="1/2", finished_at=T1)
+    with ResultsWriter(older, run="r1") as w:
+        w.write(row("eel", key="k", shard="1/2"))
+    assert lines(older)[0] == ",".join(COLUMNS)
+    assert read_rows(older) == [
+        row("dog", status="failed", error="boom", finished_at=T2),
+        row("eel", key="k", shard="1/2", run="r1"),
+    ]
+
+
+def test_the_writer_stamps_its_run_on_every_row(tmp_path: Path) -> None:
+    path = tmp_path / "results.csv"
+    run = new_run_id()
+    assert re.fullmatch(r"\d{8}T\d{6}Z-[0-9a-f]{6}", run) and run != new_run_id()
+    with ResultsWriter(path, run=run) as w:
+        w.write_all([row("a"), row("b", run="earlier")])
+    assert [r.run for r in read_rows(path)] == [run, "earlier"]
 
 
 def test_writer_refuses_a_file_that_is_not_a_results_file(tmp_path: Path) -> None:
@@ -259,6 +279,7 @@ def _task(content: str, key: str) -> SimpleNamespace:
         content=name(name=content),
         style=name(name="wave"),
         variant=name(name=""),
+        id=TaskId(content, "wave", ""),
         relative_output=f"wave/{content}.png",
         key=key,
     )

@@ -15,6 +15,7 @@ from nst_batch import layout
 from nst_batch.cli import main
 from nst_batch.images import read_metadata
 from nst_batch.manifest import ManifestError, load_manifest
+from nst_batch.metadata import KEY_METADATA, SNAPSHOT_METADATA
 from nst_batch.plan import plan
 from tests.conftest import CONTENT, STYLE
 
@@ -46,8 +47,8 @@ def test_snapshots_appear_at_the_right_steps_as_valid_images(
             image.load()
             assert image.size == Image.open(task.output).size
         recorded = read_metadata(path)
-        assert recorded[layout.KEY_METADATA] == task.key
-        assert json.loads(recorded[layout.SNAPSHOT_METADATA])["step"] == step
+        assert recorded[KEY_METADATA] == task.key
+        assert json.loads(recorded[SNAPSHOT_METADATA])["step"] == step
     page = (out / "index.html").read_text()
     assert f'href="{Path(task.relative_output).stem}.step0004.jpg">4</a>' in page
 
@@ -80,7 +81,7 @@ def test_snapshots_are_never_planned_as_inputs(write_manifest: Callable[..., Pat
     # a snapshot stripped of its metadata still counts as ours, by its name
     stripped = out / "chelsea__the_scream.step0002.jpg"
     Image.open(stripped).save(stripped)
-    assert layout.KEY_METADATA not in read_metadata(stripped)
+    assert KEY_METADATA not in read_metadata(stripped)
     again = plan(load_manifest(manifest))
     assert [t.content.name for t in again] == [t.content.name for t in first] == ["chelsea"]
 

@@ -15,8 +15,8 @@ from PIL import Image
 
 from nst_batch.cli import main
 from nst_batch.images import read_metadata
-from nst_batch.layout import KEY_METADATA, START_METADATA
 from nst_batch.manifest import load_manifest
+from nst_batch.metadata import KEY_METADATA, START_METADATA
 from nst_batch.params import CONVERGENCE_WINDOW, WARM_TOLERANCE, Params
 from nst_batch.plan import plan
 from nst_batch.results import read_rows

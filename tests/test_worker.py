@@ -19,9 +19,10 @@ from conftest import CONTENT, STYLE
 
 from nst_batch import images
 from nst_batch import worker as worker_module
-from nst_batch.layout import KEY_METADATA, curve_path
+from nst_batch.layout import curve_path
 from nst_batch.manifest import load_manifest
 from nst_batch.memory import Footprint
+from nst_batch.metadata import KEY_METADATA
 from nst_batch.plan import Task, plan
 from nst_batch.stylize import Progress, StyleTargets, StylizeError, _Objective, style_targets
 from nst_batch.stylize import stylize as run_stylize

@@ -18,7 +18,6 @@ folders and globs never take it as an input.
 
 from __future__ import annotations
 
-import json
 import os
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
@@ -26,14 +25,9 @@ from pathlib import Path
 
 from nst_batch.gallery.grid import Thumb, stamp
 from nst_batch.images import IMAGE_ERRORS, MIN_FRAME_HUNDREDTHS, read_metadata, save_animation
-from nst_batch.layout import (
-    ANIMATION_METADATA,
-    KEY_METADATA,
-    UnsafeWrite,
-    animation_path,
-    remove_file,
-)
+from nst_batch.layout import UnsafeWrite, animation_path, remove_file
 from nst_batch.manifest import FrameSequence
+from nst_batch.metadata import ANIMATION_METADATA, KEY_METADATA, animation_metadata
 from nst_batch.plan import Task
 
 # What went wrong with a file: the file, the error, and what was being done ('' for a write).
@@ -91,13 +85,9 @@ def identity(chain: Chain) -> dict[str, str]:
     """What the animation records: the key of the chain's last frame, its frame count and
     duration (those two decide whether it is up to date), and its sequence and style."""
     last = chain.tasks[-1]
-    shape = {"frames": len(chain.tasks), "duration": chain.duration}
-    source = {"content": chain.sequence.name, "style": last.style.name}
-    return {
-        KEY_METADATA: last.key,
-        ANIMATION_METADATA: json.dumps(shape, sort_keys=True),
-        "nst-batch:source": json.dumps(source, sort_keys=True),
-    }
+    return animation_metadata(
+        last.key, len(chain.tasks), chain.duration, chain.sequence.name, last.style.name
+    )
 
 
 def update_animations(

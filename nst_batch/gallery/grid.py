@@ -7,7 +7,7 @@ A sequence is one row, and its cell in a style is the chain of its frames' tasks
 worst of their states, with the last frame's result, the first frame's thumbnail and the
 chain's animation if there is one (animation.py); its frames are counted one by one.
 
-`state` is the one classification of a task against its result: `report` counts by it too.
+Each task is classified by `task.classify`, as `report` counts it.
 
 Building the model decodes no image but the source of a stale thumbnail: a thumbnail is
 remade only when its source is newer (two stat calls), and every file a page shows is known
@@ -29,6 +29,7 @@ from nst_batch.layout import curve_path, header_thumbnail, output_thumbnail
 from nst_batch.manifest import ImageSpec, Manifest, Variant
 from nst_batch.plan import Task
 from nst_batch.results import ResultRow
+from nst_batch.task import WORST_FIRST, State, TaskId, classify, latest_by_id
 
 if TYPE_CHECKING:
     from PIL import Image
@@ -36,11 +37,8 @@ if TYPE_CHECKING:
 THUMB_SIZE = 200  # longest side of a thumbnail, px
 THUMB_QUALITY = 85
 
-State = Literal["done", "failed", "interrupted", "outdated", "missing", "pending", "none"]
-# The states of tasks, which the page counts; `none` (no such pair) is not one.
-STATES: tuple[State, ...] = ("done", "failed", "interrupted", "outdated", "missing", "pending")
-# A sequence's cell takes the first of its frames' states in this order.
-WORST_FIRST: tuple[State, ...] = ("failed", "interrupted", "outdated", "missing", "pending", "done")
+# A cell's state: its task's, or `none` (no such pair: no task, counted nowhere).
+CellState = State | Literal["none"]
 OUTDATED = "made with other inputs or settings; rerun to redo"
 MISSING = "the output file is missing or unreadable; rerun"
 
@@ -90,7 +88,7 @@ class Cell:
     """A task's cell, or a sequence's: then `task`, `row` and `curve` are its last frame's,
     `thumb` its first frame's, and `frames` the cells of every frame (without thumbnails)."""
 
-    state: State
+    state: CellState
     task: Task | None
     row: ResultRow | None
     note: str = ""  # the reason for any state but done
@@ -122,8 +120,8 @@ def build_grids(
     A thumbnail that cannot be written costs its picture, not the gallery: the cell or header
     shows none, and the reason (naming the file) is appended to `unwritten`.
     """
-    latest = {(r.content, r.style, r.variant): r for r in rows}
-    by_name = {(t.content.name, t.style.name, t.variant.name): t for t in tasks}
+    latest = latest_by_id(rows)
+    by_id = {t.id: t for t in tasks}
     lines = content_rows(manifest.contents)
     contents = tuple(_header(line[0], "content", manifest, unwritten) for line in lines)
     styles = tuple(_header(spec, "style", manifest, unwritten) for spec in manifest.styles)
@@ -136,11 +134,11 @@ def build_grids(
                 if not manifest.has_pair(frames[0], style):
                     line.append(Cell("none", None, None))
                     continue
-                names = [(spec.name, style.name, variant.name) for spec in frames]
+                ids = [TaskId(spec.name, style.name, variant.name) for spec in frames]
                 if frames[0].sequence is None:
-                    line.append(_cell(by_name.get(names[0]), latest.get(names[0]), unwritten))
+                    line.append(_cell(by_id.get(ids[0]), latest.get(ids[0]), unwritten))
                     continue
-                chain = [(by_name.get(n), latest.get(n)) for n in names]
+                chain = [(by_id.get(i), latest.get(i)) for i in ids]
                 line.append(_sequence_cell(chain, animations or {}, unwritten))
             cells.append(tuple(line))
         grids.append(Grid(variant, contents, styles, tuple(cells)))
@@ -177,23 +175,10 @@ def _header(
     return Header(spec, thumb)
 
 
-def state(task: Task | None, row: ResultRow | None) -> State:
-    """A task against its latest result: pending without one, outdated when that was made
-    with another key (inputs or settings), else the result's status (skipped counts as
-    done). The page also marks a done task `missing` when its output file is gone."""
-    if task is None or row is None:
-        return "pending"
-    if row.key != task.key:
-        return "outdated"
-    if row.status in ("failed", "interrupted"):
-        return row.status
-    return "done"  # done, or skipped: up to date
-
-
 def _unfinished(task: Task | None, row: ResultRow | None) -> Cell | None:
     """The cell of a task that is not done (pending, outdated, failed, interrupted); None
     for a done one."""
-    now = state(task, row)
+    now = classify(task, row)
     if now == "pending":
         return Cell(now, task, None, "not yet run")
     if now == "outdated":
@@ -261,7 +246,7 @@ def _sequence_cell(
     return Cell(now, task, last.row, "", thumb, curve, frames, animation)
 
 
-def _sequence_note(frames: Sequence[Cell], now: State) -> str:
+def _sequence_note(frames: Sequence[Cell], now: CellState) -> str:
     """'18 of 24 frames done', and the first frame in the worst state with its reason."""
     done = sum(frame.state == "done" for frame in frames)
     note = f"{done} of {len(frames)} frames done"

@@ -25,12 +25,13 @@ from urllib.parse import quote
 
 import jinja2
 
-from nst_batch.gallery.grid import STATES, THUMB_SIZE, Cell, Grid, Header, State, Thumb, read_curve
+from nst_batch.gallery.grid import THUMB_SIZE, Cell, Grid, Header, Thumb, read_curve
 from nst_batch.gallery.paging import Block, numbers, span
 from nst_batch.images import oriented_size
 from nst_batch.layout import display
 from nst_batch.manifest import Manifest
 from nst_batch.results import ResultRow
+from nst_batch.task import STATES, State
 
 CURVE_SIZE = (180, 40)  # the inline loss curve, px
 UP = "../"  # from a page in pages/ to the output folder

@@ -1,0 +1,391 @@
+"""The images of a manifest: what each `content`, `style` or pair entry (a file, a folder,
+a glob, a blend, a sequence of frames) becomes as `ImageSpec`s, with the names their
+outputs and results rows go by. See docs/manifest.md (content and style, pairs, sequences).
+
+A folder or pattern never yields what nst-batch wrote in the output folder, and two
+images that would take one name are refused here, before any task is made. Also here:
+every file a run reads (`input_files`), for the plan to keep its outputs off them.
+"""
+
+from __future__ import annotations
+
+import glob
+import os
+import posixpath
+import re
+import unicodedata
+from collections.abc import Callable, Iterable, Sequence
+from pathlib import Path
+from typing import Any
+
+from nst_batch import layout
+from nst_batch.manifest.errors import ManifestError
+from nst_batch.manifest.schema import FrameSequence, ImageSpec, Manifest, _Entry, _Pair
+from nst_batch.metadata import KEY_METADATA
+from nst_batch.weights import NAMED_SOURCES
+
+IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff", ".gif"})
+_DIGITS = re.compile(r"(\d+)")
+
+
+# -- pairs: one image each ----------------------------------------------------------
+
+
+def listed_pairs(
+    path: Path, root: Path, entries: Sequence[_Pair], output: Path
+) -> tuple[tuple[ImageSpec, ...], tuple[ImageSpec, ...], list[tuple[str, str, dict[str, Any]]]]:
+    """The distinct contents and styles of `pairs:` (in order of appearance), and each pair
+    as (content name, style name, params). Within pairs a name stands for one image with one
+    set of params, and a pair is listed once."""
+    specs: dict[tuple[str, str], tuple[ImageSpec, str]] = {}  # (kind, name): (spec, where)
+    seen: dict[tuple[str, str], int] = {}
+    listed = []
+    for i, entry in enumerate(entries):
+        names = []
+        for kind, given in (("content", entry.content), ("style", entry.style)):
+            where = f"pairs[{i}].{kind}"
+            spec = _pair_image(path, root, kind, where, given, output)
+            other = specs.setdefault((kind, spec.name), (spec, where))
+            if other[0] != spec:
+                raise ManifestError(
+                    f"{path}: {other[1]} and {where} are both the {kind} '{spec.name}' but "
+                    "differ in image or params; give one a 'name:', or put settings for one "
+                    "pair in that pair's params"
+                )
+            names.append(spec.name)
+        content, style = names
+        if (content, style) in seen:
+            raise ManifestError(
+                f"{path}: pairs[{i}] repeats pairs[{seen[content, style]}] (content "
+                f"'{content}' in style '{style}'); list each pair once, and use a sweep to try "
+                "several settings on one pair"
+            )
+        seen[content, style] = i
+        listed.append((content, style, dict(entry.params)))
+
+    def distinct(kind: str) -> tuple[ImageSpec, ...]:
+        return tuple(spec for (k, _), (spec, _) in specs.items() if k == kind)
+
+    return distinct("content"), distinct("style"), listed
+
+
+def _pair_image(
+    path: Path, root: Path, kind: str, where: str, given: str | _Entry, output: Path
+) -> ImageSpec:
+    """A pair's content or style: one image file (or, for a style, a blend)."""
+    item = given if isinstance(given, _Entry) else _Entry(path=given)
+    if item.sequence:
+        raise ManifestError(
+            f"{path}: {where}: a pair takes one image, not a sequence; list sequences under "
+            "content: (with style:), where every frame gets every style"
+        )
+    if item.name is not None:
+        _check_image_name(f"{path}: {where}.name", item.name)
+    if isinstance(item.path, list) or item.weights is not None:
+        return _blend(path, root, kind, where, item)
+    files, single = _match(root, item.path, f"{path}: {where} '{item.path}'", output)
+    if not single:
+        raise ManifestError(
+            f"{path}: {where} '{item.path}': a pair takes one image file, not a folder or "
+            "pattern; list a pair per image, or use content and style for every combination"
+        )
+    check_readable(files[0], f"{path}: {where}")
+    name = _entry_name(path, kind, files[0], item.name)
+    return ImageSpec(path=files[0], name=name, overrides=dict(item.params))
+
+
+# -- content and style lists: files, folders, globs, blends, sequences --------------
+
+
+def expand(
+    path: Path, root: Path, kind: str, entries: Iterable[str | _Entry], output: Path
+) -> tuple[ImageSpec, ...]:
+    """The images of `entries`. One image listed twice (a file and its folder, say) is one
+    spec: a single-file entry wins over a folder or pattern, whatever the order; two that
+    disagree and are both single files (or both not) are refused, naming both."""
+    specs: list[tuple[ImageSpec, bool, str, int]] = []  # (spec, single file, where, entry)
+    frames: list[tuple[int, ImageSpec]] = []  # (entry, frame): each a task, never merged
+    for i, entry in enumerate(entries):
+        item = entry if isinstance(entry, _Entry) else _Entry(path=entry)
+        if item.name is not None:
+            _check_image_name(f"{path}: {kind}[{i}].name", item.name)
+        if item.sequence or "animation" in item.model_fields_set or "fps" in item.model_fields_set:
+            frames += [(i, frame) for frame in _sequence(path, root, kind, i, item, output)]
+            continue
+        if isinstance(item.path, list) or item.weights is not None:
+            blend = _blend(path, root, kind, f"{kind}[{i}]", item)
+            specs.append((blend, True, f"{kind}[{i}]", i))
+            continue
+        where = f"{path}: {kind}[{i}] '{item.path}'"
+        files, single = _match(root, item.path, where, output)
+        if item.name is not None and len(files) > 1:
+            raise ManifestError(f"{where}: 'name' needs a single file, but it matches {len(files)}")
+        for file in files:
+            check_readable(file, where)
+            name = _entry_name(path, kind, file, item.name)
+            spec = ImageSpec(path=file, name=name, overrides=dict(item.params))
+            specs.append((spec, single, f"{kind}[{i}]", i))
+    chosen: dict[tuple[tuple[Path, float], ...], tuple[ImageSpec, bool, str]] = {}
+    place: dict[tuple[tuple[Path, float], ...], int] = {}  # the entry that first listed it
+    for spec, single, where, i in specs:
+        other = chosen.get(spec.images)
+        place.setdefault(spec.images, i)
+        if other is None or (single and not other[1]):
+            chosen[spec.images] = (spec, single, where)
+        elif other[0] != spec and single == other[1]:
+            raise ManifestError(
+                f"{path}: {kind} image {layout.display(spec.path)} is listed twice with different "
+                f"names or params ({other[2]} and {where}); list it once, or give both entries "
+                "the same name and params"
+            )
+    seen: dict[str, ImageSpec] = {}
+    stills = [(place[images], spec) for images, (spec, _, _) in chosen.items()]
+    for _, spec in sorted([*stills, *frames], key=lambda pair: pair[0]):  # manifest order
+        other_spec = seen.get(spec.name)
+        if other_spec is not None:
+            raise ManifestError(
+                f"{path}: {kind} images {layout.display(other_spec.path)} and "
+                f"{layout.display(spec.path)} share the name '{spec.name}', so their outputs "
+                "would collide; give one a 'name:'"
+            )
+        seen[spec.name] = spec
+    return tuple(seen.values())
+
+
+def natural_key(name: str) -> tuple[tuple[int, int | str], ...]:
+    """Sort key putting 'f2' before 'f10': digit runs compare as numbers, the rest folded."""
+    return tuple(
+        (0, int(part)) if part.isdigit() else (1, part.casefold())
+        for part in _DIGITS.split(name)
+        if part
+    )
+
+
+def _sequence(
+    path: Path, root: Path, kind: str, i: int, item: _Entry, output: Path
+) -> list[ImageSpec]:
+    """The frames of a `sequence: true` entry, in natural order of their file names."""
+    where = f"{path}: {kind}[{i}]"
+    if kind != "content":
+        raise ManifestError(f"{where}: only content entries can be sequences (sequence: true)")
+    if not item.sequence:
+        raise ManifestError(f"{where}: 'animation' and 'fps' need 'sequence: true'")
+    if isinstance(item.path, list) or item.weights is not None:
+        raise ManifestError(f"{where}: a sequence is one folder or pattern of frames, not a blend")
+    files, single = _match(root, item.path, f"{where} '{item.path}'", output)
+    if single:
+        raise ManifestError(
+            f"{where} '{item.path}': a sequence is a folder (or pattern) of frames, not one file"
+        )
+    files.sort(key=lambda f: natural_key(f.name))
+    folder = Path(item.path.rstrip("/")).parent if glob.has_magic(item.path) else None
+    name = item.name or _clean_name((folder or Path(item.path)).name or files[0].parent.name)
+    _check_image_name(f"{where}.name", name)
+    sequence = FrameSequence(name, len(files), item.animation, item.fps)
+    specs = []
+    for number, file in enumerate(files):
+        check_readable(file, where)
+        stem = _entry_name(path, kind, file, None)
+        spec = ImageSpec(file, f"{name}/{stem}", dict(item.params), (), sequence, number)
+        specs.append(spec)
+    return specs
+
+
+# -- one image: readable, named -----------------------------------------------------
+
+
+def check_readable(file: Path, where: str) -> None:
+    """ManifestError naming `where` and the file when this process cannot read it."""
+    if not os.access(file, os.R_OK):
+        raise ManifestError(f"{where}: {file} is not readable; check its permissions")
+
+
+def _entry_name(path: Path, kind: str, file: Path, given: str | None) -> str:
+    """An image's name in outputs and results: its `name:`, else its file name's stem."""
+    if given is not None:
+        return _clean_name(given)
+    stem = file.stem
+    if _unprintable(stem):
+        raise ManifestError(
+            f"{path}: {kind} file {layout.display(file)}: its name is not valid UTF-8 or holds a "
+            "control character (a line break, say), so it cannot name an output or a results "
+            "row; rename the file, or list it as an entry with a 'name:'"
+        )
+    return stem
+
+
+def _unprintable(text: str) -> bool:
+    # Cc: control characters (line breaks, tabs); Cs: the surrogates Python keeps non-UTF-8
+    # bytes of a file name in. Neither is printable, so most names are told by isprintable.
+    if text.isprintable():
+        return False
+    return any(unicodedata.category(c) in ("Cc", "Cs") for c in text)
+
+
+def _clean_name(name: str) -> str:
+    """'./x' -> 'x', 'x/' -> 'x': one image, one name, one output."""
+    return posixpath.normpath(name.strip()) if name.strip() else name
+
+
+def _check_image_name(where: str, name: str) -> None:
+    if Path(name).is_absolute() or ".." in Path(name).parts:
+        raise ManifestError(
+            f"{where}: {name!r} would write outside the output folder; "
+            "give a relative name without '..', such as 'portrait'"
+        )
+    if _unprintable(name) or _clean_name(name) in ("", "."):
+        raise ManifestError(
+            f"{where}: {name!r} is empty or holds a control character (a line break, say); "
+            "give a plain name, such as 'portrait'"
+        )
+
+
+# -- blends -------------------------------------------------------------------------
+
+
+def _blend(path: Path, root: Path, kind: str, key: str, item: _Entry) -> ImageSpec:
+    """A style entry whose `path` lists several files, mixed by `weights` (default equal);
+    `key` is where it is in the manifest: 'style[2]', 'pairs[0].style'."""
+    where = f"{path}: {key}"
+    if kind != "style" and isinstance(item.path, list):
+        raise ManifestError(
+            f"{where}.path: a list of images blends styles; a content entry takes one "
+            "image, file, folder or pattern"
+        )
+    if kind != "style":
+        raise ManifestError(
+            f"{where}.weights: weights mix the images of a style blend; a content entry "
+            "has none, remove them"
+        )
+    paths = item.path if isinstance(item.path, list) else [item.path]
+    if not paths:
+        raise ManifestError(f"{where}.path: the blend lists no image; give one or more files")
+    weights = item.weights if item.weights is not None else [1.0] * len(paths)
+    if len(weights) != len(paths):
+        raise ManifestError(
+            f"{where}.weights: {len(weights)} weights for {len(paths)} images; give one "
+            "weight per image in 'path'"
+        )
+    files = []
+    for j, pattern in enumerate(paths):
+        matched, single = _match(root, pattern, f"{where}.path[{j}] '{pattern}'", None)
+        if not single:
+            raise ManifestError(
+                f"{where}.path[{j}] '{pattern}': a blend takes single files, not folders or "
+                "patterns; list each image"
+            )
+        check_readable(matched[0], f"{where}.path[{j}]")
+        files.append(matched[0])
+    total = sum(weights)
+    names = [_entry_name(path, kind, f, None) for f in files] if item.name is None else []
+    name = _clean_name(item.name) if item.name is not None else "+".join(names)
+    blend = tuple((f, w / total) for f, w in zip(files, weights, strict=True))
+    return ImageSpec(path=files[0], name=name, overrides=dict(item.params), blend=blend)
+
+
+# -- paths to files -----------------------------------------------------------------
+
+
+def _match(root: Path, pattern: str, where: str, output: Path | None) -> tuple[list[Path], bool]:
+    """The image files `pattern` stands for, and whether it names one file (not a folder or
+    a pattern). A folder or pattern never yields what nst-batch wrote under `output`."""
+    target = Path(os.path.expanduser(pattern))
+    full = target if target.is_absolute() else root / target
+    resolve = _resolver()
+    if glob.has_magic(pattern):
+        files = sorted((Path(p) for p in glob.glob(str(full), recursive=True)), key=_path_order)
+        files = [resolve(f) for f in files if f.is_file() and f.suffix.lower() in IMAGE_SUFFIXES]
+        files = [f for f in files if not _made_by_us(output, f)]
+        if not files:
+            raise ManifestError(
+                f"{where}: the pattern matches no image; patterns are relative to {root}"
+            )
+        return files, False
+    if full.is_dir():
+        try:
+            with os.scandir(full) as listing:  # the folder's entries know their own type
+                entries = [e for e in listing if _suffix(e.name) in IMAGE_SUFFIXES]
+                folder = full.resolve()
+                files = sorted(
+                    (
+                        Path(e.path).resolve() if e.is_symlink() else folder / e.name
+                        for e in entries
+                        if e.is_file()
+                    ),
+                    key=_path_order,
+                )
+        except OSError as exc:
+            raise ManifestError(
+                f"{where}: cannot list the folder {full} ({exc.strerror})"
+            ) from None
+        files = [f for f in files if not _made_by_us(output, f)]
+        if not files:
+            raise ManifestError(
+                f"{where}: the folder {full} holds no image ({', '.join(sorted(IMAGE_SUFFIXES))})"
+            )
+        return files, False
+    if not full.is_file():
+        raise ManifestError(f"{where}: no such file {full}; paths are relative to {root}")
+    return [full.resolve()], True
+
+
+def _path_order(path: Path) -> tuple[str, ...]:
+    """The order of sorted(paths), compared as tuples rather than by Path.__lt__."""
+    return path.parts
+
+
+def _suffix(name: str) -> str:
+    """A file name's suffix in lower case, as `Path(name).suffix.lower()` gives it."""
+    return os.path.splitext(name)[1].lower()
+
+
+def _resolver() -> Callable[[Path], Path]:
+    """`Path.resolve` for many paths at a time: each folder is resolved once, and only a
+    path that is itself a link is resolved whole (a folder of 10,000 images is 10,000
+    lookups, not one per component of each)."""
+    folders: dict[Path, Path] = {}
+
+    def resolve(path: Path) -> Path:
+        if path.name in ("", ".", "..") or path.is_symlink():
+            return path.resolve()
+        folder = folders.get(path.parent)
+        if folder is None:
+            folder = folders[path.parent] = path.parent.resolve()
+        return folder / path.name
+
+    return resolve
+
+
+def _made_by_us(output: Path | None, file: Path) -> bool:
+    """Whether `file` is one of nst-batch's own files in the output folder: the gallery, a
+    temporary, or an output (which records its task key in its metadata)."""
+    relative = None if output is None else layout.relative_to(output, file)
+    if relative is None:
+        return False
+    if layout.is_reserved(relative):
+        return True
+    from nst_batch.images import read_metadata  # Pillow only: reads the header
+
+    return KEY_METADATA in read_metadata(file)
+
+
+# -- what a run reads ---------------------------------------------------------------
+
+
+def input_files(manifest: Manifest) -> Iterable[tuple[Path, str]]:
+    """Every file a run reads: content and style images, init images, a weights file."""
+    for kind, specs in (("content image", manifest.contents), ("style image", manifest.styles)):
+        for spec in specs:
+            for file, _ in spec.images:
+                yield file, kind
+            if isinstance(spec.overrides.get("init_image"), str):
+                yield Path(spec.overrides["init_image"]), "init_image"
+    for overrides in [v.overrides for v in manifest.variants] + [
+        p.overrides for p in manifest.pairs
+    ]:
+        if isinstance(overrides.get("init_image"), str):
+            yield Path(overrides["init_image"]), "init_image"
+    if isinstance(manifest.base.get("init_image"), str):
+        yield Path(manifest.base["init_image"]), "init_image"  # (a template: checked per task)
+    if manifest.weights not in NAMED_SOURCES:
+        yield Path(manifest.weights), "weights file"
