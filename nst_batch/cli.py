@@ -22,6 +22,7 @@ from nst_batch.session import (
     ReportSummary,
     RunSummary,
     SessionError,
+    WriteFailed,
 )
 from nst_batch.task import STATE_WORDS
 
@@ -29,6 +30,7 @@ if TYPE_CHECKING:  # a run with nothing to do imports no torch
     from nst_batch.progress import ConsoleEvents
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
+EXIT_WRITE = 74  # EX_IOERR: the output folder failed during the run (a full disk)
 EXIT_LOCKED = 75  # EX_TEMPFAIL: another run holds the output; try again later
 TOP_LEVEL_FLAGS = ("--help", "-h", "--version")
 
@@ -68,6 +70,7 @@ def main() -> None:
       nst-batch report MANIFEST        merge results into <output>/results.csv
       nst-batch show OUTPUT_IMAGE      what an output was made from and with
       nst-batch clean MANIFEST         files the manifest no longer makes (--yes: remove)
+      nst-batch accept MANIFEST        take existing outputs as made with current settings
 
     \b
     Example:
@@ -77,8 +80,10 @@ def main() -> None:
 
     Exit codes: 0 all done or up to date, 1 some task failed (the rest ran),
     2 usage, manifest or weights error (nothing ran), or a fault no task could get
-    past (a worker's fatal error: the tasks finished before it are kept), 75 another
-    run holds the output, 130/143 stopped by SIGINT/SIGTERM.
+    past (a worker's fatal error: the tasks finished before it are kept), 74 the
+    output folder could not be written during the run (a full disk: finished outputs
+    and rows are kept), 75 another run holds the output, 130/143 stopped by
+    SIGINT/SIGTERM.
 
     The manifest reference, GPUs, clusters and reliability: README.md and docs/
     in the source tree.
@@ -256,6 +261,10 @@ def _run(prepared: Prepared, verbosity: int, every: int) -> int:
     reporter = _Printer(events, verbosity)
     try:
         summary = session.run_prepared(prepared, events, reporter, report_every=min(every, 10))
+    except WriteFailed as exc:
+        events.close()
+        click.echo(f"Error: {exc}", err=True)
+        return EXIT_WRITE
     except SessionError as exc:
         raise _fail(str(exc)) from None
     except Locked as exc:
@@ -428,6 +437,51 @@ def _summarize(summary: ReportSummary, verbosity: int = 0, as_json: bool = False
                     f": {row.error}" if row is not None and now != "outdated" and row.error else ""
                 )
                 click.echo(f"  {label:<12} {task.label}{why}")
+
+
+@main.command("accept")
+@click.argument("manifest", type=click.Path(dir_okay=False))
+@click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE", help="As for run.")
+@click.option("--only", "only", multiple=True, metavar="KEY=GLOB", help="As for run.")
+def accept_command(manifest: str, overrides: tuple[str, ...], only: tuple[str, ...]) -> None:
+    """Take the existing outputs as made with the current settings, without making them
+    again: after an upgrade changed the algorithm's version, or a change you know does not
+    matter. Each output's metadata then records the current key and settings and that it
+    was accepted (`nst-batch show` says so), and results.csv gets a `done` row with start
+    `accepted`; a rerun calls them up to date. The pixels are not touched.
+
+    \b
+    Example:
+      nst-batch m.yaml -n --set params.tv_weight=0.001   (would redo every task)
+      nst-batch accept m.yaml --set params.tv_weight=0.001 --only style=starry_night
+
+    Exits 1 when a task to do has no output to accept (it needs a run).
+    """
+    try:
+        prepared = session.prepare(manifest, overrides, only=only, sharded=False)
+        outcome = session.accept_prepared(prepared)
+    except SessionError as exc:
+        raise _fail(str(exc)) from None
+    except Locked as exc:
+        click.echo(f"Error: {exc}", err=True)
+        sys.exit(EXIT_LOCKED)
+    for task in outcome.accepted:
+        click.echo(f"  accepted     {task.label}  ->  {task.relative_output}")
+    for task, why in outcome.refused:
+        click.echo(f"  not accepted {task.label}: {why}")
+    count = len(outcome.accepted)
+    click.echo(
+        f"{count} output{'s' * (count != 1)} accepted as made with the current settings, "
+        f"{len(prepared.fresh)} already up to date"
+        + (
+            f", {len(outcome.refused)} without an output to accept (run them)"
+            if outcome.refused
+            else ""
+        )
+        + f"\nresults: {outcome.results}"
+    )
+    if outcome.refused:
+        sys.exit(EXIT_FAILED)
 
 
 @main.command("clean")

@@ -195,6 +195,7 @@ def made_with(path: Path, metadata: Mapping[str, str]) -> dict[str, object]:
         "made_at": result.get("made_at"),
         "version": result.get("version"),
         "start": record.start,
+        "accepted": record.accepted,  # taken for these settings without being made again
     }
 
 
@@ -253,4 +254,13 @@ def shown(info: dict[str, object]) -> list[tuple[str, str]]:
     ]
     if info["start"] is not None:
         lines.append(("start", plain(info["start"])))
+    accepted = info.get("accepted")
+    if isinstance(accepted, dict):
+        lines.append(
+            (
+                "accepted",
+                f"at {plain(accepted.get('at'))} for these settings without being made again "
+                f"(made with key {plain(accepted.get('from'))}; its losses are of those settings)",
+            )
+        )
     return lines

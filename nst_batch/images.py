@@ -44,6 +44,7 @@ __all__ = [
     "open_output",
     "oriented_size",
     "read_metadata",
+    "replace_metadata",
     "resize",
     "save_animation",
     "save_image",
@@ -563,3 +564,84 @@ def read_metadata(path: str | os.PathLike[str]) -> dict[str, str]:
     if not isinstance(stored, dict) or not all(isinstance(v, str) for v in stored.values()):
         return {}
     return stored
+
+
+def replace_metadata(
+    path: str | os.PathLike[str], metadata: Mapping[str, str], root: Path | None = None
+) -> None:
+    """Rewrite the metadata ``save_image`` stored in ``path`` without touching its pixels:
+    PNG is written again (lossless), JPEG and WebP get their EXIF segment or chunk replaced
+    byte for byte, so the picture is not encoded a second time. Atomic, never through a link;
+    ImageError naming the file when it is not one of ours or cannot be written."""
+    target = Path(path)
+    name = str(target)
+    for key, value in metadata.items():
+        if not (isinstance(key, str) and isinstance(value, str)):
+            raise TypeError(f"metadata must map str to str, got {key!r}: {value!r}")
+    try:
+        data = target.read_bytes()
+        with Image.open(io.BytesIO(data)) as image:
+            fmt = image.format
+            if fmt == "PNG":
+                image.load()
+                pixels = image.copy()
+    except (OSError, *IMAGE_ERRORS) as exc:
+        raise ImageError(f"{name}: cannot read it to record its metadata ({exc})") from None
+    if fmt == "PNG":
+        options = _save_options("PNG", metadata, 95)
+        _save(target, lambda file: pixels.save(file, format="PNG", **options), root)
+        return
+    exif = Image.Exif()
+    exif[_IMAGE_DESCRIPTION] = json.dumps(dict(metadata), ensure_ascii=True)
+    if fmt == "JPEG":
+        rewritten = _jpeg_with_exif(data, exif.tobytes())
+    elif fmt == "WEBP":
+        rewritten = _webp_with_exif(data, exif.tobytes().removeprefix(b"Exif\x00\x00"))
+    else:
+        rewritten = None
+    if rewritten is None:
+        raise ImageError(
+            f"{name}: its metadata cannot be rewritten without encoding the picture again "
+            f"({fmt} without the EXIF block nst-batch writes)"
+        )
+    _save(target, lambda file: file.write(rewritten), root)
+
+
+def _jpeg_with_exif(data: bytes, exif: bytes) -> bytes | None:
+    """The JPEG `data` with its first EXIF (APP1) segment's payload replaced by `exif`
+    (b'Exif\\0\\0' + TIFF); None when it has none or is not a JPEG we can walk."""
+    if not data.startswith(b"\xff\xd8") or len(exif) + 2 > 0xFFFF:
+        return None
+    at = 2
+    while at + 4 <= len(data) and data[at] == 0xFF:
+        marker = data[at + 1]
+        if marker in (0xD9, 0xDA):  # end of image, start of scan: no EXIF before the pixels
+            return None
+        length = int.from_bytes(data[at + 2 : at + 4], "big")
+        if marker == 0xE1 and data[at + 4 : at + 10] == b"Exif\x00\x00":
+            segment = b"\xff\xe1" + (len(exif) + 2).to_bytes(2, "big") + exif
+            return data[:at] + segment + data[at + 2 + length :]
+        at += 2 + length
+    return None
+
+
+def _webp_with_exif(data: bytes, exif: bytes) -> bytes | None:
+    """The WebP `data` with its EXIF chunk's payload replaced by `exif` (TIFF); None when it
+    has none or is not a RIFF WebP."""
+    if data[:4] != b"RIFF" or data[8:12] != b"WEBP":
+        return None
+    chunks, at = [], 12
+    found = False
+    while at + 8 <= len(data):
+        fourcc, size = data[at : at + 4], int.from_bytes(data[at + 4 : at + 8], "little")
+        payload = data[at + 8 : at + 8 + size]
+        if fourcc == b"EXIF":
+            payload, found = exif, True
+        chunks.append(
+            fourcc + len(payload).to_bytes(4, "little") + payload + b"\0" * (len(payload) % 2)
+        )
+        at += 8 + size + size % 2
+    if not found:
+        return None
+    body = b"WEBP" + b"".join(chunks)
+    return b"RIFF" + len(body).to_bytes(4, "little") + body

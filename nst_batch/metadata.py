@@ -26,6 +26,7 @@ RESULT_METADATA = "nst-batch:result"  # ... its losses, steps, time, device, dat
 START_METADATA = "nst-batch:start"  # ... how it started: {"init": ..., "from": key} (JSON)
 SNAPSHOT_METADATA = "nst-batch:snapshot"  # a snapshot's step, total steps, total loss (JSON)
 ANIMATION_METADATA = "nst-batch:animation"  # an animation's frame count and duration (JSON)
+ACCEPTED_METADATA = "nst-batch:accepted"  # an output taken for other settings: from, at (JSON)
 
 _MADE_AT = "%Y-%m-%dT%H:%M:%SZ"  # `made_at`, in UTC
 
@@ -69,6 +70,33 @@ def output_metadata(
     }
 
 
+def accepted_metadata(
+    recorded: Mapping[str, str],
+    *,
+    key: str,
+    recipe: Mapping[str, object],
+    params: Mapping[str, object],
+    at: datetime,
+    version: str,
+) -> dict[str, str]:
+    """What an output `recorded` records once accepted as made with other settings, without
+    being made again (`nst-batch accept`): the new `key`, `recipe` and `params`, and where it
+    came from (the key it was made with) and when it was accepted. Its result (losses, steps,
+    time) stays that of the optimization that made it."""
+    accepted = {
+        "from": recorded.get(KEY_METADATA),
+        "at": at.strftime(_MADE_AT),
+        "version": version,
+    }
+    return {
+        **recorded,
+        KEY_METADATA: key,
+        RECIPE_METADATA: json.dumps(recipe, sort_keys=True, separators=(",", ":")),
+        PARAMS_METADATA: json.dumps(params, sort_keys=True),
+        ACCEPTED_METADATA: json.dumps(accepted, sort_keys=True),
+    }
+
+
 def snapshot_metadata(key: str, step: int, steps: int, total_loss: float) -> dict[str, str]:
     """What a progress snapshot records: its task's `key`, the `step` it shows out of the
     task's `steps`, and the total loss there."""
@@ -105,6 +133,7 @@ class OutputRecord:
     source: dict[str, object] | None = None  # {"content": name, "style": name}
     result: dict[str, object] | None = None  # losses, steps, seconds, device, made_at, version
     start: dict[str, object] | None = None  # {"init": ..., "from": key or None}
+    accepted: dict[str, object] | None = None  # {"from": key, "at": ..., "version": ...}
 
     @classmethod
     def from_metadata(cls, metadata: Mapping[str, str]) -> OutputRecord:
@@ -117,6 +146,7 @@ class OutputRecord:
             source=_json_object(metadata.get(SOURCE_METADATA)),
             result=_json_object(metadata.get(RESULT_METADATA)),
             start=_json_object(metadata.get(START_METADATA)),
+            accepted=_json_object(metadata.get(ACCEPTED_METADATA)),
         )
 
 

@@ -67,6 +67,11 @@ class SessionError(Exception):
     (or, for a run, without touching an output). str() is the sentence to show."""
 
 
+class WriteFailed(SessionError):
+    """The output folder could not be written in the middle of a run (a full disk while a
+    results row was written): the outputs and rows finished before it are kept."""
+
+
 class Interrupted(Exception):
     """SIGTERM or SIGINT stopped the run; the tasks in flight are recorded and checkpointed."""
 
@@ -204,13 +209,15 @@ def prepare(
     only: Sequence[str] = (),
     force: bool = False,
     whole: bool = False,
+    sharded: bool = True,
 ) -> Prepared:
     """Load and plan a gallery, and take this process's share: `shard` ('K/N'), else this
     Slurm array task's share, else everything. `whole`: the whole plan, unsorted (what
-    `report` needs): no share, and nothing marked to do or up to date."""
+    `report` needs): no share, and nothing marked to do or up to date. `sharded=False`:
+    the whole plan even in a Slurm array."""
     with _without_collection():
         loaded = load(manifest, overrides, devices)
-        share = None if whole else _share(shard, os.environ)
+        share = _share(shard, os.environ) if sharded and not whole else None
         files = filecache.load(loaded.output, share)  # read here; only a run writes it back
         plan_ = _plan(loaded, files)
         # Shard the whole plan, then take the subset: a task's shard never depends on --only,
@@ -360,7 +367,14 @@ def _run_locked(
         with ResultsWriter(results, output, run=prepared.run) as writer:
             writer.write_all([task_row(task, "skipped", label) for task in skips])
             if todo:
-                stats = _optimize(prepared, writer, events, report_every)
+                try:
+                    stats = _optimize(prepared, writer, events, report_every)
+                except OSError as exc:
+                    raise WriteFailed(
+                        f"cannot write to the output folder {output} during the run: "
+                        f"{exc.strerror or exc}; the outputs and rows finished before it are "
+                        "kept: free space (or mend the folder) and rerun to do the rest"
+                    ) from None
     _remember(prepared.files, output, todo, share, reporter)
     if share is None:  # a whole run: checkpoints of finished galleries leave no folder
         layout.remove_empty_state(output)
@@ -539,6 +553,67 @@ def classified(tasks: list[Task], rows: list[ResultRow], results: Path | None) -
     found = [latest.get(task.id) for task in tasks]
     states = [classify(task, row) for task, row in zip(tasks, found, strict=True)]
     return ReportSummary(tasks, states, found, results)
+
+
+# --- accept ---------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Accepted:
+    """What `accept` did: the tasks whose outputs now count as made with the current
+    settings, and those it could not take (no output of nst-batch's there), with why."""
+
+    accepted: list[Task]
+    refused: list[tuple[Task, str]]
+    results: Path
+
+
+def accept_prepared(prepared: Prepared) -> Accepted:
+    """Record the existing outputs of the tasks to do as made with the current settings,
+    without making them again: each output's metadata gets the task's key, recipe and
+    settings and says it was accepted (from which key, when), and a `done` row with start
+    `accepted` goes into the results. The pixels are not touched (JPEG and WebP are not
+    encoded again). layout.Locked while a run holds the output folder."""
+    from datetime import UTC, datetime
+
+    from nst_batch import __version__
+    from nst_batch.images import ImageError, read_metadata, replace_metadata
+    from nst_batch.metadata import KEY_METADATA, accepted_metadata
+
+    output = prepared.output
+    results = layout.results_file(output, None)
+    accepted: list[Task] = []
+    refused: list[tuple[Task, str]] = []
+    if not output.is_dir():
+        return Accepted([], [(task, "no output yet") for task in prepared.todo], results)
+    try:
+        with layout.hold(output, None), ResultsWriter(results, output, run=prepared.run) as rows:
+            for task in prepared.todo:
+                recorded = read_metadata(task.output) if task.output.is_file() else {}
+                if KEY_METADATA not in recorded:
+                    why = "no output made by nst-batch" if task.output.exists() else "no output"
+                    refused.append((task, why))
+                    continue
+                metadata = accepted_metadata(
+                    recorded,
+                    key=task.key,
+                    recipe=task.recipe,
+                    params=task.params.model_dump(mode="json"),
+                    at=datetime.now(UTC),
+                    version=__version__,
+                )
+                try:
+                    replace_metadata(task.output, metadata, root=output)
+                except ImageError as exc:
+                    refused.append((task, str(exc)))
+                    continue
+                rows.write(task_row(task, "done", "", start="accepted"))
+                accepted.append(task)
+    except (UnsafeWrite, ResultsError) as exc:
+        raise SessionError(str(exc)) from None
+    except OSError as exc:
+        raise SessionError(f"cannot write to the output folder {output}: {exc.strerror}") from None
+    return Accepted(accepted, refused, results)
 
 
 # --- clean ----------------------------------------------------------------------------------

@@ -68,3 +68,35 @@ def test_prepare_plans_without_running(write_manifest) -> None:
     assert prepared.fresh == [] and prepared.share is None
     assert all(task.params.steps == 3 for task in prepared.todo)
     assert not prepared.output.exists()  # planning writes nothing
+
+
+def test_a_disk_that_fills_during_the_run_exits_74_and_keeps_what_finished(
+    write_manifest, monkeypatch
+) -> None:
+    """A results row that cannot be written (ENOSPC) stops the run with its own exit code,
+    not 2 ('nothing ran'): the rows and outputs written before it stay."""
+    import errno
+
+    from click.testing import CliRunner
+
+    from nst_batch.cli import main
+    from nst_batch.results import ResultsWriter
+
+    manifest = write_manifest(params={"size": 48, "steps": 3}, devices="cpu", batch_size=1)
+    original, calls = ResultsWriter.write_all, []
+
+    def full_after_one(self, rows):
+        calls.extend(rows)
+        if len(calls) > 1:
+            raise OSError(errno.ENOSPC, "No space left on device")
+        original(self, rows)
+
+    monkeypatch.setattr(ResultsWriter, "write_all", full_after_one)
+    result = CliRunner().invoke(main, [str(manifest)])
+    assert result.exit_code == 74, result.output
+    assert "during the run: No space left on device" in result.output
+    assert "rerun to do the rest" in result.output
+    monkeypatch.undo()
+    rows = read_rows(manifest.parent / "out" / "results.csv")
+    assert len(rows) == 1 and rows[0].status == "done"
+    assert (manifest.parent / "out" / rows[0].output).is_file()
