@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import shutil
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -11,6 +13,9 @@ import torch
 import yaml
 
 from nst_batch import images
+
+BROWSER_OPT_IN = "NST_BATCH_TEST_BROWSER"  # 1: the browser tests must run (.ci/run sets it)
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 
 REPO = Path(__file__).resolve().parent.parent
 IMAGES = REPO / "examples" / "images"
@@ -47,6 +52,19 @@ def content() -> torch.Tensor:
 def style(content: torch.Tensor) -> torch.Tensor:
     """starry_night.jpg sized for `content`."""
     return style_like(STYLE / "starry_night.jpg", content)
+
+
+@pytest.fixture
+def chromium() -> str:
+    """Chromium's path. Without it a browser test is skipped, or fails where the run asked
+    for the browser tests (NST_BATCH_TEST_BROWSER=1): a CI that cannot install the browser
+    must not pass with its tests unrun."""
+    if CHROMIUM is None:
+        reason = "needs Chromium on PATH (Debian: apt-get install chromium)"
+        if os.environ.get(BROWSER_OPT_IN) == "1":
+            pytest.fail(f"{reason}; {BROWSER_OPT_IN}=1 asks for the browser tests")
+        pytest.skip(reason)
+    return CHROMIUM
 
 
 @pytest.fixture

@@ -11,20 +11,17 @@ from __future__ import annotations
 import html
 import json
 import re
-import shutil
 import subprocess
 from pathlib import Path
 from typing import Any
 
 import pytest
+from conftest import CHROMIUM
 from test_gallery import ODD, make_gallery
 
 from nst_batch.layout import PAGE
 
-CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
-pytestmark = pytest.mark.skipif(
-    CHROMIUM is None, reason="needs Chromium on PATH (Debian: apt-get install chromium)"
-)
+pytestmark = pytest.mark.usefixtures("chromium")
 
 PROBE = """<script>
 window.addEventListener("load", function () {
@@ -49,7 +46,7 @@ def _probe(page: Path, profile: Path) -> dict[str, Any]:
     """Load `page` with the probe in headless Chromium; what the probe saw."""
     probed = page.with_name("probe.html")  # beside the page, so its relative links hold
     probed.write_text(page.read_text(encoding="utf-8").replace("</body>", PROBE + "</body>"))
-    assert CHROMIUM is not None
+    assert CHROMIUM is not None  # the `chromium` fixture skipped or failed the test before
     command = [
         CHROMIUM,
         "--headless",

@@ -5,7 +5,6 @@ findings `--dump-dom` prints). Skipped without Chromium (Debian: apt-get install
 
 from __future__ import annotations
 
-import shutil
 from pathlib import Path
 
 import pytest
@@ -20,10 +19,7 @@ from nst_batch.layout import COMPARE, PAGE
 from nst_batch.manifest import load_manifest
 from nst_batch.plan import plan
 
-CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
-pytestmark = pytest.mark.skipif(
-    CHROMIUM is None, reason="needs Chromium on PATH (Debian: apt-get install chromium)"
-)
+pytestmark = pytest.mark.usefixtures("chromium")
 
 
 def test_every_image_of_the_comparison_loads_and_every_cell_is_there(tmp_path: Path) -> None:

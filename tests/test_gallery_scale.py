@@ -21,7 +21,7 @@ import pytest
 import yaml
 from click.testing import CliRunner
 from PIL import Image
-from test_browser import CHROMIUM, _probe
+from test_browser import _probe
 from test_gallery import PageReader
 
 from nst_batch import layout
@@ -175,11 +175,10 @@ def test_a_large_gallery_gets_pages_and_an_index_that_links_them(
     assert names == [f"c{i:04d}" for i in range(2000)]  # every row once, in order
 
 
+@pytest.mark.usefixtures("chromium")
 def test_a_page_loads_every_picture_in_a_browser(
     big: tuple[Scale, GalleryFiles], tmp_path: Path
 ) -> None:
-    if CHROMIUM is None:
-        pytest.skip("needs Chromium on PATH (Debian: apt-get install chromium)")
     made, files = big
     seen = _probe(files.pages[6], tmp_path / "profile")
     (made.out / layout.PAGES / "probe.html").unlink()
