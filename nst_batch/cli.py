@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import signal
 import sys
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -377,11 +378,13 @@ def report_command(
     A task counts as done only when its latest result was made with the settings the
     manifest has now (same task key); older results are listed as outdated. Rows of tasks
     outside the current plan (another --set, say) are kept. Waits for no run: while one
-    holds the output folder, report exits 75 and changes nothing.
+    holds the output folder, report answers from the results recorded so far, says that a
+    run is in progress and since when, and writes nothing.
 
     Exits 1 when a task of the plan failed (its latest result, made with its current
     key), listing each with its reason. --json prints counts by state and every task
-    (content, style, variant, output, state, status, losses, steps, seconds, error, key).
+    (content, style, variant, output, state, status, losses, steps, seconds, error, key,
+    run), and `running` while a run holds the output.
     """
     try:
         prepared = session.prepare(manifest, overrides, only=only, whole=True)
@@ -393,10 +396,17 @@ def report_command(
         summary = session.report_prepared(prepared)
     except SessionError as exc:
         raise _fail(str(exc)) from None
-    except Locked as exc:
-        click.echo(f"Error: {exc}", err=True)
-        sys.exit(EXIT_LOCKED)
     _summarize(summary, verbosity, as_json)
+    if summary.running and not as_json:
+        since = ""
+        if summary.since is not None:
+            started = datetime.fromtimestamp(summary.since, UTC)
+            since = f" since {started:%Y-%m-%d %H:%M:%S} UTC"
+        click.echo(
+            f"a run is in progress{since} ({summary.running.partition(':')[0]}): these are "
+            "the results it has recorded so far; nothing was written",
+            err=quiet_now,
+        )
     if not quiet_now:
         if summary.results is not None:
             click.echo(f"results: {summary.results}")
@@ -418,6 +428,9 @@ def _summarize(summary: ReportSummary, verbosity: int = 0, as_json: bool = False
             "total": len(summary.tasks),
             "counts": count,
             "tasks": [task_json(*each) for each in found],
+            "running": {"who": summary.running, "since": summary.since}
+            if summary.running
+            else None,
         }
         click.echo(json.dumps(view, indent=2))
         return

@@ -549,6 +549,26 @@ def hold(root: Path, share: Share) -> Iterator[None]:
         os.close(main)
 
 
+def running_since(root: Path) -> float | None:
+    """When the run (or the earliest shard) now holding `root` started, as a POSIX time:
+    the time it wrote its PID into its lock file; None when no lock there is held."""
+    held = []
+    with contextlib.suppress(OSError):
+        for entry in os.scandir(root):
+            if not (entry.name == LOCK or _SHARD_LOCK.match(entry.name)) or entry.is_symlink():
+                continue
+            fd = os.open(root / entry.name, os.O_RDONLY | os.O_NOFOLLOW)
+            try:
+                try:  # a shared probe: held exclusively by a whole run or by a shard
+                    fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+                    fcntl.flock(fd, fcntl.LOCK_UN)
+                except BlockingIOError:
+                    held.append(os.fstat(fd).st_mtime)
+            finally:
+                os.close(fd)
+    return min(held) if held else None
+
+
 def _write_pid(fd: int) -> None:
     os.ftruncate(fd, 0)
     os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)

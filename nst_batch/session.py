@@ -139,6 +139,8 @@ class ReportSummary:
     rows: list[ResultRow | None]  # each task's latest row, None when it has none
     results: Path | None  # the merged results file, None when there are no results yet
     gallery: GalleryWritten | None = None
+    running: str = ""  # while a run holds the output: who (the counts are what it recorded)
+    since: float | None = None  # ... and when it started (POSIX time)
 
     @property
     def counts(self) -> dict[State, int]:
@@ -524,12 +526,26 @@ def write_gallery(
 def report_prepared(prepared: Prepared) -> ReportSummary:
     """Merge the results on disk into <output>/results.csv, classify the selected tasks
     against them and rebuild the gallery (its outcome in the summary). Waits for no run:
-    layout.Locked while one holds the output folder, and nothing changes."""
+    while one holds the output folder, the tasks are classified against the rows recorded
+    so far, nothing is written, and the summary says who runs and since when."""
     output = prepared.output
     if output.exists() and not output.is_dir():
         raise SessionError(f"output {output} is a file, not a folder; choose another 'output'")
     if not output.is_dir():
         return classified(prepared.tasks, [], None)
+    try:
+        return _report_locked(prepared)
+    except layout.Locked as exc:  # a run is going: answer from its rows, write nothing
+        try:
+            rows = merge(layout.results_files(output))
+        except ResultsError as error:
+            raise SessionError(str(error)) from None
+        summary = classified(prepared.tasks, rows, None)
+        return replace(summary, running=str(exc), since=layout.running_since(output))
+
+
+def _report_locked(prepared: Prepared) -> ReportSummary:
+    output = prepared.output
     try:
         with layout.hold(output, None):
             remove_stale_temporaries(output, prepared.whole, None)
