@@ -258,7 +258,10 @@ def _run(prepared: Prepared, verbosity: int, every: int) -> int:
     """Run the prepared gallery with a progress bar; the exit code."""
     from nst_batch.progress import ConsoleEvents
 
-    events = ConsoleEvents(len(prepared.todo), len(prepared.fresh), verbosity, print_every=every)
+    budget = sum(task.params.steps for task in prepared.todo)
+    events = ConsoleEvents(
+        len(prepared.todo), len(prepared.fresh), verbosity, print_every=every, steps=budget
+    )
     reporter = _Printer(events, verbosity)
     try:
         summary = session.run_prepared(prepared, events, reporter, report_every=min(every, 10))

@@ -219,3 +219,45 @@ def test_terminal_shows_the_running_loss_in_the_bar(clock: Clock) -> None:
     assert "loss=4.32e+03" in stream.getvalue()
     assert "step 3/10" not in stream.getvalue()  # no interval line on a terminal
     events.close()
+
+
+# --- progress in steps: the tasks' step budgets given ------------------------------------------
+
+
+@dataclass(frozen=True)
+class BudgetTask:
+    label: str
+    params: SimpleNamespace
+
+
+def test_plain_lines_give_the_share_of_steps_and_the_time_left(clock: Clock) -> None:
+    stream = io.StringIO()
+    events = _events(stream, total=2, steps=20, interval=30.0)
+    first, second = (BudgetTask(n, SimpleNamespace(steps=10)) for n in (LABEL, OTHER))
+    events.step(first, _progress(5))  # type: ignore[arg-type]
+    clock.now += 31.0  # 5 of 20 steps in 31 s: 93 s left
+    events.step(first, _progress(5))  # type: ignore[arg-type]
+    clock.now += 9.0  # the task converged at step 7: its whole budget counts as done
+    events.step(first, _progress(7))  # type: ignore[arg-type]
+    events.task_finished(first, _done())  # type: ignore[arg-type]
+    assert _lines(stream) == [
+        "[0/2 tasks, 25% of steps, 1m33s left] chelsea x starry_night: step 5/10, loss 1.235e+04",
+        "[1/2 tasks, 50% of steps, 0m40s left] chelsea x starry_night: done in 3.1s, "
+        "loss 1.235e+04 -> chelsea__starry_night.jpg",
+    ]
+    assert events.stepped == 10
+    events.task_finished(second, _failed())  # type: ignore[arg-type]  # failed before a step
+    assert events.stepped == 20
+
+
+def test_the_terminal_bar_moves_with_the_steps(clock: Clock) -> None:
+    stream = Terminal()
+    events = _events(stream, total=2, steps=20)
+    task = BudgetTask(LABEL, SimpleNamespace(steps=10))
+    events.step(task, _progress(4))  # type: ignore[arg-type]
+    assert events.bar.n == 4 and events.bar.total == 20 and events.bar.unit == "step"
+    events.step(task, _progress(6))  # type: ignore[arg-type]
+    events.task_finished(task, _done())  # type: ignore[arg-type]
+    assert events.bar.n == 10
+    assert "tasks=1/2" in str(events.bar)
+    events.close()
