@@ -54,6 +54,7 @@ from nst_batch.weights import WeightsError
 
 if TYPE_CHECKING:  # a run with nothing to do imports neither: torch is for optimizing
     from nst_batch.clean import Stale
+    from nst_batch.gallery import Live
     from nst_batch.runner import Events, RunStats
 
 CUDA_GRAPHS_VARIABLE = "NST_BATCH_CUDA_GRAPHS"  # 0: evaluate eagerly on CUDA too
@@ -369,6 +370,8 @@ def _run_locked(
         with ResultsWriter(results, output, run=prepared.run) as writer:
             writer.write_all([task_row(task, "skipped", label) for task in skips])
             if todo:
+                if share is None:  # a whole run's page fills as it goes (a shard's at its end)
+                    events = LiveGallery(prepared, events or _Silent(), reporter)
                 try:
                     stats = _optimize(prepared, writer, events, report_every)
                 except OSError as exc:
@@ -443,6 +446,62 @@ def _optimize(
             signal.signal(signum, handler)
 
 
+class LiveGallery:
+    """runner.Events that passes everything on and rewrites the gallery as tasks finish,
+    with `index.html` saying that a run is going on (and reloading itself): at the start,
+    then after a finished task once `MIN_INTERVAL` seconds have passed and at least
+    `COST_FACTOR` times as long as the last write took, so that the page costs the run at
+    most about 1/COST_FACTOR of its time. The gallery is incremental: a write redoes only
+    the cells, pages and sheets that changed."""
+
+    MIN_INTERVAL = 10.0
+    COST_FACTOR = 50.0
+
+    def __init__(self, prepared: Prepared, inner: Events, reporter: Reporter) -> None:
+        self.prepared, self.inner, self.reporter = prepared, inner, reporter
+        self.total, self.done = len(prepared.todo), 0
+        self.running: dict[int, str] = {}
+        self.start = time.monotonic()
+        self.next = self.start
+        self.writes = 0
+        self.seconds = 0.0  # spent writing
+        self._write()
+
+    def task_started(self, task: Task, worker: str) -> None:
+        self.running[id(task)] = task.label
+        self.inner.task_started(task, worker)
+
+    def step(self, task: Task, progress: Any) -> None:
+        self.inner.step(task, progress)
+
+    def task_finished(self, task: Task, row: ResultRow) -> None:
+        self.running.pop(id(task), None)
+        self.done += 1
+        self.inner.task_finished(task, row)
+        if time.monotonic() >= self.next and self.done < self.total:
+            self._write()
+
+    def _write(self) -> None:
+        from nst_batch.gallery import Live
+
+        began = time.monotonic()
+        elapsed = began - self.start
+        left = ""
+        if self.done:
+            seconds = elapsed / self.done * (self.total - self.done)
+            minutes, secs = divmod(round(seconds), 60)
+            left = f"{minutes}m{secs:02d}s"
+        live = Live(self.done, self.total, tuple(sorted(self.running.values())), left)
+        p = self.prepared
+        written = write_gallery(p.manifest, p.whole, p.files, None, live)
+        if written.error:
+            self.reporter.warn(written.error)
+        cost = time.monotonic() - began
+        self.writes += 1
+        self.seconds += cost
+        self.next = began + max(self.MIN_INTERVAL, self.COST_FACTOR * cost)
+
+
 class _Silent:
     """runner.Events that hears nothing."""
 
@@ -499,6 +558,7 @@ def write_gallery(
     tasks: list[Task],
     files: FileCache,
     rows: list[ResultRow] | None = None,
+    live: Live | None = None,
 ) -> GalleryWritten:
     """Rebuild the gallery pages, contact sheets and animations of the plan `tasks` from every
     results file in the output (or `rows`, those files merged already) and the outputs on
@@ -514,7 +574,7 @@ def write_gallery(
     try:
         if rows is None:
             rows = merge(layout.results_files(manifest.output))
-        written = write(manifest, tasks, rows, files)
+        written = write(manifest, tasks, rows, files, live)
     except (OSError, ImageError, WeightsError, UnsafeWrite, ResultsError) as exc:
         return GalleryWritten(page, error=f"cannot write the gallery in {manifest.output}: {exc}")
     return GalleryWritten(written.page, [(f.what, f.why) for f in written.failures])

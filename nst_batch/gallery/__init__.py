@@ -35,7 +35,7 @@ from nst_batch.gallery.compare import (
     variant_label,
 )
 from nst_batch.gallery.grid import THUMB_QUALITY, Grid, build_grids
-from nst_batch.gallery.page import Nav, contents_view, render_page, template
+from nst_batch.gallery.page import Live, Nav, contents_view, render_page, template
 from nst_batch.gallery.paging import Block, compare_runs, page_blocks, whole
 from nst_batch.gallery.record import Print, Record, cell_print, fingerprint, header_print
 from nst_batch.gallery.sheet import render_sheet, sheet_blocks
@@ -63,7 +63,7 @@ from nst_batch.results import ResultRow
 if TYPE_CHECKING:
     from PIL import Image
 
-__all__ = ["Failure", "GalleryFiles", "write_gallery"]
+__all__ = ["Failure", "GalleryFiles", "Live", "write_gallery"]
 
 
 @dataclass(frozen=True)
@@ -92,6 +92,7 @@ def write_gallery(
     tasks: Sequence[Task],
     rows: Iterable[ResultRow],
     files: FileCache | None = None,
+    live: Live | None = None,
 ) -> GalleryFiles:
     """Write the gallery of these tasks into the output folder: `index.html` and the contact
     sheet(s), with more than one variant `compare.html`, for a large gallery the pages under
@@ -104,7 +105,8 @@ def write_gallery(
     their tasks' keys, as `files` (the output folder's file cache when None) knows them.
     Thumbnails are remade only when their source is newer; pages and sheets only when what
     they show changed. Every file is written atomically, on its own: what cannot be written
-    is in the result's `failures`, never raised.
+    is in the result's `failures`, never raised. `live`: a run is going on; `index.html` says
+    so and reloads itself in the browser (a gallery written without it stops that).
     """
     root = manifest.output
     unwritten: list[str] = []
@@ -118,7 +120,7 @@ def write_gallery(
     gallery = _Gallery(manifest, grids)
     sheets = _sheets(gallery)
     compare = root / COMPARE if len(grids) > 1 else None
-    pages = _write_pages(writer, gallery, [p for p, _ in sheets], compare)
+    pages = _write_pages(writer, gallery, [p for p, _ in sheets], compare, live)
     compare_pages = _write_compare(writer, gallery) if compare else []
     for path, parts in sheets:
         writer.sheet(
@@ -274,7 +276,11 @@ def _sheets(gallery: _Gallery) -> list[tuple[Path, list[Block]]]:
 
 
 def _write_pages(
-    writer: _Writer, gallery: _Gallery, sheets: Sequence[Path], compare: Path | None
+    writer: _Writer,
+    gallery: _Gallery,
+    sheets: Sequence[Path],
+    compare: Path | None,
+    live: Live | None = None,
 ) -> list[Path]:
     """Write `index.html`: the whole gallery, or the table of contents of its pages under
     `pages/`, which are written too; the pages written (none for one page)."""
@@ -285,10 +291,12 @@ def _write_pages(
     if blocks is None:
         parts = whole(*gallery.shape)
         key = fingerprint(
-            "index", sheet_names, compare_name, [gallery.block_print(p) for p in parts]
+            "index", sheet_names, compare_name, [gallery.block_print(p) for p in parts], live
         )
         snapshots = gallery.snapshots
-        render = partial(render_page, manifest, grids, parts, snapshots, sheet_names, compare_name)
+        render = partial(
+            render_page, manifest, grids, parts, snapshots, sheet_names, compare_name, live=live
+        )
         writer.page(root / PAGE, key, render)
         return []
     paths = _numbered(root, "page", len(blocks))
@@ -301,7 +309,7 @@ def _write_pages(
         writer.page(path, key, render)
     names = [path.relative_to(root).as_posix() for path in paths]
     pages = list(zip(names, blocks, strict=True))
-    view = contents_view(manifest, grids, pages, sheet_names, compare_name)
+    view = {**contents_view(manifest, grids, pages, sheet_names, compare_name), "live": live}
     writer.page(root / PAGE, fingerprint("contents", view), partial(_contents, view))
     return paths
 

@@ -57,6 +57,18 @@ class Nav:
     index: str = UP + "index.html"
 
 
+@dataclass(frozen=True)
+class Live:
+    """A run in progress, as `index.html` shows it while the run goes on: how many of its
+    tasks are done, which are running, the time left, and how often the page reloads."""
+
+    done: int
+    total: int
+    running: tuple[str, ...]  # the labels of the tasks in flight
+    left: str  # '4m10s', or '' before the first task is done
+    refresh: int = 15  # seconds between reloads in the browser
+
+
 def render_page(
     manifest: Manifest,
     grids: Sequence[Grid],
@@ -65,6 +77,7 @@ def render_page(
     sheets: Sequence[str] = (),
     compare: str | None = None,
     nav: Nav | None = None,
+    live: Live | None = None,
 ) -> str:
     """A page of the gallery as text: every grid whole on `index.html` (`nav` None), or one
     block on a page of `pages/`. It links to the contact `sheets` and the `compare` page
@@ -84,6 +97,7 @@ def render_page(
         nav=nav,
         curve_size=CURVE_SIZE,
         grids=[_section(root, grids[part.variant], part, snapshots, prefix) for part in parts],
+        live=live,
     )
 
 
