@@ -12,13 +12,19 @@ batching each scale across tasks, and owns files, caches and devices; `transfer`
 from __future__ import annotations
 
 import dataclasses
+import difflib
+import math
+import numbers
 import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import cast
 
 import torch
 from PIL import Image
+from pydantic import ValidationError
+from pydantic_core import ErrorDetails
 
 from nst_batch import color, images
 from nst_batch.params import LAYER_NAMES, Params
@@ -242,11 +248,13 @@ def output_size(content: Image.Image, params: Params, name: str) -> tuple[int, i
 
 
 ImageInput = str | os.PathLike[str] | Image.Image
+# transfer's own keywords, beside Params' fields: the unknown-keyword hint suggests them too.
+_TRANSFER_KEYWORDS = ("weights", "device", "on_progress", "report_every")
 
 
 def transfer(
     content: ImageInput,
-    style: ImageInput | Sequence[tuple[ImageInput, float]],
+    style: ImageInput | Sequence[ImageInput | tuple[ImageInput, float]],
     *,
     weights: str = ORIGINAL,
     device: str | torch.device | None = None,
@@ -256,30 +264,43 @@ def transfer(
 ) -> Image.Image:
     """Stylize one image: `content` in the style of `style`, as nst-batch does per task.
 
-    `content` and `style` are paths or PIL images; `style` may be a blend, a list of
-    (image, weight) pairs. `params` are the manifest's `params` (size, steps,
-    style_weight, preserve_color, scales, init, ...; `init_image` is a path or image).
-    `weights`: 'original', 'torchvision' or a state-dict path; `device`: default CUDA if
-    available, else the CPU. `on_progress` hears a Progress every `report_every` steps.
-    Raises ImageError for an unusable image, StylizeError if the optimization diverges,
-    WeightsError, and pydantic's ValidationError for bad settings.
+    `content` and `style` are paths or PIL images (any mode, converted as files are: EXIF
+    orientation, ICC profile to sRGB, transparency over white). `style` may be a blend: a
+    list of images (equal weights) or of (image, weight) pairs, the weights positive and
+    normalized to sum 1, as a manifest's `path: [...]` and `weights: [...]`. `params` are
+    the manifest's `params` (size, steps, style_weight, preserve_color, scales, init, ...;
+    `init_image` is a path or image). `weights`: 'original', 'torchvision' or a state-dict
+    path; `device`: 'cpu', 'cuda', 'cuda:N' or 'mps', by default CUDA if available, else
+    the CPU. `on_progress` hears a Progress every `report_every` (>= 1) steps.
+
+    Raises TypeError or ValueError, one sentence per problem naming the argument, for bad
+    arguments and settings (a ValidationError of Params becomes such a ValueError);
+    ImageError for an unusable image; StylizeError if the optimization diverges;
+    WeightsError.
     """
+    _check_reporting(on_progress, report_every)
     init_image = params.pop("init_image", None)
-    if isinstance(init_image, str | os.PathLike):
-        params["init_image"] = os.fspath(init_image)
-    elif isinstance(init_image, Image.Image):
-        params["init_image"] = "<image>"
-    p = Params.model_validate(params)
-    blend = [(style, 1.0)] if isinstance(style, str | os.PathLike | Image.Image) else style
+    init_source = None if init_image is None else _source(init_image, "init_image")
+    if init_source is not None:
+        label = "<image>" if isinstance(init_source, Image.Image) else os.fspath(init_source)
+        params["init_image"] = label
+    p = _settings(params)
+    _source(content, "content")
+    blend = _blend(style)
+    where = _device(device)
     total = sum(weight for _, weight in blend)
-    styles = [(_image(image), weight / total) for image, weight in blend]
-    picture = _image(content)
+    names = ["style"] if _is_source(style) else [f"style[{i}]" for i in range(len(blend))]
+    styles = [
+        (_image(image, name), weight / total)
+        for name, (image, weight) in zip(names, blend, strict=True)
+    ]
+    picture = _image(content, "content")
     init = None
     if p.init == "style":
         init = styles[0][0]
     elif p.init == "image":
-        init = init_image if isinstance(init_image, Image.Image) else _image(p.init_image or "")
-    where = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+        assert init_source is not None  # Params: init: image needs init_image
+        init = _image(init_source, "init_image")
     layers = sorted({*p.content_layers, *p.style_layers}, key=LAYER_NAMES.index)
     vgg = build_vgg19(weights, layers, p.pooling, where)
     recipe = Recipe.start(picture, p, init, _name(content))
@@ -297,10 +318,175 @@ def transfer(
     return images.to_image(recipe.output(result))
 
 
-def _image(source: ImageInput) -> Image.Image:
+def _check_reporting(on_progress: object, report_every: object) -> None:
+    if on_progress is not None and not callable(on_progress):
+        raise TypeError(
+            f"on_progress: expected a function that takes a Progress, or None, got "
+            f"{type(on_progress).__name__}"
+        )
+    if isinstance(report_every, bool) or not isinstance(report_every, int):
+        raise TypeError(f"report_every: expected a whole number of steps, got {report_every!r}")
+    if report_every < 1:
+        raise ValueError(
+            f"report_every: {report_every} steps between progress reports; give 1 or more"
+        )
+
+
+def _settings(params: dict[str, object]) -> Params:
+    """`params` validated; a ValidationError becomes a ValueError, one line per problem."""
+    try:
+        return Params.model_validate(params)
+    except ValidationError as exc:
+        raise ValueError("\n".join(_explain(exc))) from None
+
+
+def _explain(exc: ValidationError) -> list[str]:
+    """One sentence per keyword with a problem: 'size: Input should be ... (got 10)'.
+
+    A union's alternatives (tolerance: 'auto' or a number) fail together, so a keyword's
+    errors become one sentence: a validator's own message if one spoke, else the
+    alternatives joined with 'or'.
+    """
+    problems: dict[str, list[ErrorDetails]] = {}
+    for error in exc.errors():
+        loc = error["loc"]
+        # The keyword, then list indices; union members' tags ('float', ...) are dropped.
+        key = (
+            ".".join([str(loc[0]), *(str(p) for p in loc[1:] if isinstance(p, int))]) if loc else ""
+        )
+        problems.setdefault(key, []).append(error)
+    lines = []
+    for key, errors in problems.items():
+        if errors[0]["type"] == "extra_forbidden":
+            close = difflib.get_close_matches(key, [*_TRANSFER_KEYWORDS, *Params.model_fields])
+            hint = (
+                f" (did you mean '{close[0]}'?)"
+                if close
+                else f"; transfer takes {', '.join(_TRANSFER_KEYWORDS)} and the manifest's "
+                f"params: {', '.join(Params.model_fields)}"
+            )
+            lines.append(f"unknown keyword argument '{key}'{hint}")
+            continue
+        own = [e for e in errors if e["type"] == "value_error"]
+        messages = [e["msg"].removeprefix("Value error, ") for e in own or errors]
+        message = " or ".join(
+            [messages[0], *(m.removeprefix("Input should be ") for m in messages[1:])]
+        )
+        got = errors[0].get("input")
+        shown = "" if isinstance(got, dict | list | tuple) else f" (got {got!r})"
+        lines.append(f"{key}: {message}{shown}" if key else message)
+    return lines
+
+
+def _is_source(value: object) -> bool:
+    return isinstance(value, str | os.PathLike | Image.Image)
+
+
+def _source(value: object, name: str) -> ImageInput:
+    """`value` if it is a path or a PIL image; TypeError naming the argument `name` if not."""
+    if not _is_source(value):
+        raise TypeError(f"{name}: expected a path or a PIL image, got {type(value).__name__}")
+    return cast(ImageInput, value)
+
+
+def _blend(style: object) -> list[tuple[ImageInput, float]]:
+    """`style` as (image, weight) pairs: one image weighs 1, so do a blend's bare images."""
+    if _is_source(style):
+        return [(cast(ImageInput, style), 1.0)]
+    if isinstance(style, bytes) or not isinstance(style, Sequence):
+        raise TypeError(
+            f"style: expected a path, a PIL image or a blend (a list of images or of "
+            f"(image, weight) pairs), got {type(style).__name__}"
+        )
+    if not style:
+        raise ValueError(
+            "style: the blend is empty; give a style image, or a list of images or of "
+            "(image, weight) pairs"
+        )
+    pairs: list[tuple[ImageInput, float]] = []
+    for i, item in enumerate(style):
+        weight: object = 1.0
+        if _is_source(item):
+            image = item
+        elif isinstance(item, tuple | list) and len(item) == 2 and _is_source(item[0]):
+            image, weight = item
+        else:
+            raise TypeError(
+                f"style[{i}]: expected an image (a path or a PIL image) or an (image, weight) "
+                f"pair, got {item!r}; a blend is a list such as [('a.jpg', 3), ('b.jpg', 1)]"
+            )
+        if isinstance(weight, bool) or not isinstance(weight, numbers.Real):
+            raise TypeError(f"style[{i}]: its weight must be a number, got {weight!r}")
+        value = float(weight)
+        if not (math.isfinite(value) and value > 0):
+            raise ValueError(
+                f"style[{i}]: its weight is {weight!r}; blend weights must be positive, "
+                "finite numbers (they are normalized to sum 1)"
+            )
+        pairs.append((cast(ImageInput, image), value))
+    return pairs
+
+
+def _device(device: object) -> torch.device:
+    """The device to run on; None: CUDA if available, else the CPU. A device this machine
+    lacks is refused as runner.resolve_devices refuses the command line's."""
+    if device is None:
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if not isinstance(device, str | torch.device):
+        raise TypeError(
+            f"device: expected 'cpu', 'cuda', 'cuda:N', 'mps', a torch.device or None, "
+            f"got {type(device).__name__}"
+        )
+    try:
+        where = torch.device(device)
+    except RuntimeError:
+        raise ValueError(
+            f"device {device!r}: torch knows no such device; use 'cpu', 'cuda', 'cuda:N' or 'mps'"
+        ) from None
+    name = str(device)
+    if where.type == "cuda":
+        count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        if count == 0 or (where.index or 0) >= count:
+            found = f"{count} CUDA device{'s' * (count != 1)}" if count else "no CUDA device"
+            listed = "'cuda:0'" if count == 1 else f"'cuda:0' .. 'cuda:{count - 1}'"
+            advice = f"use {listed} or 'cpu'" if count else "use 'cpu'"
+            raise ValueError(f"device {name!r}: this machine has {found}; {advice}")
+    elif where.type == "mps":
+        if not torch.backends.mps.is_available():
+            raise ValueError(f"device {name!r}: Apple's Metal is not available here; use 'cpu'")
+    elif where.type != "cpu":
+        raise ValueError(
+            f"device {name!r}: nst-batch stylizes on 'cpu', 'cuda', 'cuda:N' or 'mps'; use one "
+            "of them"
+        )
+    return where
+
+
+def _image(source: ImageInput, name: str) -> Image.Image:
+    """A path or PIL image as 8-bit sRGB RGB, as load_image makes a file's; `name` is the
+    argument, named in errors about a PIL image (a path names itself)."""
     if isinstance(source, Image.Image):
-        return images.to_rgb(source)
+        _check_open(source, name)
+        return images.to_rgb(source, name)
     return images.load_image(source)
+
+
+def _check_open(image: Image.Image, name: str) -> None:
+    """Decode `image` (as conversion would); ValueError if it was closed first."""
+    try:
+        image.load()
+    except (*images.IMAGE_ERRORS, AssertionError) as exc:
+        # close() leaves "Operation on closed image"; an image opened lazily in a `with`
+        # block and never loaded has lost its file (fp None), and Pillow asserts.
+        if getattr(image, "fp", False) is None or "closed" in str(exc):
+            raise ValueError(
+                f"{name}: the PIL image is closed; pass an open one (load() it inside its "
+                "`with Image.open(...)` block) or its path"
+            ) from None
+        raise images.ImageError(
+            f"Cannot use image '{name}': its pixels cannot be read ({exc}); pass the "
+            "file's path, or re-open it"
+        ) from exc
 
 
 def _name(source: ImageInput) -> str:
