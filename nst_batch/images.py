@@ -130,6 +130,12 @@ def load_image(path: str | os.PathLike[str], max_pixels: int = DEFAULT_MAX_PIXEL
 def to_rgb(image: Image.Image, name: str = "the image") -> Image.Image:
     """An image in memory as load_image makes a file's: EXIF orientation applied, any mode
     converted to 8-bit sRGB ``RGB``, no ``info``. ImageError for a mode it cannot convert."""
+    try:
+        image.load()
+    except ValueError as exc:  # Pillow: "Operation on closed image"
+        if "closed" not in str(exc):
+            raise
+        raise _unusable(name, "the PIL image is closed", "pass an open image or its path") from None
     with suppress(Exception):  # a broken EXIF block should not make a usable photo unusable
         image = ImageOps.exif_transpose(image)
     try:

@@ -25,6 +25,7 @@ from nst_batch.images import (
     scaled_style_size,
     target_size,
     to_image,
+    to_rgb,
     to_tensor,
 )
 
@@ -495,3 +496,10 @@ def test_an_encoder_failure_is_not_blamed_on_the_path(
         f"Cannot save '{tmp_path / 'out.jpg'}': the image could not be encoded (broken data "
         "stream when writing image file); the file system is not the cause."
     )
+
+
+def test_a_closed_pil_image_is_named_as_closed() -> None:
+    image = Image.new("RGB", (40, 40))
+    image.close()
+    with pytest.raises(ImageError, match=r"Cannot use image 'x': the PIL image is closed"):
+        to_rgb(image, "x")
