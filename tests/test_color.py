@@ -293,21 +293,21 @@ def test_float64_in_float64_out() -> None:
 
 
 @pytest.mark.parametrize(
-    ("bad", "error"),
+    ("bad", "error", "why"),
     [
-        (torch.zeros(3, 32, 32), ValueError),
-        (torch.zeros(1, 1, 32, 32), ValueError),
-        (torch.zeros(1, 3, 32, 32, dtype=torch.uint8), TypeError),
+        (torch.zeros(3, 32, 32), ValueError, r"must have shape \(B, 3, H, W\), got \(3, 32, 32\)"),
+        (torch.zeros(1, 1, 32, 32), ValueError, r"must have shape \(B, 3, H, W\), got \(1, 1,"),
+        (torch.zeros(1, 3, 32, 32, dtype=torch.uint8), TypeError, "floating-point tensor"),
     ],
 )
-def test_bad_tensors_are_refused(bad: torch.Tensor, error: type[Exception]) -> None:
+def test_bad_tensors_are_refused(bad: torch.Tensor, error: type[Exception], why: str) -> None:
     photo = content("chelsea.png")
     for call in (
         lambda: luminance(bad),
         lambda: match_luminance(bad, photo),
         lambda: match_colors(photo, bad),
     ):
-        with pytest.raises(error):
+        with pytest.raises(error, match=why):
             call()
 
 
