@@ -210,6 +210,7 @@ def outline(manifest: Manifest) -> tuple[Outline, ...]:
     would write one file, a templated init_image that is not there; after the walk, for an
     input the run would overwrite. Use `manifest.outlines`: the walk made once."""
     fold = str.casefold if layout.is_case_insensitive(manifest.output) else str
+    check_lengths = _length_check(manifest)
     written: dict[str, Outline] = {}  # each file the run writes (folded): the task writing it
     templated = _templated_init_image(manifest)
     own_inits: list[tuple[Path, str]] = []  # each task's init_image, from a template
@@ -221,14 +222,16 @@ def outline(manifest: Manifest) -> tuple[Outline, ...]:
         except ValidationError as exc:
             raise params_error(manifest, content, style, variant, exc) from None
         name = manifest.output_name(content, style, variant)
-        _check_output_name(manifest, name, variant, inside)
         task = Outline(content, style, variant, params, name)
+        check_lengths(task)  # first: a path the file system cannot take cannot be looked up
+        _check_output_name(manifest, name, variant, inside)
         other = written.get(fold(name))
         if other is not None:
+            frames = other.content.sequence is not None or content.sequence is not None
+            rename = "rename one of the frames' files" if frames else "rename an image with 'name:'"
             raise ManifestError(
                 f"{manifest.path}: two tasks would write {name}: {other.names} and "
-                f"{task.names}; add {{variant}} or {{style}} to 'name', or rename an image with "
-                "'name:'"
+                f"{task.names}; add {{variant}} or {{style}} to 'name', or {rename}"
             )
         written[fold(name)] = task
         written[fold(name + layout.CURVE_SUFFIX)] = task
@@ -240,6 +243,125 @@ def outline(manifest: Manifest) -> tuple[Outline, ...]:
         outlines.append(task)
     _check_inputs(manifest, (*input_files(manifest), *own_inits), written, fold)
     return tuple(outlines)
+
+
+# layout.write_atomically writes each file first as a hidden temporary beside it,
+# `.<name>.<8 hex>.nst-batch.tmp`: 24 bytes longer than the name.
+TEMPORARY_BYTES = len(".") + len(".0123abcd.nst-batch.tmp")
+NAME_MAX, PATH_MAX = 255, 4096  # bytes, where the file system does not say
+
+
+def file_system_limits(folder: Path) -> tuple[int, int]:
+    """The most bytes a file name and a path may have where `folder` is (or would be made:
+    its nearest existing parent), as `pathconf` says; NAME_MAX, PATH_MAX where it cannot."""
+    probe = folder
+    while not os.path.exists(probe) and probe != probe.parent:
+        probe = probe.parent
+    limits = []
+    for name, default in (("PC_NAME_MAX", NAME_MAX), ("PC_PATH_MAX", PATH_MAX)):
+        try:
+            value = os.pathconf(probe, name)
+        except (OSError, ValueError):
+            value = -1
+        limits.append(value if value > 0 else default)
+    return limits[0], limits[1]
+
+
+def _length_check(manifest: Manifest) -> Callable[[Outline], None]:
+    """A check that every file a task writes fits the file system: its output, the curve
+    beside it (`<name>.json`), its snapshots with save_every (`<stem>.step0100.<format>`),
+    its sequence's animation (`<chain>.gif`) and its thumbnails, each name with its
+    temporary's 24 bytes, and each path, within the limits of `file_system_limits`.
+    ManifestError naming the task and the limit: else the task would fail after its
+    optimization, or its output be written but its curve not."""
+    name_max, path_max = file_system_limits(manifest.output)
+    root = manifest.output
+    # A path's bytes beyond `root / name` for the longest path a task writes: the output's
+    # thumbnail, `thumbs/outputs/<name>.jpg` (longer than a curve or a snapshot).
+    thumb_extra = _size(str(layout.output_thumbnail(root, "x"))) - _size(str(root / "x"))
+    root_size = _size(str(root))
+    folders: set[str] = set()  # output folders found short enough
+    headers: set[tuple[layout.HeaderKind, str]] = set()  # header thumbnails checked
+
+    def refuse(task: Outline, problem: str, fix: str) -> ManifestError:
+        names = " x ".join(_short(n) for n in task.names if n)
+        return ManifestError(f"{manifest.path}: the task {names} {problem}; {fix}")
+
+    shorten = "use a shorter 'name' template or shorter image names (give one a 'name:')"
+
+    def check_file(task: Outline, what: str, file: str, size: int) -> None:
+        if size + TEMPORARY_BYTES > name_max:
+            excess = size + TEMPORARY_BYTES - name_max
+            raise refuse(
+                task,
+                f"would write {what} {_short(file)!r}, a name of {size} bytes (and "
+                f"{TEMPORARY_BYTES} more for the temporary written first), over the file "
+                f"system's limit of {name_max} bytes a name",
+                f"make it {excess} bytes shorter: {shorten}",
+            )
+
+    def check(task: Outline) -> None:
+        name = task.relative_output
+        folder, _, file = name.rpartition("/")
+        if folder and folder not in folders:
+            for part in folder.split("/"):
+                if _size(part) > name_max:
+                    raise refuse(
+                        task,
+                        f"would write into the folder {_short(part)!r}, a name of "
+                        f"{_size(part)} bytes, over the file system's limit of {name_max} "
+                        "bytes a name",
+                        shorten,
+                    )
+            folders.add(folder)
+        size = _size(file)
+        curve = file + layout.CURVE_SUFFIX  # longer than the output's own name
+        check_file(task, "its loss curve", curve, size + _size(layout.CURVE_SUFFIX))
+        if task.params.save_every:
+            snapshot = layout.snapshot_path(Path(file), task.params.total_steps).name
+            check_file(task, "its snapshots, such as", snapshot, _size(snapshot))
+        sequence = task.content.sequence
+        if sequence is not None and sequence.animation == "gif":
+            animation = folder.rpartition("/")[2] + layout.ANIMATION_SUFFIX
+            check_file(task, "its sequence's animation", animation, _size(animation))
+        longest = root_size + 1 + _size(name) + thumb_extra
+        if longest >= path_max:  # PATH_MAX counts the terminating NUL
+            raise refuse(
+                task,
+                f"would write {_short(name)!r} in {layout.display(root)}, and the gallery its "
+                f"thumbnail (thumbs/outputs/<output>.jpg): a path of {longest} bytes, over the "
+                f"file system's limit of {path_max - 1} bytes a path",
+                f"choose a shorter 'output', or {shorten}",
+            )
+        sides: tuple[tuple[layout.HeaderKind, ImageSpec], ...] = (
+            ("content", task.content),
+            ("style", task.style),
+        )
+        for kind, spec in sides:
+            if (kind, spec.name) not in headers:
+                thumb = layout.header_thumbnail(root, kind, spec.name)
+                check_file(task, f"the {kind} image's thumbnail", thumb.name, _size(thumb.name))
+                if _size(str(thumb)) >= path_max:
+                    raise refuse(
+                        task,
+                        f"would write the {kind} image's thumbnail {_short(str(thumb))!r}, "
+                        f"over the file system's limit of {path_max - 1} bytes a path",
+                        f"choose a shorter 'output', or {shorten}",
+                    )
+                headers.add((kind, spec.name))
+
+    return check
+
+
+def _size(text: str) -> int:
+    """A name's bytes on the file system."""
+    return len(os.fsencode(text))
+
+
+def _short(name: str) -> str:
+    """A long name shown as its start and end."""
+    shown = layout.display(name)
+    return shown if len(shown) <= 60 else f"{shown[:28]}...{shown[-28:]}"
 
 
 def _templated_init_image(manifest: Manifest) -> bool:
@@ -441,18 +563,16 @@ def slurm_shard(env: Mapping[str, str]) -> tuple[int, int] | None:
 
     Arrays need not start at 0 (1-4) nor be contiguous (1-7:2, or the list 3,7): the
     position is (ID - MIN) / STEP. A list whose IDs are not evenly spaced (0,3,7) gives a
-    task no way to know its position: ValueError says what to submit instead.
+    task no way to know its position, and variables no array can have (a negative step, a
+    count of 0) none either: ValueError names the variable and says what to do.
     """
     if "SLURM_ARRAY_TASK_ID" not in env:
         return None
-    try:
-        task = int(env["SLURM_ARRAY_TASK_ID"])
-        first = int(env.get("SLURM_ARRAY_TASK_MIN", task))
-        last = int(env.get("SLURM_ARRAY_TASK_MAX", task))
-        step = int(env.get("SLURM_ARRAY_TASK_STEP", 1)) or 1
-        count = int(env.get("SLURM_ARRAY_TASK_COUNT", (last - first) // step + 1))
-    except ValueError:
-        raise ValueError("the SLURM_ARRAY_TASK_* variables are not integers") from None
+    task = _slurm_number(env, "ID", None, least=0)
+    first = _slurm_number(env, "MIN", task, least=0)
+    last = _slurm_number(env, "MAX", task, least=first)
+    step = _slurm_number(env, "STEP", 1, least=1)
+    count = _slurm_number(env, "COUNT", (last - first) // step + 1, least=1)
     if not first <= task <= last:
         raise ValueError(
             f"SLURM_ARRAY_TASK_ID {task} is outside this array's task IDs ({first} to {last}); "
@@ -460,13 +580,33 @@ def slurm_shard(env: Mapping[str, str]) -> tuple[int, int] | None:
         )
     if count > 1 and first + step * (count - 1) != last and (last - first) % (count - 1) == 0:
         step = (last - first) // (count - 1)  # a list such as 3,7 is given STEP=1 by Slurm
-    if first + step * (count - 1) != last or (task - first) % step:
+    if step < 1 or first + step * (count - 1) != last or (task - first) % step:
         raise ValueError(
             f"this Slurm array's task IDs (from {first} to {last}, {count} tasks) are not "
             "evenly spaced, so a task cannot tell its position; submit a range such as "
             f"--array=0-{count - 1}, or give each task --shard K/N"
         )
     return (task - first) // step + 1, count
+
+
+def _slurm_number(env: Mapping[str, str], name: str, default: int | None, least: int) -> int:
+    """SLURM_ARRAY_TASK_<name> as an integer of at least `least` (`default` when unset)."""
+    variable = f"SLURM_ARRAY_TASK_{name}"
+    text = env.get(variable)
+    if text is None and default is not None:
+        return default
+    try:
+        value = int(str(text).strip())
+    except ValueError:
+        value = None
+    if value is None or value < least:
+        bound = f"SLURM_ARRAY_TASK_MIN ({least})" if name == "MAX" else f"{least}"
+        raise ValueError(
+            f"{variable} is {text!r}, but a Slurm job array sets it to a whole number, {bound} "
+            "or more, so this is no task of an array; submit it with sbatch --array, unset "
+            "the SLURM_ARRAY_TASK_* variables, or give --shard K/N"
+        )
+    return value
 
 
 ONLY_KEYS = ("content", "style", "variant")
@@ -491,32 +631,59 @@ def parse_only(values: Sequence[str]) -> dict[str, tuple[str, ...]]:
     return {key: tuple(globs) for key, globs in only.items()}
 
 
-def _names(task: Task, key: str) -> str:
+def _names(task: Task, key: str) -> tuple[str, ...]:
+    """The names of `task` a glob of `key` may match: a sequence's frame answers to its
+    own name (`shots/frame_003`) and to its sequence's, as the page names it (`shots`)."""
     if key == "content":
-        return task.content.name
+        sequence = task.content.sequence
+        return (task.content.name,) if sequence is None else (task.content.name, sequence.name)
     if key == "style":
-        return task.style.name
-    return task.variant.name
+        return (task.style.name,)
+    return (task.variant.name,)
 
 
 def select(tasks: Sequence[Task], only: Mapping[str, Sequence[str]]) -> list[Task]:
-    """The tasks whose names match `only`: any glob of a key (OR), every key given (AND).
+    """The tasks whose names match `only`: any glob of a key (OR), every key given (AND),
+    and the frames before each selected frame of a sequence (`frames_before`).
 
     Globs are fnmatch patterns, case-sensitive, on the names the plan shows (content and
-    style names, the sweep variant's name). ValueError, naming the names there are, for a
-    glob that matches none of `tasks`: a typo must not quietly select nothing.
+    style names, a sequence's name, the sweep variant's name). ValueError, naming the names
+    there are, for a glob that matches none of `tasks`: a typo must not quietly select
+    nothing.
     """
     from fnmatch import fnmatchcase
 
     for key, globs in only.items():
-        names = sorted({_names(task, key) for task in tasks})
+        names = sorted({name for task in tasks for name in _names(task, key)})
         for glob in globs:
             if not any(fnmatchcase(name, glob) for name in names):
                 shown = ", ".join(names[:8]) + (", ..." if len(names) > 8 else "")
                 there = f"there are: {shown}" if any(names) else "the manifest has no sweep"
                 raise ValueError(f"--only {key}={glob}: matches no {key} of the plan ({there})")
+    chosen = [
+        task
+        for task in tasks
+        if all(
+            any(fnmatchcase(name, g) for name in _names(task, key) for g in globs)
+            for key, globs in only.items()
+        )
+    ]
+    taken = {id(task) for task in (*chosen, *frames_before(tasks, chosen))}
+    return [task for task in tasks if id(task) in taken]
+
+
+def frames_before(tasks: Sequence[Task], chosen: Sequence[Task]) -> list[Task]:
+    """The frames of `tasks` that come before a frame in `chosen` in its sequence (in its
+    style and variant) and are not chosen themselves, in plan order: a frame starts from the
+    one before, made with the current settings, so a selection takes them along (those up
+    to date then cost nothing)."""
+    last: dict[str, int] = {}  # a chain's latest chosen frame
+    for task in chosen:
+        if task.chain:
+            last[task.chain] = max(last.get(task.chain, 0), task.content.frame)
+    picked = {id(task) for task in chosen}
     return [
         task
         for task in tasks
-        if all(any(fnmatchcase(_names(task, key), g) for g in globs) for key, globs in only.items())
+        if task.chain in last and task.content.frame < last[task.chain] and id(task) not in picked
     ]

@@ -9,6 +9,7 @@ every file a run reads (`input_files`), for the plan to keep its outputs off the
 
 from __future__ import annotations
 
+import functools
 import glob
 import os
 import posixpath
@@ -24,8 +25,29 @@ from nst_batch.manifest.schema import FrameSequence, ImageSpec, Manifest, _Entry
 from nst_batch.metadata import KEY_METADATA
 from nst_batch.weights import NAMED_SOURCES
 
-IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff", ".gif"})
+# Formats Pillow opens that are not pictures to stylize: documents that need Ghostscript
+# (EPS), video it only identifies (MPEG), vector metafiles (WMF, EMF), and scientific
+# data it has no reader for (BUFR, GRIB, HDF5) or no picture's range (FITS).
+NOT_PICTURES = frozenset({"EPS", "PDF", "MPEG", "WMF", "BUFR", "GRIB", "HDF5", "FITS"})
+# Formats whose reader is a library Pillow may be built without.
+_CODECS = {"AVIF": "avif", "JPEG2000": "jpg_2000", "WEBP": "webp"}
+COMMON_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp", ".avif", ".tif", ".tiff", ".bmp", ".gif")
 _DIGITS = re.compile(r"(\d+)")
+
+
+@functools.cache
+def image_suffixes() -> frozenset[str]:
+    """The extensions (lower case, with the dot) a folder or pattern takes: every format
+    this Pillow can read, less NOT_PICTURES. MPO (a camera's JPEG of several pictures) is
+    opened by Pillow's JPEG reader."""
+    from PIL import Image, features
+
+    Image.init()
+    readable = {*Image.OPEN, "MPO"} - NOT_PICTURES
+    readable -= {name for name, codec in _CODECS.items() if not features.check(codec)}
+    return frozenset(
+        suffix.lower() for suffix, name in Image.registered_extensions().items() if name in readable
+    )
 
 
 # -- pairs: one image each ----------------------------------------------------------
@@ -122,7 +144,7 @@ def expand(
             raise ManifestError(f"{where}: 'name' needs a single file, but it matches {len(files)}")
         for file in files:
             check_readable(file, where)
-            name = _entry_name(path, kind, file, item.name)
+            name = _entry_name(path, kind, file, item.name, found=not single)
             spec = ImageSpec(path=file, name=name, overrides=dict(item.params))
             specs.append((spec, single, f"{kind}[{i}]", i))
     chosen: dict[tuple[tuple[Path, float], ...], tuple[ImageSpec, bool, str]] = {}
@@ -138,18 +160,35 @@ def expand(
                 f"names or params ({other[2]} and {where}); list it once, or give both entries "
                 "the same name and params"
             )
-    seen: dict[str, ImageSpec] = {}
+    seen: dict[str, tuple[int, ImageSpec]] = {}  # name: (entry, spec)
     stills = [(place[images], spec) for images, (spec, _, _) in chosen.items()]
-    for _, spec in sorted([*stills, *frames], key=lambda pair: pair[0]):  # manifest order
-        other_spec = seen.get(spec.name)
-        if other_spec is not None:
+    for i, spec in sorted([*stills, *frames], key=lambda pair: pair[0]):  # manifest order
+        same = seen.get(spec.name)
+        if same is not None:
             raise ManifestError(
-                f"{path}: {kind} images {layout.display(other_spec.path)} and "
+                f"{path}: {kind} images {layout.display(same[1].path)} and "
                 f"{layout.display(spec.path)} share the name '{spec.name}', so their outputs "
-                "would collide; give one a 'name:'"
+                f"would collide; {_rename_advice(kind, same, (i, spec))}"
             )
-        seen[spec.name] = spec
-    return tuple(seen.values())
+        seen[spec.name] = (i, spec)
+    return tuple(spec for _, spec in seen.values())
+
+
+def _rename_advice(kind: str, first: tuple[int, ImageSpec], second: tuple[int, ImageSpec]) -> str:
+    """What to do about two images of one name. A frame has no 'name:' of its own: it is
+    named by its sequence's name and its file's stem."""
+    (i, one), (j, other) = first, second
+    if one.sequence is None and other.sequence is None:
+        return "give one a 'name:'"
+    if one.sequence is not None and other.sequence is not None and i == j:
+        return (
+            f"the frames of {kind}[{i}] are named by their files' stems, so rename or move one "
+            "of the two files, or narrow the entry to one kind with a pattern such as 'clip/*.png'"
+        )
+    if one.sequence is not None and other.sequence is not None:
+        return f"give the sequence {kind}[{j}] (or {kind}[{i}]) another 'name:'"
+    still = i if one.sequence is None else j
+    return f"give the image of {kind}[{still}] another 'name:', or the sequence another 'name:'"
 
 
 def natural_key(name: str) -> tuple[tuple[int, int | str], ...]:
@@ -185,7 +224,7 @@ def _sequence(
     specs = []
     for number, file in enumerate(files):
         check_readable(file, where)
-        stem = _entry_name(path, kind, file, None)
+        stem = _entry_name(path, kind, file, None, found=True)
         spec = ImageSpec(file, f"{name}/{stem}", dict(item.params), (), sequence, number)
         specs.append(spec)
     return specs
@@ -200,11 +239,18 @@ def check_readable(file: Path, where: str) -> None:
         raise ManifestError(f"{where}: {file} is not readable; check its permissions")
 
 
-def _entry_name(path: Path, kind: str, file: Path, given: str | None) -> str:
-    """An image's name in outputs and results: its `name:`, else its file name's stem."""
+def _entry_name(path: Path, kind: str, file: Path, given: str | None, found: bool = False) -> str:
+    """An image's name in outputs and results: its `name:`, else its file name's stem.
+
+    A stem that is not valid UTF-8 or holds a control character cannot be a name: a file
+    `found` in a folder or by a pattern goes by its escaped stem ('caf\\xe9', as messages
+    show it), so that one odd name in an old archive does not stop the gallery; a file
+    listed by its path is refused, for the entry to give it a 'name:'."""
     if given is not None:
         return _clean_name(given)
     stem = file.stem
+    if _unprintable(stem) and found:
+        return layout.display(stem)
     if _unprintable(stem):
         raise ManifestError(
             f"{path}: {kind} file {layout.display(file)}: its name is not valid UTF-8 or holds a "
@@ -293,8 +339,16 @@ def _match(root: Path, pattern: str, where: str, output: Path | None) -> tuple[l
     full = target if target.is_absolute() else root / target
     resolve = _resolver()
     if glob.has_magic(pattern):
+        suffixes = image_suffixes()
+        hidden_too = Path(pattern).name.startswith(".")  # a pattern that asks for them
         files = sorted((Path(p) for p in glob.glob(str(full), recursive=True)), key=_path_order)
-        files = [resolve(f) for f in files if f.is_file() and f.suffix.lower() in IMAGE_SUFFIXES]
+        files = [
+            resolve(f)
+            for f in files
+            if f.suffix.lower() in suffixes
+            and (hidden_too or not f.name.startswith("."))
+            and f.is_file()
+        ]
         files = [f for f in files if not _made_by_us(output, f)]
         if not files:
             raise ManifestError(
@@ -304,7 +358,12 @@ def _match(root: Path, pattern: str, where: str, output: Path | None) -> tuple[l
     if full.is_dir():
         try:
             with os.scandir(full) as listing:  # the folder's entries know their own type
-                entries = [e for e in listing if _suffix(e.name) in IMAGE_SUFFIXES]
+                # Hidden files are not pictures: macOS's `._photo.jpg` (AppleDouble) holds
+                # another file's attributes.
+                suffixes = image_suffixes()
+                entries = [
+                    e for e in listing if _suffix(e.name) in suffixes and not e.name.startswith(".")
+                ]
                 folder = full.resolve()
                 files = sorted(
                     (
@@ -321,7 +380,8 @@ def _match(root: Path, pattern: str, where: str, output: Path | None) -> tuple[l
         files = [f for f in files if not _made_by_us(output, f)]
         if not files:
             raise ManifestError(
-                f"{where}: the folder {full} holds no image ({', '.join(sorted(IMAGE_SUFFIXES))})"
+                f"{where}: the folder {full} holds no image ({', '.join(COMMON_SUFFIXES)} or "
+                "another format Pillow reads; hidden files are skipped)"
             )
         return files, False
     if not full.is_file():

@@ -110,6 +110,7 @@ def safe_yaml(text: str, where: str) -> Any:
                 f"{where}: the YAML's aliases (*name) expand to {_count(size)} values, more than "
                 f"the limit of {MAX_YAML_NODES:,}; write the values out, or use fewer aliases"
             )
+        _refuse_duplicate_keys(node, where)
         return loader.construct_document(node)
     finally:
         loader.dispose()
@@ -133,6 +134,42 @@ def _expanded_size(node: yaml.Node, sizes: dict[int, float], open_: set[int]) ->
     open_.discard(id(node))
     sizes[id(node)] = total
     return total
+
+
+def _refuse_duplicate_keys(root: yaml.Node, where: str) -> None:
+    """A key given twice in one mapping (two `params:` blocks, say), at any depth: YAML
+    would keep the last and drop the other silently. Keys compare as written, with their
+    type (`1` and `"1"` differ); keys brought in by a merge (`<<: *base`) may be overridden."""
+    stack: list[tuple[yaml.Node, str]] = [(root, "")]
+    visited: set[int] = set()  # an alias's node is checked once
+    while stack:
+        node, at = stack.pop()
+        if id(node) in visited:
+            continue
+        visited.add(id(node))
+        if isinstance(node, yaml.SequenceNode):
+            stack += [(child, f"{at}[{i}]") for i, child in enumerate(node.value)]
+        elif isinstance(node, yaml.MappingNode):
+            marks: dict[tuple[str, str], yaml.Mark] = {}  # each key: where it is first
+            for key, value in node.value:
+                if not isinstance(key, yaml.ScalarNode):
+                    continue
+                name = f"{at}.{key.value}" if at else key.value
+                first = marks.setdefault((key.tag, key.value), key.start_mark)
+                if first is not key.start_mark:
+                    raise ManifestError(
+                        f"{where}: the key '{name}' is given twice, "
+                        f"{_two_places(first, key.start_mark)} (YAML would keep only the last); "
+                        "keep one of them, merging what both say"
+                    )
+                stack.append((value, name))
+
+
+def _two_places(first: yaml.Mark, second: yaml.Mark) -> str:
+    """'at lines 3 and 9', or 'on line 2, at columns 12 and 21'."""
+    if first.line == second.line:
+        return f"on line {first.line + 1}, at columns {first.column + 1} and {second.column + 1}"
+    return f"at lines {first.line + 1} and {second.line + 1}"
 
 
 def _count(size: float) -> str:

@@ -28,6 +28,9 @@ DEFAULT_MAX_TASKS = 20_000
 # system (see docs/performance.md). A kill -9 loses at most this much of a task.
 DEFAULT_CHECKPOINT_EVERY = 60.0
 MAX_BATCH_SIZE = 256
+# A GIF holds each frame's delay in hundredths of a second, in 16 bits: 1/100 s to 655.35 s.
+MIN_FPS = 100 / 65_535
+MAX_FPS = 100.0
 
 
 # -- the raw YAML schema ------------------------------------------------------------
@@ -43,7 +46,20 @@ class _Entry(BaseModel):
     # A folder (or pattern) of frames, stylized in order, each from the one before.
     sequence: Annotated[bool, Strict()] = False
     animation: Literal["none", "gif"] = "none"  # a sequence's frames as one animation
-    fps: Annotated[float, Field(gt=0, le=120, allow_inf_nan=False)] = 12.0
+    fps: float = 12.0  # range and type checked by _frame_rate
+
+    @field_validator("fps", mode="before")
+    @classmethod
+    def _frame_rate(cls, value: object) -> object:
+        # Strict, as Params is: "7" and true are typos, not 7 and 1 frames a second.
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise ValueError("Input should be a number of frames a second, such as 12")
+        if not MIN_FPS <= value <= MAX_FPS:  # NaN too
+            raise ValueError(
+                f"a GIF shows a frame for 1/100 s to 655.35 s, so fps is from {MIN_FPS:.5f} "
+                f"to {MAX_FPS:g}"
+            )
+        return float(value)
 
 
 class _Pair(BaseModel):
@@ -145,6 +161,12 @@ class ImageSpec:
         """(file, weight) of every image this spec stands for; weights sum to 1."""
         return self.blend or ((self.path, 1.0),)
 
+    @property
+    def frame_name(self) -> str:
+        """A sequence frame's own name, the last part of `name` (its file's stem, escaped
+        if it is not printable): what its outputs are called in the sequence's folder."""
+        return self.name.rpartition("/")[2]
+
 
 @dataclass(frozen=True)
 class Variant:
@@ -231,7 +253,7 @@ class Manifest:
         }
         init = merged.get("init_image")
         if isinstance(init, str) and ("{" in init or "}" in init):
-            filled = init.format(content=content.name, style=style.name, variant=variant.name)
+            filled = self._own_init_image(init, content, style, variant)
             merged["init_image"] = str(Path(filled).resolve())
         # Tasks of one setting share one Params: a plan of 100,000 tasks validates a few.
         setting = repr(merged)  # repr tells 1 from 1.0, True and '1'
@@ -244,13 +266,31 @@ class Manifest:
     def _params_by_setting(self) -> dict[str, Params]:
         return {}
 
+    @staticmethod
+    def _own_init_image(
+        template: str, content: ImageSpec, style: ImageSpec, variant: Variant
+    ) -> str:
+        """A task's init_image from a template, filled as output names are: a sequence's
+        frame takes the file of that name in the folder the template names for its
+        sequence (`preview/{content}__{style}.jpg`: `preview/shots__starry/frame_001.jpg`,
+        where a run with output `preview` wrote it)."""
+        if content.sequence is None:
+            return template.format(content=content.name, style=style.name, variant=variant.name)
+        filled = template.format(
+            content=content.sequence.name, style=style.name, variant=variant.name
+        )
+        last = template.rpartition("/")[2]
+        tail = last[last.rfind("}") + 1 :]  # the file name after its last field
+        suffix = tail[tail.rfind(".") :] if "." in tail else ""  # its extension
+        return f"{filled.removesuffix(suffix)}/{content.frame_name}{suffix}"
+
     def output_name(self, content: ImageSpec, style: ImageSpec, variant: Variant) -> str:
         """Output path relative to `output`, with the format's extension; a sequence's frame
         goes into the folder its sequence would name as one content: `coffee__starry/f1.jpg`."""
         name = content.name if content.sequence is None else content.sequence.name
         stem = self.name_template.format(content=name, style=style.name, variant=variant.name)
         if content.sequence is not None:
-            stem = f"{stem}/{content.path.stem}"
+            stem = f"{stem}/{content.frame_name}"
         # './a' and 'a' name one file: write and compare them as one. (Empty parts stay,
         # for the plan's walk to refuse.)
         stem = "/".join(part for part in stem.split("/") if part != ".")
