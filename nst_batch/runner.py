@@ -76,6 +76,7 @@ class RunStats:
     seconds: float = 0.0
     target_computations: int = 0
     model_builds: int = 0
+    workers: int = 0  # workers started at first (1: in this process); see worker_devices
     task_seconds: float = 0.0  # summed over tasks: whole task
     optimize_seconds: float = 0.0  # summed over tasks: optimization steps only
     fatal: str = ""  # set when the run stopped on a problem no task can get past
@@ -154,16 +155,19 @@ def run_tasks(
 ) -> RunStats:
     """Run every task, one row per attempt in `writer`; a failing task never stops the rest.
 
-    One device entry: in this process. Several (or one device with several workers): one
-    spawned process per entry of `config.devices`. Tasks of one model and image shape are
-    optimized together in batches of up to `config.batch_size` (None: see batch_limit).
+    A worker per entry of `config.devices`, but never more than batches can run at once
+    (see worker_devices): one worker runs in this process, several in spawned processes.
+    Tasks of one model and image shape are optimized together in batches of up to
+    `config.batch_size` (None: see batch_limit).
     """
     start = time.perf_counter()
     limit = batch_limit(config.batch_size, config.devices, len(tasks))
     units = batches(tasks, limit, _shape_reader())
+    devices = worker_devices(config.devices, len(units) - len(_frames_before(tasks, units)))
     recorder = _Recorder(tasks, writer, events, config.shard_label)
-    if len(config.devices) == 1:
-        device = config.devices[0]
+    recorder.stats.workers = len(devices)
+    if len(devices) == 1:
+        device = devices[0]
         worker = Worker(
             device,
             f"{device}#0",
@@ -174,7 +178,7 @@ def run_tasks(
         )
         _run_here(tasks, units, worker, recorder, config.report_every)
     else:
-        _Pool(tasks, units, config, recorder).run()
+        _Pool(tasks, units, devices, config, recorder).run()
     recorder.stats.seconds = time.perf_counter() - start
     return recorder.stats
 
@@ -275,6 +279,21 @@ def _step(events: Events, batch: Sequence[Task], position: int, progress: Progre
     events.step(batch[position], progress)
 
 
+def worker_devices(devices: Sequence[str], at_once: int) -> list[str]:
+    """The entries of `devices` to start workers for: all of them, or only `at_once` (at
+    least one) where no more batches can run at once, picked so that every device gets a
+    worker before any gets a second, and kept in the order given."""
+    if len(devices) <= at_once:
+        return list(devices)
+    seen: dict[str, int] = {}
+    rank = []  # the entry is its device's how-manieth
+    for device in devices:
+        rank.append(seen.get(device, 0))
+        seen[device] = rank[-1] + 1
+    first = sorted(range(len(devices)), key=lambda i: (rank[i], i))[: max(1, at_once)]
+    return [devices[i] for i in sorted(first)]
+
+
 def cpu_threads_per_worker(devices: Sequence[str]) -> int:
     """Each CPU worker's torch thread count, so that CPU workers never oversubscribe the cores."""
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
@@ -283,6 +302,20 @@ def cpu_threads_per_worker(devices: Sequence[str]) -> int:
 
 
 WAIT = ()  # the scheduler's answer while what is left waits for frames in flight
+
+
+def _frames_before(
+    tasks: Sequence[Task], units: Sequence[tuple[int, ...]]
+) -> dict[tuple[int, ...], int]:
+    """The units that are a sequence's frame after another frame of `tasks`, each with the
+    index of that frame, which must finish first: the others can all run at once."""
+    position = {task.output: i for i, task in enumerate(tasks) if task.chain}
+    before: dict[tuple[int, ...], int] = {}
+    for unit in units:
+        after = tasks[unit[0]].after
+        if after is not None and after in position:
+            before[unit] = position[after]
+    return before
 
 
 class _Scheduler:
@@ -299,14 +332,11 @@ class _Scheduler:
         self.claimed: set[tuple[object, ...]] = set()
         self.blocked: dict[int, tuple[int, ...]] = {}  # a frame's unit, by the frame before
         self.released: dict[int, tuple[int, ...]] = {}  # ... once that one finished
-        self.before: dict[tuple[int, ...], int] = {}  # the other way round
+        self.before = _frames_before(tasks, units)  # the other way round
         self.taken: set[tuple[int, ...]] = set()  # released units handed out out of turn
-        position = {task.output: i for i, task in enumerate(tasks) if task.chain}
         for unit in units:
-            after = tasks[unit[0]].after
-            before = None if after is None else position.get(after)
-            if before is not None:
-                self.blocked[before], self.before[unit] = unit, before
+            if unit in self.before:
+                self.blocked[self.before[unit]] = unit
             else:
                 self._queue(unit)
 
@@ -372,7 +402,7 @@ class _Slot:
 
 
 class _Pool:
-    """One spawned worker process per device entry; the parent writes rows and events."""
+    """One spawned worker process per entry of `devices`; the parent writes rows and events."""
 
     POLL_SECONDS = 0.5
     # How long a stop waits for busy workers to save their checkpoints and exit: one
@@ -383,16 +413,17 @@ class _Pool:
         self,
         tasks: Sequence[Task],
         units: Sequence[tuple[int, ...]],
+        devices: Sequence[str],
         config: RunConfig,
         recorder: _Recorder,
     ) -> None:
         self.tasks, self.config, self.recorder = tasks, config, recorder
         self.events, self.stats = recorder.events, recorder.stats
         self.context = mp.get_context("spawn")  # CUDA cannot be initialized again after fork
-        self.threads = cpu_threads_per_worker(config.devices)
-        self.slots = [_Slot(d, f"{d}#{i}") for i, d in enumerate(config.devices)]
+        self.threads = cpu_threads_per_worker(devices)
+        self.slots = [_Slot(d, f"{d}#{i}") for i, d in enumerate(devices)]
         self.scheduler = _Scheduler(tasks, units)
-        self.restarts_left = 2 * len(config.devices)
+        self.restarts_left = 2 * len(devices)
 
     def run(self) -> RunStats:
         try:
@@ -502,10 +533,10 @@ class _Pool:
             self.stats.fatal = message.message
         elif isinstance(message, StoppedMessage):  # someone stopped this worker, not the run
             reason = Interrupted(message.signum)
-            for index in slot.unit or ():
+            for index in slot.unit or ():  # none when it was idle
                 self.recorder.interrupted(index, slot.device, slot.name, reason)
                 self.scheduler.finished(index)  # a frame after it fails, naming it
-            slot.unit, slot.stopped = None, True
+            slot.unit, slot.stopped, slot.waiting = None, True, False
 
     def _finish(self, slot: _Slot, outcomes: Sequence[TaskOutcome]) -> None:
         assert slot.unit is not None

@@ -11,14 +11,19 @@ import contextlib
 import dataclasses
 import functools
 import json
+import multiprocessing
+import os
+import queue
 import signal
 import sys
+import threading
 import time
 import traceback
 from collections import OrderedDict
 from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from multiprocessing import connection as mp_connection
 from typing import TYPE_CHECKING, Any, Literal, cast
 
 import torch
@@ -684,16 +689,77 @@ class WorkerSetup:
     resume: bool = True
 
 
+IDLE_POLL = 1.0  # seconds between an idle worker's looks at its stop flag
+# How long a worker whose parent is gone has to save its batch (one evaluation and a save)
+# before it ends itself: as long as a stopping parent waits (runner._Pool.STOP_SECONDS).
+ORPHAN_GRACE = 20.0
+EXIT_ORPHANED = 3  # the exit code of a worker that outlived its parent by ORPHAN_GRACE
+
+
+class _StopFlag:
+    """Why a spawned worker must stop, if it must: SIGTERM (`signum`), or its parent gone
+    (`orphaned`: killed by SIGKILL, the OOM killer or a timeout wrapper), after which no one
+    reads its messages or hands it work. Polled between evaluations and while idle."""
+
+    def __init__(self) -> None:
+        self.signum: int | None = None
+        self.orphaned = False
+
+    def __call__(self) -> bool:
+        return self.signum is not None or self.orphaned
+
+    def signalled(self, signum: int, frame: object) -> None:
+        self.signum = signum
+
+    def send(self, outbox: Any, message: Message) -> None:
+        """Send to the parent; a pipe that no longer takes it means the parent is gone."""
+        if self.orphaned:
+            return
+        try:
+            outbox.send(message)
+        except OSError:  # BrokenPipeError, ConnectionResetError
+            self.orphaned = True
+
+    def watch_parent(self) -> None:
+        """In a spawned process: a daemon thread waits on the parent's sentinel, a pipe the
+        kernel closes when the parent dies, whatever killed it; it sets `orphaned`, and ends
+        the process after ORPHAN_GRACE if it is still there (stuck in one long call)."""
+        parent = multiprocessing.parent_process()
+        if parent is None:  # run in-process (tests): the caller is the parent
+            return
+        sentinel = parent.sentinel
+
+        def watch() -> None:
+            mp_connection.wait([sentinel])
+            self.orphaned = True
+            time.sleep(ORPHAN_GRACE)
+            os._exit(EXIT_ORPHANED)
+
+        threading.Thread(target=watch, name="nst-batch parent watch", daemon=True).start()
+
+
+def _next(inbox: Any, stop: _StopFlag) -> Any:
+    """The inbox's next item, or None once the worker must stop. The wait wakes every
+    IDLE_POLL seconds to look: a signal does not cut a blocking get short (PEP 475)."""
+    while not stop():
+        with contextlib.suppress(queue.Empty):
+            return inbox.get(timeout=IDLE_POLL)
+    return None
+
+
 def worker_main(setup: WorkerSetup, inbox: Any, outbox: Any) -> None:
     """A spawned worker process: run batches of tasks from `inbox` until None, send a
     Message per event to `outbox` (its own pipe to the parent).
 
     SIGTERM (the parent stopping, or Slurm signalling every process of the job) sets a
     flag that the optimization checks between evaluations: the batch in flight saves its
-    checkpoints and the worker exits. SIGINT is ignored: the parent decides on Ctrl-C."""
-    stopping: list[int] = []
+    checkpoints and the worker exits; an idle worker exits too, telling the parent. So
+    does a worker whose parent is gone, telling no one. SIGINT is ignored: the parent
+    decides on Ctrl-C."""
+    stop = _StopFlag()
+    stop.watch_parent()
     signal.signal(signal.SIGINT, signal.SIG_IGN)
-    signal.signal(signal.SIGTERM, lambda signum, frame: stopping.append(signum))
+    signal.signal(signal.SIGTERM, stop.signalled)
     torch.set_num_threads(setup.threads)
     worker = Worker(
         setup.device,
@@ -702,24 +768,30 @@ def worker_main(setup: WorkerSetup, inbox: Any, outbox: Any) -> None:
         setup.cuda_graphs,
         setup.checkpoint_every,
         setup.resume,
-        stop=lambda: bool(stopping),
+        stop=stop,
     )
-    while not stopping and (item := inbox.get()) is not None:
+    stopped: tuple[int, ...] = ()  # the batch a stop left, if a stop did
+    while (item := _next(inbox, stop)) is not None:
         indices, tasks = item
 
         def report(position: int, progress: Progress, indices: tuple[int, ...] = indices) -> None:
-            outbox.send(StepMessage(setup.name, indices[position], progress))
+            stop.send(outbox, StepMessage(setup.name, indices[position], progress))
 
         try:
             outcomes = worker.run_batch(tasks, report, setup.report_every)
         except FatalWorkerError as exc:
-            outbox.send(FatalMessage(setup.name, indices, str(exc)))
+            stop.send(outbox, FatalMessage(setup.name, indices, str(exc)))
             return
         except Stopped:
-            outbox.send(StoppedMessage(setup.name, indices, stopping[0]))
-            return
-        outbox.send(
+            stopped = indices
+            break
+        stop.send(
+            outbox,
             DoneMessage(
                 setup.name, indices, outcomes, worker.target_computations, worker.model_builds
-            )
+            ),
         )
+    if stop.orphaned:
+        warn(f"{setup.name}: the run's process is gone; this worker stops")
+    elif stop.signum is not None:  # busy or idle: the parent records the batch, if any
+        stop.send(outbox, StoppedMessage(setup.name, stopped, stop.signum))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import multiprocessing
 import os
@@ -22,12 +23,15 @@ from nst_batch.runner import (
     DeviceError,
     RunConfig,
     RunStats,
+    _Pool,
+    _Recorder,
     _Scheduler,
     _shape_reader,
     batch_limit,
     cpu_threads_per_worker,
     resolve_devices,
     run_tasks,
+    worker_devices,
 )
 from nst_batch.stylize import Progress
 from nst_batch.worker import TaskOutcome, Worker
@@ -49,19 +53,28 @@ class Recorder:
         self.rows.append(row)
 
 
-def run(
+def run_with_stats(
     manifest: Path,
     devices: list[str],
     events: Recorder | None = None,
     batch_size: int | None = None,
-) -> list[ResultRow]:
+) -> tuple[RunStats, list[ResultRow]]:
     loaded = load_manifest(manifest)
     loaded.output.mkdir(parents=True, exist_ok=True)
     with ResultsWriter(loaded.output / "results.csv") as writer:
         config = RunConfig(devices=tuple(devices), batch_size=batch_size)
         stats = run_tasks(plan(loaded), config, writer, events or Recorder())
     assert not stats.fatal
-    return read_rows(loaded.output / "results.csv")
+    return stats, read_rows(loaded.output / "results.csv")
+
+
+def run(
+    manifest: Path,
+    devices: list[str],
+    events: Recorder | None = None,
+    batch_size: int | None = None,
+) -> list[ResultRow]:
+    return run_with_stats(manifest, devices, events, batch_size)[1]
 
 
 def pixels(path: Path) -> np.ndarray:
@@ -86,6 +99,55 @@ def test_cpu_workers_share_the_cores() -> None:
     assert cpu_threads_per_worker(["cpu"]) == cores
     assert cpu_threads_per_worker(["cpu"] * (2 * cores)) == 1
     assert cpu_threads_per_worker(["cpu", "cpu"]) == max(1, cores // 2)
+
+
+def test_worker_devices_never_outnumber_the_batches_that_can_run_at_once() -> None:
+    assert worker_devices(["cpu"] * 17, 1) == ["cpu"]
+    assert worker_devices(["cpu"] * 3, 2) == ["cpu", "cpu"]
+    assert worker_devices(["cpu"] * 3, 5) == ["cpu"] * 3
+    assert worker_devices(["cpu", "cpu"], 0) == ["cpu"]  # nothing to run: one, in-process
+    # each device's first worker before any second: two tasks on two GPUs, not on one
+    four = ["cuda:0", "cuda:0", "cuda:1", "cuda:1"]
+    assert worker_devices(four, 2) == ["cuda:0", "cuda:1"]
+    assert worker_devices(four, 3) == ["cuda:0", "cuda:0", "cuda:1"]
+    assert worker_devices(["cuda:1", "cpu", "cuda:1"], 1) == ["cuda:1"]  # in the order given
+
+
+def test_cpu_workers_share_the_cores_among_the_workers_started(
+    write_manifest, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: set(range(12)))
+    tasks = plan(load_manifest(write_manifest()))
+    config = RunConfig(devices=("cpu",) * 3, batch_size=1)
+    recorder = _Recorder(tasks, None, Recorder(), "")  # type: ignore[arg-type]
+    pool = _Pool(tasks, [(0,), (1,)], worker_devices(config.devices, 2), config, recorder)
+    assert [slot.name for slot in pool.slots] == ["cpu#0", "cpu#1"]
+    assert pool.threads == 6  # 12 cores between the 2 workers started, not the 3 listed
+
+
+def _pan(folder: Path, frames: int) -> None:
+    """`frames` 64x48 crops of a photo, each 2 px right of the one before: f1..fN."""
+    folder.mkdir(parents=True)
+    photo = Image.open(CONTENT / "chelsea.png").convert("RGB").resize((200, 133))
+    for i in range(frames):
+        photo.crop((40 + 2 * i, 40, 104 + 2 * i, 88)).save(folder / f"f{i + 1}.png")
+
+
+@pytest.mark.slow
+def test_a_sequence_runs_on_one_worker_however_many_devices(write_manifest, tmp_path) -> None:
+    """Its frames run one at a time: a second worker would only wait."""
+    _pan(tmp_path / "frames", 3)
+    manifest = write_manifest(
+        content=[{"path": "frames", "sequence": True}],
+        style=[str(STYLE / "starry_night.jpg")],
+        params={"size": 48, "steps": 2},
+    )
+    stats, rows = run_with_stats(manifest, ["cpu", "cpu", "cpu"])
+    assert stats.workers == 1
+    assert [(r.content, r.status, r.worker) for r in rows] == [
+        (f"frames/f{i}", "done", "cpu#0") for i in (1, 2, 3)
+    ]
+    assert multiprocessing.active_children() == []  # it ran in this process
 
 
 def test_scheduler_keeps_a_worker_on_one_style(write_manifest) -> None:
@@ -242,7 +304,48 @@ def test_a_signal_stops_every_worker_and_records_the_tasks_in_flight(write_manif
     assert len(rows) == 4  # every task was in flight: a batch of two on each worker
     assert all(r.status == "interrupted" for r in rows)
     assert all(r.error == f"interrupted ({signal.Signals(signum).name})" for r in rows)
-    assert not list((manifest.parent / "out").glob("*.jpg"))  # nothing half-done is saved
+    # nothing half-done is saved (the live gallery's contact sheet is no output)
+    assert not list((manifest.parent / "out").glob("*__*.jpg"))
+
+
+def _spawned(pid: int) -> list[int]:
+    """The run's spawned worker processes: its children, less multiprocessing's tracker."""
+    workers = []
+    for child in _children(pid):
+        with contextlib.suppress(FileNotFoundError):
+            if b"spawn_main" in Path(f"/proc/{child}/cmdline").read_bytes():
+                workers.append(child)
+    return workers
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(("tasks", "spawned"), [(1, 0), (2, 2)])
+def test_the_command_starts_no_more_workers_than_tasks(write_manifest, tmp_path, tasks, spawned):
+    """--devices cpu,cpu,cpu: one task runs in the command's own process (it spawned three
+    workers, two of them for nothing), two tasks of one at a time on two workers."""
+    import subprocess
+    import sys
+    import time
+
+    manifest = write_manifest(
+        content=[str(CONTENT / "chelsea.png"), str(CONTENT / "coffee.png")][:tasks],
+        style=[str(STYLE / "starry_night.jpg")],
+        batch_size=1,
+    )
+    command = [sys.executable, "-m", "nst_batch", str(manifest), "--devices", "cpu,cpu,cpu"]
+    with (tmp_path / "run.log").open("wb") as log:
+        process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=log)
+    seen: set[int] = set()  # every worker process seen while the run lasted
+    deadline = time.monotonic() + 600
+    while process.poll() is None and time.monotonic() < deadline:
+        seen.update(_spawned(process.pid))
+        time.sleep(0.02)
+    process.kill()
+    assert process.wait() == 0, (tmp_path / "run.log").read_text()
+    assert len(seen) == spawned
+    rows = read_rows(tmp_path / "out" / "results.csv")
+    assert [r.status for r in rows] == ["done"] * tasks
+    assert sorted(r.worker for r in rows) == ["cpu#0", "cpu#1"][:tasks]
 
 
 # --- batch sizes ----------------------------------------------------------------------------
