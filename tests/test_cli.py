@@ -148,8 +148,12 @@ def test_subprocess_run(finished: Finished) -> None:
     for i, label in enumerate(
         ["chelsea x starry_night", "coffee x starry_night", "chelsea x the_scream"], start=1
     ):
-        assert f"[{i}/4] {label}: done in " in finished.stderr
-    assert "[4/4] coffee x the_scream: done in " in finished.stderr
+        assert re.search(
+            rf"^\[{i}/4 tasks, \d+% of steps, [^]]+\] {label}: done in ", finished.stderr, re.M
+        ), finished.stderr
+    assert re.search(
+        r"^\[4/4 tasks, 100% of steps, [^]]+\] coffee x the_scream: done in ", finished.stderr, re.M
+    )
     assert "\r" not in finished.stderr
     # the lock file stays (its flock goes); each output has its loss curve beside it
     curves = [f"{o}.json" for o in OUTPUTS]
@@ -687,7 +691,9 @@ def test_verbose_prints_step_losses(tmp_path: Path) -> None:
             re.MULTILINE,
         ), result.stderr
     assert "step 2/8" not in result.stderr
-    assert "[1/1] coffee x shipwreck: done in " in result.stderr
+    assert re.search(
+        r"^\[1/1 tasks, 100% of steps, [^]]+\] coffee x shipwreck: done in ", result.stderr, re.M
+    )
     assert _summary(result.stdout) == (1, 1, 0, 0, 1)
 
 
