@@ -190,7 +190,7 @@ def _read(path: Path) -> Store:
         fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW)
         with open(fd, "rb") as file:
             data = json.loads(file.read())
-    except (OSError, ValueError):
+    except (OSError, ValueError, RecursionError):  # RecursionError: arrays nested deep
         return store
     if not isinstance(data, dict) or data.get("version") != VERSION:
         return store

@@ -8,14 +8,16 @@ was) and the mask of pixels that flow can be trusted for. Flow comes from OpenCV
 optical flow (Kroeger et al., 2016), computed both ways; a pixel is occluded where the two
 disagree or where the flow has a motion boundary, as in Ruder et al.'s eq. (4) and (5).
 
-Motion is cached as a `.npz` (two arrays, read back with `allow_pickle=False`: data, never
-code), named by the two frames' bytes and the size they were compared at.
+Motion is cached as a `.npz` (two arrays, read back as raw numbers after their headers are
+checked: data, never code), named by the two frames' bytes and the size they were compared
+at. A cache file that is torn, foreign or of another size is computed anew.
 """
 
 from __future__ import annotations
 
 import hashlib
 import io
+import math
 import zipfile
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -29,6 +31,25 @@ if TYPE_CHECKING:
     import torch
 
 FLOW_VERSION = 1  # bump when the flow or the mask changes; older cache files are not read
+FLOW_DTYPE = np.dtype("<f2")  # as `to_bytes` writes them
+VALID_DTYPE = np.dtype("|b1")
+# The largest frame side there can be (Params.size's bound): a header claiming a larger
+# array is not one of ours.
+MAX_SIDE = 8192
+_HEADER_BYTES = 12 + 10_000  # a .npy's magic, header length and header: numpy refuses longer
+# What reading a file that is not ours may raise: torn or not a zip (BadZipFile, EOFError),
+# an encrypted or oddly compressed member (RuntimeError, NotImplementedError), a header
+# that is not a .npy one or not ours (ValueError), a member missing (KeyError).
+_UNREADABLE = (
+    OSError,
+    ValueError,
+    TypeError,
+    KeyError,
+    EOFError,
+    RuntimeError,
+    NotImplementedError,
+    zipfile.BadZipFile,
+)
 
 
 @dataclass(frozen=True)
@@ -174,16 +195,58 @@ def to_bytes(found: Motion) -> bytes:
     return buffer.getvalue()
 
 
-def from_file(path: Path) -> Motion | None:
-    """The Motion cached at `path`; None if it is missing, torn or not one of ours."""
+def from_file(path: Path, size: tuple[int, int] | None = None) -> Motion | None:
+    """The Motion cached at `path`, for frames of `size` (W, H) when given; None if it is
+    missing, torn, of another size or not one of ours (then it is computed anew).
+
+    Nothing is read past what a frame of `size` (else of MAX_SIDE px a side) needs: each
+    array's header (shape, dtype) is checked before its data is read, and an archive
+    member claiming more bytes is not opened. Neither code nor objects are ever loaded:
+    the data is read as raw numbers."""
+    most = (MAX_SIDE, MAX_SIDE) if size is None else (size[1], size[0])  # (H, W)
     try:
-        with np.load(path, allow_pickle=False) as data:
-            flow = data["flow"].astype(np.float32)
-            valid = data["valid"].astype(bool)
-    except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile):
+        with zipfile.ZipFile(path) as archive:
+            flow = _member(archive, "flow", FLOW_DTYPE, (*most, 2), exact=size is not None)
+            valid = _member(archive, "valid", VALID_DTYPE, flow.shape[:2], exact=True)
+    except _UNREADABLE:
         return None
-    if flow.ndim != 3 or flow.shape[2] != 2 or valid.shape != flow.shape[:2]:
-        return None
+    flow = flow.astype(np.float32)
     if not np.isfinite(flow).all():
         return None
-    return Motion(flow, valid)
+    return Motion(flow, valid.view(np.uint8) != 0)  # any byte but 0 is True, as numpy reads it
+
+
+def _member(
+    archive: zipfile.ZipFile, name: str, dtype: np.dtype, most: tuple[int, ...], exact: bool
+) -> np.ndarray:
+    """The array `name` of an `.npz` if it is of `dtype` in C order and of shape `most`
+    (or, unless `exact`, a height and width from 1 to `most`'s and the rest as `most`);
+    ValueError if not (told by its header, before its data is read), or if torn."""
+    member = f"{name}.npy"
+    largest = math.prod(most) * dtype.itemsize
+    if archive.getinfo(member).file_size > _HEADER_BYTES + largest:
+        raise ValueError(f"{member}: larger than a frame's")  # zipfile reads no more than this
+    with archive.open(member) as file:
+        version = np.lib.format.read_magic(file)
+        if version == (1, 0):
+            shape, fortran_order, found = np.lib.format.read_array_header_1_0(file)
+        elif version == (2, 0):
+            shape, fortran_order, found = np.lib.format.read_array_header_2_0(file)
+        else:
+            raise ValueError(f"{member}: .npy format {version}")
+        fits = (
+            shape == most
+            or (
+                not exact
+                and len(shape) == len(most)
+                and shape[2:] == most[2:]  # the channels exactly; height and width up to most's
+                and all(1 <= side <= bound for side, bound in zip(shape[:2], most[:2], strict=True))
+            )
+        )
+        if found != dtype or fortran_order or not fits:
+            raise ValueError(f"{member}: {found} of shape {shape}, not ours")
+        count = math.prod(shape) * dtype.itemsize
+        data = file.read(count)
+        if len(data) != count or file.read(1):  # read to its end: zipfile checks the CRC
+            raise ValueError(f"{member}: {len(data)} bytes of data for {count}")
+    return np.frombuffer(data, dtype=dtype).reshape(shape)

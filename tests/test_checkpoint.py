@@ -2,17 +2,23 @@
 
 from __future__ import annotations
 
+import io
+import math
 import os
 import pickle
+import shutil
 import signal
 import subprocess
 import sys
 import time
+import zipfile
 from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 import torch
+from conftest import CONTENT, STYLE
+from PIL import Image
 
 from nst_batch import checkpoint, layout
 from nst_batch.cli import main
@@ -22,7 +28,6 @@ from nst_batch.plan import plan
 from nst_batch.results import read_rows
 from nst_batch.stylize import Losses
 from nst_batch.worker import Worker
-from tests.conftest import CONTENT, STYLE
 
 COMMAND = [sys.executable, "-m", "nst_batch"]
 LOSSES = Losses(1.0, 2.0, 0.0, 3.0)
@@ -77,9 +82,196 @@ def test_torn_foreign_and_mismatched_checkpoints_are_refused(tmp_path: Path) -> 
     checkpoint.save(saved, path, tmp_path)
     with pytest.raises(checkpoint.CheckpointError, match="another task"):
         checkpoint.load(path, "cd" * 12)
-    checkpoint.save(_checkpoint(done=2), path, tmp_path)  # fewer steps than its history
-    with pytest.raises(checkpoint.CheckpointError, match="inconsistent"):
+    checkpoint.save(_checkpoint(done=2), path, tmp_path)  # fewer steps than at its scale
+    with pytest.raises(checkpoint.CheckpointError, match="step counts disagree"):
         checkpoint.load(path, saved.key)
+
+
+# What `checkpoint.save` writes for a one-step task at 48 px (48x32), forged one field at a
+# time: each is refused before use, with a message of its own.
+def _payload(task_key: str, **changes: object) -> dict[str, object]:
+    payload: dict[str, object] = {
+        "format": checkpoint.FORMAT,
+        "key": task_key,
+        "image": torch.rand(1, 3, 32, 48),
+        "stage": 0,
+        "stage_steps": 1,
+        "done": 1,
+        "history": torch.tensor([5.0], dtype=torch.float64),
+        "initial": [2.0, 3.0, 0.0, 5.0, 0.0],
+        "losses": [1.0, 2.0, 0.0, 3.0, 0.0],
+        "seconds": 1.5,
+    }
+    return payload | changes
+
+
+def _image_with(value: float) -> torch.Tensor:
+    image = torch.rand(1, 3, 32, 48)
+    image[0, 1, 2, 3] = value
+    return image
+
+
+FORGED: dict[str, tuple[Callable[[], dict[str, object]], str]] = {
+    "sparse": (lambda: {"image": torch.rand(1, 3, 32, 48).to_sparse()}, "its image is not a dense"),
+    "meta": (
+        lambda: {"image": torch.empty(1, 3, 32, 48, device="meta")},
+        "its image has no data on the CPU (device meta)",
+    ),
+    "uint8": (
+        lambda: {"image": torch.full((1, 3, 32, 48), 255, dtype=torch.uint8)},
+        "its image is torch.uint8, not torch.float32",
+    ),
+    "1e30": (lambda: {"image": _image_with(1e30)}, "its image has values outside 0..1"),
+    "nan": (lambda: {"image": _image_with(math.nan)}, "its image has values outside 0..1"),
+    "inf": (lambda: {"image": _image_with(-math.inf)}, "its image has values outside 0..1"),
+    "done_past_the_budget": (
+        lambda: {"done": 500, "history": torch.full((500,), 5.0, dtype=torch.float64)},
+        "its step counts disagree (500 done, 1 at scale 1)",
+    ),
+}
+FORGED_ONLY_HERE: dict[str, tuple[Callable[[], dict[str, object]], str]] = {
+    "float64": (
+        lambda: {"image": torch.rand(1, 3, 32, 48, dtype=torch.float64)},
+        "its image is torch.float64, not torch.float32",
+    ),
+    "claims_a_huge_image": (  # one value, strides of 0: 30 billion pixels to any reader
+        lambda: {"image": torch.zeros(1, 1, 1, 1).expand(1, 3, 100_000, 100_000)},
+        "its image is not contiguous (strides (1, 0, 0, 0))",
+    ),
+    "claims_a_huge_history": (
+        lambda: {
+            "done": 10**9,
+            "stage_steps": 10**9,
+            "history": torch.zeros(1).double().expand(10**9),
+        },
+        "its loss history is not contiguous",
+    ),
+    "three_dimensions": (lambda: {"image": torch.rand(3, 32, 48)}, "has 3 dimensions, not 4"),
+    "two_images": (lambda: {"image": torch.rand(2, 3, 32, 48)}, "its image is of shape"),
+    "a_list_for_an_image": (lambda: {"image": [[0.5]]}, "its image is a list, not a tensor"),
+    "history_too_short": (
+        lambda: {"done": 2, "stage_steps": 2},
+        "its loss history has 1 of 2 steps",
+    ),
+    "history_not_finite": (
+        lambda: {"history": torch.tensor([math.nan], dtype=torch.float64)},
+        "its loss history is not finite",
+    ),
+    "history_of_floats": (
+        lambda: {"history": torch.tensor([5.0])},
+        "its loss history is torch.float32, not torch.float64",
+    ),
+    "no_steps_at_its_scale": (
+        lambda: {"stage_steps": 0, "done": 0, "history": torch.zeros(0, dtype=torch.float64)},
+        "its step counts disagree",
+    ),
+    "scale_2_without_scale_1": (lambda: {"stage": 1}, "its step counts disagree"),
+    "negative_stage": (lambda: {"stage": -1}, "its stage is not a step count (-1)"),
+    "stage_as_text": (lambda: {"stage": "0"}, "its stage is not a step count ('0')"),
+    "steps_as_a_tensor": (
+        lambda: {"done": torch.tensor(1)},
+        "its done is not a step count (a Tensor)",
+    ),
+    "losses_not_finite": (
+        lambda: {"losses": [1.0, 2.0, 0.0, math.inf, 0.0]},
+        "its losses are not five finite numbers",
+    ),
+    "four_initial_losses": (
+        lambda: {"initial": [1.0, 2.0, 0.0, 3.0]},
+        "its initial losses are not five finite numbers",
+    ),
+    "time_not_finite": (lambda: {"seconds": math.nan}, "its time is not a number of seconds"),
+    "no_history": (lambda: {"history": None}, "its loss history is a NoneType"),
+    "format_as_a_tensor": (
+        lambda: {"format": torch.ones(2)},
+        "not a checkpoint of this nst-batch (format a Tensor)",
+    ),
+    "key_as_a_tensor": (lambda: {"key": torch.ones(2)}, "made for another task (key a Tensor)"),
+    "key_nested_deep": (lambda: {}, "made for another task (key a list)"),
+}
+
+
+PLACEHOLDER = "nested-list-goes-here"
+
+
+def _save_nested_key(payload: dict[str, object], path: Path, depth: int = 5000) -> None:
+    """torch.save `payload` with its key a list nested `depth` deep: deeper than repr or
+    torch.save's pickler can recurse, so the pickle is edited (a pickle builds it in a loop:
+    `depth` EMPTY_LIST opcodes, then `depth - 1` APPENDs)."""
+    buffer = io.BytesIO()
+    torch.save(payload | {"key": PLACEHOLDER}, buffer)
+    text = PLACEHOLDER.encode()
+    opcode = b"X" + len(text).to_bytes(4, "little") + text  # BINUNICODE
+    with zipfile.ZipFile(buffer) as source, zipfile.ZipFile(path, "w") as target:
+        for info in source.infolist():
+            data = source.read(info)
+            if info.filename.endswith("/data.pkl"):
+                assert data.count(opcode) == 1
+                data = data.replace(opcode, b"]" * depth + b"a" * (depth - 1))
+            target.writestr(info.filename, data)
+
+
+@pytest.mark.parametrize("forgery", sorted({**FORGED, **FORGED_ONLY_HERE}))
+def test_a_forged_checkpoint_is_refused_before_use(tmp_path: Path, forgery: str) -> None:
+    changes, message = {**FORGED, **FORGED_ONLY_HERE}[forgery]
+    path = tmp_path / "x.pt"
+    payload = _payload("ab" * 12, **changes())
+    if forgery == "key_nested_deep":  # torch.save's pickler would recurse: write it by hand
+        _save_nested_key(payload, path)
+    else:
+        torch.save(payload, path)
+    with pytest.raises(checkpoint.CheckpointError) as refused:
+        checkpoint.load(path, "ab" * 12)
+    assert message in str(refused.value)
+    assert str(refused.value).startswith(str(path))
+
+
+@pytest.mark.slow
+def test_forged_checkpoints_are_ignored_and_the_run_succeeds(
+    write_manifest: Callable[..., Path], tmp_path: Path
+) -> None:
+    """Through the command: each task (a copy of one content image each) has a forged
+    checkpoint, one a genuine one; each forgery costs its own warning, and its task runs
+    from its beginning to its step budget, while the genuine one is resumed."""
+    from click.testing import CliRunner
+
+    forgeries = ["genuine", *sorted(FORGED)]
+    for forgery in forgeries:
+        shutil.copyfile(CONTENT / "chelsea.png", tmp_path / f"{forgery}.png")
+    manifest = write_manifest(
+        content=[str(tmp_path / f"{forgery}.png") for forgery in forgeries],
+        style=[str(STYLE / "the_scream.jpg")],
+        params={"size": 48, "steps": 3},
+        devices="cpu",
+    )
+    tasks = plan(load_manifest(manifest))
+    assert [task.content.name for task in tasks] == forgeries
+    paths = {}
+    for task, forgery in zip(tasks, forgeries, strict=True):
+        path = checkpoint_path(task.folder, task.relative_output, task.key)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        changes = FORGED[forgery][0] if forgery in FORGED else dict
+        torch.save(_payload(task.key, **changes()), path)
+        paths[task.relative_output] = path
+
+    result = CliRunner().invoke(main, [str(manifest)])
+
+    assert result.exit_code == 0, result.output
+    assert "Traceback" not in result.output and "internal error" not in result.output
+    rows = {row.output: row for row in read_rows(tasks[0].folder / "results.csv")}
+    for task, forgery in zip(tasks, forgeries, strict=True):
+        row = rows[task.relative_output]
+        assert (row.status, row.steps) == ("done", 3), forgery
+        assert row.resumed_from == (1 if forgery == "genuine" else None), forgery
+        with Image.open(task.output) as image:
+            assert image.size == (48, 32)
+        path = paths[task.relative_output]
+        assert not path.exists()  # done: its checkpoint has served
+        if forgery != "genuine":
+            where = layout.display(path)
+            warning = f"{task.label}: ignoring its checkpoint: {where}: {FORGED[forgery][1]}"
+            assert warning in result.output, forgery
+    assert result.output.count("warning:") == len(FORGED)
 
 
 def test_the_checkpoint_folder_is_reserved_and_swept(tmp_path: Path) -> None:

@@ -29,9 +29,16 @@ from PIL.PngImagePlugin import PngInfo
 
 from nst_batch.cli import main
 from nst_batch.explain import NO_RECIPE, reasons
-from nst_batch.images import read_metadata
+from nst_batch.images import read_metadata, save_image
 from nst_batch.manifest import load_manifest
-from nst_batch.metadata import KEY_METADATA, RECIPE_METADATA, RESULT_METADATA, START_METADATA
+from nst_batch.metadata import (
+    KEY_METADATA,
+    PARAMS_METADATA,
+    RECIPE_METADATA,
+    RESULT_METADATA,
+    SOURCE_METADATA,
+    START_METADATA,
+)
 from nst_batch.plan import Task, parse_only, plan, select
 from nst_batch.results import ResultRow, ResultsWriter, read_rows
 from nst_batch.weights import file_sha256
@@ -585,6 +592,41 @@ def test_show_prints_the_start_when_recorded(tmp_path: Path) -> None:
         "init": "output",
         "from": "b" * 24,
     }
+
+
+NESTED = "[" * 100_000 + "]" * 100_000  # deeper than json can parse: a RecursionError
+
+
+def test_show_and_dry_run_read_past_deeply_nested_metadata(write_manifest: Writer) -> None:
+    """An output whose every JSON value is nested past what json parses: each reads as not
+    recorded, and the task runs again for want of a recipe."""
+    manifest = write_manifest(
+        content=[str(CONTENT / "chelsea.png")], style=[str(STYLE / "the_scream.jpg")], format="png"
+    )
+    (task,) = plan(load_manifest(manifest))
+    parts = (RECIPE_METADATA, PARAMS_METADATA, SOURCE_METADATA, RESULT_METADATA, START_METADATA)
+    metadata = {KEY_METADATA: "0" * 24, **dict.fromkeys(parts, NESTED)}
+    save_image(Image.new("RGB", (64, 43)), task.output, metadata, root=task.folder)
+    assert read_metadata(task.output)[RECIPE_METADATA] == NESTED
+
+    shown = _invoke("show", task.output)
+    assert shown.exit_code == 0, shown.output
+    assert "Traceback" not in shown.output
+    lines = shown.stdout.splitlines()
+    assert lines[1] == f"key        {'0' * 24}"
+    shown_parts = "content style algorithm weights settings losses steps seconds device"
+    assert [line.split("  ")[0] for line in lines[2:]] == [
+        *shown_parts.split(),
+        "made at",
+        "version",
+    ]
+    assert all(line.endswith("  not recorded") for line in lines[2:])
+
+    why = _invoke(manifest, "--dry-run", "-v")
+    assert why.exit_code == 0, why.output
+    assert "Traceback" not in why.output
+    assert f"{PAD}{NO_RECIPE}" in why.stdout.splitlines()
+    assert "1 to run, 0 up to date, 1 in all" in why.stdout
 
 
 def test_show_refuses_what_is_not_an_output(tmp_path: Path) -> None:

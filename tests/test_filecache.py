@@ -190,3 +190,28 @@ def test_a_planted_link_at_the_cache_is_refused(tmp_path: Path) -> None:
     assert result.exit_code == 2, result.output
     assert "files.json is a symbolic link" in result.output
     assert victim.read_text() == "precious\n"
+
+
+NESTED = "[" * 100_000 + "]" * 100_000  # deeper than json can parse: a RecursionError
+
+
+def test_a_deeply_nested_cache_is_ignored_then_rewritten(tmp_path: Path) -> None:
+    path = _gallery(tmp_path, contents=2, styles=1)
+    manifest = load_manifest(path)
+    _made_outputs(plan(manifest))  # up to date: no run stylizes
+    store = layout.file_cache(manifest.output, None)
+    store.parent.mkdir(parents=True)
+    store.write_text(NESTED)
+    runner = CliRunner()
+    for args in ([str(path), "--dry-run"], [str(path), "--dry-run", "-v"], ["report", str(path)]):
+        result = runner.invoke(main, args)
+        assert "Traceback" not in result.output, args
+        assert result.exception is None or isinstance(result.exception, SystemExit), args
+        assert result.exit_code == 0, (args, result.output)
+    assert "0 to run, 2 up to date, 2 in all" in runner.invoke(main, [str(path), "-n"]).output
+    assert store.read_text() == NESTED  # a dry run and report only read it
+
+    _run(path, "-q")  # not used, so rewritten with what this run learned
+    stored = json.loads(store.read_text())
+    assert sorted(stored["outputs"]) == ["content00__style00.jpg", "content01__style00.jpg"]
+    assert len(stored["inputs"]) == 3

@@ -2,16 +2,26 @@
 
 from __future__ import annotations
 
+import io
+import shutil
+import zipfile
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
+import yaml
+from click.testing import CliRunner
 from PIL import Image
+from pydantic import ValidationError
 
 from nst_batch import flow
+from nst_batch.cli import main
 from nst_batch.images import to_tensor
 from nst_batch.manifest import natural_key
+from nst_batch.params import Params
+from nst_batch.results import read_rows
+from nst_batch.weights import file_sha256
 
 PHOTO = Path(__file__).resolve().parent.parent / "examples/images/content/chelsea.png"
 DX, DY = 3, 2  # the camera pans right and down between the two frames
@@ -131,3 +141,152 @@ def test_a_torn_or_foreign_cache_file_is_ignored(tmp_path: Path) -> None:
     assert flow.from_file(foreign) is None
     assert flow.from_file(pickled) is None
     assert flow.from_file(tmp_path / "missing.npz") is None
+
+
+def _npy(array: np.ndarray) -> bytes:
+    buffer = io.BytesIO()
+    np.save(buffer, array)
+    return buffer.getvalue()
+
+
+def _header(shape: tuple[int, ...], descr: str = "<f2") -> bytes:
+    """A .npy header alone, claiming an array of `shape`."""
+    buffer = io.BytesIO()
+    header = {"descr": descr, "fortran_order": False, "shape": shape}
+    np.lib.format.write_array_header_1_0(buffer, header)
+    return buffer.getvalue()
+
+
+def _npz(path: Path, compression: int = zipfile.ZIP_STORED, **members: bytes) -> Path:
+    with zipfile.ZipFile(path, "w", compression) as archive:
+        for name, data in members.items():
+            archive.writestr(f"{name}.npy", data)
+    return path
+
+
+VALID = _npy(np.ones((72, 96), dtype=bool))
+NESTED = "[" * 100_000 + "]" * 100_000  # deeper than a parser recurses
+
+
+def _hostile(folder: Path) -> dict[str, Path]:
+    """Cache files that are not ours, each of which once crashed a run or claimed memory."""
+    plain = folder / "plain.npz"  # a plain .npy under the cache's name
+    plain.write_bytes(_npy(np.zeros((72, 96, 2), dtype=np.float16)))
+    nested = folder / "nested.npz"
+    nested.write_text(NESTED)
+    deep_header = "{'descr': " + "[" * 3000 + "]" * 3000 + ", 'fortran_order': False, 'shape': ()}"
+    return {
+        "plain_npy": plain,
+        "nested_json": nested,
+        "huge_header": _npz(  # 149 GiB claimed by 64 bytes
+            folder / "huge.npz", flow=_header((200_000, 200_000, 2)) + bytes(64), valid=VALID
+        ),
+        "huge_member": _npz(  # 16 MiB of zeros in 16 KiB: inflated no further than the array
+            folder / "bomb.npz",
+            zipfile.ZIP_DEFLATED,
+            flow=_header((72, 96, 2)) + bytes(16 << 20),
+            valid=VALID,
+        ),
+        "nested_header": _npz(
+            folder / "deep.npz",
+            flow=b"\x93NUMPY\x01\x00"
+            + len(deep_header).to_bytes(2, "little")
+            + deep_header.encode(),
+            valid=VALID,
+        ),
+        "objects": _npz(
+            folder / "objects.npz", flow=_header((72, 96, 2), "|O") + b"N.", valid=VALID
+        ),
+        "one_channel": _npz(
+            folder / "one.npz", flow=_npy(np.zeros((72, 96, 1), np.float16)), valid=VALID
+        ),
+        "float32": _npz(
+            folder / "f32.npz", flow=_npy(np.zeros((72, 96, 2), np.float32)), valid=VALID
+        ),
+        "fortran": _npz(
+            folder / "fortran.npz",
+            flow=_npy(np.asfortranarray(np.zeros((72, 96, 2), np.float16))),
+            valid=VALID,
+        ),
+        "valid_of_another_size": _npz(
+            folder / "other.npz",
+            flow=_npy(np.zeros((72, 96, 2), np.float16)),
+            valid=_npy(np.ones((72, 95), dtype=bool)),
+        ),
+        "no_valid": _npz(folder / "novalid.npz", flow=_npy(np.zeros((72, 96, 2), np.float16))),
+        "not_finite": _npz(
+            folder / "inf.npz", flow=_npy(np.full((72, 96, 2), np.inf, np.float16)), valid=VALID
+        ),
+        "data_past_the_array": _npz(
+            folder / "longer.npz",
+            flow=_npy(np.zeros((72, 96, 2), np.float16)) + b"\0\0",
+            valid=VALID,
+        ),
+    }
+
+
+def test_a_cache_file_not_ours_is_absent_whatever_its_header_claims(tmp_path: Path) -> None:
+    for name, path in _hostile(tmp_path).items():
+        assert flow.from_file(path) is None, name
+        assert flow.from_file(path, (96, 72)) is None, name
+
+
+def test_a_cache_file_of_another_frame_size_is_absent(tmp_path: Path) -> None:
+    previous, current = frames()
+    path = tmp_path / "motion.npz"
+    path.write_bytes(flow.to_bytes(flow.motion(previous, current)))
+    assert flow.from_file(path, (96, 72)) is not None
+    assert flow.from_file(path, (72, 96)) is None
+    assert flow.from_file(path, (48, 36)) is None
+
+
+def test_valid_pixels_read_as_numpy_reads_them(tmp_path: Path) -> None:
+    valid = bytearray(_npy(np.zeros((2, 3), dtype=bool)))
+    valid[-1] = 2  # not 0: True, as numpy takes it
+    path = _npz(tmp_path / "m.npz", flow=_npy(np.zeros((2, 3, 2), np.float16)), valid=bytes(valid))
+    found = flow.from_file(path)
+    assert found is not None
+    assert found.valid.tolist() == [[False, False, False], [False, False, True]]
+
+
+def test_the_largest_frame_is_the_largest_size() -> None:
+    Params(size=flow.MAX_SIDE)
+    with pytest.raises(ValidationError):
+        Params(size=flow.MAX_SIDE + 1)
+
+
+def _pan(folder: Path) -> Path:
+    """Two frames of a camera pan, as a sequence at 48 px (48x36), 2 steps."""
+    previous, current = frames(64, 48)
+    (folder / "frames").mkdir()
+    previous.save(folder / "frames" / "f1.png")
+    current.save(folder / "frames" / "f2.png")
+    manifest = folder / "m.yaml"
+    doc = {
+        "output": "out",
+        "content": [{"path": "frames", "sequence": True}],
+        "style": [str(PHOTO.parent.parent / "style" / "starry_night.jpg")],
+        "params": {"size": 48, "steps": 2},
+        "devices": "cpu",
+    }
+    manifest.write_text(yaml.safe_dump(doc))
+    return manifest
+
+
+@pytest.mark.slow
+def test_a_hostile_flow_cache_is_computed_anew_by_the_command(tmp_path: Path) -> None:
+    """Through the command, --force too: the file at the pair's cache name is taken as
+    absent, the frame runs, and the file is overwritten with the flow."""
+    manifest = _pan(tmp_path)
+    digests = [file_sha256(tmp_path / "frames" / name) for name in ("f1.png", "f2.png")]
+    path = tmp_path / "out" / ".nst-batch" / "flow" / flow.cache_name(*digests, (48, 36))
+    path.parent.mkdir(parents=True)
+    hostile = _hostile(tmp_path)
+    for name in ("plain_npy", "huge_header"):
+        shutil.copyfile(hostile[name], path)
+        result = CliRunner().invoke(main, [str(manifest), "--force"])
+        assert result.exit_code == 0, (name, result.output)
+        assert "internal error" not in result.output and "Traceback" not in result.output
+        rows = read_rows(tmp_path / "out" / "results.csv")[-2:]
+        assert [(row.status, row.start) for row in rows] == [("done", "content"), ("done", "frame")]
+        assert flow.from_file(path, (48, 36)) is not None, name  # overwritten with the flow

@@ -17,6 +17,11 @@ on copies of the bundled images, and must satisfy:
 
 A dry run that succeeds must also plan distinct output files, none of them an input image.
 
+The state files a run leaves under out/.nst-batch/ (the file cache, the gallery record,
+checkpoints, flow caches) are planted torn, foreign, deeply nested and with headers that
+claim huge arrays, before a dry run, `report` and a real run of a two-frame sequence: the
+same properties hold, and the command succeeds (exit 0), each file ignored or rebuilt.
+
 Most examples are dry runs through click's CliRunner; a few go through the installed
 `nst-batch` entry point in a subprocess; the `slow` test stylizes for real, at 32 to 48 px
 and 2 steps on small copies of the images. Generation is derandomized (same examples on
@@ -52,7 +57,7 @@ from PIL import Image
 from nst_batch.cli import main
 from nst_batch.manifest import ManifestError, load_manifest
 from nst_batch.params import Params
-from nst_batch.plan import plan
+from nst_batch.plan import Task, plan
 
 DRY_EXAMPLES = 500
 SUBPROCESS_EXAMPLES = 10
@@ -474,13 +479,20 @@ class Case:
     overrides: tuple[str, ...] = ()
     flags: tuple[str, ...] = ()
     manifest: str = "proj/job.yaml"  # as given on the command line, relative to work/
+    verb: str = ""  # a command other than the run: "report"
+    # Files an earlier run would have left, planted in the folder before the command runs.
+    state: Callable[[Layout], None] | None = None
+
+    def manifest_arg(self, layout: Layout) -> str:
+        if self.manifest == "ABS":
+            return str(layout.work / "proj" / "job.yaml")
+        return self.manifest
 
     def args(self, layout: Layout, dry_run: bool) -> list[str]:
         sets = [a for item in self.overrides for a in ("--set", item)]
-        manifest = self.manifest
-        if manifest == "ABS":
-            manifest = str(layout.work / "proj" / "job.yaml")
-        return [manifest, *(["--dry-run"] if dry_run else []), *self.flags, *sets]
+        verb = [self.verb] if self.verb else []
+        dry = ["--dry-run"] if dry_run else []
+        return [*verb, self.manifest_arg(layout), *dry, *self.flags, *sets]
 
     def command(self, dry_run: bool) -> str:
         args = self.args(Layout(Path("/tmp/T"), Path(), Path("/tmp/T/work"), Path()), dry_run)
@@ -561,6 +573,8 @@ def _run_case(
         manifest = layout.work / "proj" / "job.yaml"
         manifest.write_bytes(case.text)
         (layout.work / "proj" / f"job{NON_UTF8}.yaml").write_bytes(case.text)
+        if case.state is not None:
+            case.state(layout)
         before, inputs = _snapshot(layout.root), _hashes(layout.inputs)
         outcome = run(layout, case.args(layout, dry_run))
         after = _snapshot(layout.root)
@@ -603,20 +617,27 @@ def _allowed_outputs(case: Case, layout: Layout) -> list[Path]:
     return [(proj / value).resolve(), (proj / expanded).resolve()]
 
 
-def _check_plan(case: Case, layout: Layout) -> None:
-    """A dry run that succeeded: distinct output files, none of them an input image."""
+def _planned(case: Case, layout: Layout) -> list[Task]:
+    """The case's plan, as the command makes it (HOME and the working folder the example's);
+    ManifestError if the manifest is refused."""
     old_home = os.environ.get("HOME")
     os.environ["HOME"] = str(layout.home)
     try:
         with contextlib.chdir(layout.work):
-            tasks = plan(load_manifest(case.args(layout, False)[0], case.overrides))
-    except ManifestError:
-        return  # the command said exit 0 but the library refuses: not this check's concern
+            return plan(load_manifest(case.manifest_arg(layout), case.overrides))
     finally:
         if old_home is None:
             del os.environ["HOME"]
         else:
             os.environ["HOME"] = old_home
+
+
+def _check_plan(case: Case, layout: Layout) -> None:
+    """A dry run that succeeded: distinct output files, none of them an input image."""
+    try:
+        tasks = _planned(case, layout)
+    except ManifestError:
+        return  # the command said exit 0 but the library refuses: not this check's concern
     seen: dict[str, str] = {}
     inputs = {os.path.normpath(p) for p in layout.inputs}
     for task in tasks:
@@ -1216,3 +1237,210 @@ def test_real_run_hazard(name: str) -> None:
 def test_real_run_fuzz() -> None:
     """Real stylization at 32-48 px, 2 steps: exit 0/1/2, no traceback, writes only output."""
     _fuzz("test_real_run_fuzz", cases(real=True), REAL_EXAMPLES, False, _invoke, shrink_budget=15)
+
+
+# -- state files: what earlier runs left in the output folder ---------------------------
+#
+# Each of nst-batch's own files under out/.nst-batch/ (the file cache, the gallery record,
+# checkpoints, flow caches) planted torn, foreign, nested past what a parser recurses, or
+# with a header claiming a huge array, before the command runs. The same properties hold,
+# and more: each is ignored (or rebuilt), so the command succeeds.
+
+NESTED = "[" * 100_000 + "]" * 100_000
+STATE_FILES = ("files.json", "gallery.json", "checkpoint", "flow")
+DAMAGES = ("torn", "foreign", "nested", "huge")
+FRAMES = ("f1.png", "f2.png")  # a two-frame pan, 64x48: 48x36 at size 48
+SEQUENCE = [
+    "output: out",
+    "content: [{path: frames, sequence: true}]",
+    "style: [images/style/starry_night.jpg]",
+    "params: {size: 48, steps: 2}",
+    "devices: cpu",
+]
+JSON_DAMAGE = {
+    "torn": b'{"version": 1, "inputs": {"/a.png": [1, 2, 3, 4, "ab',
+    "foreign": b"\x89PNG\r\n\x1a\n" + bytes(64),  # not even UTF-8
+    "nested": NESTED.encode(),
+    "huge": b'{"version": ' + b"9" * 100_000 + b"}",  # more digits than int() takes
+}
+
+
+def _state(layout: Layout) -> Path:
+    return layout.proj / "out" / ".nst-batch"
+
+
+def _pan(layout: Layout) -> None:
+    """Two frames of a pan across the small chelsea, made before the snapshot: inputs."""
+    frames = layout.proj / "frames"
+    frames.mkdir()
+    with Image.open(layout.proj / "images" / "content" / "chelsea.png") as image:  # 72x48
+        for i, name in enumerate(FRAMES):
+            image.crop((4 * i, 0, 4 * i + 64, 48)).save(frames / name)
+            layout.inputs.append(frames / name)
+
+
+def _json_state(name: str, damage: str) -> Callable[[Layout], None]:
+    def plant(layout: Layout) -> None:
+        _state(layout).mkdir(parents=True, exist_ok=True)
+        (_state(layout) / name).write_bytes(JSON_DAMAGE[damage])
+
+    return plant
+
+
+def _torch_file(payload: dict[str, object], nested: str | None = None) -> bytes:
+    """torch.save's bytes of `payload`, its value `nested` (if any) made a list nested
+    100,000 deep: deeper than torch.save's pickler can recurse, so the pickle is edited
+    (a pickle builds it in a loop: EMPTY_LIST opcodes, then APPENDs)."""
+    import zipfile
+
+    import torch
+
+    placeholder = "nested-list-goes-here"
+    buffer = io.BytesIO()
+    torch.save(payload | ({nested: placeholder} if nested else {}), buffer)
+    if nested is None:
+        return buffer.getvalue()
+    opcode = b"X" + len(placeholder).to_bytes(4, "little") + placeholder.encode()  # BINUNICODE
+    edited = io.BytesIO()
+    with zipfile.ZipFile(buffer) as source, zipfile.ZipFile(edited, "w") as target:
+        for info in source.infolist():
+            data = source.read(info)
+            if info.filename.endswith("/data.pkl"):
+                data = data.replace(opcode, b"]" * 100_000 + b"a" * 99_999)
+            target.writestr(info.filename, data)
+    return edited.getvalue()
+
+
+def _checkpoints(damage: str) -> Callable[[Layout], None]:
+    """A damaged checkpoint for each frame's task, each damaged its own way."""
+
+    def plant(layout: Layout) -> None:
+        import torch
+
+        from nst_batch import checkpoint
+        from nst_batch.layout import checkpoint_path
+        from nst_batch.stylize import Losses
+
+        first, second = _planned(_case(SEQUENCE), layout)
+        paths = [checkpoint_path(t.folder, t.relative_output, t.key) for t in (first, second)]
+        paths[0].parent.mkdir(parents=True)
+        genuine = checkpoint.Checkpoint(
+            first.key,
+            torch.rand(1, 3, 36, 48),
+            0,
+            1,
+            1,
+            [5.0],
+            Losses(2, 3, 0, 5),
+            Losses(1, 2, 0, 3),
+            1.0,
+        )
+        checkpoint.save(genuine, paths[0], first.folder)
+        whole = paths[0].read_bytes()
+        payload = torch.load(paths[0], weights_only=True)
+        one_each: tuple[bytes, bytes]
+        if damage == "torn":
+            one_each = whole[: len(whole) // 2], whole[:100]
+        elif damage == "foreign":  # tensors no run saves: sparse, and on `meta` (no data)
+            one_each = (
+                _torch_file(payload | {"image": payload["image"].to_sparse()}),
+                _torch_file(
+                    payload | {"key": second.key, "history": torch.empty(1, device="meta").double()}
+                ),
+            )
+        elif damage == "nested":
+            one_each = _torch_file(payload, "format"), _torch_file(payload, "key")
+        else:  # strides of 0: 30 billion pixels, a billion steps, claimed by a few bytes
+            one_each = (
+                _torch_file(
+                    payload | {"image": torch.zeros(1, 1, 1, 1).expand(1, 3, 10**5, 10**5)}
+                ),
+                _torch_file(
+                    payload
+                    | {"key": second.key, "done": 10**9, "stage_steps": 10**9}
+                    | {"history": torch.zeros(1, dtype=torch.float64).expand(10**9)}
+                ),
+            )
+        for path, data in zip(paths, one_each, strict=True):
+            path.write_bytes(data)
+
+    return plant
+
+
+def _flow_caches(damage: str) -> Callable[[Layout], None]:
+    """A damaged flow cache for the pan's one pair of frames, at the name the run reads."""
+
+    def plant(layout: Layout) -> None:
+        import zipfile
+
+        import numpy as np
+
+        from nst_batch import flow
+        from nst_batch.weights import file_sha256
+
+        digests = [file_sha256(layout.proj / "frames" / name) for name in FRAMES]
+        path = _state(layout) / "flow" / flow.cache_name(*digests, (48, 36))
+        path.parent.mkdir(parents=True)
+        valid = io.BytesIO()
+        np.save(valid, np.ones((36, 48), dtype=bool))
+        if damage == "torn":
+            motion = flow.Motion(np.zeros((36, 48, 2), np.float32), np.ones((36, 48), bool))
+            whole = flow.to_bytes(motion)
+            path.write_bytes(whole[: len(whole) // 2])
+            return
+        if damage == "foreign":  # a plain .npy under the cache's name
+            np.save(path.open("wb"), np.zeros((36, 48, 2), dtype=np.float16))
+            return
+        if damage == "nested":  # a header nested deeper than Python's parser goes
+            header = "{'descr': " + "[" * 3000 + "]" * 3000 + ", 'fortran_order': False}"
+        else:  # 149 GiB claimed by a few bytes
+            header = "{'descr': '<f2', 'fortran_order': False, 'shape': (200000, 200000, 2)}"
+        head = b"\x93NUMPY\x01\x00" + len(header).to_bytes(2, "little") + header.encode()
+        with zipfile.ZipFile(path, "w") as archive:
+            archive.writestr("flow.npy", head + bytes(64))
+            archive.writestr("valid.npy", valid.getvalue())
+
+    return plant
+
+
+def _state_case(states: tuple[str, ...], damage: str, verb: str = "") -> Case:
+    """The two-frame pan with each of `states` damaged by `damage`, run by `verb`."""
+    planters = {
+        "files.json": lambda: _json_state("files.json", damage),
+        "gallery.json": lambda: _json_state("gallery.json", damage),
+        "checkpoint": lambda: _checkpoints(damage),
+        "flow": lambda: _flow_caches(damage),
+    }
+    planted = [planters[state]() for state in states]
+
+    def plant(layout: Layout) -> None:
+        _pan(layout)
+        for each in planted:
+            each(layout)
+
+    return replace(_case(SEQUENCE), verb=verb, state=plant)
+
+
+@pytest.mark.parametrize("state", ["files.json", "gallery.json"])
+@pytest.mark.parametrize("damage", DAMAGES)
+def test_dry_run_and_report_state_hazard(state: str, damage: str) -> None:
+    """A damaged file cache or gallery record: --dry-run reads it and changes nothing,
+    report rebuilds the gallery; both succeed."""
+    outcome = _run_case(_state_case((state,), damage), dry_run=True, run=_invoke)
+    assert outcome.code == 0, outcome.text
+    assert "2 to run, 0 up to date, 2 in all" in outcome.text
+    outcome = _run_case(_state_case((state,), damage, "report"), dry_run=False, run=_invoke)
+    assert outcome.code == 0, outcome.text
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("damage", DAMAGES)
+def test_real_run_state_hazard(damage: str) -> None:
+    """Every state file damaged the same way (the two frames' checkpoints each their own
+    way) under a real run of a two-frame sequence, 48 px and 2 steps: each is ignored,
+    rebuilt or computed anew, so the run succeeds, writing only its output folder."""
+    outcome = _run_case(_state_case(STATE_FILES, damage), dry_run=False, run=_invoke)
+    assert outcome.code == 0, outcome.text
+    assert "internal error" not in outcome.text
+    for frame in ("f1", "f2"):  # each checkpoint was read, and refused
+        assert f"frames/{frame} x starry_night: ignoring its checkpoint" in outcome.text

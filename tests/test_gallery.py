@@ -32,7 +32,7 @@ from nst_batch.gallery.page import curve_points
 from nst_batch.gallery.paging import Block
 from nst_batch.gallery.sheet import MAX_SHEET_PIXELS, MAX_SHEET_SIDE, SheetLayout, sheet_blocks
 from nst_batch.images import save_image
-from nst_batch.layout import PAGE, SHEET, curve_path
+from nst_batch.layout import PAGE, SHEET, curve_path, gallery_record
 from nst_batch.manifest import Manifest, load_manifest
 from nst_batch.metadata import KEY_METADATA
 from nst_batch.plan import Task, plan
@@ -460,6 +460,42 @@ def test_report_writes_the_gallery(made: Made) -> None:
     assert result.stdout.splitlines()[-1] == f"gallery: {made.files.page}"
     assert _read(made.out).states() == ["done", "done", "failed", "pending"]
     assert made.files.sheets[0].is_file()
+
+
+NESTED = "[" * 100_000 + "]" * 100_000  # deeper than json can parse: a RecursionError
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        NESTED,
+        '{"version": 1, "files": {"index.html": {"fingerprint": ' + NESTED + "}}}",
+        '{"version": 1, "files": {"index.html": {"fingerprint": "x", "stamp": [1, 2',
+        '{"version": 1, "files": [1, 2]}',
+        '{"version": ' + "9" * 100_000 + "}",  # more digits than int() takes
+    ],
+    ids=["nested", "nested_inside", "torn", "foreign", "huge_number"],
+)
+def test_report_rebuilds_a_gallery_record_it_cannot_use(made: Made, text: str) -> None:
+    record = gallery_record(made.out)
+    record.write_text(text)
+    made.files.page.unlink()
+    result = _invoke("report", made.manifest.path)
+    assert result.exit_code == 1, result.output  # the gallery holds a failed task, as before
+    assert "Traceback" not in result.output
+    assert result.stdout.splitlines()[-1] == f"gallery: {made.files.page}"
+    assert _read(made.out).states() == ["done", "done", "failed", "pending"]
+    assert json.loads(record.read_text())["version"] == 1  # rebuilt
+
+
+def test_report_shows_no_curve_for_a_deeply_nested_curve_file(made: Made) -> None:
+    task = _task(made.tasks, "chelsea", "starry_night")
+    curve_path(task.output).write_text(NESTED)
+    result = _invoke("report", made.manifest.path)
+    assert result.exit_code == 1, result.output
+    assert "Traceback" not in result.output
+    curves = [len(_points(c.polylines[0])) for c in _read(made.out).cells if c.polylines]
+    assert curves == [5]  # only odd's curve is left
 
 
 def test_a_shard_run_writes_the_whole_gallery(made: Made) -> None:

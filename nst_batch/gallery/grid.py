@@ -283,7 +283,7 @@ def read_curve(task: Task) -> tuple[float, ...]:
     """The task's total loss per step, if its curve file was written for this very key."""
     try:
         data = json.loads(curve_path(task.output).read_text(encoding="utf-8"))
-    except (OSError, ValueError):
+    except (OSError, ValueError, RecursionError):  # RecursionError: arrays nested deep
         return ()
     if not isinstance(data, dict) or data.get("key") != task.key:
         return ()  # another version's curve, left by an older run of this output

@@ -8,7 +8,8 @@ and is not written again, so an up-to-date rerun only reads, and a changed task 
 only the page and sheet that show it. Fingerprints come from stat calls and the results
 alone: making them decodes no image and reads no curve.
 
-A record that is missing, unreadable or of another version is empty: everything is rebuilt.
+A record that is missing, unreadable, torn, not ours or of another version is empty:
+everything is rebuilt.
 """
 
 from __future__ import annotations
@@ -45,10 +46,11 @@ class Record:
             if not isinstance(data, dict) or data.get("version") != VERSION:
                 raise ValueError("another version")
             files = {
-                str(name): (str(entry["fingerprint"]), _stamp(entry["stamp"]))
+                name: (_fingerprint(entry["fingerprint"]), _stamp(entry["stamp"]))
                 for name, entry in data["files"].items()
             }
-        except (OSError, ValueError, KeyError, TypeError, AttributeError):
+        # RecursionError: arrays nested thousands deep, which json cannot parse
+        except (OSError, ValueError, KeyError, TypeError, AttributeError, RecursionError):
             return cls(root)
         return cls(root, files)
 
@@ -96,9 +98,16 @@ class Record:
         return name
 
 
+def _fingerprint(value: object) -> str:
+    # Taken as it is, never through str(): a nested list's str() recurses as deep as it goes.
+    if type(value) is not str:
+        raise ValueError(f"not a fingerprint: a {type(value).__name__}")
+    return value
+
+
 def _stamp(value: object) -> Stamp:
     if not (isinstance(value, list) and len(value) == 3 and all(type(v) is int for v in value)):
-        raise ValueError(f"not a stamp: {value!r}")
+        raise ValueError(f"not a stamp: a {type(value).__name__}")
     return value[0], value[1], value[2]
 
 
