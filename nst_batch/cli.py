@@ -190,6 +190,14 @@ def run_command(
         raise _fail(str(exc)) from None
     if (as_json or exit_code) and not dry_run:
         raise _fail("--json and --exit-code go with --dry-run (-n)")
+    if prepared.along and not as_json and verbose - quiet >= 0:
+        count = len(prepared.along)
+        frames = "frame" if count == 1 else "frames"
+        click.echo(
+            f"note: --only takes {count} earlier {frames} along: a frame starts from the "
+            "one before it, made with the current settings",
+            err=True,
+        )
     if dry_run and as_json:
         click.echo(json.dumps(_plan_json(prepared), indent=2))
     elif dry_run:

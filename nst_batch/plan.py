@@ -643,8 +643,15 @@ def _names(task: Task, key: str) -> tuple[str, ...]:
 
 
 def select(tasks: Sequence[Task], only: Mapping[str, Sequence[str]]) -> list[Task]:
-    """The tasks whose names match `only`: any glob of a key (OR), every key given (AND),
-    and the frames before each selected frame of a sequence (`frames_before`).
+    """The tasks whose names match `only` (`matching`) and the frames before each matched
+    frame of a sequence (`frames_before`), in plan order."""
+    chosen = matching(tasks, only)
+    taken = {id(task) for task in (*chosen, *frames_before(tasks, chosen))}
+    return [task for task in tasks if id(task) in taken]
+
+
+def matching(tasks: Sequence[Task], only: Mapping[str, Sequence[str]]) -> list[Task]:
+    """The tasks whose names match `only`: any glob of a key (OR), every key given (AND).
 
     Globs are fnmatch patterns, case-sensitive, on the names the plan shows (content and
     style names, a sequence's name, the sweep variant's name). ValueError, naming the names
@@ -660,7 +667,7 @@ def select(tasks: Sequence[Task], only: Mapping[str, Sequence[str]]) -> list[Tas
                 shown = ", ".join(names[:8]) + (", ..." if len(names) > 8 else "")
                 there = f"there are: {shown}" if any(names) else "the manifest has no sweep"
                 raise ValueError(f"--only {key}={glob}: matches no {key} of the plan ({there})")
-    chosen = [
+    return [
         task
         for task in tasks
         if all(
@@ -668,8 +675,6 @@ def select(tasks: Sequence[Task], only: Mapping[str, Sequence[str]]) -> list[Tas
             for key, globs in only.items()
         )
     ]
-    taken = {id(task) for task in (*chosen, *frames_before(tasks, chosen))}
-    return [task for task in tasks if id(task) in taken]
 
 
 def frames_before(tasks: Sequence[Task], chosen: Sequence[Task]) -> list[Task]:

@@ -139,6 +139,9 @@ class Recipe:
             )
         if not 1 <= stage_steps <= steps:
             raise ValueError(f"it has {stage_steps} steps done of that scale's {steps}")
+        before = sum(budget for _, budget in self.stages[:stage])
+        if done - stage_steps > before:
+            raise ValueError(f"it has {done - stage_steps} steps done before a scale of {before}")
         self.resumed = (stage, stage_steps, image)
         self.done, self.history, self.seconds = done, list(history), seconds
         self.initial, self.resumed_from = initial, done

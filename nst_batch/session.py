@@ -29,10 +29,11 @@ from nst_batch.layout import Share, UnsafeWrite
 from nst_batch.manifest import Manifest, ManifestError, load_manifest, parse_devices
 from nst_batch.plan import (
     Task,
+    frames_before,
+    matching,
     parse_only,
     parse_shard,
     plan,
-    select,
     slurm_shard,
     split,
     up_to_date,
@@ -94,6 +95,8 @@ class Prepared:
     fresh: list[Task]  # of `tasks`, those up to date
     force: bool = False
     run: str = field(default_factory=new_run_id)  # this run's id in its results rows
+    # Of `todo`, the earlier frames that --only took along for a later frame it matched.
+    along: list[Task] = field(default_factory=list)
 
     @property
     def output(self) -> Path:
@@ -226,15 +229,18 @@ def prepare(
         # Shard the whole plan, then take the subset: a task's shard never depends on --only,
         # so each shard's lock and temporaries stay its own (see docs/clusters.md).
         tasks = plan_ if share is None else shard_tasks(plan_, *share)
+        along: list[Task] = []
         if only:
-            tasks = _only(plan_, tasks, only)
+            tasks, along = _only(plan_, tasks, only)
         if whole:
             return Prepared(loaded, None, files, plan_, tasks, [], [], force)
         check: Callable[[Task], bool] = (
             (lambda task: False) if force else (lambda task: up_to_date(task, files))
         )
         todo, fresh = split(tasks, check)
-    return Prepared(loaded, share, files, plan_, tasks, todo, fresh, force)
+        taken = {id(task) for task in along}
+        along = [task for task in todo if id(task) in taken]
+    return Prepared(loaded, share, files, plan_, tasks, todo, fresh, force, along=along)
 
 
 def why(prepared: Prepared) -> dict[int, list[str]]:
@@ -271,13 +277,19 @@ def _share(option: str | None, environ: Mapping[str, str]) -> Share:
         raise SessionError(str(exc)) from None
 
 
-def _only(whole: list[Task], tasks: list[Task], values: Sequence[str]) -> list[Task]:
-    """The tasks of `tasks` that --only selects; its globs are checked against the whole plan."""
+def _only(
+    whole: list[Task], tasks: list[Task], values: Sequence[str]
+) -> tuple[list[Task], list[Task]]:
+    """The tasks of `tasks` that --only selects (its globs checked against the whole plan),
+    and of those the earlier frames a selected frame took along."""
     try:
-        chosen = {id(task) for task in select(whole, parse_only(tuple(values)))}
+        matched = matching(whole, parse_only(tuple(values)))
     except ValueError as exc:
         raise SessionError(str(exc)) from None
-    return [task for task in tasks if id(task) in chosen]
+    before = {id(task) for task in frames_before(whole, matched)}
+    chosen = before | {id(task) for task in matched}
+    selected = [task for task in tasks if id(task) in chosen]
+    return selected, [task for task in selected if id(task) in before]
 
 
 @contextlib.contextmanager

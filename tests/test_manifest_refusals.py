@@ -447,9 +447,16 @@ def test_only_a_later_frame_takes_the_frames_before_it_along(root: Path) -> None
     outcome = _invoke(manifest, "--dry-run", "--only", "content=shots/f2")
     _check(outcome, 0, "0 to run, 2 up to date, 2 in all matching --only (of 4 planned)")
     changed = ("--set", "params.steps=3", "--only", "content=shots/f3")
+    assert "note: --only" not in outcome.output  # f1 up to date: nothing taken along to run
     outcome = _invoke(manifest, "--dry-run", *changed)
     _check(outcome, 0, "3 to run, 0 up to date, 3 in all matching --only (of 4 planned)")
     assert _would_run(outcome) == [f"shots__shipwreck/f{i}.jpg" for i in (1, 2, 3)]
+    note = (
+        "note: --only takes 2 earlier frames along: a frame starts from the one before it, "
+        "made with the current settings"
+    )
+    assert note in outcome.output.splitlines()
+    assert note not in _invoke(manifest, "--dry-run", "--set", "params.steps=3").output
     _check(_invoke(manifest, *changed), 0, "3 tasks: 3 done, 0 skipped, 0 failed")
     rows = read_rows(root / "out" / "results.csv")
     latest = {row.content: row.status for row in rows}  # the last row of each wins

@@ -176,3 +176,34 @@ def test_transfer_refuses_bad_settings_and_images(tmp_path: Path) -> None:
         transfer(CONTENT / "chelsea.png", STYLE / "starry_night.jpg", stlye_weight=3)
     with pytest.raises(ImageError, match=r"missing\.png"):
         transfer(tmp_path / "missing.png", STYLE / "starry_night.jpg", size=64, steps=2)
+
+
+def test_resume_refuses_a_checkpoint_that_does_not_fit_the_recipe() -> None:
+    """Recipe.resume takes only what this recipe could have saved: its scale count, the
+    scale's image size, and no more steps than the scales before it and its own budget."""
+    from nst_batch import images
+    from nst_batch.params import Params
+    from nst_batch.recipe import Recipe
+    from nst_batch.stylize import Losses
+
+    with Image.open(CONTENT / "chelsea.png") as opened:
+        content = opened.convert("RGB")
+    recipe = Recipe.start(content, Params(size=128, steps=10, scales=2, scale_steps=4), None, "c")
+    assert recipe.stages == [(64, 4), (128, 10)]
+    w, h = images.target_size(*content.size, 128, False)
+    fine_image = torch.rand(1, 3, h, w)
+    losses = Losses(1.0, 2.0, 0.0, 3.0, 0.0)
+
+    def resume(stage: int, stage_steps: int, image: torch.Tensor, done: int) -> None:
+        recipe.resume(stage, stage_steps, image, done, [1.0] * done, 1.0, losses)
+
+    with pytest.raises(ValueError, match="it is at scale 3, this task has 2"):
+        resume(2, 1, fine_image, 5)
+    with pytest.raises(ValueError, match=f"its image is {w}x{h}, the task's is "):
+        resume(0, 1, fine_image, 1)
+    with pytest.raises(ValueError, match="it has 11 steps done of that scale's 10"):
+        resume(1, 11, fine_image, 15)
+    with pytest.raises(ValueError, match="it has 400 steps done before a scale of 4"):
+        resume(1, 3, fine_image, 403)
+    resume(1, 3, fine_image, 7)  # 4 at the coarse scale, 3 at the fine one
+    assert (recipe.done, recipe.resumed_from) == (7, 7)
