@@ -36,6 +36,11 @@ def stale_files(root: Path, tasks: Iterable[Task]) -> list[Stale]:
     tasks = list(tasks)
     planned = {task.output for task in tasks}
     chains = {layout.animation_path(root, task.chain) for task in tasks if task.chain}
+    chains |= {  # a sequence's other animation: `<chain>.webp` is no stale output
+        layout.animation_path(root, task.chain, task.content.sequence.animation)
+        for task in tasks
+        if task.chain and task.content.sequence and task.content.sequence.animation != "none"
+    }
     inputs = {task.content.path for task in tasks}
     inputs |= {path for task in tasks for path, _ in task.style.images}
     found = [*_outputs(root, planned, chains, inputs), *_thumbnails(root, tasks)]

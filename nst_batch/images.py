@@ -18,7 +18,7 @@ import warnings
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager, suppress
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, cast
+from typing import TYPE_CHECKING, Any, Literal, cast
 
 from PIL import Image, ImageFile, ImageOps, UnidentifiedImageError
 from PIL.PngImagePlugin import PngInfo
@@ -443,16 +443,19 @@ def save_animation(
     duration: int,
     metadata: Mapping[str, str],
     root: Path | None = None,
+    fmt: Literal["GIF", "WEBP"] = "GIF",
 ) -> None:
-    """Write the image files `frames`, in order, as one GIF at `path` that loops forever,
-    each frame shown `duration` ms; atomically and never through a link, as save_image writes.
+    """Write the image files `frames`, in order, as one GIF (or animated WebP) at `path`
+    that loops forever, each frame shown `duration` ms; atomically and never through a
+    link, as save_image writes.
 
-    Each frame gets its own palette of 256 colours (median cut, without dithering, whose
-    noise would shimmer from frame to frame); a frame of another size is scaled to the
-    first's. Frames are read one at a time and kept with one byte a pixel. Pillow shows two
+    In a GIF each frame gets its own palette of 256 colours (median cut, without dithering,
+    whose noise would shimmer from frame to frame); a WebP keeps full colour. A frame of
+    another size is scaled to the first's. Frames are read one at a time. Pillow shows two
     identical frames in a row as one of twice the duration. ``metadata`` goes into the GIF's
-    comment as JSON, which ``read_metadata`` reads back. Raises ImageError naming the frame
-    that cannot be read, or the path and the reason when the file cannot be written.
+    comment (the WebP's EXIF) as JSON, which ``read_metadata`` reads back. Raises ImageError
+    naming the frame that cannot be read, or the path and the reason when the file cannot
+    be written.
     """
     target = Path(path)
     if not frames:
@@ -462,26 +465,34 @@ def save_animation(
     for key, value in metadata.items():
         if not (isinstance(key, str) and isinstance(value, str)):
             raise TypeError(f"metadata must map str to str, got {key!r}: {value!r}")
-    first = _gif_frame(frames[0], None)
-    if max(first.size) > MAX_SAVE_SIDE["GIF"]:
+    palette = fmt == "GIF"
+    first = _gif_frame(frames[0], None, palette)
+    if max(first.size) > MAX_SAVE_SIDE[fmt]:
         raise ImageError(
-            f"Cannot save '{target}': its frames are {first.width}x{first.height} px and GIF "
-            f"holds at most {MAX_SAVE_SIDE['GIF']:,} px a side."
+            f"Cannot save '{target}': its frames are {first.width}x{first.height} px and {fmt} "
+            f"holds at most {MAX_SAVE_SIDE[fmt]:,} px a side."
         )
-    rest = (_gif_frame(frame, first.size) for frame in frames[1:])  # read as Pillow writes
+    # Read as Pillow writes them.
+    rest = (_gif_frame(frame, first.size, palette) for frame in frames[1:])
     comment = json.dumps(dict(metadata), ensure_ascii=True)
-    shown = max(duration, 10 * MIN_FRAME_HUNDREDTHS)
+    if fmt == "WEBP":
+        exif = Image.Exif()
+        exif[_IMAGE_DESCRIPTION] = comment
+        options: dict[str, Any] = {"quality": 90, "exif": exif.tobytes(), "duration": duration}
+    else:
+        options = {"comment": comment, "duration": max(duration, 10 * MIN_FRAME_HUNDREDTHS)}
     _save(
         target,
-        lambda file: first.save(
-            file, "GIF", save_all=True, append_images=rest, duration=shown, loop=0, comment=comment
-        ),
+        lambda file: first.save(file, fmt, save_all=True, append_images=rest, loop=0, **options),
         root,
     )
 
 
-def _gif_frame(path: str | os.PathLike[str], size: tuple[int, int] | None) -> Image.Image:
-    """An output as a GIF frame: `size` (w, h) if given, a palette of its own colours."""
+def _gif_frame(
+    path: str | os.PathLike[str], size: tuple[int, int] | None, palette: bool = True
+) -> Image.Image:
+    """An output as an animation's frame: `size` (w, h) if given, and for a GIF
+    (`palette`) a palette of its own colours."""
     try:
         image = open_output(path)
     except IMAGE_ERRORS as exc:
@@ -490,6 +501,8 @@ def _gif_frame(path: str | os.PathLike[str], size: tuple[int, int] | None) -> Im
         ) from exc
     if size is not None and image.size != size:
         image = resize(image, size)
+    if not palette:
+        return image
     return image.quantize(256, Image.Quantize.MEDIANCUT, dither=Image.Dither.NONE)
 
 

@@ -35,6 +35,9 @@ CHECKPOINTS = "checkpoints"  # under STATE
 FLOW = "flow"  # under STATE: optical flow between a sequence's frames, reused by reruns
 GALLERY_RECORD = "gallery.json"  # under STATE: what each page and sheet was built from
 ANIMATION_SUFFIX = ".gif"  # a sequence's animation: `<chain>.gif` beside its frames' folder
+AnimationKind = Literal["gif", "webp", "mp4", "webm"]  # ... or `<chain>.webp`, `.mp4`, `.webm`
+FRAMES = "frames"  # under STATE: each video clip decoded into frames, a folder per clip
+FRAMES_RECORD = "clip.json"  # in a clip's folder: its frame count, size, rate and sound
 RESERVED_NAMES = frozenset({PAGE, COMPARE, SHEET, THUMBS, STATE, PAGES})
 PageKind = Literal["page", "compare"]  # a page of the grids, or of the comparison
 
@@ -135,10 +138,30 @@ def _output_id(relative_output: str) -> str:
     return hashlib.sha256(relative_output.encode("utf-8", "surrogateescape")).hexdigest()[:12]
 
 
-def animation_path(root: Path, chain: str) -> Path:
-    """A sequence's animation in one style and variant: `<chain>.gif` beside the folder of
-    its frames' outputs (`coffee__starry_night.gif` beside `coffee__starry_night/`)."""
-    return root / f"{chain}{ANIMATION_SUFFIX}"
+def animation_path(root: Path, chain: str, kind: AnimationKind = "gif") -> Path:
+    """A sequence's animation in one style and variant: `<chain>.gif` (or `.webp`, `.mp4`,
+    `.webm`) beside the folder of its frames' outputs (`coffee__starry_night.gif` beside
+    `coffee__starry_night/`)."""
+    return root / f"{chain}.{kind}"
+
+
+def frames_folder(root: Path, digest: str) -> Path:
+    """Where a video clip's frames are decoded: `.nst-batch/frames/<digest>/`, named by the
+    video's bytes and the part taken of it (video.py), so that a rerun finds them."""
+    return root / STATE / FRAMES / digest
+
+
+def decoded_frame(folder: Path, number: int) -> Path:
+    """A clip's frame `number` (from 1) in its folder: `frame_000001.png`. Its stem names
+    the frame's outputs: `walk__starry_night/frame_000001.jpg`."""
+    return folder / f"frame_{number:06d}.png"
+
+
+def is_decoded_frame(relative: str) -> bool:
+    """Whether a path relative to the output folder is in the decoded frames' cache: our
+    own, yet read by a run as its inputs."""
+    parts = PurePosixPath(relative).parts
+    return len(parts) == 4 and parts[:2] == (STATE, FRAMES)
 
 
 def checkpoints_folder(root: Path) -> Path:

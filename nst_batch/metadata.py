@@ -105,11 +105,17 @@ def snapshot_metadata(key: str, step: int, steps: int, total_loss: float) -> dic
 
 
 def animation_metadata(
-    key: str, frames: int, duration: int, content: str, style: str
+    key: str,
+    frames: int,
+    duration: int,
+    content: str,
+    style: str,
+    playback: Mapping[str, str | None] | None = None,
 ) -> dict[str, str]:
     """What a sequence's animation records: the `key` of its chain's last frame, its number of
-    `frames` and each one's `duration` (ms), and its sequence (`content`) and `style` names."""
-    shape = {"frames": frames, "duration": duration}
+    `frames` and each one's `duration` (ms), and its sequence (`content`) and `style` names;
+    a video also its `playback`: its exact frame rate and the clip its sound comes from."""
+    shape = {"frames": frames, "duration": duration, **(playback or {})}
     return {
         KEY_METADATA: key,
         ANIMATION_METADATA: json.dumps(shape, sort_keys=True),

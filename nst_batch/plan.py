@@ -235,9 +235,10 @@ def outline(manifest: Manifest) -> tuple[Outline, ...]:
             )
         written[fold(name)] = task
         written[fold(name + layout.CURVE_SUFFIX)] = task
-        if content.sequence is not None and content.sequence.animation == "gif":
+        if content.sequence is not None and content.sequence.animation != "none":
             chain = name.rpartition("/")[0]  # the gallery writes its frames as one animation
-            written[fold(chain + layout.ANIMATION_SUFFIX)] = task
+            animation = layout.animation_path(Path(), chain, content.sequence.animation)
+            written[fold(animation.as_posix())] = task
         if templated and params.init_image is not None:
             own_inits.append((_own_init_image(manifest, task), "init_image"))
         outlines.append(task)
@@ -270,7 +271,7 @@ def file_system_limits(folder: Path) -> tuple[int, int]:
 def _length_check(manifest: Manifest) -> Callable[[Outline], None]:
     """A check that every file a task writes fits the file system: its output, the curve
     beside it (`<name>.json`), its snapshots with save_every (`<stem>.step0100.<format>`),
-    its sequence's animation (`<chain>.gif`) and its thumbnails, each name with its
+    its sequence's animation (`<chain>.gif`, ...) and its thumbnails, each name with its
     temporary's 24 bytes, and each path, within the limits of `file_system_limits`.
     ManifestError naming the task and the limit: else the task would fail after its
     optimization, or its output be written but its curve not."""
@@ -321,8 +322,9 @@ def _length_check(manifest: Manifest) -> Callable[[Outline], None]:
             snapshot = layout.snapshot_path(Path(file), task.params.total_steps).name
             check_file(task, "its snapshots, such as", snapshot, _size(snapshot))
         sequence = task.content.sequence
-        if sequence is not None and sequence.animation == "gif":
-            animation = folder.rpartition("/")[2] + layout.ANIMATION_SUFFIX
+        if sequence is not None and sequence.animation != "none":
+            chain = folder.rpartition("/")[2]
+            animation = layout.animation_path(Path(), chain, sequence.animation).name
             check_file(task, "its sequence's animation", animation, _size(animation))
         longest = root_size + 1 + _size(name) + thumb_extra
         if longest >= path_max:  # PATH_MAX counts the terminating NUL
@@ -454,7 +456,7 @@ def _check_inputs(
                 f"task {written[fold(relative)].names}, which writes {relative} in the output "
                 "folder; choose another 'output' or 'name'"
             )
-        if layout.is_reserved(relative):
+        if layout.is_reserved(relative) and not layout.is_decoded_frame(relative):
             raise ManifestError(
                 f"{manifest.path}: {what} {layout.display(file)} is where nst-batch keeps its own "
                 f"files in the output folder ({relative}); move it, or choose another 'output'"

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import cache
 from importlib import resources
 from pathlib import Path
@@ -45,6 +45,7 @@ class _Picture:
     width: int
     height: int
     alt: str
+    video: str | None = None  # a video to play in its place, `src` its poster
 
 
 @dataclass(frozen=True)
@@ -223,12 +224,20 @@ def cell_view(
     why; links start with `prefix`. Reads the thumbnail's header and the curve file.
 
     A sequence's done cell shows its animation (the first frame's thumbnail while there is
-    none) linking to it (or to the first frame), and its last frame's curve and losses."""
+    none; a video plays, muted, with that thumbnail as its poster) linking to it (or to the
+    first frame), and its last frame's curve and losses."""
     steps = [] if cell.frames else _snapshots(root, cell, snapshots or {}, prefix)
     shown = cell.animation or cell.thumb
+    playing = cell.animation is not None and cell.animation.path.suffix in (".mp4", ".webm")
+    if playing:
+        shown = cell.thumb  # the first frame: the video's size, and its poster
     picture = None
     if cell.state == "done" and cell.task is not None and shown is not None:
         picture = _picture(root, shown, _label(cell), prefix)
+    if picture is not None and playing:
+        assert cell.animation is not None
+        src = prefix + cell.animation.path.relative_to(root).as_posix()
+        picture = replace(picture, video=src)
     if picture is None:
         return {
             "state": cell.state,

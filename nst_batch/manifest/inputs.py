@@ -20,8 +20,16 @@ from pathlib import Path
 from typing import Any
 
 from nst_batch import layout
+from nst_batch.manifest.clips import clip_frames, is_clip_entry, refuse_clip_keys, refuse_video
 from nst_batch.manifest.errors import ManifestError
-from nst_batch.manifest.schema import FrameSequence, ImageSpec, Manifest, _Entry, _Pair
+from nst_batch.manifest.schema import (
+    DEFAULT_MAX_PIXELS,
+    FrameSequence,
+    ImageSpec,
+    Manifest,
+    _Entry,
+    _Pair,
+)
 from nst_batch.metadata import KEY_METADATA
 from nst_batch.weights import NAMED_SOURCES
 
@@ -96,6 +104,11 @@ def _pair_image(
 ) -> ImageSpec:
     """A pair's content or style: one image file (or, for a style, a blend)."""
     item = given if isinstance(given, _Entry) else _Entry(path=given)
+    use = "a style: a style is one picture; save a frame of it as an image and give that"
+    if kind == "content":
+        use = "a pair's content: list videos under content: (with style:)"
+    refuse_video(f"{path}: {where}", item, use)
+    refuse_clip_keys(f"{path}: {where}", item)
     if item.sequence:
         raise ManifestError(
             f"{path}: {where}: a pair takes one image, not a sequence; list sequences under "
@@ -120,19 +133,33 @@ def _pair_image(
 
 
 def expand(
-    path: Path, root: Path, kind: str, entries: Iterable[str | _Entry], output: Path
+    path: Path,
+    root: Path,
+    kind: str,
+    entries: Iterable[str | _Entry],
+    output: Path,
+    max_pixels: int = DEFAULT_MAX_PIXELS,
 ) -> tuple[ImageSpec, ...]:
     """The images of `entries`. One image listed twice (a file and its folder, say) is one
     spec: a single-file entry wins over a folder or pattern, whatever the order; two that
-    disagree and are both single files (or both not) are refused, naming both."""
+    disagree and are both single files (or both not) are refused, naming both. A video's
+    frames are decoded into the output folder's cache (clips.py), each frame over
+    `max_pixels` refused."""
     specs: list[tuple[ImageSpec, bool, str, int]] = []  # (spec, single file, where, entry)
     frames: list[tuple[int, ImageSpec]] = []  # (entry, frame): each a task, never merged
     for i, entry in enumerate(entries):
         item = entry if isinstance(entry, _Entry) else _Entry(path=entry)
         if item.name is not None:
             _check_image_name(f"{path}: {kind}[{i}].name", item.name)
-        if item.sequence or "animation" in item.model_fields_set or "fps" in item.model_fields_set:
-            frames += [(i, frame) for frame in _sequence(path, root, kind, i, item, output)]
+        if kind == "style":
+            use = "a style: a style is one picture; save a frame of it as an image and give that"
+            refuse_video(f"{path}: {kind}[{i}]", item, use)
+        if not is_clip_entry(item):
+            refuse_clip_keys(f"{path}: {kind}[{i}] '{item.path}'", item)
+        sequence_keys = {"animation", "fps"} & item.model_fields_set
+        if item.sequence or sequence_keys or is_clip_entry(item):
+            sequence = _sequence(path, root, kind, i, item, output, max_pixels)
+            frames += [(i, frame) for frame in sequence]
             continue
         if isinstance(item.path, list) or item.weights is not None:
             blend = _blend(path, root, kind, f"{kind}[{i}]", item)
@@ -201,17 +228,23 @@ def natural_key(name: str) -> tuple[tuple[int, int | str], ...]:
 
 
 def _sequence(
-    path: Path, root: Path, kind: str, i: int, item: _Entry, output: Path
+    path: Path, root: Path, kind: str, i: int, item: _Entry, output: Path, max_pixels: int
 ) -> list[ImageSpec]:
-    """The frames of a `sequence: true` entry, in natural order of their file names."""
+    """The frames of a `sequence: true` entry, in natural order of their file names, or of
+    a video file, in decoding order."""
     where = f"{path}: {kind}[{i}]"
     if kind != "content":
         raise ManifestError(f"{where}: only content entries can be sequences (sequence: true)")
-    if not item.sequence:
+    if not item.sequence and not is_clip_entry(item):
         raise ManifestError(f"{where}: 'animation' and 'fps' need 'sequence: true'")
     if isinstance(item.path, list) or item.weights is not None:
         raise ManifestError(f"{where}: a sequence is one folder or pattern of frames, not a blend")
     files, single = _match(root, item.path, f"{where} '{item.path}'", output)
+    if is_clip_entry(item):
+        check_readable(files[0], where)
+        name = item.name or _entry_name(path, kind, files[0], None)
+        _check_image_name(f"{where}.name", name)
+        return clip_frames(f"{where} '{item.path}'", files[0], name, item, output, max_pixels)
     if single:
         raise ManifestError(
             f"{where} '{item.path}': a sequence is a folder (or pattern) of frames, not one file"

@@ -281,8 +281,8 @@ def _resolve(path: Path, doc: _Document) -> Manifest:
         _check_plan_size(path, 0, 0, doc.sweep, doc.max_tasks, pairs=len(listed))
     else:
         assert doc.content is not None and doc.style is not None  # _missing_images
-        contents = expand(path, root, "content", doc.content, output)
-        styles = expand(path, root, "style", doc.style, output)
+        contents = expand(path, root, "content", doc.content, output, doc.max_pixels)
+        styles = expand(path, root, "style", doc.style, output, doc.max_pixels)
         _check_plan_size(path, len(contents), len(styles), doc.sweep, doc.max_tasks)
     for kind, specs in (("content", contents), ("style", styles)):
         for spec in (spec for spec in specs if spec.overrides):

@@ -18,6 +18,7 @@ from nst_batch.params import Params, StrictInt
 
 if TYPE_CHECKING:
     from nst_batch.plan import Outline
+    from nst_batch.video import Decoded
 
 FORMATS = ("jpg", "png", "webp")
 DEFAULT_TEMPLATE = "{content}__{style}"
@@ -31,6 +32,11 @@ MAX_BATCH_SIZE = 256
 # A GIF holds each frame's delay in hundredths of a second, in 16 bits: 1/100 s to 655.35 s.
 MIN_FPS = 100 / 65_535
 MAX_FPS = 100.0
+# A sequence's frames as one file beside their folder: a GIF (256 colours a frame), an
+# animated WebP (full colour), or a video that browsers play (H.264 MP4, VP9 WebM).
+Animation = Literal["none", "gif", "webp", "mp4", "webm"]
+Seconds = Annotated[float, Strict(), Field(ge=0, allow_inf_nan=False)]
+MIN_VIDEO_SIDE = 32  # images.MIN_SIDE: the smallest image a task takes
 
 
 # -- the raw YAML schema ------------------------------------------------------------
@@ -43,10 +49,18 @@ class _Entry(BaseModel):
     weights: list[Annotated[float, Strict(), Field(gt=0, allow_inf_nan=False)]] | None = None
     name: str | None = None
     params: dict[str, Any] = Field(default_factory=dict)
-    # A folder (or pattern) of frames, stylized in order, each from the one before.
+    # A folder (or pattern) of frames, stylized in order, each from the one before; a
+    # video file is one without saying so.
     sequence: Annotated[bool, Strict()] = False
-    animation: Literal["none", "gif"] = "none"  # a sequence's frames as one animation
+    animation: Animation = "none"  # a sequence's frames as one animation
     fps: float = 12.0  # range and type checked by _frame_rate
+    # The part of a video taken: from `start` to `end` seconds, every n-th frame, at most
+    # `max_frames` of them, no side over `max_side` px (checked against its kind by inputs).
+    start: Seconds | None = None
+    end: Seconds | None = None
+    every: Annotated[StrictInt, Field(ge=1)] = 1
+    max_frames: Annotated[StrictInt, Field(ge=1)] | None = None
+    max_side: Annotated[StrictInt, Field(ge=MIN_VIDEO_SIDE)] | None = None
 
     @field_validator("fps", mode="before")
     @classmethod
@@ -131,14 +145,16 @@ class _Document(BaseModel):
 
 @dataclass(frozen=True)
 class FrameSequence:
-    """A content entry with `sequence: true`: its frames in natural order (f2 before f10),
-    each stylized from the one before warped along the optical flow; the outputs of a
-    sequence in a style go into one folder, `<template with content = name>/`."""
+    """A content entry with `sequence: true` (or a video file): its frames in natural order
+    (f2 before f10; a video's in decoding order), each stylized from the one before warped
+    along the optical flow; the outputs of a sequence in a style go into one folder,
+    `<template with content = name>/`."""
 
     name: str
     frames: int
-    animation: Literal["none", "gif"] = "none"
+    animation: Animation = "none"
     fps: float = 12.0
+    video: Decoded | None = None  # the video file its frames were decoded from, and how
 
 
 @dataclass(frozen=True)
