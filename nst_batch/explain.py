@@ -164,6 +164,7 @@ def task_json(task: Task, now: str, row: ResultRow | None) -> dict[str, object]:
         "status": row.status if row is not None else None,
         "losses": losses,
         "steps": row.steps if row is not None else None,
+        "stopped": row.stopped if row is not None else "",  # budget, tolerance, warm, converged
         "seconds": number(row.seconds) if row is not None else None,
         "error": row.error if row is not None else "",
         "key": task.key,

@@ -23,12 +23,15 @@ from pydantic import (
 
 GATYS_CONTENT_LAYERS = ("relu4_2",)
 CONVERGENCE_WINDOW = 30  # evaluations over which `tolerance` measures the loss's fall
-# tolerance: auto for a warm start (init: previous from an existing output). Measured at
-# 128 px after style_weight 10 -> 30 (scripts/bench_warm.py has the gallery version): warm
-# starts stopped this way took 0.27 of the cold runs' steps and ended within 1.5% of their
-# 300-step losses; cold runs keep their whole budget, since the same rule would cut them
-# short by up to 3% of their loss.
+# tolerance: auto stops a sequence's frame (started from the frame before) once its best
+# loss fell by less than WARM_TOLERANCE over CONVERGENCE_WINDOW evaluations; a cold start
+# keeps its whole budget, since the same rule would cut it short by up to 3% of its loss.
 WARM_TOLERANCE = 0.015
+# A warm start from the task's previous output (init: previous) runs WARM_SHARE of `steps`,
+# at least WARM_FLOOR evaluations: see nst_batch/stopping.py for why a share and not a
+# tolerance, and docs/performance.md for the grid (scripts/bench_warm.py) it was chosen on.
+WARM_SHARE = 0.3
+WARM_FLOOR = 20
 # temporal_weight's default, from scripts/bench_sequence.py (6 frames of the sample pan at
 # 96 px, 60 steps): warping error against independent frames 0.47x with the warm start
 # alone (0), 0.37x at 1e7, 0.20x at 1e8, 0.13x at 1e9; style loss 0.60x, 0.64x, 0.84x,
@@ -138,8 +141,9 @@ class Params(BaseModel):
     tolerance: Literal["auto"] | Annotated[NonNegativeFloat, Field(lt=1)] = Field(
         "auto",
         description=f"L-BFGS stops when its best loss fell by less than this fraction over "
-        f"the last {CONVERGENCE_WINDOW} evaluations; 0: every step; auto: {WARM_TOLERANCE} "
-        "for a warm start from a previous output, else 0",
+        f"the last {CONVERGENCE_WINDOW} evaluations; 0: every step; auto: a warm start from "
+        f"a previous output runs {WARM_SHARE:.0%} of steps, a sequence's frame stops at "
+        f"{WARM_TOLERANCE}, a cold start runs every step",
     )
     seed: StrictInt = Field(0, ge=0)
     pooling: Literal["max", "avg"] = "max"
@@ -194,12 +198,6 @@ class Params(BaseModel):
                 "init: image needs init_image (a path), and init_image needs init: image"
             )
         return self
-
-    def stop_tolerance(self, warm: bool) -> float:
-        """The tolerance in effect: `auto` resolved for a warm or a cold start."""
-        if self.tolerance == "auto":
-            return WARM_TOLERANCE if warm else 0.0
-        return self.tolerance
 
     @property
     def layer_weights(self) -> tuple[float, ...]:

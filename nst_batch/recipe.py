@@ -28,6 +28,7 @@ from pydantic_core import ErrorDetails
 
 from nst_batch import color, images
 from nst_batch.params import LAYER_NAMES, Params
+from nst_batch.stopping import Start, StopRule
 from nst_batch.stylize import (
     Job,
     Losses,
@@ -161,21 +162,22 @@ class Recipe:
         content = images.to_tensor(images.resize(self.content, shape)).to(device)
         self.content_tensor = content
         grams = targets(size, content)
-        # A warm start (from the task's previous output, or the frame before) stops once
-        # converged (tolerance).
-        warm = (p.init == "previous" and self.init is not None) or self.follows is not None
-        update: dict[str, object] = {
-            "size": size,
-            "steps": steps,
-            "tolerance": p.stop_tolerance(warm),
-        }
+        # A warm start (from the task's previous output, or the frame before) stops earlier
+        # than a cold one: see nst_batch/stopping.py.
+        begins: Start = "cold"
+        if self.follows is not None:
+            begins = "frame"
+        elif p.init == "previous" and self.init is not None:
+            begins = "previous"
+        rule = StopRule.of(p.model_copy(update={"steps": steps}), begins)
+        update: dict[str, object] = {"size": size, "steps": rule.steps, "tolerance": rule.tolerance}
         start = None
         resumed = self.resumed is not None and self.resumed[0] == stage
         self.stage_done = 0
         if self.resumed is not None and resumed:  # the rest of the scale, from its best image
             _, self.stage_done, image = self.resumed
             # At least one step: a scale whose budget was spent still yields its result.
-            update["steps"] = max(1, steps - self.stage_done)
+            update["steps"] = max(1, rule.steps - self.stage_done)
             start, update["init"] = image.to(device), "image"
         elif self.previous is not None:  # the coarser scale's result, upsampled by stylize
             start, update["init"] = self.previous, "image"
@@ -202,7 +204,8 @@ class Recipe:
                 on_progress(Progress(offset + progress.step, total, progress.losses))
 
         job_params = p.model_copy(update=update)
-        return Job(content, grams, job_params, start, callback, resumed, temporal)
+        stop = StopRule(job_params.steps, rule.tolerance, rule.warm)
+        return Job(content, grams, job_params, start, callback, resumed, temporal, stop)
 
     def carry(self, result: Result) -> None:
         """Take one scale's result as the next one's start."""

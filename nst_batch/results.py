@@ -41,6 +41,7 @@ class ResultRow:
     temporal_loss: float | None = None  # a sequence frame's hold on the frame before
     total_loss: float | None = None
     steps: int | None = None
+    stopped: str = ""  # why a done task stopped: budget, tolerance, warm or converged
     start: str = ""  # where a done task started: content, noise, style, image or previous
     resumed_from: int | None = None  # the step a task resumed from a checkpoint went on from
     seconds: float | None = None

@@ -130,6 +130,7 @@ def make_row(task: Task, outcome: TaskOutcome, device: str, worker: str, shard: 
         temporal_loss=None if losses is None or not task.after else losses.temporal,
         total_loss=None if losses is None else losses.total,
         steps=outcome.steps,
+        stopped=outcome.stopped,
         start=outcome.start,
         resumed_from=outcome.resumed_from,
         seconds=round(outcome.seconds, 3),

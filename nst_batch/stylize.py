@@ -6,6 +6,7 @@ Tensors in, tensors out: no files, no printing. Progress leaves through a callba
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import time
 from collections.abc import Callable, Sequence
@@ -23,7 +24,8 @@ from nst_batch.losses import (
     temporal_loss,
     total_variation_loss,
 )
-from nst_batch.params import CONVERGENCE_WINDOW, Params
+from nst_batch.params import Params
+from nst_batch.stopping import StopReason, StopRule
 from nst_batch.vgg import Precision, VGG19Features, precision_scope
 
 StyleTargets = dict[str, torch.Tensor]  # style layer -> Gram matrix (1, C, C)
@@ -68,6 +70,7 @@ class Result:
     steps: int  # loss evaluations done
     seconds: float  # optimization time (targets excluded)
     history: list[float] = field(default_factory=list)  # total loss per evaluation
+    stopped: StopReason | None = None  # why it stopped (see nst_batch/stopping.py)
 
 
 class StylizeError(Exception):
@@ -157,9 +160,16 @@ class _Tracker:
     """
 
     def __init__(
-        self, start: torch.Tensor, params: Params, callback: ProgressCallback | None, every: int
+        self,
+        start: torch.Tensor,
+        params: Params,
+        callback: ProgressCallback | None,
+        every: int,
+        stop: StopRule,
     ) -> None:
         self.params, self.callback, self.every = params, callback, every
+        self.stop = dataclasses.replace(stop, bests=[])  # its own: a job may run again
+        self.stopped: StopReason | None = None  # why it stopped, once it has
         device = start.device
         self.best = start.detach().clone()
         self.best_total = torch.full((), float("inf"), device=device)
@@ -167,7 +177,6 @@ class _Tracker:
         self.first_bad = torch.full((), -1, dtype=torch.long, device=device)
         self.history: list[torch.Tensor] = []
         self.initial: torch.Tensor | None = None
-        self.bests: list[float] = []  # the best total after each evaluation (L-BFGS only)
 
     def record(
         self, image: torch.Tensor, terms: torch.Tensor, host: Sequence[float] | None = None
@@ -193,24 +202,18 @@ class _Tracker:
             self.callback(
                 Progress(done, self.params.steps, _losses(terms if host is None else host))
             )
-        if done >= self.params.steps:
-            return True
-        if host is None:  # no host values: look at the device every 50 evaluations
+        if host is None:  # no host values (Adam): its budget, and the device every 50
+            if done >= self.params.steps:
+                self.stopped = self.stop.spent()
+                return True
             return done % 50 == 0 and int(self.first_bad) >= 0
         total = sum(host)
         if not math.isfinite(total):
-            return True
-        return self._converged(total)
-
-    def _converged(self, total: float) -> bool:
-        """The best loss fell by less than `tolerance` of itself over the last
-        CONVERGENCE_WINDOW evaluations (L-BFGS, which reads every loss anyway)."""
-        self.bests.append(min(total, self.bests[-1]) if self.bests else total)
-        tolerance, window = self.params.stop_tolerance(warm=False), CONVERGENCE_WINDOW
-        if tolerance <= 0 or len(self.bests) <= window:
-            return False
-        before, now = self.bests[-1 - window], self.bests[-1]
-        return math.isfinite(before) and before - now < tolerance * before
+            return True  # diverged: `result` says so
+        self.stopped = self.stop.evaluated(total)
+        if self.stopped is None and done >= self.params.steps:
+            self.stopped = self.stop.spent()
+        return self.stopped is not None
 
     def state(self, seconds: float) -> JobState | None:
         """The job so far (None before its first evaluation): for checkpoints and snapshots."""
@@ -241,6 +244,7 @@ class _Tracker:
             steps=len(self.history),
             seconds=seconds,
             history=torch.stack(self.history).tolist(),
+            stopped=self.stopped,
         )
         # A resumed job starts from its checkpoint's best image: holding it is no failure.
         if not resumed and not result.losses.total < result.initial_losses.total:
@@ -264,6 +268,7 @@ class Job:
     callback: ProgressCallback | None = None
     resumed: bool = False  # starts from a checkpoint's image: no failure for holding it
     temporal: Temporal | None = None  # a sequence frame's temporal loss target
+    stop: StopRule | None = None  # when it stops; None: StopRule.of(params, "cold")
 
 
 @dataclass(frozen=True)
@@ -315,7 +320,8 @@ class _Run:
     def __init__(self, vgg: VGG19Features, job: Job, report_every: int) -> None:
         self.objective = _Objective(vgg, job.content, job.targets, job.params, job.temporal)
         x = _initial_image(job.content, job.params, job.init_image)
-        self.tracker = _Tracker(x, job.params, job.callback, report_every)
+        stop = job.stop if job.stop is not None else StopRule.of(job.params, "cold")
+        self.tracker = _Tracker(x, job.params, job.callback, report_every, stop)
         self.search = _searcher(x, job.params)
         self.request = next(self.search)
         self.reads = job.params.optimizer == "lbfgs"  # Adam needs nothing on the host
@@ -588,8 +594,9 @@ def _send(run: _Run, answer: lbfgs.Answer) -> bool:
     """Give a run's search its answer and keep its next request; False once it converged."""
     try:
         run.request = run.search.send(answer)
-    except StopIteration:
+    except StopIteration:  # L-BFGS found no step that lowers the loss
         run.finished = True
+        run.tracker.stopped = "converged"
         return False
     return True
 

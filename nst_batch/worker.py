@@ -135,6 +135,7 @@ class TaskOutcome:
     losses: Losses | None = None  # final, weighted; None for a failed task
     start: str = ""  # content, noise, style, image or previous (done tasks)
     steps: int | None = None
+    stopped: str = ""  # why it stopped (done tasks): see nst_batch/stopping.py
     seconds: float = 0.0  # the whole task: load, targets, optimization, save
     optimize_seconds: float = 0.0
     error: str = ""
@@ -552,6 +553,7 @@ class Worker:
             losses=result.losses,
             start=begun.init,
             steps=result.steps,
+            stopped=result.stopped or "",
             seconds=spent + time.perf_counter() - start,
             optimize_seconds=result.seconds,
             history=result.history,

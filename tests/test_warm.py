@@ -4,6 +4,7 @@ templates, through the real command on tiny real images (64 px, a few steps)."""
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 from typing import Any
 
@@ -17,9 +18,10 @@ from nst_batch.cli import main
 from nst_batch.images import read_metadata
 from nst_batch.manifest import load_manifest
 from nst_batch.metadata import KEY_METADATA, START_METADATA
-from nst_batch.params import CONVERGENCE_WINDOW, WARM_TOLERANCE, Params
+from nst_batch.params import CONVERGENCE_WINDOW, WARM_SHARE, WARM_TOLERANCE, Params
 from nst_batch.plan import plan
 from nst_batch.results import read_rows
+from nst_batch.stopping import StopRule, warm_budget
 from nst_batch.stylize import style_targets, stylize
 from nst_batch.vgg import build_vgg19
 
@@ -180,10 +182,17 @@ def test_an_init_image_template_may_not_be_the_tasks_own_output(tmp_path: Path) 
     assert "init_image" in result.output and "would be overwritten by the task" in result.output
 
 
-def test_auto_tolerance_stops_only_warm_starts() -> None:
-    auto = Params()
+def test_auto_tolerance_gives_each_start_its_rule() -> None:
+    auto = Params(steps=300)
     assert auto.tolerance == "auto"
-    assert auto.stop_tolerance(warm=True) == WARM_TOLERANCE > 0
-    assert auto.stop_tolerance(warm=False) == 0.0  # a cold run keeps its whole budget
-    chosen = Params(tolerance=0.2)
-    assert chosen.stop_tolerance(warm=True) == chosen.stop_tolerance(warm=False) == 0.2
+    warm = StopRule.of(auto, "previous")
+    assert (warm.steps, warm.tolerance, warm.warm) == (warm_budget(300), 0.0, True)
+    assert warm_budget(300) == math.ceil(WARM_SHARE * 300) < 300
+    frame = StopRule.of(auto, "frame")
+    assert (frame.steps, frame.tolerance, frame.warm) == (300, WARM_TOLERANCE, False)
+    cold = StopRule.of(auto, "cold")  # a cold run keeps its whole budget
+    assert (cold.steps, cold.tolerance, cold.warm) == (300, 0.0, False)
+    chosen = Params(steps=300, tolerance=0.2)  # a tolerance set holds for every start
+    for start in ("cold", "previous", "frame"):
+        rule = StopRule.of(chosen, start)  # type: ignore[arg-type]
+        assert (rule.steps, rule.tolerance, rule.warm) == (300, 0.2, False)
