@@ -1,24 +1,38 @@
-"""Shared fixtures: the bundled real images and a small gallery manifest factory."""
+"""Shared fixtures and helpers: the bundled real images, a small gallery manifest factory,
+the VGG19 of the Gatys layers, the command in process (`invoke`), a pause that holds a real
+run at a step (`pause`), file-permission checks that hold as root (`run_unprivileged`), and
+the opt-ins that turn a skip into a failure where a run asked for the tests (CUDA, Chromium)."""
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
-from collections.abc import Callable
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 import torch
 import yaml
+from click.testing import CliRunner, Result
 
 from nst_batch import images
+from nst_batch.cli import main
+from nst_batch.params import GATYS_CONTENT_LAYERS, GATYS_STYLE_LAYERS
+from nst_batch.vgg import VGG19Features, build_vgg19
 
 BROWSER_OPT_IN = "NST_BATCH_TEST_BROWSER"  # 1: the browser tests must run (.ci/run sets it)
+CUDA_OPT_IN = "NST_BATCH_TEST_CUDA"  # 1: the cuda-marked tests must run (on a GPU machine)
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 
 REPO = Path(__file__).resolve().parent.parent
 IMAGES = REPO / "examples" / "images"
+PAUSE = Path(__file__).resolve().parent / "pause"  # its sitecustomize.py pauses a real run
 CONTENT = IMAGES / "content"
 STYLE = IMAGES / "style"
 
@@ -40,6 +54,13 @@ def style_like(path: Path, content: torch.Tensor, scale: float = 1.0) -> torch.T
     return style_at(path, max(content.shape[-2:]), scale)
 
 
+@pytest.fixture(scope="session")
+def net() -> VGG19Features:
+    """VGG19 with the original weights and Gatys et al.'s content and style layers, on the CPU.
+    Shared by every test that asks: none may change it (move it, cast it, train it)."""
+    return build_vgg19("original", (*GATYS_CONTENT_LAYERS, *GATYS_STYLE_LAYERS))
+
+
 @pytest.fixture(scope="module")
 def content() -> torch.Tensor:
     """chelsea.png at 64 px: a (1, 3, 43, 64) content for optimizer and precision tests."""
@@ -52,6 +73,16 @@ def content() -> torch.Tensor:
 def style(content: torch.Tensor) -> torch.Tensor:
     """starry_night.jpg sized for `content`."""
     return style_like(STYLE / "starry_night.jpg", content)
+
+
+def pytest_runtest_setup(item: pytest.Item) -> None:
+    """A `cuda`-marked test skips without a CUDA device: CPU-only machines, CI among them,
+    cannot run it. Where the run asked for them (NST_BATCH_TEST_CUDA=1) it fails instead."""
+    if item.get_closest_marker("cuda") is not None and not torch.cuda.is_available():
+        reason = "needs a CUDA device (this machine has none)"
+        if os.environ.get(CUDA_OPT_IN) == "1":
+            pytest.fail(f"{reason}; {CUDA_OPT_IN}=1 asks for the CUDA tests")
+        pytest.skip(reason)
 
 
 @pytest.fixture
@@ -89,3 +120,93 @@ def write_manifest(tmp_path: Path) -> Callable[..., Path]:
         return path
 
     return write
+
+
+class Pause:
+    """Pauses a real run at a step, so that a test acts on an event rather than after a time
+    (see tests/pause/sitecustomize.py): pass `env(...)` to the process, `wait` for it to
+    pause, act (a signal, a second run), then `release` it or let a stop release it."""
+
+    GUARD = 600.0  # seconds: only a failure guard; a run reaches its pause in seconds
+
+    def __init__(self, folder: Path) -> None:
+        self.folder = folder
+        folder.mkdir()
+
+    def env(self, step: int, after: str = "evaluation", skip: int = 0) -> dict[str, str]:
+        """The environment of a run whose processes each pause once, at `step` (see the hook)."""
+        spec = {"folder": str(self.folder), "step": step, "after": after, "skip": skip}
+        path = os.pathsep.join(filter(None, [str(PAUSE), os.environ.get("PYTHONPATH")]))
+        return {**os.environ, "PYTHONPATH": path, "NST_BATCH_TEST_PAUSE": json.dumps(spec)}
+
+    def wait(self, process: subprocess.Popen[str], count: int = 1) -> dict[int, int]:
+        """Wait until `count` processes of the run have paused: {pid: steps done}. Fails if
+        the run ends first or the hook could not be installed."""
+        deadline = time.monotonic() + self.GUARD
+        while len(paused := self.paused()) < count:
+            for error in self.folder.glob("error-*"):
+                pytest.fail(f"the pause hook failed:\n{error.read_text()}")
+            if process.poll() is not None:
+                _, err = process.communicate()
+                pytest.fail(f"the run ended (exit {process.returncode}) before it paused:\n{err}")
+            assert time.monotonic() < deadline, f"no pause after {self.GUARD:.0f}s"
+            time.sleep(0.02)
+        return paused
+
+    def paused(self) -> dict[int, int]:
+        """{pid: steps done} of the processes paused now."""
+        return {int(p.name[7:]): int(p.read_text()) for p in self.folder.glob("paused-*")}
+
+    def wait_resumed(self, pid: int) -> None:
+        """Wait until process `pid` has left its pause (its stop flag was set)."""
+        deadline = time.monotonic() + self.GUARD
+        while not (self.folder / f"resumed-{pid}").exists():
+            assert time.monotonic() < deadline, f"process {pid} never left its pause"
+            time.sleep(0.02)
+
+    def release(self) -> None:
+        """Let every paused process go on, and any later one pass its pause at once."""
+        (self.folder / "go").touch()
+
+
+@pytest.fixture
+def pause(tmp_path: Path) -> Pause:
+    return Pause(tmp_path / "pause")
+
+
+NOBODY = 65534  # the uid and gid of `nobody` on Debian and most Linux systems
+
+
+@pytest.fixture
+def shared_tmp() -> Iterator[Path]:
+    """A folder outside tmp_path (pytest's is private to its user) that `nobody` can enter."""
+    folder = Path(tempfile.mkdtemp(prefix="nst-batch-test-"))
+    folder.chmod(0o755)
+    try:
+        yield folder
+    finally:
+        for path in [folder, *folder.rglob("*")]:  # put back what a test took away
+            if path.is_dir() and not path.is_symlink():
+                path.chmod(0o755)
+        shutil.rmtree(folder)
+
+
+def run_unprivileged(imports: str, code: str) -> subprocess.CompletedProcess[str]:
+    """Run Python `code` in a subprocess whose file accesses are checked as a user's.
+
+    Root reads and writes through any permission bits, so as root the subprocess runs
+    `imports` (the interpreter itself may live where nobody cannot read), then becomes
+    nobody, real and effective user and groups (os.access asks as the real user), and runs
+    `code`: a chmod then refuses for real.
+    """
+    drop = f"if os.geteuid() == 0:\n    os.setgroups([])\n    os.setgid({NOBODY})\n"
+    drop += f"    os.setuid({NOBODY})\n"
+    script = f"import os\n{imports}\n{drop}{code}\n"
+    return subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, timeout=300, check=False
+    )
+
+
+def invoke(*args: object) -> Result:
+    """`nst-batch ARGS` in process (click's CliRunner); stderr is part of `output`."""
+    return CliRunner().invoke(main, [str(a) for a in args])

@@ -7,36 +7,31 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from click.testing import CliRunner
+from conftest import invoke
 from PIL import Image
 
 from nst_batch import layout
-from nst_batch.cli import main
 from nst_batch.images import read_metadata
 from nst_batch.metadata import ACCEPTED_METADATA, KEY_METADATA
 from nst_batch.results import read_rows
 
 
-def _invoke(*args: object):
-    return CliRunner().invoke(main, [str(a) for a in args])
-
-
 @pytest.mark.parametrize("fmt", ["jpg", "webp"])
 def test_accepted_outputs_are_up_to_date_with_their_pixels_untouched(write_manifest, fmt):
     manifest = write_manifest(params={"size": 48, "steps": 3}, devices="cpu", format=fmt)
-    assert _invoke(manifest).exit_code == 0
+    assert invoke(manifest).exit_code == 0
     root = manifest.parent / "out"
     outputs = sorted(p for p in root.glob(f"*__*.{fmt}"))
     assert len(outputs) == 4
     pixels = {p: np.asarray(Image.open(p)) for p in outputs}
     keys = {p: read_metadata(p)[KEY_METADATA] for p in outputs}
     change = ("--set", "params.tv_weight=0.001")
-    assert "4 to run" in _invoke(manifest, "-n", *change).output
+    assert "4 to run" in invoke(manifest, "-n", *change).output
 
-    accepted = _invoke("accept", manifest, *change, "--only", "content=chelsea")
+    accepted = invoke("accept", manifest, *change, "--only", "content=chelsea")
     assert accepted.exit_code == 0, accepted.output
     assert "2 outputs accepted as made with the current settings" in accepted.output
-    plan = _invoke(manifest, "-n", *change)
+    plan = invoke(manifest, "-n", *change)
     assert "2 to run, 2 up to date" in plan.output  # the chelsea outputs count as made
     for path in outputs:
         assert np.array_equal(np.asarray(Image.open(path)), pixels[path])  # not re-encoded
@@ -50,7 +45,7 @@ def test_accepted_outputs_are_up_to_date_with_their_pixels_untouched(write_manif
     accepted_rows = [r for r in rows if r.start == "accepted"]
     assert [(r.content, r.status) for r in accepted_rows] == [("chelsea", "done")] * 2
     assert len({r.run for r in accepted_rows}) == 1 and accepted_rows[0].run
-    shown = _invoke("show", root / f"chelsea__starry_night.{fmt}")
+    shown = invoke("show", root / f"chelsea__starry_night.{fmt}")
     assert (
         "accepted" in shown.output and keys[root / f"chelsea__starry_night.{fmt}"] in shown.output
     )
@@ -61,7 +56,7 @@ def test_accept_without_outputs_exits_1_and_names_them(write_manifest) -> None:
     manifest = write_manifest(params={"size": 48, "steps": 3}, devices="cpu")
     (manifest.parent / "out").mkdir()
     Image.new("RGB", (48, 32)).save(manifest.parent / "out" / "chelsea__starry_night.jpg")
-    result = _invoke("accept", manifest)
+    result = invoke("accept", manifest)
     assert result.exit_code == 1
     assert (
         "0 outputs accepted" in result.output and "4 without an output to accept" in result.output
@@ -73,10 +68,10 @@ def test_accept_without_outputs_exits_1_and_names_them(write_manifest) -> None:
 
 def test_accept_waits_for_no_run(write_manifest) -> None:
     manifest = write_manifest(params={"size": 48, "steps": 3}, devices="cpu")
-    assert _invoke(manifest).exit_code == 0
+    assert invoke(manifest).exit_code == 0
     root: Path = manifest.parent / "out"
     before = {p: p.read_bytes() for p in root.glob("*__*.jpg")}
     with layout.hold(root, None):
-        held = _invoke("accept", manifest, "--set", "params.tv_weight=0.001")
+        held = invoke("accept", manifest, "--set", "params.tv_weight=0.001")
     assert held.exit_code == 75
     assert {p: p.read_bytes() for p in root.glob("*__*.jpg")} == before

@@ -24,11 +24,10 @@ from typing import Any
 import numpy as np
 import pytest
 import torch
-from click.testing import CliRunner, Result
-from conftest import CONTENT, STYLE
+from click.testing import Result
+from conftest import CONTENT, STYLE, invoke
 from PIL import Image
 
-from nst_batch.cli import main
 from nst_batch.results import ResultRow, read_rows
 
 STEPS = 4
@@ -44,10 +43,6 @@ Writer = Callable[..., Path]
 # --- helpers ----------------------------------------------------------------------------------
 
 
-def _invoke(*args: object) -> Result:
-    return CliRunner().invoke(main, [str(a) for a in args])
-
-
 def _run(
     write_manifest: Writer, content: list[Path], style: list[Path], **fields: Any
 ) -> tuple[Result, Path]:
@@ -56,7 +51,7 @@ def _run(
     manifest = write_manifest(
         content=[str(p) for p in content], style=[str(p) for p in style], params=params, **fields
     )
-    return _invoke(manifest), manifest.parent / "out"
+    return invoke(manifest), manifest.parent / "out"
 
 
 def _rows(out: Path) -> dict[tuple[str, str], ResultRow]:
@@ -392,7 +387,7 @@ class _Payload:
 def _run_weights(write_manifest: Writer, tmp_path: Path, weights: Path) -> Result:
     manifest = write_manifest(weights=weights.name)
     before = sorted(tmp_path.rglob("*"))
-    result = _invoke(manifest)
+    result = invoke(manifest)
     assert result.exit_code == 2, result.output
     assert result.stdout == ""
     assert result.stderr.startswith(f"Error: weights file {weights}")

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import CONTENT, STYLE
+from conftest import CONTENT, STYLE, Pause
 from PIL import Image
 
 from nst_batch import checkpoint, layout
@@ -109,6 +109,46 @@ def _image_with(value: float) -> torch.Tensor:
     image = torch.rand(1, 3, 32, 48)
     image[0, 1, 2, 3] = value
     return image
+
+
+def _without(*names: str) -> dict[str, object]:
+    payload = _payload("ab" * 12)
+    for name in names:
+        del payload[name]
+    return payload
+
+
+@pytest.mark.parametrize(
+    ("payload", "message"),
+    [
+        (_without("history", "seconds"), " is incomplete (no history, seconds)"),
+        (_without("image"), " is incomplete (no image)"),
+        (_payload("ab" * 12, format=99), " is not a checkpoint of this nst-batch (format 99)"),
+        (_without("format"), " is not a checkpoint of this nst-batch (format a NoneType)"),
+        (_payload("cd" * 12), f" was made for another task (key '{'cd' * 12}')"),
+        (_payload("ab" * 12, key=7), " was made for another task (key 7)"),
+        (
+            _payload("ab" * 12, image=_image_with(2.0)),
+            ": its image has values outside 0..1 (or not finite)",
+        ),
+        (
+            _payload("ab" * 12, history=torch.tensor([5.0, 4.0], dtype=torch.float64)),
+            ": its loss history has 2 of 1 steps",
+        ),
+        (_payload("ab" * 12, seconds=-1.0), ": its time is not a number of seconds"),
+        (_payload("ab" * 12, seconds=3), ": its time is not a number of seconds"),
+    ],
+    ids=["two-missing", "no-image", "format-99", "no-format", "other-key", "key-int",
+         "image-2", "history-long", "seconds-negative", "seconds-int"],
+)  # fmt: skip
+def test_a_checkpoint_no_run_could_save_is_refused_with_its_own_message(
+    tmp_path: Path, payload: dict[str, object], message: str
+) -> None:
+    path = tmp_path / "c.pt"
+    torch.save(payload, path)
+    with pytest.raises(checkpoint.CheckpointError) as caught:
+        checkpoint.load(path, "ab" * 12)
+    assert str(caught.value) == f"{layout.display(path)}{message}"  # its own, whole
 
 
 FORGED: dict[str, tuple[Callable[[], dict[str, object]], str]] = {
@@ -316,7 +356,11 @@ def test_a_checkpoint_of_another_size_is_ignored(
     checkpoint.save(_checkpoint(task.key, image=torch.rand(1, 3, 40, 40)), path, task.folder)
     (outcome,) = Worker("cpu", "cpu#0").run_batch([task])
     assert outcome.status == "done" and outcome.resumed_from is None
-    assert "ignoring its checkpoint" in capsys.readouterr().err
+    # the recipe's refusal (a well-formed file that does not fit), not an unreadable file's
+    assert capsys.readouterr().err == (
+        f"warning: {task.label}: ignoring its checkpoint {layout.display(path)}: its image is "
+        "40x40, the task's is 64x43 at that scale; starting anew\n"
+    )
 
 
 def test_a_task_goes_on_from_its_checkpoint(write_manifest: Callable[..., Path]) -> None:
@@ -377,25 +421,14 @@ def _one_task(write_manifest: Callable[..., Path], folder: str, **fields: object
     )
 
 
-def _start(manifest: Path, *args: str) -> subprocess.Popen[str]:
+def _start(manifest: Path, env: dict[str, str]) -> subprocess.Popen[str]:
     return subprocess.Popen(
-        [*COMMAND, str(manifest), "-v", "--print-every", "5", *args],
+        [*COMMAND, str(manifest)],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
+        env=env,
     )
-
-
-def _until_step(process: subprocess.Popen[str], step: int, tasks: int = 1) -> None:
-    """Read the run's progress lines until `tasks` tasks have each reached `step`."""
-    assert process.stderr is not None
-    reached: set[str] = set()
-    for line in process.stderr:
-        if " step " in line and int(line.split(" step ")[1].split("/")[0]) >= step:
-            reached.add(line.split(" step ")[0])
-            if len(reached) >= tasks:
-                return
-    raise AssertionError(f"the run ended before step {step}: {process.wait()}")
 
 
 def _rerun(manifest: Path) -> tuple[float, subprocess.CompletedProcess[str]]:
@@ -439,12 +472,12 @@ def _check_resumed(out: Path, reference: float) -> None:
 
 @pytest.mark.slow
 def test_sigterm_halfway_then_rerun_resumes(
-    write_manifest: Callable[..., Path], uninterrupted: tuple[float, float]
+    write_manifest: Callable[..., Path], uninterrupted: tuple[float, float], pause: Pause
 ) -> None:
     manifest = _one_task(write_manifest, "stopped")
     out = manifest.parent / "stopped"
-    process = _start(manifest)
-    _until_step(process, STEPS // 2)
+    process = _start(manifest, pause.env(STEPS // 2))
+    ((_, steps),) = pause.wait(process).items()
     process.send_signal(signal.SIGTERM)
     _, err = process.communicate(timeout=60)
     assert process.returncode == 143, err
@@ -454,18 +487,18 @@ def test_sigterm_halfway_then_rerun_resumes(
     assert done.returncode == 0, done.stderr
     assert [r.status for r in read_rows(out / "results.csv")] == ["interrupted", "done"]
     _check_resumed(out, uninterrupted[0])
+    assert read_rows(out / "results.csv")[-1].resumed_from == steps  # the step it stopped at
 
 
 @pytest.mark.slow
 def test_kill_9_after_a_checkpoint_then_rerun_resumes(
-    write_manifest: Callable[..., Path], uninterrupted: tuple[float, float]
+    write_manifest: Callable[..., Path], uninterrupted: tuple[float, float], pause: Pause
 ) -> None:
-    manifest = _one_task(write_manifest, "killed", checkpoint_every=0.5)
+    # a checkpoint after every evaluation; the run pauses after the first one past halfway
+    manifest = _one_task(write_manifest, "killed", checkpoint_every=0.001)
     out = manifest.parent / "killed"
-    process = _start(manifest)
-    _until_step(process, STEPS // 2)
-    # the checkpoint written after step STEPS/2 at the latest (every 0.5 s)
-    time.sleep(1.0)
+    process = _start(manifest, pause.env(STEPS // 2, after="checkpoint"))
+    ((_, steps),) = pause.wait(process).items()  # the task runs in the command's own process
     assert list((out / ".nst-batch" / "checkpoints").glob("*.pt"))
     process.kill()
     process.communicate()
@@ -473,17 +506,18 @@ def test_kill_9_after_a_checkpoint_then_rerun_resumes(
     assert done.returncode == 0, done.stderr
     assert "warning" not in done.stderr  # no torn checkpoint was ever read
     _check_resumed(out, uninterrupted[0])
+    assert read_rows(out / "results.csv")[-1].resumed_from == steps
 
 
 @pytest.mark.slow
 def test_sigterm_saves_every_task_in_flight_of_several_workers(
-    write_manifest: Callable[..., Path],
+    write_manifest: Callable[..., Path], pause: Pause
 ) -> None:
     # 4 tasks, 2 CPU workers with a batch of 2 each: all four in flight at once
     manifest = write_manifest(params={"size": 64, "steps": 60}, devices="cpu,cpu", batch_size=2)
     out = manifest.parent / "out"
-    process = _start(manifest)
-    _until_step(process, 10, tasks=4)
+    process = _start(manifest, pause.env(10))
+    assert len(pause.wait(process, count=2)) == 2
     process.send_signal(signal.SIGTERM)
     _, err = process.communicate(timeout=60)
     assert process.returncode == 143, err
@@ -498,28 +532,17 @@ def test_sigterm_saves_every_task_in_flight_of_several_workers(
     assert not (out / ".nst-batch" / "checkpoints").exists()
 
 
-def _worker_pids(parent: int) -> list[int]:
-    """The spawned worker processes of a run (its children, less multiprocessing's tracker)."""
-    children = Path(f"/proc/{parent}/task/{parent}/children").read_text().split()
-    pids = []
-    for pid in map(int, children):
-        command = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ")
-        if b"spawn_main" in command:
-            pids.append(pid)
-    return pids
-
-
 @pytest.mark.slow
 def test_a_worker_stopped_alone_records_its_task_interrupted_and_the_run_goes_on(
-    write_manifest: Callable[..., Path],
+    write_manifest: Callable[..., Path], pause: Pause
 ) -> None:
     manifest = write_manifest(params={"size": 64, "steps": 60}, devices="cpu,cpu", batch_size=1)
     out = manifest.parent / "out"
-    process = _start(manifest)
-    _until_step(process, 10, tasks=2)
-    workers = _worker_pids(process.pid)
-    assert len(workers) == 2
-    os.kill(workers[0], signal.SIGTERM)
+    process = _start(manifest, pause.env(10))
+    first, _ = sorted(pause.wait(process, count=2))  # both spawned workers, 10 steps in
+    os.kill(first, signal.SIGTERM)
+    pause.wait_resumed(first)  # its stop flag is set: it stops at this evaluation
+    pause.release()
     summary, err = process.communicate(timeout=120)
     assert process.returncode == 1, err  # the gallery is not complete
     assert "3 done, 0 skipped, 0 failed, 1 interrupted (saved as checkpoints" in summary

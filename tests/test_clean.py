@@ -8,16 +8,10 @@ import shutil
 from pathlib import Path
 
 import yaml
-from click.testing import CliRunner
-from conftest import CONTENT, STYLE
+from conftest import CONTENT, STYLE, invoke
 from PIL import Image
 
 from nst_batch import layout
-from nst_batch.cli import main
-
-
-def _invoke(*args: object):
-    return CliRunner().invoke(main, [str(a) for a in args])
 
 
 def _files(root: Path) -> set[str]:
@@ -26,7 +20,7 @@ def _files(root: Path) -> set[str]:
 
 def test_clean_lists_then_removes_exactly_what_the_plan_no_longer_makes(write_manifest):
     manifest = write_manifest(params={"size": 48, "steps": 3}, devices="cpu", format="png")
-    assert _invoke(manifest).exit_code == 0
+    assert invoke(manifest).exit_code == 0
     root = manifest.parent / "out"
     # Beside the gallery: a user's own picture, an input kept in the output folder, an
     # orphan checkpoint and a flow cache entry of a sequence that is gone.
@@ -45,7 +39,7 @@ def test_clean_lists_then_removes_exactly_what_the_plan_no_longer_makes(write_ma
     manifest.write_text(yaml.safe_dump(doc))
     before = _files(root)
 
-    listed = _invoke("clean", manifest)
+    listed = invoke("clean", manifest)
     assert listed.exit_code == 0, listed.output
     gone = {
         "chelsea__the_scream.png",
@@ -67,25 +61,25 @@ def test_clean_lists_then_removes_exactly_what_the_plan_no_longer_makes(write_ma
     assert "13 files" in listed.output and "remove them with --yes" in listed.output
     assert _files(root) == before  # listing removes nothing
 
-    removed = _invoke("clean", manifest, "--yes")
+    removed = invoke("clean", manifest, "--yes")
     assert removed.exit_code == 0 and "removed 13 files" in removed.output
     assert _files(root) == before - gone
     assert {"mine.png", "coffee-input.png", "chelsea__starry_night.png"} <= _files(root)
     assert not (root / layout.STATE / layout.FLOW).exists()  # emptied folders go too
-    assert "nothing to clean" in _invoke("clean", manifest).output
-    dry = _invoke(manifest, "-n")
+    assert "nothing to clean" in invoke("clean", manifest).output
+    dry = invoke(manifest, "-n")
     assert "1 to run, 1 up to date" in dry.output  # coffee-input is new; chelsea is kept
 
 
 def test_clean_waits_for_no_run_and_changes_nothing_during_one(write_manifest) -> None:
     manifest = write_manifest(params={"size": 48, "steps": 3}, devices="cpu")
-    assert _invoke(manifest).exit_code == 0
+    assert invoke(manifest).exit_code == 0
     root = manifest.parent / "out"
     doc = yaml.safe_load(manifest.read_text())
     doc["style"] = doc["style"][:1]
     manifest.write_text(yaml.safe_dump(doc))
     before = _files(root)
     with layout.hold(root, None):
-        held = _invoke("clean", manifest, "--yes")
+        held = invoke("clean", manifest, "--yes")
     assert held.exit_code == 75 and "lock" in held.output
     assert _files(root) == before

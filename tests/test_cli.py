@@ -21,7 +21,7 @@ from typing import Any
 import pytest
 import yaml
 from click.testing import CliRunner, Result
-from conftest import CONTENT, STYLE
+from conftest import CONTENT, STYLE, invoke
 from PIL import Image
 
 from nst_batch import __version__
@@ -60,10 +60,6 @@ def _write(folder: Path, name: str = "gallery.yaml", **fields: Any) -> Path:
     path = folder / name
     path.write_text(yaml.safe_dump(doc, sort_keys=False))
     return path
-
-
-def _invoke(*args: object) -> Result:
-    return CliRunner().invoke(main, [str(a) for a in args])
 
 
 def _summary(text: str) -> tuple[int, ...]:
@@ -134,7 +130,7 @@ def failed_run(tmp_path_factory: pytest.TempPathFactory) -> FailedRun:
     root = tmp_path_factory.mktemp("failing")
     _bad_image(root / "bad.png")
     manifest = _write(root, content=["bad.png", str(CONTENT / "chelsea.png")])
-    return FailedRun(root, manifest, _invoke(manifest, "-q"))
+    return FailedRun(root, manifest, invoke(manifest, "-q"))
 
 
 # --- a whole gallery, by the real executable -------------------------------------------------
@@ -233,7 +229,7 @@ def test_rerun_does_no_optimization(gallery: Path) -> None:
     before = _mtimes(out)
     first_rows = read_rows(out / "results.csv")
 
-    result = _invoke(gallery)
+    result = invoke(gallery)
 
     assert result.exit_code == 0, result.output
     assert _summary(result.stdout) == (4, 0, 4, 0, 0)
@@ -262,12 +258,12 @@ def test_an_up_to_date_rerun_changes_no_file(gallery: Path) -> None:
     results = out / "results.csv"
     recorded = (results.read_bytes(), results.stat().st_mtime_ns)
     # A copied gallery: its outputs are new files to the file cache, read once and kept.
-    assert _invoke(gallery).exit_code == 0
+    assert invoke(gallery).exit_code == 0
     assert (results.read_bytes(), results.stat().st_mtime_ns) == recorded
     before = _unchanging(out)
     assert "results.csv" in before and ".nst-batch/files.json" in before
     for _ in range(2):
-        again = _invoke(gallery)
+        again = invoke(gallery)
         assert again.exit_code == 0, again.output
         assert _summary(again.stdout) == (4, 0, 4, 0, 0)
         assert _unchanging(out) == before
@@ -311,7 +307,7 @@ def test_set_redoes_exactly_one_style(gallery: Path) -> None:
     before = _mtimes(out)
     old_keys = {r.output: r.key for r in read_rows(out / "results.csv")}
 
-    result = _invoke(gallery, "--set", "style.0.params.style_weight=5")
+    result = invoke(gallery, "--set", "style.0.params.style_weight=5")
 
     assert result.exit_code == 0, result.output
     assert _summary(result.stdout) == (4, 2, 2, 0, 1)
@@ -326,7 +322,7 @@ def test_set_redoes_exactly_one_style(gallery: Path) -> None:
         assert read_metadata(out / row.output)[KEY_METADATA] == row.key
 
     # the same override again: all up to date
-    again = _invoke(gallery, "--set", "style.0.params.style_weight=5")
+    again = invoke(gallery, "--set", "style.0.params.style_weight=5")
     assert again.exit_code == 0, again.output
     assert _summary(again.stdout) == (4, 0, 4, 0, 0)
 
@@ -334,7 +330,7 @@ def test_set_redoes_exactly_one_style(gallery: Path) -> None:
     doc = yaml.safe_load(gallery.read_text())
     doc["style"][0] = {"path": doc["style"][0], "params": {"style_weight": 5}}
     gallery.write_text(yaml.safe_dump(doc))
-    dry = _invoke(gallery, "--dry-run")
+    dry = invoke(gallery, "--dry-run")
     assert dry.exit_code == 0, dry.output
     assert "0 to run, 4 up to date, 4 in all" in dry.stdout
 
@@ -344,7 +340,7 @@ def test_force_redoes_everything(gallery: Path) -> None:
     out = gallery.parent / "out"
     before = _mtimes(out)
 
-    result = _invoke(gallery, "--force")
+    result = invoke(gallery, "--force")
 
     assert result.exit_code == 0, result.output
     assert _summary(result.stdout) == (4, 4, 0, 0, 2)
@@ -361,7 +357,7 @@ def test_force_redoes_everything(gallery: Path) -> None:
 def test_dry_run_on_a_fresh_gallery_writes_nothing(tmp_path: Path) -> None:
     manifest = _write(tmp_path)
 
-    result = _invoke(manifest, "--dry-run")
+    result = invoke(manifest, "--dry-run")
 
     assert result.exit_code == 0, result.output
     assert result.stdout.splitlines() == [
@@ -381,9 +377,9 @@ def test_dry_run_on_a_fresh_gallery_writes_nothing(tmp_path: Path) -> None:
 
 def test_run_subcommand_and_options_before_the_manifest(tmp_path: Path) -> None:
     manifest = _write(tmp_path)
-    plain = _invoke(manifest, "--dry-run")
-    assert _invoke("run", manifest, "--dry-run").stdout == plain.stdout
-    assert _invoke("--dry-run", manifest).stdout == plain.stdout
+    plain = invoke(manifest, "--dry-run")
+    assert invoke("run", manifest, "--dry-run").stdout == plain.stdout
+    assert invoke("--dry-run", manifest).stdout == plain.stdout
 
 
 @pytest.mark.slow
@@ -392,15 +388,15 @@ def test_dry_run_after_a_run(gallery: Path) -> None:
     before = _tree(folder)
     mtimes = {p: p.stat().st_mtime_ns for p in folder.rglob("*")}
 
-    result = _invoke(gallery, "--dry-run")
+    result = invoke(gallery, "--dry-run")
     assert result.exit_code == 0, result.output
     assert result.stdout.splitlines() == ["0 to run, 4 up to date, 4 in all"]
-    listed = _invoke(gallery, "--dry-run", "-v")  # -v lists the up-to-date tasks too
+    listed = invoke(gallery, "--dry-run", "-v")  # -v lists the up-to-date tasks too
     assert [line.split("  ")[0].strip() for line in listed.stdout.splitlines()[:4]] == [
         "up to date"
     ] * 4
 
-    changed = _invoke(gallery, "--dry-run", "--set", "style.0.params.style_weight=5")
+    changed = invoke(gallery, "--dry-run", "--set", "style.0.params.style_weight=5")
     assert changed.stdout.splitlines() == [
         " would run  chelsea x starry_night  ->  chelsea__starry_night.jpg",
         "            style_weight 10 -> 5",
@@ -408,12 +404,12 @@ def test_dry_run_after_a_run(gallery: Path) -> None:
         "            style_weight 10 -> 5",
         "2 to run, 2 up to date, 4 in all",
     ]
-    both = _invoke(gallery, "--dry-run", "-v", "--set", "style.0.params.style_weight=5")
+    both = invoke(gallery, "--dry-run", "-v", "--set", "style.0.params.style_weight=5")
     assert both.stdout.splitlines()[4:6] == [
         "up to date  chelsea x the_scream  ->  chelsea__the_scream.jpg",
         "up to date  coffee x the_scream  ->  coffee__the_scream.jpg",
     ]
-    forced = _invoke(gallery, "--dry-run", "--force")
+    forced = invoke(gallery, "--dry-run", "--force")
     assert forced.stdout.splitlines()[-1] == "4 to run, 0 up to date, 4 in all"
 
     assert _tree(folder) == before  # not a byte written
@@ -428,17 +424,17 @@ def test_report_keeps_done_rows_over_later_skips(gallery: Path) -> None:
     out = gallery.parent / "out"
     done_rows = read_rows(out / "results.csv")
     (out / "results.csv").unlink()  # the outputs stay up to date, their rows are gone
-    rerun = _invoke(gallery)
+    rerun = invoke(gallery)
     assert rerun.exit_code == 0, rerun.output
     skipped = read_rows(out / "results.csv")
     assert sorted((r.output, r.status, r.key) for r in skipped) == sorted(
         (r.output, "skipped", r.key) for r in done_rows
     )
     write_table(done_rows, out / "results-shard-1-of-2.csv")  # the older done rows, back
-    assert _invoke(gallery).exit_code == 0  # recorded now: nothing more appended
+    assert invoke(gallery).exit_code == 0  # recorded now: nothing more appended
     assert read_rows(out / "results.csv") == skipped
 
-    result = _invoke("report", gallery)
+    result = invoke("report", gallery)
 
     assert result.exit_code == 0, result.output
     assert result.stdout.splitlines() == [
@@ -454,10 +450,10 @@ def test_report_keeps_done_rows_over_later_skips(gallery: Path) -> None:
 @pytest.mark.slow
 def test_report_does_not_count_outdated_results_as_done(gallery: Path) -> None:
     change = ("--set", "params.style_weight=7")
-    dry = _invoke(gallery, "--dry-run", *change)
+    dry = invoke(gallery, "--dry-run", *change)
     assert dry.stdout.splitlines()[-1] == "4 to run, 0 up to date, 4 in all"
 
-    report = _invoke("report", gallery, *change)
+    report = invoke("report", gallery, *change)
     assert report.exit_code == 0, report.output
     assert not report.stdout.startswith("4 tasks planned: 4 done")
 
@@ -465,7 +461,7 @@ def test_report_does_not_count_outdated_results_as_done(gallery: Path) -> None:
 def test_report_on_a_fresh_manifest(tmp_path: Path) -> None:
     manifest = _write(tmp_path)
 
-    result = _invoke("report", manifest)
+    result = invoke("report", manifest)
 
     assert result.exit_code == 0, result.output
     assert result.stdout.splitlines()[:5] == [
@@ -509,17 +505,17 @@ def test_report_after_fixing_a_failed_task(failed_run: FailedRun, tmp_path: Path
     shutil.copytree(failed_run.root, root, copy_function=shutil.copy2)
     manifest, out = root / "gallery.yaml", root / "out"
 
-    report = _invoke("report", manifest)
+    report = invoke("report", manifest)
     assert report.stdout.splitlines()[0] == (
         "4 tasks planned: 2 done, 2 failed, 0 interrupted, 0 outdated, 0 not yet run"
     )
 
     shutil.copyfile(CONTENT / "coffee.png", root / "bad.png")  # now a real image
-    rerun = _invoke(manifest)
+    rerun = invoke(manifest)
     assert rerun.exit_code == 0, rerun.output
     assert _summary(rerun.stdout) == (4, 2, 2, 0, 2)
 
-    report = _invoke("report", manifest)
+    report = invoke("report", manifest)
     assert report.exit_code == 0, report.output
     assert report.stdout.splitlines()[0] == (
         "4 tasks planned: 4 done, 0 failed, 0 interrupted, 0 outdated, 0 not yet run"
@@ -585,7 +581,7 @@ def test_manifest_errors_exit_2(tmp_path: Path, case: str) -> None:
     make, args, message = ERRORS[case]
     manifest = make(tmp_path)
 
-    result = _invoke(manifest, *args)
+    result = invoke(manifest, *args)
 
     assert result.exit_code == 2, result.output
     assert result.exception is None or isinstance(result.exception, SystemExit)
@@ -598,20 +594,20 @@ def test_manifest_errors_exit_2(tmp_path: Path, case: str) -> None:
 
 
 def test_missing_manifest_exit_2(tmp_path: Path) -> None:
-    result = _invoke(tmp_path / "nope.yaml")
+    result = invoke(tmp_path / "nope.yaml")
     assert result.exit_code == 2
     assert f"Error: {tmp_path / 'nope.yaml'}: no such manifest file" in result.stderr
 
 
 def test_report_manifest_error_exit_2(tmp_path: Path) -> None:
-    result = _invoke("report", _write(tmp_path, ouptut="x"))
+    result = invoke("report", _write(tmp_path, ouptut="x"))
     assert result.exit_code == 2
     assert "did you mean 'output'?" in result.stderr
     assert not (tmp_path / "out").exists()
 
 
 def test_unknown_option_exit_2(tmp_path: Path) -> None:
-    result = _invoke(_write(tmp_path), "--frobnicate")
+    result = invoke(_write(tmp_path), "--frobnicate")
     assert result.exit_code == 2
     assert "No such option '--frobnicate'" in result.stderr
 
@@ -620,7 +616,7 @@ def test_corrupt_weights_file_exit_2(tmp_path: Path) -> None:
     (tmp_path / "vgg.pth").write_text("not a state dict")
     manifest = _write(tmp_path, weights="vgg.pth")
 
-    result = _invoke(manifest)
+    result = invoke(manifest)
 
     assert result.exit_code == 2, result.output
     assert result.stderr.startswith(f"Error: weights file {tmp_path / 'vgg.pth'} ")
@@ -634,7 +630,7 @@ def test_output_folder_that_is_a_file_exit_2(tmp_path: Path) -> None:
     (tmp_path / "out").write_text("a file where the output folder should be")
     manifest = _write(tmp_path)
 
-    result = _invoke(manifest)
+    result = invoke(manifest)
 
     assert result.exit_code == 2, result.output
     assert result.stderr == (
@@ -647,7 +643,7 @@ def test_print_every_zero_is_a_usage_error(tmp_path: Path) -> None:
     manifest = _write(
         tmp_path, content=[str(CONTENT / "coffee.png")], style=[str(STYLE / "shipwreck.jpg")]
     )
-    result = _invoke(manifest, "--print-every", "0")
+    result = invoke(manifest, "--print-every", "0")
     assert result.exit_code == 2, result.output
     assert not (tmp_path / "out").exists()
 
@@ -678,7 +674,7 @@ def test_verbose_prints_step_losses(tmp_path: Path) -> None:
         tmp_path, content=[str(CONTENT / "coffee.png")], style=[str(STYLE / "shipwreck.jpg")]
     )
 
-    result = _invoke(manifest, "-v", "--print-every", "4")
+    result = invoke(manifest, "-v", "--print-every", "4")
 
     assert result.exit_code == 0, result.output
     assert re.search(r"^start coffee x shipwreck on \S+#0$", result.stderr, re.MULTILINE)
@@ -713,14 +709,14 @@ def test_verbose_prints_the_final_step_with_the_default_print_every() -> None:
 
 
 def test_version() -> None:
-    result = _invoke("--version")
+    result = invoke("--version")
     assert result.exit_code == 0
     assert result.stdout == f"nst-batch, version {__version__}\n"
 
 
 @pytest.mark.parametrize("args", [["--help"], ["-h"], ["run", "--help"], ["report", "--help"]])
 def test_help(args: list[str]) -> None:
-    result = _invoke(*args)
+    result = invoke(*args)
     assert result.exit_code == 0
     assert "Usage: " in result.stdout
     if args[0] == "run":
@@ -742,13 +738,13 @@ def test_help(args: list[str]) -> None:
 def test_shards_split_the_gallery_and_report_merges_them(tmp_path: Path, monkeypatch) -> None:
     manifest = _write(tmp_path, params={"size": 64, "steps": 4})
     out = tmp_path / "out"
-    first = _invoke(manifest, "--shard", "1/2")
+    first = invoke(manifest, "--shard", "1/2")
     assert first.exit_code == 0, first.output
     assert "2 tasks in shard 1/2: 2 done" in first.output
     # The second shard comes from a Slurm array's variables: task 5 of --array=4-5.
     for name, value in {"ID": 5, "MIN": 4, "MAX": 5, "COUNT": 2, "STEP": 1}.items():
         monkeypatch.setenv(f"SLURM_ARRAY_TASK_{name}", str(value))
-    second = _invoke(manifest)
+    second = invoke(manifest)
     assert second.exit_code == 0, second.output
     assert "2 tasks in shard 2/2: 2 done" in second.output
     shards = [read_rows(out / f"results-shard-{k}-of-2.csv") for k in (1, 2)]
@@ -757,19 +753,19 @@ def test_shards_split_the_gallery_and_report_merges_them(tmp_path: Path, monkeyp
     assert all(r.shard == f"{k}/2" for k, rows in zip((1, 2), shards, strict=True) for r in rows)
     assert not (out / "results.csv").exists()
     monkeypatch.delenv("SLURM_ARRAY_TASK_ID")
-    report = _invoke("report", manifest)
+    report = invoke("report", manifest)
     assert report.exit_code == 0, report.output
     assert report.output.splitlines()[0] == (
         "4 tasks planned: 4 done, 0 failed, 0 interrupted, 0 outdated, 0 not yet run"
     )
     merged = read_rows(out / "results.csv")
     assert len(merged) == 4 and {r.status for r in merged} == {"done"}
-    again = _invoke(manifest, "--shard", "2/2")
+    again = invoke(manifest, "--shard", "2/2")
     assert "0 done, 2 skipped" in again.output
 
 
 def test_a_bad_shard_is_a_usage_error(tmp_path: Path) -> None:
-    result = _invoke(_write(tmp_path), "--shard", "3/2")
+    result = invoke(_write(tmp_path), "--shard", "3/2")
     assert result.exit_code == 2
     assert "--shard '3/2': K must be between 1 and N (2)" in result.output
     assert not (tmp_path / "out").exists()
@@ -809,10 +805,10 @@ def test_dry_run_for_scripts_json_and_exit_code(write_manifest) -> None:
     """`-n` is --dry-run; --json gives the plan with reasons; --exit-code answers "is there
     anything to do?" as `make -q` does: 1 before the run, 0 once everything is up to date."""
     manifest = write_manifest(params={"size": 48, "steps": 3}, devices="cpu")
-    short, long = _invoke(manifest, "-n"), _invoke(manifest, "--dry-run")
+    short, long = invoke(manifest, "-n"), invoke(manifest, "--dry-run")
     assert short.exit_code == long.exit_code == 0 and short.output == long.output
 
-    plan = _invoke(manifest, "-n", "--json")
+    plan = invoke(manifest, "-n", "--json")
     assert plan.exit_code == 0, plan.output
     view = json.loads(plan.output)
     assert (view["total"], view["to_run"], view["up_to_date"], view["shard"]) == (4, 4, 0, "")
@@ -821,13 +817,13 @@ def test_dry_run_for_scripts_json_and_exit_code(write_manifest) -> None:
     assert task["state"] == "would run" and task["reasons"] == ["new"]
     assert len(task["key"]) == 24
 
-    assert _invoke(manifest, "-n", "--exit-code").exit_code == 1
-    ran = _invoke(manifest)
+    assert invoke(manifest, "-n", "--exit-code").exit_code == 1
+    ran = invoke(manifest)
     assert ran.exit_code == 0, ran.output
-    quiet = _invoke(manifest, "-n", "--exit-code", "-q")
+    quiet = invoke(manifest, "-n", "--exit-code", "-q")
     assert quiet.exit_code == 0 and quiet.output == "0 to run, 4 up to date, 4 in all\n"
-    after = json.loads(_invoke(manifest, "-n", "--json").output)
+    after = json.loads(invoke(manifest, "-n", "--json").output)
     assert {t["state"] for t in after["tasks"]} == {"up to date"}
 
-    refused = _invoke(manifest, "--json")
+    refused = invoke(manifest, "--json")
     assert refused.exit_code == 2 and "go with --dry-run" in refused.output

@@ -317,8 +317,7 @@ def test_mismatched_batches_are_refused() -> None:
         match_colors(two, three)
 
 
-@pytest.mark.cuda
-@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+@pytest.mark.cuda  # skipped without a CUDA device (see conftest)
 def test_results_stay_on_the_inputs_device() -> None:
     photo, painting = content("chelsea.png"), style("starry_night.jpg")
     gpu_photo, gpu_painting = photo.cuda(), painting.cuda()

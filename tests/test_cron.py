@@ -97,10 +97,12 @@ def test_missing_manifest_is_a_usage_error(tmp_path: Path) -> None:
     assert "nope.yaml not found" in result.stderr
 
 
-@pytest.mark.slow
 def test_one_run_at_a_time(tmp_path: Path, write_manifest: Callable[..., Path]) -> None:
     manifest = write_manifest()
-    env = _env(tmp_path, _fake_nst_batch(tmp_path, "sleep 5"))
+    # The stand-in holds the lock until the test lets it go, however long the checks take.
+    release = tmp_path / "release"
+    holder = f"while [ ! -e {release} ]; do sleep 0.05; done"
+    env = _env(tmp_path, _fake_nst_batch(tmp_path, holder))
     first = subprocess.Popen(
         [str(WRAPPER), str(manifest)],
         env=env,
@@ -110,7 +112,7 @@ def test_one_run_at_a_time(tmp_path: Path, write_manifest: Callable[..., Path]) 
     )
     try:
         # The lock is taken once the holder's PID is in the lock file.
-        deadline = time.monotonic() + 10
+        deadline = time.monotonic() + 120  # a failure guard only
         locks: list[Path] = []
         while time.monotonic() < deadline:
             locks = list(tmp_path.glob("nst-batch-*.lock"))
@@ -123,16 +125,15 @@ def test_one_run_at_a_time(tmp_path: Path, write_manifest: Callable[..., Path]) 
         (lock,) = locks
         assert re.fullmatch(r"nst-batch-[0-9a-f]{16}\.lock", lock.name)
 
-        began = time.monotonic()
-        second = _cron(manifest, env, timeout=30)
-        took = time.monotonic() - began
+        # A start that waited for the lock would wait for ever: the timeout is its failure.
+        second = _cron(manifest, env, timeout=120)
         assert second.returncode == EX_TEMPFAIL, second.stderr
-        assert took < 2, f"the second start waited {took:.1f}s instead of exiting at once"
         assert str(lock) in second.stderr
         assert f"pid {first.pid}" in second.stderr
         assert first.poll() is None  # the first run went on undisturbed
     finally:
-        _, err = first.communicate(timeout=30)
+        release.touch()
+        _, err = first.communicate(timeout=120)
     assert first.returncode == 0, err
 
     # Free again: a fast stand-in runs at once, and the log holds both runs and the refusal.
@@ -143,7 +144,6 @@ def test_one_run_at_a_time(tmp_path: Path, write_manifest: Callable[..., Path]) 
     assert "another run" in log and "fast" in log
 
 
-@pytest.mark.slow
 def test_sigterm_reaches_nst_batch(tmp_path: Path, write_manifest: Callable[..., Path]) -> None:
     manifest = write_manifest()
     fake = _fake_nst_batch(
@@ -156,12 +156,12 @@ def test_sigterm_reaches_nst_batch(tmp_path: Path, write_manifest: Callable[...,
         stderr=subprocess.PIPE,
         text=True,
     )
-    deadline = time.monotonic() + 10
+    deadline = time.monotonic() + 120  # a failure guard only
     while "ready" not in (log.read_text() if log.exists() else ""):
         assert time.monotonic() < deadline, "the stand-in never started"
         time.sleep(0.05)
     wrapper.terminate()
-    _, err = wrapper.communicate(timeout=10)
+    _, err = wrapper.communicate(timeout=120)
     assert wrapper.returncode == 143, err
     text = log.read_text()
     assert "got TERM" in text

@@ -22,10 +22,7 @@ from nst_batch.stylize import Job, Result, style_targets, stylize_batch
 from nst_batch.vgg import VGG19Features, build_vgg19
 from nst_batch.worker import Worker
 
-pytestmark = [
-    pytest.mark.cuda,
-    pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device"),
-]
+pytestmark = pytest.mark.cuda  # skipped without a CUDA device (see conftest)
 
 CHELSEA = CONTENT / "chelsea.png"
 STARRY = STYLE / "starry_night.jpg"

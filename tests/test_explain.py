@@ -22,12 +22,11 @@ from typing import Any
 
 import pytest
 import yaml
-from click.testing import CliRunner, Result
-from conftest import CONTENT, STYLE
+from click.testing import Result
+from conftest import CONTENT, STYLE, invoke
 from PIL import Image
 from PIL.PngImagePlugin import PngInfo
 
-from nst_batch.cli import main
 from nst_batch.explain import NO_RECIPE, reasons
 from nst_batch.images import read_metadata, save_image
 from nst_batch.manifest import load_manifest
@@ -55,10 +54,6 @@ BAD_ERROR = (
 )
 SUMMARY = re.compile(r"^(\d+) tasks: (\d+) done, (\d+) skipped, (\d+) failed in ", re.MULTILINE)
 PAD = " " * 12  # a reason's indent under its task
-
-
-def _invoke(*args: object) -> Result:
-    return CliRunner().invoke(main, [str(a) for a in args])
 
 
 def _write(folder: Path, **fields: Any) -> Path:
@@ -89,7 +84,7 @@ class Ran:
 @pytest.fixture(scope="module")
 def ran(tmp_path_factory: pytest.TempPathFactory) -> Ran:
     root = tmp_path_factory.mktemp("explain")
-    result = _invoke(_write(root), "-q")
+    result = invoke(_write(root), "-q")
     return Ran(root, result)
 
 
@@ -134,7 +129,7 @@ def _rewrite_png_text(path: Path, change: Callable[[dict[str, str]], None]) -> N
 def test_dry_run_verbose_says_new_for_a_fresh_gallery(tmp_path: Path) -> None:
     manifest = _write(tmp_path)
 
-    result = _invoke(manifest, "--dry-run", "-v")
+    result = invoke(manifest, "--dry-run", "-v")
 
     assert result.exit_code == 0, result.output
     lines = []
@@ -156,7 +151,7 @@ def test_dry_run_verbose_after_a_run_lists_up_to_date_and_failed_before(
     before = _tree(folder)
     failed = f"{PAD}failed before: {_bad_error(ran)}"
 
-    result = _invoke(gallery, "--dry-run", "-v")
+    result = invoke(gallery, "--dry-run", "-v")
 
     assert result.exit_code == 0, result.output
     assert result.stdout.splitlines() == [
@@ -171,14 +166,14 @@ def test_dry_run_verbose_after_a_run_lists_up_to_date_and_failed_before(
         "2 to run, 4 up to date, 6 in all",
     ]
     # -q: only what would run (no reasons), the up-to-date tasks in the counts alone
-    quiet = _invoke(gallery, "--dry-run", "-q")
+    quiet = invoke(gallery, "--dry-run", "-q")
     assert quiet.stdout.splitlines() == [
         " would run  bad x starry_night  ->  bad__starry_night.png",
         " would run  bad x the_scream  ->  bad__the_scream.png",
         "2 to run, 4 up to date, 6 in all",
     ]
     # the plain dry run: what would run and why; the up-to-date tasks only counted
-    plain = _invoke(gallery, "--dry-run")
+    plain = invoke(gallery, "--dry-run")
     assert plain.stdout.splitlines() == [
         " would run  bad x starry_night  ->  bad__starry_night.png",
         failed,
@@ -193,7 +188,7 @@ def test_dry_run_verbose_after_a_run_lists_up_to_date_and_failed_before(
 def test_dry_run_names_the_changed_content_image(gallery: Path) -> None:
     shutil.copyfile(CONTENT / "chelsea.png", gallery.parent / "coffee.png")  # new bytes
 
-    result = _invoke(gallery, "--dry-run", "-v", "--only", "content=coffee")
+    result = invoke(gallery, "--dry-run", "-v", "--only", "content=coffee")
 
     assert result.exit_code == 0, result.output
     assert result.stdout.splitlines() == [
@@ -207,7 +202,7 @@ def test_dry_run_names_the_changed_content_image(gallery: Path) -> None:
 
 @pytest.mark.slow
 def test_dry_run_names_a_changed_setting_with_old_and_new_values(gallery: Path) -> None:
-    result = _invoke(gallery, "--dry-run", "-v", "--set", "params.style_weight=30")
+    result = invoke(gallery, "--dry-run", "-v", "--set", "params.style_weight=30")
 
     assert result.exit_code == 0, result.output
     lines = result.stdout.splitlines()
@@ -220,7 +215,7 @@ def test_dry_run_names_a_changed_setting_with_old_and_new_values(gallery: Path) 
     assert lines[4:6] == [" would run  bad x starry_night  ->  bad__starry_night.png", f"{PAD}new"]
     assert lines[-1] == "6 to run, 0 up to date, 6 in all"
 
-    style = _invoke(gallery, "--dry-run", "-v", "--set", "style.1.params.style_layers=[relu2_1]")
+    style = invoke(gallery, "--dry-run", "-v", "--set", "style.1.params.style_layers=[relu2_1]")
     assert (
         f"{PAD}style_layers [relu1_1, relu2_1, relu3_1, relu4_1, relu5_1] -> [relu2_1]"
         in style.stdout.splitlines()
@@ -229,7 +224,7 @@ def test_dry_run_names_a_changed_setting_with_old_and_new_values(gallery: Path) 
 
 @pytest.mark.slow
 def test_dry_run_forced(gallery: Path, ran: Ran) -> None:
-    result = _invoke(gallery, "--dry-run", "-v", "--force", "--only", "style=the_*")
+    result = invoke(gallery, "--dry-run", "-v", "--force", "--only", "style=the_*")
 
     assert result.exit_code == 0, result.output
     assert result.stdout.splitlines() == [
@@ -260,7 +255,7 @@ def test_dry_run_names_a_new_algorithm_version_and_a_missing_recipe(gallery: Pat
     _rewrite_png_text(out / "chelsea__starry_night.png", older)
     _rewrite_png_text(out / "coffee__starry_night.png", without_recipe)
 
-    result = _invoke(gallery, "--dry-run", "-v", "--only", "style=starry_night")
+    result = invoke(gallery, "--dry-run", "-v", "--only", "style=starry_night")
 
     assert result.exit_code == 0, result.output
     assert result.stdout.splitlines()[:4] == [
@@ -276,7 +271,7 @@ def test_dry_run_verbose_with_a_results_file_not_ours_exits_2(tmp_path: Path) ->
     (tmp_path / "out").mkdir()
     (tmp_path / "out" / "results.csv").write_text("a;b;c\n1;2;3\n")
 
-    result = _invoke(manifest, "--dry-run", "-v")
+    result = invoke(manifest, "--dry-run", "-v")
 
     assert result.exit_code == 2, result.output
     assert "is not a results file of nst-batch" in result.stderr
@@ -435,19 +430,19 @@ def test_parse_only_and_select(write_manifest: Writer) -> None:
 def test_only_usage_errors_exit_2(tmp_path: Path) -> None:
     manifest = _write(tmp_path)
 
-    bad_key = _invoke(manifest, "--dry-run", "--only", "colour=red")
+    bad_key = invoke(manifest, "--dry-run", "--only", "colour=red")
     assert bad_key.exit_code == 2
     assert bad_key.stderr == (
         "Error: --only 'colour=red': unknown key 'colour'; use content, style or variant\n"
     )
-    nothing = _invoke(manifest, "--only", "style=monet*")
+    nothing = invoke(manifest, "--only", "style=monet*")
     assert nothing.exit_code == 2
     assert nothing.stderr == (
         "Error: --only style=monet*: matches no style of the plan "
         "(there are: starry_night, the_scream)\n"
     )
     assert not (tmp_path / "out").exists()
-    report = _invoke("report", manifest, "--only", "variant=x")
+    report = invoke("report", manifest, "--only", "variant=x")
     assert report.exit_code == 2
     assert report.stderr == (
         "Error: --only variant=x: matches no variant of the plan (the manifest has no sweep)\n"
@@ -458,7 +453,7 @@ def test_only_one_key_is_or_and_keys_are_and(tmp_path: Path) -> None:
     manifest = _write(tmp_path)
     args = ("--dry-run", "--only", "content=coffee", "--only", "content=ba?", "--only", "style=t*")
 
-    result = _invoke(manifest, *args)
+    result = invoke(manifest, *args)
 
     assert result.stdout.splitlines() == [
         " would run  coffee x the_scream  ->  coffee__the_scream.png",
@@ -474,8 +469,8 @@ def test_only_filters_a_shard_of_the_whole_plan(tmp_path: Path) -> None:
     manifest = _write(tmp_path)
     only = ("--only", "style=the_scream")
 
-    first = _invoke(manifest, "--dry-run", "--shard", "1/2", *only)
-    second = _invoke(manifest, "--dry-run", "--shard", "2/2", *only)
+    first = invoke(manifest, "--dry-run", "--shard", "1/2", *only)
+    second = invoke(manifest, "--dry-run", "--shard", "2/2", *only)
 
     assert first.stdout.splitlines() == [
         "0 to run, 0 up to date, 0 in all in shard 1/2 matching --only (of 6 planned)"
@@ -497,7 +492,7 @@ def test_only_runs_a_subset_and_leaves_the_rest_alone(gallery: Path) -> None:
     ] * 2
     shutil.copyfile(CONTENT / "coffee.png", folder / "bad.png")  # bad.png is now an image
 
-    result = _invoke(gallery, "--only", "content=bad")
+    result = invoke(gallery, "--only", "content=bad")
 
     assert result.exit_code == 0, result.output
     assert SUMMARY.findall(result.stdout) == [("2", "2", "0", "0")]
@@ -514,7 +509,7 @@ def test_only_runs_a_subset_and_leaves_the_rest_alone(gallery: Path) -> None:
     assert now[:4] == cells[:4]  # chelsea's and coffee's cells, byte for byte
     assert all('data-state="done"' in cell for cell in now[4:])
 
-    again = _invoke(gallery, "--dry-run")
+    again = invoke(gallery, "--dry-run")
     assert again.stdout.splitlines()[-1] == "0 to run, 6 up to date, 6 in all"
 
 
@@ -529,7 +524,7 @@ def test_show_prints_what_an_output_was_made_with(ran: Ran) -> None:
     chelsea = file_sha256(ran.root / "chelsea.png")[:12]
     starry = file_sha256(STYLE / "starry_night.jpg")[:12]
 
-    result = _invoke("show", output)
+    result = invoke("show", output)
 
     assert result.exit_code == 0, result.output
     lines = result.stdout.splitlines()
@@ -557,7 +552,7 @@ def test_show_prints_what_an_output_was_made_with(ran: Ran) -> None:
         "start      {init: content, from: none}",
     ]
 
-    as_json = _invoke("show", output, "--json")
+    as_json = invoke("show", output, "--json")
     assert as_json.exit_code == 0, as_json.output
     info = json.loads(as_json.stdout)
     assert info["key"] == metadata[KEY_METADATA]
@@ -581,14 +576,14 @@ def test_show_prints_the_start_when_recorded(tmp_path: Path) -> None:
     info.add_text(START_METADATA, json.dumps({"init": "output", "from": "b" * 24}))
     Image.new("RGB", (8, 8)).save(output, pnginfo=info)
 
-    result = _invoke("show", output)
+    result = invoke("show", output)
 
     assert result.exit_code == 0, result.output
     lines = result.stdout.splitlines()
     assert lines[2] == "content    not recorded"
     assert "settings   not recorded" in lines
     assert lines[-1] == f"start      {{init: output, from: {'b' * 24}}}"
-    assert json.loads(_invoke("show", output, "--json").stdout)["start"] == {
+    assert json.loads(invoke("show", output, "--json").stdout)["start"] == {
         "init": "output",
         "from": "b" * 24,
     }
@@ -609,7 +604,7 @@ def test_show_and_dry_run_read_past_deeply_nested_metadata(write_manifest: Write
     save_image(Image.new("RGB", (64, 43)), task.output, metadata, root=task.folder)
     assert read_metadata(task.output)[RECIPE_METADATA] == NESTED
 
-    shown = _invoke("show", task.output)
+    shown = invoke("show", task.output)
     assert shown.exit_code == 0, shown.output
     assert "Traceback" not in shown.output
     lines = shown.stdout.splitlines()
@@ -622,7 +617,7 @@ def test_show_and_dry_run_read_past_deeply_nested_metadata(write_manifest: Write
     ]
     assert all(line.endswith("  not recorded") for line in lines[2:])
 
-    why = _invoke(manifest, "--dry-run", "-v")
+    why = invoke(manifest, "--dry-run", "-v")
     assert why.exit_code == 0, why.output
     assert "Traceback" not in why.output
     assert f"{PAD}{NO_RECIPE}" in why.stdout.splitlines()
@@ -642,7 +637,7 @@ def test_show_refuses_what_is_not_an_output(tmp_path: Path) -> None:
         ),
     }
     for path, message in cases.items():
-        result = _invoke("show", path, "--json")
+        result = invoke("show", path, "--json")
         assert result.exit_code == 2, (path, result.output)
         assert result.stderr == message
         assert result.stdout == ""
@@ -657,7 +652,7 @@ def test_report_exits_1_and_lists_the_failed_tasks(gallery: Path, ran: Ran) -> N
     error = _bad_error(ran)
     counts = "6 tasks planned: 4 done, 2 failed, 0 interrupted, 0 outdated, 0 not yet run"
 
-    result = _invoke("report", gallery)
+    result = invoke("report", gallery)
 
     assert result.exit_code == 1, result.output
     assert result.stdout.splitlines() == [
@@ -668,11 +663,11 @@ def test_report_exits_1_and_lists_the_failed_tasks(gallery: Path, ran: Ran) -> N
         f"gallery: {out / 'index.html'}",
     ]
 
-    quiet = _invoke("report", gallery, "-q")
+    quiet = invoke("report", gallery, "-q")
     assert quiet.exit_code == 1
     assert quiet.stdout.splitlines() == result.stdout.splitlines()[:3]
 
-    verbose = _invoke("report", gallery, "-v")
+    verbose = invoke("report", gallery, "-v")
     assert verbose.exit_code == 1
     assert verbose.stdout.splitlines()[:7] == [
         counts,
@@ -684,7 +679,7 @@ def test_report_exits_1_and_lists_the_failed_tasks(gallery: Path, ran: Ran) -> N
         f"  failed:      bad x the_scream: {error}",
     ]
 
-    subset = _invoke("report", gallery, "--only", "content=c*")  # the failures left out
+    subset = invoke("report", gallery, "--only", "content=c*")  # the failures left out
     assert subset.exit_code == 0, subset.output
     assert subset.stdout.splitlines()[0] == (
         "4 tasks planned: 4 done, 0 failed, 0 interrupted, 0 outdated, 0 not yet run"
@@ -699,7 +694,7 @@ def test_report_json(gallery: Path, ran: Ran) -> None:
     out = gallery.parent / "out"
     rows = {r.output: r for r in read_rows(out / "results.csv")}
 
-    result = _invoke("report", gallery, "--json")
+    result = invoke("report", gallery, "--json")
 
     assert result.exit_code == 1, result.output
     view = json.loads(result.stdout)  # nothing but the JSON on stdout
@@ -730,6 +725,7 @@ def test_report_json(gallery: Path, ran: Ran) -> None:
             "total": row.total_loss,
         },
         "steps": 2,
+        "stopped": "budget",  # a cold start runs its whole budget
         "seconds": row.seconds,
         "error": "",
         "key": row.key,
@@ -741,7 +737,7 @@ def test_report_json(gallery: Path, ran: Ran) -> None:
     assert failed["error"] == _bad_error(ran)
 
     # settings that changed: every task outdated, its last result kept in the view
-    changed = json.loads(_invoke("report", gallery, "--json", "--set", "params.steps=3").stdout)
+    changed = json.loads(invoke("report", gallery, "--json", "--set", "params.steps=3").stdout)
     assert changed["counts"]["outdated"] == 6
     assert changed["tasks"][0]["status"] == "done"
     assert changed["tasks"][0]["key"] != row.key
@@ -750,7 +746,7 @@ def test_report_json(gallery: Path, ran: Ran) -> None:
 def test_report_json_on_a_fresh_gallery(tmp_path: Path) -> None:
     manifest = _write(tmp_path)
 
-    result = _invoke("report", manifest, "--json")
+    result = invoke("report", manifest, "--json")
 
     assert result.exit_code == 0, result.output
     view = json.loads(result.stdout)
@@ -766,13 +762,13 @@ def test_report_lists_interrupted_tasks(tmp_path: Path) -> None:
     with ResultsWriter(tmp_path / "out" / "results.csv") as writer:
         writer.write(_row(task, "interrupted", error="stopped by SIGTERM"))
 
-    result = _invoke("report", manifest, "-q")
+    result = invoke("report", manifest, "-q")
 
     assert result.exit_code == 0, result.output  # interrupted is not failed: a rerun finishes
     assert result.stdout.splitlines() == [
         "6 tasks planned: 0 done, 0 failed, 1 interrupted, 0 outdated, 5 not yet run"
     ]
-    plain = _invoke("report", manifest)
+    plain = invoke("report", manifest)
     assert plain.stdout.splitlines()[1] == (
         "  interrupted: chelsea x starry_night: stopped by SIGTERM"
     )

@@ -9,6 +9,7 @@ import time
 from pathlib import Path
 
 import pytest
+from conftest import Pause
 from PIL import Image
 
 from nst_batch.layout import is_temporary
@@ -17,20 +18,31 @@ from nst_batch.results import read_rows
 COMMAND = [sys.executable, "-m", "nst_batch"]
 
 
-def _start(manifest: Path, *args: str) -> subprocess.Popen[str]:
+def _start(manifest: Path, *args: str, env: dict[str, str] | None = None) -> subprocess.Popen[str]:
     return subprocess.Popen(
         [*COMMAND, str(manifest), *args],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
+        env=env,
     )
 
 
-def _wait_for(condition, timeout: float = 120.0) -> None:
+def _wait_for(condition, timeout: float = 600.0) -> None:
+    """Poll `condition`; the timeout is a failure guard, not a speed the test expects."""
     deadline = time.monotonic() + timeout
     while not condition():
         assert time.monotonic() < deadline, "timed out"
         time.sleep(0.05)
+
+
+def _running(pid: int) -> bool:
+    """Whether process `pid` exists and is no zombie."""
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except FileNotFoundError:
+        return False
+    return state != "Z"
 
 
 def _valid(path: Path) -> bool:
@@ -40,19 +52,22 @@ def _valid(path: Path) -> bool:
 
 
 @pytest.mark.slow
-def test_sigkill_after_the_first_output_then_rerun(write_manifest) -> None:
-    # one task at a time, so that the kill falls between outputs
+def test_sigkill_after_the_first_output_then_rerun(write_manifest, pause: Pause) -> None:
+    # one task at a time, so that the kill falls between outputs: the first task runs
+    # through, the second pauses 5 steps in (each worker process lets one batch through)
     manifest = write_manifest(params={"size": 64, "steps": 30}, batch_size=1)
     out = manifest.parent / "out"
-    process = _start(manifest)
+    process = _start(manifest, env=pause.env(5, skip=1))
+    paused = pause.wait(process)
     # a finished task's row is written after its image: wait for the row
     _wait_for(lambda: any(r.status == "done" for r in read_rows(out / "results.csv")))
     process.kill()
     process.wait()
     assert process.returncode == -signal.SIGKILL
+    _wait_for(lambda: not any(_running(pid) for pid in paused))  # no worker writes on
     first = read_rows(out / "results.csv")  # complete rows only; a torn line is ignored
     done_first = {r.output for r in first if r.status == "done"}
-    assert 1 <= len(done_first) < 4
+    assert len(done_first) == len(paused)  # one each: the paused one runs the second
     assert all(_valid(p) for p in out.glob("*.jpg"))
 
     rerun = subprocess.run([*COMMAND, str(manifest)], capture_output=True, text=True, check=False)
@@ -87,17 +102,16 @@ def test_sigterm_records_the_tasks_in_flight_and_exits_143(write_manifest) -> No
 
 
 @pytest.mark.slow
-def test_a_second_run_on_the_same_output_refuses_at_once(write_manifest) -> None:
+def test_a_second_run_on_the_same_output_refuses_at_once(write_manifest, pause: Pause) -> None:
     manifest = write_manifest(params={"size": 64, "steps": 3000})
     out = manifest.parent / "out"
-    first = _start(manifest)
+    first = _start(manifest, env=pause.env(1))
     try:
-        _wait_for(lambda: (out / "results.csv").exists())
-        start = time.monotonic()
+        pause.wait(first)  # holding the output's lock, stopped at step 1 until killed
+        # A second run that waited for the lock would wait for ever: the timeout fails it.
         second = subprocess.run(
-            [*COMMAND, str(manifest)], capture_output=True, text=True, check=False
+            [*COMMAND, str(manifest)], capture_output=True, text=True, check=False, timeout=300
         )
-        assert time.monotonic() - start < 20
         assert second.returncode == 75
         assert f"PID {first.pid}" in second.stderr
         assert str(out / ".nst-batch.lock") in second.stderr

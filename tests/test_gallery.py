@@ -22,11 +22,10 @@ from urllib.parse import unquote
 import markupsafe
 import pytest
 import yaml
-from click.testing import CliRunner, Result
-from conftest import CONTENT, STYLE
+from click.testing import Result
+from conftest import CONTENT, STYLE, invoke
 from PIL import Image
 
-from nst_batch.cli import main
 from nst_batch.gallery import GalleryFiles, write_gallery
 from nst_batch.gallery.page import curve_points
 from nst_batch.gallery.paging import Block
@@ -448,14 +447,10 @@ def test_a_huge_gallery_gets_numbered_sheets_of_whole_cells_within_limits() -> N
 # --- through the command line -----------------------------------------------------------------
 
 
-def _invoke(*args: object) -> Result:
-    return CliRunner().invoke(main, [str(a) for a in args])
-
-
 def test_report_writes_the_gallery(made: Made) -> None:
     made.files.page.unlink()
     made.files.sheets[0].unlink()
-    result = _invoke("report", made.manifest.path)
+    result = invoke("report", made.manifest.path)
     assert result.exit_code == 1, result.output  # the gallery holds a failed task
     assert result.stdout.splitlines()[-1] == f"gallery: {made.files.page}"
     assert _read(made.out).states() == ["done", "done", "failed", "pending"]
@@ -480,7 +475,7 @@ def test_report_rebuilds_a_gallery_record_it_cannot_use(made: Made, text: str) -
     record = gallery_record(made.out)
     record.write_text(text)
     made.files.page.unlink()
-    result = _invoke("report", made.manifest.path)
+    result = invoke("report", made.manifest.path)
     assert result.exit_code == 1, result.output  # the gallery holds a failed task, as before
     assert "Traceback" not in result.output
     assert result.stdout.splitlines()[-1] == f"gallery: {made.files.page}"
@@ -491,7 +486,7 @@ def test_report_rebuilds_a_gallery_record_it_cannot_use(made: Made, text: str) -
 def test_report_shows_no_curve_for_a_deeply_nested_curve_file(made: Made) -> None:
     task = _task(made.tasks, "chelsea", "starry_night")
     curve_path(task.output).write_text(NESTED)
-    result = _invoke("report", made.manifest.path)
+    result = invoke("report", made.manifest.path)
     assert result.exit_code == 1, result.output
     assert "Traceback" not in result.output
     curves = [len(_points(c.polylines[0])) for c in _read(made.out).cells if c.polylines]
@@ -501,7 +496,7 @@ def test_report_shows_no_curve_for_a_deeply_nested_curve_file(made: Made) -> Non
 def test_a_shard_run_writes_the_whole_gallery(made: Made) -> None:
     for task in made.tasks:  # every output up to date: the shard skips its two
         _finish(task)
-    result = _invoke(made.manifest.path, "--shard", "1/2")
+    result = invoke(made.manifest.path, "--shard", "1/2")
     assert result.exit_code == 0, result.output
     assert "2 tasks in shard 1/2: 0 done, 2 skipped" in result.stdout
     assert result.stdout.splitlines()[-1] == f"gallery: {made.files.page}"
@@ -530,7 +525,7 @@ def test_a_gallery_that_cannot_be_written_is_only_a_warning(
 
     monkeypatch.setattr("nst_batch.gallery.write_gallery", refuse)
     for args in (["report"], []):
-        result = _invoke(*args, made.manifest.path)
+        result = invoke(*args, made.manifest.path)
         assert result.exit_code == (1 if args else 0), result.output  # report: a failed task
         assert f"warning: cannot write the gallery in {made.out}: " in result.stderr
         assert "Permission denied" in result.stderr
@@ -556,7 +551,7 @@ def real(tmp_path_factory: pytest.TempPathFactory) -> Run:
     manifest = _manifest(root, params={"size": 64, "steps": 4}).path
     (root / "photos" / "chelsea.png").unlink()
     (root / "photos" / "bad.png").write_text("not an image\n")
-    return Run(manifest, root / "out", _invoke(manifest, "-q"))
+    return Run(manifest, root / "out", invoke(manifest, "-q"))
 
 
 @pytest.mark.slow
@@ -590,7 +585,7 @@ def test_report_after_a_real_run_rewrites_the_same_gallery(real: Run, tmp_path: 
     manifest, out = root / "gallery.yaml", root / "out"
     before = {p: p.read_bytes() for p in out.rglob("*") if p.is_file()}
 
-    report = _invoke("report", manifest)
+    report = invoke("report", manifest)
     assert report.exit_code == 1, report.output  # the real run has failed tasks
     # the page names only relative files, so a copy's page is the original's
     assert (out / PAGE).read_bytes() == before[out / PAGE]
@@ -600,7 +595,7 @@ def test_report_after_a_real_run_rewrites_the_same_gallery(real: Run, tmp_path: 
     doc = yaml.safe_load(manifest.read_text())
     doc["style"].append(str(STYLE / "shipwreck.jpg"))
     manifest.write_text(yaml.safe_dump(doc))
-    report = _invoke("report", manifest)
+    report = invoke("report", manifest)
     assert report.exit_code == 1, report.output
     page = _read(out)
     assert page.states() == ["done", "done", "failed", "failed", "pending", "pending"]

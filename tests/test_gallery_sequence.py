@@ -17,12 +17,10 @@ from urllib.parse import unquote
 
 import pytest
 import yaml
-from click.testing import CliRunner, Result
-from conftest import CONTENT, STYLE
+from conftest import CONTENT, STYLE, invoke
 from PIL import Image
 from test_gallery import LAYOUT, PageReader, _near, _row
 
-from nst_batch.cli import main
 from nst_batch.gallery import GalleryFiles, write_gallery
 from nst_batch.gallery.animation import frame_duration
 from nst_batch.images import read_metadata, save_image
@@ -292,7 +290,7 @@ def test_a_whole_run_removes_the_temporaries_of_animations(tmp_path: Path) -> No
     torn = made.out / "clip" / ".starry_night.gif.0123abcd.nst-batch.tmp"
     assert (made.out / "clip" / "starry_night.gif").is_file()
     torn.write_bytes(b"torn")
-    result = _invoke("report", made.manifest.path)
+    result = invoke("report", made.manifest.path)
     assert result.exit_code == 0, result.output
     assert not torn.exists()
 
@@ -350,7 +348,7 @@ def test_the_contact_sheet_shows_a_sequence_by_its_first_frame(made: Made) -> No
 
 
 def test_report_counts_frames_as_the_page_does(made: Made) -> None:
-    result = _invoke("report", made.manifest.path)
+    result = invoke("report", made.manifest.path)
     assert result.exit_code == 0, result.output
     assert "10 tasks planned: 8 done, 0 failed, 0 interrupted, 0 outdated, 2 not yet run" in (
         result.output
@@ -375,10 +373,6 @@ def test_the_comparison_groups_a_sequence_too(tmp_path: Path) -> None:
 # --- through the command line -------------------------------------------------------------
 
 
-def _invoke(*args: object) -> Result:
-    return CliRunner().invoke(main, [str(a) for a in args])
-
-
 @pytest.mark.slow
 def test_a_real_sequence_run_makes_its_animation(tmp_path: Path) -> None:
     frames = tmp_path / "coffee"
@@ -395,7 +389,7 @@ def test_a_real_sequence_run_makes_its_animation(tmp_path: Path) -> None:
     }
     manifest = tmp_path / "m.yaml"
     manifest.write_text(yaml.safe_dump(doc))
-    result = _invoke(manifest, "-q")
+    result = invoke(manifest, "-q")
     assert result.exit_code == 0, result.output
     out = tmp_path / "out"
     gif = out / "coffee__starry_night.gif"
@@ -406,7 +400,7 @@ def test_a_real_sequence_run_makes_its_animation(tmp_path: Path) -> None:
     (cell,) = page.cells
     assert cell.state == "done" and cell.links == ["coffee__starry_night.gif"]
     before = _identity(gif)
-    again = _invoke(manifest, "-q")
+    again = invoke(manifest, "-q")
     assert again.exit_code == 0, again.output
     assert _identity(gif) == before
     assert [t.content.name for t in plan(load_manifest(manifest))] == [

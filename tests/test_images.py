@@ -12,6 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from conftest import run_unprivileged
 from PIL import Image, ImageFile
 
 from nst_batch import images, layout
@@ -462,20 +463,22 @@ def test_failed_rename_is_reported(tmp_path: Path, monkeypatch: pytest.MonkeyPat
     assert os.listdir(tmp_path) == []
 
 
-def test_read_only_folder(tmp_path: Path) -> None:
-    folder = tmp_path / "locked"
+def test_read_only_folder(shared_tmp: Path) -> None:
+    # a real refusal of the file system, also as root (see run_unprivileged)
+    folder = shared_tmp / "locked"
     folder.mkdir()
-    folder.chmod(0o500)
-    try:
-        if os.access(folder, os.W_OK):
-            pytest.skip("running as root: file permissions are not enforced")
-        with pytest.raises(ImageError) as caught:
-            save_image(_chelsea(), folder / "out.png")
-        assert str(folder / "out.png") in str(caught.value)
-        assert "permission denied" in str(caught.value)
-        assert os.listdir(folder) == []
-    finally:
-        folder.chmod(0o700)
+    folder.chmod(0o555)
+    target = folder / "out.png"
+    done = run_unprivileged(
+        "from PIL import Image\nfrom nst_batch.images import ImageError, save_image",
+        f"try:\n    save_image(Image.new('RGB', (8, 6)), {str(target)!r})\n"
+        "except ImageError as e:\n    print(e)",
+    )
+    assert done.returncode == 0, done.stderr
+    message = done.stdout.strip()
+    assert str(target) in message
+    assert "permission denied" in message
+    assert os.listdir(folder) == []
 
 
 @pytest.mark.parametrize(("name", "side"), [("tall.jpg", 65_501), ("wide.webp", 16_384)])
@@ -510,3 +513,57 @@ def test_a_closed_pil_image_is_named_as_closed() -> None:
     image.close()
     with pytest.raises(ImageError, match=r"Cannot use image 'x': the PIL image is closed"):
         to_rgb(image, "x")
+
+
+# --- animations: the refusals ----------------------------------------------------------------
+
+
+@pytest.mark.parametrize(("fmt", "side"), [("GIF", 65_536), ("WEBP", 16_384)])
+def test_an_animation_of_frames_over_its_formats_side_limit_is_refused(
+    tmp_path: Path, fmt: str, side: int
+) -> None:
+    frame = tmp_path / "frame.png"
+    Image.new("RGB", (side, 1)).save(frame)
+    target = tmp_path / f"walk.{fmt.lower()}"
+    with pytest.raises(ImageError) as caught:
+        images.save_animation([frame, frame], target, 100, {}, fmt=fmt)  # type: ignore[arg-type]
+    assert str(caught.value) == (
+        f"Cannot save '{target}': its frames are {side}x1 px and {fmt} "
+        f"holds at most {side - 1:,} px a side."
+    )
+    assert sorted(os.listdir(tmp_path)) == ["frame.png"]
+
+
+def test_an_animation_needs_frames_a_duration_and_str_metadata(tmp_path: Path) -> None:
+    frame = tmp_path / "frame.png"
+    _chelsea().save(frame)
+    target = tmp_path / "walk.gif"
+    with pytest.raises(ValueError, match=r"walk\.gif': an animation needs at least one frame$"):
+        images.save_animation([], target, 100, {})
+    with pytest.raises(ValueError, match=r"^a frame's duration must be positive, got 0 ms$"):
+        images.save_animation([frame], target, 0, {})
+    with pytest.raises(TypeError, match=r"^metadata must map str to str, got 'k': 1$"):
+        images.save_animation([frame], target, 100, {"k": 1})  # type: ignore[dict-item]
+    assert sorted(os.listdir(tmp_path)) == ["frame.png"]
+
+
+def test_an_animation_names_the_frame_it_cannot_read(tmp_path: Path) -> None:
+    good, bad = tmp_path / "a.png", tmp_path / "b.png"
+    _chelsea().save(good)
+    bad.write_bytes(b"not a picture")
+    with pytest.raises(ImageError) as caught:
+        images.save_animation([good, bad], tmp_path / "walk.gif", 100, {})
+    message = str(caught.value)
+    assert message.startswith(f"Cannot use image '{bad}': it cannot be read as a frame ("), message
+    assert message.endswith("; rerun its task."), message
+    assert not (tmp_path / "walk.gif").exists()
+
+
+def test_save_image_refuses_an_unknown_extension_and_a_quality_out_of_range(
+    tmp_path: Path,
+) -> None:
+    with pytest.raises(ValueError, match=r"unsupported extension '\.bmp'; use one of "):
+        save_image(_chelsea(), tmp_path / "out.bmp")
+    with pytest.raises(ValueError, match=r"^quality must be within 1\.\.100, got 0$"):
+        save_image(_chelsea(), tmp_path / "out.jpg", quality=0)
+    assert os.listdir(tmp_path) == []

@@ -10,12 +10,10 @@ from typing import Any
 
 import pytest
 import yaml
-from click.testing import CliRunner, Result
-from conftest import CONTENT, STYLE
+from conftest import CONTENT, STYLE, invoke
 from PIL import Image
 from test_gallery import LAYOUT, PageReader
 
-from nst_batch.cli import main
 from nst_batch.layout import COMPARE, PAGE, SHEET
 from nst_batch.manifest import ManifestError, load_manifest
 from nst_batch.plan import plan
@@ -286,14 +284,10 @@ def test_a_plan_of_pairs_over_max_tasks_is_refused(tmp_path: Path) -> None:
 # --- a real run -------------------------------------------------------------------------------
 
 
-def _invoke(*args: object) -> Result:
-    return CliRunner().invoke(main, [str(a) for a in args])
-
-
 @pytest.mark.slow
 def test_a_real_run_of_two_pairs_shows_two_empty_cells(tmp_path: Path) -> None:
     path = _write(tmp_path, params={"size": 48, "steps": 2})
-    result = _invoke(path, "-q")
+    result = invoke(path, "-q")
     assert result.exit_code == 0, result.output
     out = tmp_path / "out"
     rows = read_rows(out / "results.csv")

@@ -52,11 +52,6 @@ def _fp32_loss(
         return float(objective.terms(features, image).sum())
 
 
-@pytest.fixture(scope="module")
-def net() -> VGG19Features:
-    return build_vgg19("original", LAYERS)
-
-
 @pytest.fixture
 def tf32_flags() -> Iterator[None]:
     """Put the global TF32 switches back as they were, whatever a test sets."""

@@ -43,7 +43,8 @@ def lines(path: Path) -> list[str]:
 def test_columns_follow_the_dataclass() -> None:
     assert COLUMNS == (
         "content", "style", "variant", "output", "status", "content_loss", "style_loss",
-        "tv_loss", "temporal_loss", "total_loss", "steps", "start", "resumed_from", "seconds",
+        "tv_loss", "temporal_loss", "total_loss", "steps", "stopped", "start", "resumed_from",
+        "seconds",
         "device", "worker", "key", "error", "finished_at", "run", "shard",
     )  # fmt: skip
 
@@ -172,11 +173,11 @@ def test_other_versions_header(tmp_path: Path) -> None:
     with newer.open("w", newline="") as f:
         csv.writer(f, lineterminator="\n").writerows(
             [newer_cols, ["cat", "wave", "", "wave/cat.png", "done", "3.2 GiB", "0.5"]
-             + [""] * 12 + [T1, "", "1/2"]]
+             + [""] * 13 + [T1, "", "1/2"]]
         )  # fmt: skip
     with older.open("w", newline="") as f:
         csv.writer(f, lineterminator="\n").writerows(
-            [older_cols, ["dog", "wave", "", "wave/dog.png", "failed"] + [""] * 11 + ["boom", T2]]
+            [older_cols, ["dog", "wave", "", "wave/dog.png", "failed"] + [""] * 12 + ["boom", T2]]
         )
     assert read_rows(newer) == [row(content_loss=0.5, shard="1/2")]
     assert read_rows(older) == [row("dog", status="failed", error="boom", finished_at=T2)]
@@ -332,3 +333,27 @@ def test_write_table_is_atomic(tmp_path: Path) -> None:
         write_table(broken(), path)
     assert os.listdir(tmp_path) == ["table.csv"]
     assert read_rows(path) == [rows[0], row("b", status="failed", error="x y")]
+
+
+@pytest.mark.parametrize(
+    "corrupt",
+    [
+        "dog,wave,,wave/dog.png,donee",  # a status that is none of ours, cells missing
+        ",".join(["dog", "wave", "", "wave/dog.png", "done", "x"] + [""] * (len(COLUMNS) - 6)),
+        ",".join(["dog", "wave", "", "wave/dog.png", "done"] + [""] * len(COLUMNS)),  # too many
+        "dog,wave,\xff\xfe",  # not UTF-8 once encoded below
+    ],
+    ids=["status", "a-letter-for-a-loss", "too-many-cells", "not-utf8"],
+)
+def test_a_corrupt_row_in_the_middle_is_skipped_and_the_rows_after_it_kept(
+    tmp_path: Path, corrupt: str
+) -> None:
+    path = tmp_path / "results.csv"
+    with ResultsWriter(path) as w:
+        w.write(row("cat"))
+    with path.open("ab") as f:
+        f.write(corrupt.encode("latin-1") + b"\n")
+    with ResultsWriter(path) as w:
+        w.write(row("eel"))
+    assert read_rows(path) == [row("cat"), row("eel")]
+    assert path.read_bytes().split(b"\n")[2] == corrupt.encode("latin-1")  # left as it was

@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 import yaml
 from click.testing import CliRunner
+from conftest import CONTENT, STYLE
 from PIL import Image
 
 from nst_batch import flow
@@ -21,7 +22,6 @@ from nst_batch.manifest import ManifestError, load_manifest
 from nst_batch.plan import batches, plan, shard
 from nst_batch.results import read_rows
 from nst_batch.runner import WAIT, _Scheduler
-from tests.conftest import CONTENT, STYLE
 
 PHOTO = CONTENT / "chelsea.png"
 STARRY = STYLE / "starry_night.jpg"

@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 import yaml
 from click.testing import CliRunner
+from conftest import CONTENT, STYLE
 from PIL import Image
 
 from nst_batch import layout
@@ -17,7 +18,6 @@ from nst_batch.images import read_metadata
 from nst_batch.manifest import ManifestError, load_manifest
 from nst_batch.metadata import KEY_METADATA, SNAPSHOT_METADATA
 from nst_batch.plan import plan
-from tests.conftest import CONTENT, STYLE
 
 
 def _run(manifest: Path, *args: str) -> str:

@@ -33,7 +33,7 @@ from nst_batch.stylize import (
     stylize,
     stylize_batch,
 )
-from nst_batch.vgg import VGG19Features, build_vgg19
+from nst_batch.vgg import build_vgg19
 
 CHELSEA = CONTENT / "chelsea.png"  # 451x300 -> 64x43
 COFFEE = CONTENT / "coffee.png"
@@ -45,11 +45,6 @@ WEIGHTS = {"content_weight": 1.0, "style_weight": 10.0}
 
 def _params(**overrides: object) -> Params:
     return Params(**{"size": 64, **WEIGHTS, **overrides})
-
-
-@pytest.fixture(scope="module")
-def net() -> VGG19Features:
-    return build_vgg19("original", (*GATYS_CONTENT_LAYERS, *GATYS_STYLE_LAYERS))
 
 
 @pytest.fixture(scope="module")
