@@ -109,6 +109,11 @@ class Recipe:
         ]
         return cls(content, p, init, [*stages, (p.size, p.steps)])
 
+    @property
+    def final(self) -> tuple[int, int]:
+        """The output's size (W, H)."""
+        return images.target_size(*self.content.size, self.params.size, self.params.square)
+
     def follow(self, warped: torch.Tensor, trusted: torch.Tensor) -> None:
         """Make this a sequence frame's recipe: start from `warped`, the frame before warped
         onto this one (at the output size, so the coarse scales go), unless the start is
@@ -167,8 +172,8 @@ class Recipe:
         begins: Start = "cold"
         if self.follows is not None:
             begins = "frame"
-        elif p.init == "previous" and self.init is not None:
-            begins = "previous"
+        elif p.init == "previous" and self.init is not None and self.init.size == self.final:
+            begins = "previous"  # not across a size change: see nst_batch/stopping.py
         rule = StopRule.of(p.model_copy(update={"steps": steps}), begins)
         update: dict[str, object] = {"size": size, "steps": rule.steps, "tolerance": rule.tolerance}
         start = None

@@ -3,8 +3,8 @@
 - `budget`: it ran every step of its budget (`steps`): what a cold start does by default.
 - `tolerance`: its best loss fell by less than `tolerance` of itself over the last
   CONVERGENCE_WINDOW evaluations (set by the user; `auto` for a sequence's frames).
-- `warm`: a warm start (`init: previous` from the task's own output) ran its share of the
-  budget, WARM_SHARE of `steps` and at least WARM_FLOOR evaluations.
+- `warm`: a warm start (`init: previous` from the task's own output, of the same size) ran
+  its share of the budget, WARM_SHARE of `steps` and at least WARM_FLOOR evaluations.
 - `converged`: L-BFGS found no step that lowers the loss (a flat gradient); nothing to gain.
 
 Why a share of the budget for warm starts, and not a tolerance: a warm start begins a few
@@ -15,6 +15,11 @@ budgets, small images): the loss it tests still falls fast. The point a warm sta
 a cold run's result grows with the budget, since a cold run gets further the more steps it
 has; a share of the budget tracks that. Measured over sizes, budgets, changes of settings
 and images never tuned on with scripts/bench_warm.py (docs/performance.md has the grid).
+
+A warm start across a size change (a preview's output, upscaled, as the start of the final)
+keeps the whole budget: the upscaled image has lost the fine texture the style loss asks
+for at the new size, and starts near ten times a cold run's final loss; measured at 64 to
+128 px, it was still 3% to 10% above the cold result after 40% of the budget.
 
 The rule is replayable on a recorded loss curve (`StopRule.replay`): one evaluation at a
 time, as the optimization calls it, with the same decisions.

@@ -167,6 +167,13 @@ def table(args: argparse.Namespace) -> None:
     rows = []
     for cell in data["cells"]:
         cold, warm = cell["cold"], cell["warm"]
+        if cell["change"] == "size x2":  # a size change keeps the whole budget
+            print(
+                f"{cell['pair']} {cell['size']} px {cell['steps']} steps, size x2: the whole "
+                f"budget; warm/cold loss after {len(warm)} evaluations: "
+                f"{min(warm) / min(cold):.3f}"
+            )
+            continue
         rule = StopRule.of(Params(steps=cell["steps"]), "previous")
         stop = rule.replay(warm)
         if stop.step > len(warm) or (stop.step == len(warm) and rule.steps > len(warm)):

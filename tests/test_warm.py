@@ -78,14 +78,17 @@ def test_without_a_previous_output_the_start_is_the_content(tmp_path: Path) -> N
 
 @pytest.mark.slow
 def test_a_previous_output_of_another_size_is_resized(tmp_path: Path) -> None:
-    manifest = _manifest(tmp_path, format="png")
+    manifest = _manifest(tmp_path, format="png", params={"steps": 60})
     assert _invoke(manifest).exit_code == 0
     out = tmp_path / "out" / "chelsea__starry_night.png"
     assert Image.open(out).size == (64, 43)
+    assert warm_budget(60) < 60
     bigger = _invoke(manifest, "--set", "params.size=96", "--set", "params.init=previous")
     assert bigger.exit_code == 0, bigger.output
     assert Image.open(out).size == (96, 64)
-    assert read_rows(tmp_path / "out" / "results.csv")[-1].start == "previous"
+    row = read_rows(tmp_path / "out" / "results.csv")[-1]
+    # Across a size change the warm start keeps its whole budget (nst_batch/stopping.py).
+    assert (row.start, row.steps, row.stopped) == ("previous", 60, "budget")
 
 
 def test_the_start_column_names_every_usual_init(tmp_path: Path) -> None:
