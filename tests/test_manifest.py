@@ -456,28 +456,24 @@ def test_missing_init_image_names_the_key(tmp_path: Path) -> None:
     )
 
 
-def test_init_image_with_literal_braces_only_is_refused(tmp_path: Path) -> None:
+def test_init_image_with_escaped_braces_and_no_such_file_names_the_file(tmp_path: Path) -> None:
     doc = _init_doc(tmp_path)
     doc["params"]["init_image"] = "init/{{x}}.png"
     path = _write_doc(tmp_path, doc)
+    root = tmp_path.resolve()
     assert _error(path) == (
-        f"{path}: params.init_image: 'init/{{{{x}}}}.png' has braces but no {{content}}, "
-        "{style} or {variant}; write a literal brace as {{ or }}"
+        f"{path}: params.init_image: no such file {root / 'init' / '{x}.png'}; "
+        f"paths are relative to {root}"
     )
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="bug: an init_image whose only braces are escaped ('{{x}}.png', as the refusal "
-    "advises) is refused as a template without a field, so a file named '{x}.png' can never "
-    "be an init_image",
-)
 def test_init_image_with_escaped_braces_names_the_file_with_braces(tmp_path: Path) -> None:
     doc = _init_doc(tmp_path)
     _copy(CONTENT / "astronaut.png", tmp_path / "init" / "{x}.png")
     doc["params"]["init_image"] = "init/{{x}}.png"
     manifest = load_manifest(_write_doc(tmp_path, doc))
-    assert manifest.base["init_image"] == str((tmp_path / "init" / "{x}.png").resolve())
+    (task,) = plan(manifest)
+    assert task.params.init_image == str((tmp_path / "init" / "{x}.png").resolve())
 
 
 def test_unreadable_content_image(write_manifest: WriteManifest, shared_tmp: Path) -> None:

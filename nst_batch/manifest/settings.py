@@ -64,20 +64,27 @@ def with_init_image(
         return dict(overrides)  # absent, or a wrong type that Params reports
     key = f"{path}: {where}.init_image"
     if "{" in value or "}" in value:
-        fields = _template_fields(key, value)
-        if not fields:
-            raise ManifestError(
-                f"{key}: {value!r} has braces but no {{content}}, {{style}} or {{variant}}; "
-                "write a literal brace as {{ or }}"
-            )
-        return {**overrides, "init_image": str(root / os.path.expanduser(value))}
+        if _template_fields(key, value):
+            return {**overrides, "init_image": str(root / os.path.expanduser(value))}
+        return {**overrides, "init_image": _literal_init_image(path, root, key, value)}
+    return {**overrides, "init_image": str(_readable_init_image(root, key, value))}
+
+
+def _literal_init_image(path: Path, root: Path, key: str, value: str) -> str:
+    """An init_image whose braces are all escaped (`{{x}}.png`: the file `{x}.png`): a
+    readable file, kept escaped, as each task fills its init_image as a template."""
+    full = _readable_init_image(root, key, value.format())
+    return str(full).replace("{", "{{").replace("}", "}}")
+
+
+def _readable_init_image(root: Path, key: str, value: str) -> Path:
     full = (root / os.path.expanduser(value)).resolve()
     if full.is_dir():
         raise ManifestError(f"{key}: {full} is a folder; give an image file")
     if not full.is_file():
         raise ManifestError(f"{key}: no such file {full}; paths are relative to {root}")
     check_readable(full, key)
-    return {**overrides, "init_image": str(full)}
+    return full
 
 
 # -- the output-name template -------------------------------------------------------
