@@ -210,3 +210,12 @@ def run_unprivileged(imports: str, code: str) -> subprocess.CompletedProcess[str
 def invoke(*args: object) -> Result:
     """`nst-batch ARGS` in process (click's CliRunner); stderr is part of `output`."""
     return CliRunner().invoke(main, [str(a) for a in args])
+
+
+def running(pid: int) -> bool:
+    """Whether process `pid` exists and is no zombie (PID 1 here may not reap orphans)."""
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except FileNotFoundError:
+        return False
+    return state != "Z"

@@ -9,7 +9,7 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import Pause
+from conftest import Pause, running
 from PIL import Image
 
 from nst_batch.layout import is_temporary
@@ -36,15 +36,6 @@ def _wait_for(condition, timeout: float = 600.0) -> None:
         time.sleep(0.05)
 
 
-def _running(pid: int) -> bool:
-    """Whether process `pid` exists and is no zombie."""
-    try:
-        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-    except FileNotFoundError:
-        return False
-    return state != "Z"
-
-
 def _valid(path: Path) -> bool:
     with Image.open(path) as image:
         image.load()
@@ -64,7 +55,7 @@ def test_sigkill_after_the_first_output_then_rerun(write_manifest, pause: Pause)
     process.kill()
     process.wait()
     assert process.returncode == -signal.SIGKILL
-    _wait_for(lambda: not any(_running(pid) for pid in paused))  # no worker writes on
+    _wait_for(lambda: not any(running(pid) for pid in paused))  # no worker writes on
     first = read_rows(out / "results.csv")  # complete rows only; a torn line is ignored
     done_first = {r.output for r in first if r.status == "done"}
     assert len(done_first) == len(paused)  # one each: the paused one runs the second

@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 import torch
 import yaml
-from conftest import CONTENT, STYLE
+from conftest import CONTENT, STYLE, running
 from PIL import Image
 
 from nst_batch.results import read_rows
@@ -49,7 +49,7 @@ def _run(manifest: Path, log: Path, *args: str) -> Iterator[subprocess.Popen[byt
 
 def _kill(pids: list[int]) -> None:
     for pid in pids:
-        if _running(pid):
+        if running(pid):
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGKILL)
 
@@ -78,15 +78,6 @@ def _workers(parent: int) -> list[int]:
     return pids
 
 
-def _running(pid: int) -> bool:
-    """Alive and not a zombie (PID 1 here may not reap orphans)."""
-    try:
-        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-    except FileNotFoundError:
-        return False
-    return state != "Z"
-
-
 def _started(log: Path) -> dict[str, str]:
     """Task label -> the worker it started on, from the -v progress lines."""
     return dict(re.findall(r"^start (.+) on (\S+)$", log.read_text(), re.MULTILINE))
@@ -102,9 +93,9 @@ def _kill_and_wait_for_workers(process: subprocess.Popen[bytes], workers: list[i
     process.kill()
     assert process.wait() == -signal.SIGKILL
     deadline = time.monotonic() + DEADLINE
-    while any(_running(pid) for pid in workers) and time.monotonic() < deadline:
+    while any(running(pid) for pid in workers) and time.monotonic() < deadline:
         time.sleep(0.05)
-    left = [pid for pid in workers if _running(pid)]
+    left = [pid for pid in workers if running(pid)]
     _kill(left)  # before failing, so that no test leaves a process behind
     assert not left, f"workers {left} outlived their run's process by {DEADLINE} s"
 

@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from conftest import CONTENT, STYLE
+from conftest import CONTENT, STYLE, running
 from PIL import Image
 
 from nst_batch.manifest import load_manifest
@@ -264,15 +264,6 @@ def _children(pid: int) -> list[int]:
     return found
 
 
-def _running(pid: int) -> bool:
-    """Alive and not a zombie (PID 1 here does not reap orphans)."""
-    try:
-        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-    except FileNotFoundError:
-        return False
-    return state != "Z"
-
-
 @pytest.mark.slow
 @pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
 def test_a_signal_stops_every_worker_and_records_the_tasks_in_flight(write_manifest, signum):
@@ -297,9 +288,9 @@ def test_a_signal_stops_every_worker_and_records_the_tasks_in_flight(write_manif
     assert process.returncode == 128 + signum
     assert f"interrupted by {signal.Signals(signum).name}" in err
     deadline = time.monotonic() + 10
-    while any(_running(pid) for pid in workers) and time.monotonic() < deadline:
+    while any(running(pid) for pid in workers) and time.monotonic() < deadline:
         time.sleep(0.1)
-    assert not any(_running(pid) for pid in workers)
+    assert not any(running(pid) for pid in workers)
     rows = read_rows(manifest.parent / "out" / "results.csv")
     assert len(rows) == 4  # every task was in flight: a batch of two on each worker
     assert all(r.status == "interrupted" for r in rows)
