@@ -1,7 +1,7 @@
 """nst-batch: regenerate a neural-style-transfer gallery in one command.
 
 `nst_batch.transfer(content, style, **params)` stylizes one image from Python (see
-nst_batch.recipe); `nst_batch.run(manifest, set=..., only=...)` runs a gallery as the
+nst_batch.pyramid); `nst_batch.run(manifest, set=..., only=...)` runs a gallery as the
 command does and `nst_batch.report(manifest)` counts it (see nst_batch.session). They are
 imported on first use, so that planning never imports torch.
 """
@@ -16,7 +16,7 @@ __all__ = ["__version__", "report", "run", "transfer"]
 
 def __getattr__(name: str) -> Any:
     if name == "transfer":
-        from nst_batch.recipe import transfer
+        from nst_batch.pyramid import transfer
 
         return transfer
     if name in ("run", "report"):

@@ -75,7 +75,7 @@ def load(path: Path, key: str) -> Checkpoint:
     could not have saved (each cause its own message). FileNotFoundError if missing.
 
     Whether it fits the task (its scale count, image size and step budget) is for
-    `Recipe.resume` to say."""
+    `Pyramid.resume` to say."""
     where = display(path)
     try:
         with warnings.catch_warnings():  # torch's own (a sparse tensor checked): ours says it
@@ -106,7 +106,7 @@ def load(path: Path, key: str) -> Checkpoint:
         raise CheckpointError(f"{where}: its image has values outside 0..1 (or not finite)")
     stage, stage_steps, done = (_count(data, name, where) for name in STEPS)
     # Scale 0 comes first: nothing was done before it. Each finer one follows coarser
-    # scales of at least one step each. Whether `done` fits the budget is the recipe's.
+    # scales of at least one step each. Whether `done` fits the budget is the pyramid's.
     before = done - stage_steps
     if stage_steps < 1 or before < stage or (stage == 0 and before != 0):
         raise CheckpointError(

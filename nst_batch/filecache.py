@@ -36,7 +36,6 @@ Kind = Literal["inputs", "outputs"]  # inputs by absolute path, outputs by relat
 # A store file as read: kind -> name -> [size, mtime_ns, ctime_ns, inode, SHA-256 or key]
 Store = dict[Kind, dict[str, Any]]
 KINDS: tuple[Kind, ...] = ("inputs", "outputs")
-_CHUNK = 1 << 20
 
 
 def stamp(status: os.stat_result) -> Stamp:
@@ -47,13 +46,11 @@ def stamp(status: os.stat_result) -> Stamp:
 def sha256_of(path: Path) -> tuple[str, Stamp | None]:
     """The SHA-256 of a file's bytes, and its stamp if the file did not change while being
     read (None otherwise: the hash holds for this run only). OSError if it cannot be read."""
-    digest = hashlib.sha256()
     with path.open("rb") as file:
         before = stamp(os.fstat(file.fileno()))
-        while chunk := file.read(_CHUNK):
-            digest.update(chunk)
+        digest = hashlib.file_digest(file, "sha256").hexdigest()
         after = stamp(os.fstat(file.fileno()))
-    return digest.hexdigest(), before if before == after else None
+    return digest, before if before == after else None
 
 
 class FileCache:

@@ -30,7 +30,7 @@ from nst_batch.manifest.errors import params_error
 from nst_batch.manifest.inputs import input_files
 from nst_batch.params import ALGORITHM_VERSION, LAYER_NAMES, Params
 from nst_batch.task import TaskId
-from nst_batch.weights import file_sha256, fingerprint
+from nst_batch.weights import file_sha256, identity
 
 
 @dataclass(frozen=True)
@@ -143,7 +143,7 @@ def task_recipe(
         "style": style_recipe,
         "init_image": file_hash(init_image) if init_image else None,
         "params": _effective(params),
-        "weights": fingerprint(weights, file_hash),
+        "weights": identity(weights, file_hash),
     }
 
 

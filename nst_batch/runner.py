@@ -21,13 +21,12 @@ from typing import Any, Protocol
 
 import torch.multiprocessing as mp
 
-from nst_batch import images
+from nst_batch import images, plan
 from nst_batch.layout import Share
-from nst_batch.plan import Task, batches
+from nst_batch.plan import Task
 from nst_batch.results import ResultRow, ResultsWriter, task_row
 from nst_batch.stylize import Progress
 from nst_batch.worker import (
-    CHECKPOINT_EVERY,
     DoneMessage,
     FatalMessage,
     FatalWorkerError,
@@ -36,6 +35,7 @@ from nst_batch.worker import (
     StoppedMessage,
     TaskOutcome,
     Worker,
+    WorkerOptions,
     WorkerSetup,
     worker_main,
 )
@@ -47,12 +47,9 @@ class RunConfig:
 
     devices: tuple[str, ...]  # one entry per worker (see resolve_devices)
     batch_size: int | None = None  # most tasks optimized together; None: see batch_limit
-    compile: bool = False  # torch.compile the VGG19 stack, once per worker and shape
-    cuda_graphs: bool = True  # replay CUDA evaluations as graphs (not with compile or fp16)
     report_every: int = 10  # steps between progress reports
     shard: Share = None  # (K, N) of a Slurm array or --shard, None for the whole plan
-    checkpoint_every: float = CHECKPOINT_EVERY  # seconds between checkpoints; 0: on stop only
-    resume: bool = True  # go on from checkpoints (False: --force)
+    worker: WorkerOptions = field(default_factory=WorkerOptions)  # how each worker runs
 
     @property
     def shard_label(self) -> str:
@@ -163,23 +160,16 @@ def run_tasks(
     """
     start = time.perf_counter()
     limit = batch_limit(config.batch_size, config.devices, len(tasks))
-    units = batches(tasks, limit, _shape_reader())
-    devices = worker_devices(config.devices, len(units) - len(_frames_before(tasks, units)))
+    batches = plan.batches(tasks, limit, _shape_reader())
+    devices = worker_devices(config.devices, len(batches) - len(_frames_before(tasks, batches)))
     recorder = _Recorder(tasks, writer, events, config.shard_label)
     recorder.stats.workers = len(devices)
     if len(devices) == 1:
         device = devices[0]
-        worker = Worker(
-            device,
-            f"{device}#0",
-            config.compile,
-            config.cuda_graphs,
-            config.checkpoint_every,
-            config.resume,
-        )
-        _run_here(tasks, units, worker, recorder, config.report_every)
+        worker = Worker(device, f"{device}#0", config.worker)
+        _run_here(tasks, batches, worker, recorder, config.report_every)
     else:
-        _Pool(tasks, units, devices, config, recorder).run()
+        _Pool(tasks, batches, devices, config, recorder).run()
     recorder.stats.seconds = time.perf_counter() - start
     return recorder.stats
 
@@ -249,28 +239,28 @@ def _shape_reader() -> Callable[[Task], tuple[int, int] | None]:
 
 def _run_here(
     tasks: Sequence[Task],
-    units: Sequence[tuple[int, ...]],
+    batches: Sequence[tuple[int, ...]],
     worker: Worker,
     recorder: _Recorder,
     report_every: int,
 ) -> None:
     device = str(worker.device)
-    for unit in units:
-        batch = [tasks[i] for i in unit]
-        for task in batch:
+    for batch in batches:
+        members = [tasks[i] for i in batch]
+        for task in members:
             recorder.events.task_started(task, worker.name)
         try:
             outcomes = worker.run_batch(
-                batch, functools.partial(_step, recorder.events, batch), report_every
+                members, functools.partial(_step, recorder.events, members), report_every
             )
         except FatalWorkerError as exc:
             recorder.stats.fatal = str(exc)
             break
         except BaseException as exc:  # Ctrl-C or a termination signal: record, then stop
-            for index in unit:
+            for index in batch:
                 recorder.interrupted(index, device, worker.name, exc)
             raise
-        for index, outcome in zip(unit, outcomes, strict=True):
+        for index, outcome in zip(batch, outcomes, strict=True):
             recorder.finished(index, outcome, device, worker.name)
     recorder.stats.target_computations = worker.target_computations
     recorder.stats.model_builds = worker.model_builds
@@ -306,16 +296,16 @@ WAIT = ()  # the scheduler's answer while what is left waits for frames in fligh
 
 
 def _frames_before(
-    tasks: Sequence[Task], units: Sequence[tuple[int, ...]]
+    tasks: Sequence[Task], batches: Sequence[tuple[int, ...]]
 ) -> dict[tuple[int, ...], int]:
-    """The units that are a sequence's frame after another frame of `tasks`, each with the
+    """The batches that are a sequence's frame after another frame of `tasks`, each with the
     index of that frame, which must finish first: the others can all run at once."""
     position = {task.output: i for i, task in enumerate(tasks) if task.chain}
     before: dict[tuple[int, ...], int] = {}
-    for unit in units:
-        after = tasks[unit[0]].after
+    for batch in batches:
+        after = tasks[batch[0]].after
         if after is not None and after in position:
-            before[unit] = position[after]
+            before[batch] = position[after]
     return before
 
 
@@ -327,30 +317,30 @@ class _Scheduler:
     failed: it then fails with the reason), and by preference to the worker that ran that
     one; until then a worker asking gets WAIT, never the frame."""
 
-    def __init__(self, tasks: Sequence[Task], units: Sequence[tuple[int, ...]]) -> None:
+    def __init__(self, tasks: Sequence[Task], batches: Sequence[tuple[int, ...]]) -> None:
         self.tasks = tasks
         self.groups: dict[tuple[object, ...], deque[tuple[int, ...]]] = {}
         self.claimed: set[tuple[object, ...]] = set()
-        self.blocked: dict[int, tuple[int, ...]] = {}  # a frame's unit, by the frame before
+        self.blocked: dict[int, tuple[int, ...]] = {}  # a frame's batch, by the frame before
         self.released: dict[int, tuple[int, ...]] = {}  # ... once that one finished
-        self.before = _frames_before(tasks, units)  # the other way round
-        self.taken: set[tuple[int, ...]] = set()  # released units handed out out of turn
-        for unit in units:
-            if unit in self.before:
-                self.blocked[self.before[unit]] = unit
+        self.before = _frames_before(tasks, batches)  # the other way round
+        self.taken: set[tuple[int, ...]] = set()  # released batches handed out out of turn
+        for batch in batches:
+            if batch in self.before:
+                self.blocked[self.before[batch]] = batch
             else:
-                self._queue(unit)
+                self._queue(batch)
 
-    def _queue(self, unit: tuple[int, ...], first: bool = False) -> None:
-        queue = self.groups.setdefault(self.tasks[unit[0]].target_group, deque())
-        queue.appendleft(unit) if first else queue.append(unit)
+    def _queue(self, batch: tuple[int, ...], first: bool = False) -> None:
+        queue = self.groups.setdefault(self.tasks[batch[0]].target_group, deque())
+        queue.appendleft(batch) if first else queue.append(batch)
 
     def finished(self, index: int) -> None:
         """Task `index` is done or failed: the frame after it may go."""
-        unit = self.blocked.pop(index, None)
-        if unit is not None:
-            self.released[index] = unit
-            self._queue(unit, first=True)
+        batch = self.blocked.pop(index, None)
+        if batch is not None:
+            self.released[index] = batch
+            self._queue(batch, first=True)
 
     def next(
         self, current: tuple[object, ...] | None, last: tuple[int, ...] = ()
@@ -358,32 +348,32 @@ class _Scheduler:
         """A batch for a worker of style `current` that just finished `last`; WAIT while
         only frames waiting for others are left; None when nothing is."""
         for index in last:  # the next frame of the sequence this worker is running
-            unit = self.released.pop(index, None)
-            if unit is not None:
-                self.taken.add(unit)
-                return unit
-        if current is not None and (unit := self._pop(current)) is not None:
-            return unit
+            batch = self.released.pop(index, None)
+            if batch is not None:
+                self.taken.add(batch)
+                return batch
+        if current is not None and (batch := self._pop(current)) is not None:
+            return batch
         fresh = [g for g, q in self.groups.items() if q and g not in self.claimed]
         if fresh:  # a style nobody has started: its targets are computed once
             self.claimed.add(fresh[0])
-            if (unit := self._pop(fresh[0])) is not None:
-                return unit
+            if (batch := self._pop(fresh[0])) is not None:
+                return batch
         for group in sorted(self.groups, key=lambda g: -len(self.groups[g])):
-            if (unit := self._pop(group, last=True)) is not None:
-                return unit  # help with the largest remaining style
+            if (batch := self._pop(group, last=True)) is not None:
+                return batch  # help with the largest remaining style
         return WAIT if self.blocked else None
 
     def _pop(self, group: tuple[object, ...], last: bool = False) -> tuple[int, ...] | None:
         queue = self.groups.get(group)
         while queue:
-            unit = queue.pop() if last else queue.popleft()
-            if unit in self.taken:  # handed out already, out of turn
-                self.taken.discard(unit)
+            batch = queue.pop() if last else queue.popleft()
+            if batch in self.taken:  # handed out already, out of turn
+                self.taken.discard(batch)
                 continue
-            if unit in self.before:  # no longer the next frame of anyone's sequence
-                self.released.pop(self.before[unit], None)
-            return unit
+            if batch in self.before:  # no longer the next frame of anyone's sequence
+                self.released.pop(self.before[batch], None)
+            return batch
         return None
 
 
@@ -394,7 +384,7 @@ class _Slot:
     process: Any = None
     inbox: Any = None
     reader: Any = None  # the read end of this worker's own pipe to the parent
-    unit: tuple[int, ...] | None = None  # the batch in flight
+    batch: tuple[int, ...] | None = None  # the batch in flight
     group: tuple[object, ...] | None = None
     counters: tuple[int, int] = (0, 0)  # target computations, model builds (cumulative)
     waiting: bool = False  # idle until a frame in flight elsewhere lets the next one go
@@ -413,7 +403,7 @@ class _Pool:
     def __init__(
         self,
         tasks: Sequence[Task],
-        units: Sequence[tuple[int, ...]],
+        batches: Sequence[tuple[int, ...]],
         devices: Sequence[str],
         config: RunConfig,
         recorder: _Recorder,
@@ -423,7 +413,7 @@ class _Pool:
         self.context = mp.get_context("spawn")  # CUDA cannot be initialized again after fork
         self.threads = cpu_threads_per_worker(devices)
         self.slots = [_Slot(d, f"{d}#{i}") for i, d in enumerate(devices)]
-        self.scheduler = _Scheduler(tasks, units)
+        self.scheduler = _Scheduler(tasks, batches)
         self.restarts_left = 2 * len(devices)
 
     def run(self) -> RunStats:
@@ -432,7 +422,9 @@ class _Pool:
                 self._start(slot)
                 self._assign(slot)
             check_at = time.monotonic() + self.POLL_SECONDS
-            while not self.stats.fatal and any(s.unit is not None or s.stopped for s in self.slots):
+            while not self.stats.fatal and any(
+                s.batch is not None or s.stopped for s in self.slots
+            ):
                 readers = [slot.reader for slot in self.slots if slot.reader is not None]
                 if readers:
                     ready = mp_connection.wait(readers, timeout=self.POLL_SECONDS)
@@ -446,7 +438,7 @@ class _Pool:
                     check_at = time.monotonic() + self.POLL_SECONDS
         except BaseException as exc:  # Ctrl-C or a termination signal: record, then stop
             for slot in self.slots:
-                for index in slot.unit or ():
+                for index in slot.batch or ():
                     self.recorder.interrupted(index, slot.device, slot.name, exc)
             raise
         finally:
@@ -468,10 +460,7 @@ class _Pool:
             name=slot.name,
             threads=self.threads if slot.device == "cpu" else 1,
             report_every=self.config.report_every,
-            compile=self.config.compile,
-            cuda_graphs=self.config.cuda_graphs,
-            checkpoint_every=self.config.checkpoint_every,
-            resume=self.config.resume,
+            options=self.config.worker,
         )
         slot.process = self.context.Process(
             target=worker_main,
@@ -496,19 +485,23 @@ class _Pool:
             return
         self._handle(message)
 
+    def _busy(self) -> bool:
+        """Whether a worker has a batch in flight, or has stopped and not yet said so."""
+        return any(slot.batch is not None or slot.stopped for slot in self.slots)
+
     def _assign(self, slot: _Slot, last: tuple[int, ...] = ()) -> None:
-        unit = self.scheduler.next(slot.group, last)
-        slot.waiting = unit == WAIT
-        slot.unit = None if slot.waiting else unit
+        batch = self.scheduler.next(slot.group, last)
+        slot.waiting = batch == WAIT
+        slot.batch = None if slot.waiting else batch
         if slot.waiting:  # only frames whose predecessors are in flight are left
             return
-        if unit is None:
+        if batch is None:
             slot.inbox.put(None)
             return
-        batch = [self.tasks[i] for i in unit]
-        slot.group = batch[0].target_group
-        slot.inbox.put((unit, batch))
-        for task in batch:
+        members = [self.tasks[i] for i in batch]
+        slot.group = members[0].target_group
+        slot.inbox.put((batch, members))
+        for task in members:
             self.events.task_started(task, slot.name)
 
     def _wake(self) -> None:
@@ -526,35 +519,35 @@ class _Pool:
             self.events.step(self.tasks[message.index], message.progress)
         elif isinstance(message, DoneMessage):
             slot.counters = (message.target_computations, message.model_builds)
-            unit = slot.unit or ()
+            batch = slot.batch or ()
             self._finish(slot, message.outcomes)
-            self._assign(slot, unit)
+            self._assign(slot, batch)
             self._wake()
         elif isinstance(message, FatalMessage):
             self.stats.fatal = message.message
         elif isinstance(message, StoppedMessage):  # someone stopped this worker, not the run
             reason = Interrupted(message.signum)
-            for index in slot.unit or ():  # none when it was idle
+            for index in slot.batch or ():  # none when it was idle
                 self.recorder.interrupted(index, slot.device, slot.name, reason)
                 self.scheduler.finished(index)  # a frame after it fails, naming it
-            slot.unit, slot.stopped, slot.waiting = None, True, False
+            slot.batch, slot.stopped, slot.waiting = None, True, False
 
     def _finish(self, slot: _Slot, outcomes: Sequence[TaskOutcome]) -> None:
-        assert slot.unit is not None
-        for index, outcome in zip(slot.unit, outcomes, strict=True):
+        assert slot.batch is not None
+        for index, outcome in zip(slot.batch, outcomes, strict=True):
             self.recorder.finished(index, outcome, slot.device, slot.name)
             self.scheduler.finished(index)
-        slot.unit = None
+        slot.batch = None
 
     def _check_processes(self) -> None:
         """A worker that died (killed, segfault, OOM killer) fails its task, not the run; one
         stopped on its own has recorded its tasks as interrupted. Either is started again."""
         for slot in self.slots:
-            if slot.process.is_alive() or (slot.unit is None and not slot.stopped):
+            if slot.process.is_alive() or (slot.batch is None and not slot.stopped):
                 continue
             while slot.reader is not None and slot.reader.poll():  # reports sent before dying
                 self._receive(slot)
-            if slot.unit is not None:
+            if slot.batch is not None:
                 code = slot.process.exitcode
                 how = (
                     f"signal {signal.Signals(-code).name}"
@@ -564,7 +557,7 @@ class _Pool:
                 died = TaskOutcome(
                     "failed", error=f"worker process {slot.name} died ({how}) during this task"
                 )
-                self._finish(slot, [died] * len(slot.unit))
+                self._finish(slot, [died] * len(slot.batch))
             elif not slot.stopped:
                 continue
             slot.stopped = False
@@ -585,7 +578,7 @@ class _Pool:
                 with contextlib.suppress(Exception):
                     slot.inbox.put(None)
         for slot in self.slots:
-            if slot.process is not None and slot.unit is not None:
+            if slot.process is not None and slot.batch is not None:
                 with contextlib.suppress(Exception):
                     slot.process.terminate()
         deadline = time.monotonic() + self.STOP_SECONDS

@@ -430,6 +430,7 @@ def _optimize(
     part of a run that needs torch."""
     from nst_batch.runner import Interrupted as Stop
     from nst_batch.runner import RunConfig, resolve_devices, run_tasks
+    from nst_batch.worker import WorkerOptions
 
     manifest = prepared.manifest
 
@@ -443,12 +444,14 @@ def _optimize(
         config = RunConfig(
             devices=tuple(resolve_devices(manifest.devices, manifest.workers_per_device)),
             batch_size=manifest.batch_size,
-            compile=manifest.compile,
-            cuda_graphs=os.environ.get(CUDA_GRAPHS_VARIABLE, "1") != "0",
             report_every=report_every,
             shard=prepared.share,
-            checkpoint_every=manifest.checkpoint_every,
-            resume=not prepared.force,
+            worker=WorkerOptions(
+                compile=manifest.compile,
+                cuda_graphs=os.environ.get(CUDA_GRAPHS_VARIABLE, "1") != "0",
+                checkpoint_every=manifest.checkpoint_every,
+                resume=not prepared.force,
+            ),
         )
         return run_tasks(prepared.todo, config, writer, events or _Silent())
     except (KeyboardInterrupt, Stop) as exc:

@@ -1,7 +1,7 @@
 """Where VGG19 weights come from, without importing torch.
 
 A weight source is `original` (the default), `torchvision`, or a path to a state
-dict. This module names them and fingerprints them for task keys; `vgg.py` loads them.
+dict. This module names them and gives each an identity for task keys; `vgg.py` loads them.
 """
 
 from __future__ import annotations
@@ -60,7 +60,7 @@ def file_sha256(path: Path) -> str:
     )
 
 
-def fingerprint(source: str, file_hash: Callable[[Path], str] = file_sha256) -> str:
+def identity(source: str, file_hash: Callable[[Path], str] = file_sha256) -> str:
     """A string that changes whenever the weights a source stands for change; a weights
     file is hashed by `file_hash`."""
     if source == ORIGINAL:

@@ -30,10 +30,11 @@ import torch
 
 from nst_batch import __version__, checkpoint, flow, images, layout
 from nst_batch.layout import curve_path
+from nst_batch.manifest import DEFAULT_CHECKPOINT_EVERY
 from nst_batch.memory import DeviceMemory, Footprint, balanced_chunks
 from nst_batch.metadata import OutputRecord, output_metadata, snapshot_metadata
 from nst_batch.plan import Task
-from nst_batch.recipe import Recipe, output_size, style_grams
+from nst_batch.pyramid import Pyramid, output_size, style_grams
 from nst_batch.stylize import (
     GRAPH_WARMUP,
     BatchView,
@@ -54,7 +55,6 @@ if TYPE_CHECKING:
     from PIL import Image
 
 TARGET_CACHE_SIZE = 16  # style target sets kept per worker (a few MB each)
-CHECKPOINT_EVERY = 60.0  # seconds between checkpoints of a task in flight (see docs)
 
 
 def warn(message: str) -> None:
@@ -155,6 +155,36 @@ def _batch_kind(task: Task, jobs: Sequence[Job], graphs: bool) -> BatchKind:
     return (task.model_key, jobs[0].params.precision, graphs, optimizers)
 
 
+@dataclass(frozen=True)
+class WorkerOptions:
+    """How every worker of a run runs its tasks (set once, from the manifest and the CLI)."""
+
+    compile: bool = False  # torch.compile the VGG19 stack, once per worker and shape
+    cuda_graphs: bool = True  # replay CUDA evaluations as graphs (not with compile or fp16)
+    checkpoint_every: float = DEFAULT_CHECKPOINT_EVERY  # seconds; 0: only when stopped
+    resume: bool = True  # go on from a task's checkpoint (False: --force)
+
+
+@dataclass
+class _Flight:
+    """A task of a batch in flight: its scales, where it started, the scale it is at (0 the
+    coarsest), the seconds spent on it (its own loading plus shares of batch time), and
+    its outcome once it has one."""
+
+    position: int  # in the batch
+    task: Task
+    pyramid: Pyramid
+    begun: Start
+    spent: float
+    stage: int = 0
+    outcome: TaskOutcome | None = None
+
+    @property
+    def last(self) -> bool:
+        """Whether its current scale is the output size."""
+        return self.stage == len(self.pyramid.stages) - 1
+
+
 class FatalWorkerError(Exception):
     """A problem no task can get past (the weights cannot be loaded): stop the run."""
 
@@ -181,23 +211,16 @@ class Worker:
         self,
         device: str,
         name: str,
-        compile: bool = False,
-        cuda_graphs: bool = True,
-        checkpoint_every: float = CHECKPOINT_EVERY,
-        resume: bool = True,
+        options: WorkerOptions = WorkerOptions(),
         stop: Callable[[], bool] | None = None,
     ) -> None:
-        """`checkpoint_every`: seconds between checkpoints of the tasks in flight (0: only
-        when stopped); `resume`: go on from a task's checkpoint (not with --force);
-        `stop`: polled between evaluations, True stops the batch (Stopped) after saving."""
+        """`stop`: polled between evaluations, True stops the batch (Stopped) after saving."""
         self.device = torch.device(device)
         self.name = name
-        self.compile = compile
-        self.checkpoint_every = checkpoint_every
-        self.resume = resume
-        self.stop = stop
         # torch.compile's own graphs and ours do not mix: compile takes precedence.
-        self.cuda_graphs = cuda_graphs and not compile
+        graphs = options.cuda_graphs and not options.compile
+        self.options = dataclasses.replace(options, cuda_graphs=graphs)
+        self.stop = stop
         if self.device.type == "cuda":
             if self.device.index is None:  # "cuda": the current device, by its number
                 self.device = torch.device("cuda", torch.cuda.current_device())
@@ -223,7 +246,7 @@ class Worker:
                 raise FatalWorkerError(str(exc)) from None
             if self.device.type == "cuda":
                 model.to_channels_last()
-            if self.compile:
+            if self.options.compile:
                 model.forward = _compiled_for_gradients(model.forward)  # type: ignore[method-assign]
             self._models[key] = model
             self.model_builds += 1
@@ -232,7 +255,7 @@ class Worker:
     def targets(
         self, task: Task, vgg: VGG19Features, size: int, content: torch.Tensor
     ) -> StyleTargets:
-        """The style Gram matrices of `task` at output size `size` (see recipe.style_grams),
+        """The style Gram matrices of `task` at output size `size` (see pyramid.style_grams),
         computed once per target group and size; the style images are read only then."""
         key = (*task.target_group, size)
         if key in self._targets:
@@ -265,110 +288,96 @@ class Worker:
         """Stylize tasks of one model together, one stacked VGG19 pass per step, and write
         their outputs; an outcome per task, in order. Raises only FatalWorkerError.
 
-        Coarse-to-fine tasks run their scales in step: every task's coarsest scale first,
-        each scale's result the next one's start. Tasks whose images turn out to differ
-        in shape at a scale run there in separate batches. `on_progress` hears
-        (position in `tasks`, progress over all scales).
+        Coarse-to-fine tasks run their scales in step, aligned at the output size: every
+        task's coarsest scale first, each scale's result the next one's start. Tasks whose
+        images turn out to differ in shape at a scale run there in separate batches.
+        `on_progress` hears (position in `tasks`, progress over all scales).
         """
         outcomes: list[TaskOutcome | None] = [None] * len(tasks)
-        inputs: dict[int, Recipe] = {}
-        starts: dict[int, Start] = {}
-        spent: dict[int, float] = {}  # seconds: own loading plus shares of batch time
-        for i, task in enumerate(tasks):
+        flights: list[_Flight] = []
+        for position, task in enumerate(tasks):
             start = time.perf_counter()
             try:
-                inputs[i], starts[i] = self._load(task)
+                pyramid, begun = self._load(task)
             except FatalWorkerError:
                 raise
             except Exception as exc:
-                outcomes[i] = self._failure(task, exc, time.perf_counter() - start)
+                outcomes[position] = self._failure(task, exc, time.perf_counter() - start)
                 continue
-            spent[i] = time.perf_counter() - start
-        levels = max((len(inp.stages) for inp in inputs.values()), default=0)
-        for level in reversed(range(levels)):  # level 0: the output size
-            groups: dict[tuple[int, ...], list[tuple[int, Job]]] = {}
-            for i, inp in inputs.items():
-                if outcomes[i] is not None or len(inp.stages) <= level:
+            flights.append(_Flight(position, task, pyramid, begun, time.perf_counter() - start))
+        rounds = max((len(flight.pyramid.stages) for flight in flights), default=0)
+        for round_ in range(rounds):
+            groups: dict[tuple[int, ...], list[tuple[_Flight, Job]]] = {}
+            for flight in flights:
+                flight.stage = round_ - (rounds - len(flight.pyramid.stages))
+                if flight.outcome is not None or flight.stage < 0:
                     continue
                 start = time.perf_counter()
                 try:
-                    job = self._job(tasks[i], inp, len(inp.stages) - 1 - level, i, on_progress)
+                    job = self._job(flight, on_progress)
                 except FatalWorkerError:
                     raise
                 except Exception as exc:
-                    outcomes[i] = self._failure(tasks[i], exc, spent[i])
+                    flight.outcome = self._failure(flight.task, exc, flight.spent)
                     continue
-                spent[i] += time.perf_counter() - start
-                groups.setdefault(tuple(job.content.shape), []).append((i, job))
+                flight.spent += time.perf_counter() - start
+                groups.setdefault(tuple(job.content.shape), []).append((flight, job))
             for group in groups.values():
-                self._optimize(tasks, inputs, starts, spent, outcomes, group, report_every, level)
+                self._optimize(group, report_every)
+        for flight in flights:
+            outcomes[flight.position] = flight.outcome
         assert all(outcome is not None for outcome in outcomes)
         return cast(list[TaskOutcome], outcomes)
 
-    def _optimize(
-        self,
-        tasks: Sequence[Task],
-        inputs: dict[int, Recipe],
-        starts: dict[int, Start],
-        spent: dict[int, float],
-        outcomes: list[TaskOutcome | None],
-        group: list[tuple[int, Job]],
-        report_every: int,
-        level: int,
-    ) -> None:
+    def _optimize(self, group: list[tuple[_Flight, Job]], report_every: int) -> None:
         """One scale of a batch, in chunks that fit the device's memory (see _chunk_size),
         each optimized, then saved (last scale) or carried to the next scale.
 
         A chunk of several that runs out of memory lowers the cap of its kind to half of
         it and its jobs run again, fewer at a time; a task alone fails with the reason."""
-        vgg = self.model(tasks[group[0][0]])  # built already, by _load
-        kind = _batch_kind(tasks[group[0][0]], [job for _, job in group], self.cuda_graphs)
-        kind = (*kind, tuple(group[0][1].content.shape))
+        first, job = group[0]
+        vgg = self.model(first.task)  # built already, by _load
+        kind = _batch_kind(first.task, [job for _, job in group], self.options.cuda_graphs)
+        kind = (*kind, tuple(job.content.shape))
         pending = group
         while pending:
             chunk = pending[: self._chunk_size(kind, vgg, [job for _, job in pending])]
             start = time.perf_counter()
             results: Sequence[Result | Exception] | None
             try:
-                results = self._stylize(vgg, tasks, inputs, chunk, report_every, level)
+                results = self._stylize(vgg, chunk, report_every)
             except torch.cuda.OutOfMemoryError as exc:
                 results = None if len(chunk) > 1 else [exc.with_traceback(None)]
             except Exception as exc:  # kept without its frames, which hold the chunk's tensors
                 results = [exc.with_traceback(None)] * len(chunk)
             share = (time.perf_counter() - start) / len(chunk)
-            for i, _ in chunk:
-                spent[i] += share
+            for flight, _ in chunk:
+                flight.spent += share
             if results is None:  # out of the handler: the error's frames are gone
                 self._lower_cap(kind, len(chunk))
                 continue
             pending = pending[len(chunk) :]
             peak = self._peak_memory()
-            for (i, _), result in zip(chunk, results, strict=True):
+            for (flight, _), result in zip(chunk, results, strict=True):
                 if isinstance(result, Exception):  # StylizeError, or the chunk's error
-                    outcomes[i] = self._failure(tasks[i], result, spent[i])
+                    flight.outcome = self._failure(flight.task, result, flight.spent)
                     continue
-                inputs[i].carry(result)
-                if level == 0:  # the output size: the last scale
-                    outcome = self._finish(tasks[i], inputs[i], result, spent[i], starts[i])
-                    outcomes[i] = dataclasses.replace(outcome, peak_memory=peak, batch=len(chunk))
+                flight.pyramid.carry(result)
+                if flight.last:
+                    outcome = self._finish(flight, result)
+                    flight.outcome = dataclasses.replace(
+                        outcome, peak_memory=peak, batch=len(chunk)
+                    )
 
     def _stylize(
-        self,
-        vgg: VGG19Features,
-        tasks: Sequence[Task],
-        inputs: dict[int, Recipe],
-        chunk: list[tuple[int, Job]],
-        report_every: int,
-        level: int,
+        self, vgg: VGG19Features, chunk: list[tuple[_Flight, Job]], report_every: int
     ) -> list[Result | StylizeError]:
         """Optimize a chunk's jobs together, watched for snapshots, checkpoints and stops."""
         if self.device.type == "cuda":
             torch.cuda.reset_peak_memory_stats(self.device)
-        watched = [(tasks[i], inputs[i], len(inputs[i].stages) - 1 - level) for i, _ in chunk]
         jobs = [job for _, job in chunk]
-        return stylize_batch(
-            vgg, jobs, report_every, graphs=self.cuda_graphs, watch=_Saver(self, watched)
-        )
+        watch = _Saver(self, [flight for flight, _ in chunk])
+        return stylize_batch(vgg, jobs, report_every, graphs=self.options.cuda_graphs, watch=watch)
 
     def _chunk_size(self, kind: BatchKind, vgg: VGG19Features, jobs: Sequence[Job]) -> int:
         """How many of `jobs` (one shape, in order) to optimize together now: a balanced
@@ -412,7 +421,8 @@ class Worker:
         peaks: list[int] = []
         for count in (1, 2):
             try:
-                run = functools.partial(stylize_batch, vgg, trial[:count], graphs=self.cuda_graphs)
+                graphs = self.options.cuda_graphs
+                run = functools.partial(stylize_batch, vgg, trial[:count], graphs=graphs)
                 peaks.append(self.memory.peak(run))
             except torch.cuda.OutOfMemoryError:
                 break
@@ -436,7 +446,7 @@ class Worker:
             return None
         return int(torch.cuda.max_memory_allocated(self.device))
 
-    def _load(self, task: Task) -> tuple[Recipe, Start]:
+    def _load(self, task: Task) -> tuple[Pyramid, Start]:
         """Read a task's images once, for all its scales, and check its sizes; and where
         it starts from."""
         p = task.params
@@ -449,25 +459,25 @@ class Worker:
             init = images.load_image(source, task.max_pixels)
         elif p.init == "previous":
             init, start = _previous(task)
-        recipe = Recipe.start(content, p, init, str(task.content.path))
+        pyramid = Pyramid.start(content, p, init, str(task.content.path))
         if task.after is not None:
-            recipe.follow(*_follow(task, content))
+            pyramid.follow(*_follow(task, content))
             if init is None:
                 start = Start("frame", task.after_key)
-        if self.resume:
-            self._resume(task, recipe)
+        if self.options.resume:
+            self._resume(task, pyramid)
         # A rerun's snapshots start anew: those past where it goes on from are stale.
         for step, path in layout.snapshots(task.output):
-            if step > (recipe.resumed_from or 0):
+            if step > (pyramid.resumed_from or 0):
                 layout.remove_file(path, task.folder)
-        return recipe, start
+        return pyramid, start
 
-    def _resume(self, task: Task, recipe: Recipe) -> None:
+    def _resume(self, task: Task, pyramid: Pyramid) -> None:
         """Go on from the task's checkpoint, if it has a usable one (else a warning)."""
         path = layout.checkpoint_path(task.folder, task.relative_output, task.key)
         try:
             saved = checkpoint.load(path, task.key)
-            recipe.resume(
+            pyramid.resume(
                 saved.stage,
                 saved.stage_steps,
                 saved.image,
@@ -484,19 +494,13 @@ class Worker:
             where = layout.display(path)
             warn(f"{task.label}: ignoring its checkpoint {where}: {exc}; starting anew")
 
-    def _job(
-        self,
-        task: Task,
-        recipe: Recipe,
-        stage: int,
-        position: int,
-        on_progress: Callable[[int, Progress], None] | None,
-    ) -> Job:
-        """The optimization of one scale, with this worker's cached targets."""
+    def _job(self, flight: _Flight, on_progress: Callable[[int, Progress], None] | None) -> Job:
+        """The optimization of a task's current scale, with this worker's cached targets."""
+        task, position = flight.task, flight.position
         vgg = self.model(task)
         report = None if on_progress is None else lambda p: on_progress(position, p)
-        return recipe.job(
-            stage, self.device, lambda size, c: self.targets(task, vgg, size, c), report
+        return flight.pyramid.job(
+            flight.stage, self.device, lambda size, c: self.targets(task, vgg, size, c), report
         )
 
     def _failure(self, task: Task, exc: Exception, seconds: float) -> TaskOutcome:
@@ -516,13 +520,12 @@ class Worker:
         detail = traceback.format_exception_only(exc)[-1].strip()
         return TaskOutcome("failed", seconds=seconds, error=f"internal error: {detail}")
 
-    def _finish(
-        self, task: Task, recipe: Recipe, last: Result, spent: float, begun: Start
-    ) -> TaskOutcome:
+    def _finish(self, flight: _Flight, last: Result) -> TaskOutcome:
         """Save a finished task's image and loss curve: its outcome."""
+        task, pyramid, spent, begun = flight.task, flight.pyramid, flight.spent, flight.begun
         start = time.perf_counter()
-        result = recipe.combined(last)
-        image = recipe.output(last)
+        result = pyramid.combined(last)
+        image = pyramid.output(last)
         try:
             metadata = output_metadata(
                 key=task.key,
@@ -557,7 +560,7 @@ class Worker:
             seconds=spent + time.perf_counter() - start,
             optimize_seconds=result.seconds,
             history=result.history,
-            resumed_from=recipe.resumed_from,
+            resumed_from=pyramid.resumed_from,
         )
 
 
@@ -565,19 +568,19 @@ class _Saver:
     """Watches one scale of a batch: snapshots every `save_every` steps, checkpoints every
     `checkpoint_every` seconds and when the batch is left by a signal or a stop."""
 
-    def __init__(self, worker: Worker, jobs: Sequence[tuple[Task, Recipe, int]]) -> None:
-        self.worker, self.jobs = worker, jobs
+    def __init__(self, worker: Worker, flights: Sequence[_Flight]) -> None:
+        self.worker, self.flights = worker, flights
         self.last_save = time.monotonic()
-        self.seen = [0] * len(jobs)  # steps at the last look, per job
+        self.seen = [0] * len(flights)  # steps at the last look, per task
 
     def evaluated(self, batch: BatchView) -> None:
-        for i, (task, recipe, _) in enumerate(self.jobs):
+        for i, flight in enumerate(self.flights):
             steps = batch.steps(i)
-            snap = task.params.save_every
-            if snap and steps != self.seen[i] and (recipe.done + steps) % snap == 0:
+            snap = flight.task.params.save_every
+            if snap and steps != self.seen[i] and (flight.pyramid.done + steps) % snap == 0:
                 self._snapshot(i, batch)
             self.seen[i] = steps
-        every = self.worker.checkpoint_every
+        every = self.worker.options.checkpoint_every
         if every > 0 and time.monotonic() - self.last_save >= every:
             self._save_all(batch)
             self.last_save = time.monotonic()
@@ -593,7 +596,8 @@ class _Saver:
 
     def _save(self, i: int, batch: BatchView) -> None:
         """Write job `i`'s checkpoint; a failure costs a warning, never the task."""
-        task, recipe, stage = self.jobs[i]
+        flight = self.flights[i]
+        task, pyramid = flight.task, flight.pyramid
         state = batch.state(i)
         if state is None:
             return
@@ -601,13 +605,13 @@ class _Saver:
             saved = checkpoint.Checkpoint(
                 key=task.key,
                 image=state.image.detach().cpu(),
-                stage=stage,
-                stage_steps=recipe.stage_done + state.steps,
-                done=recipe.done + state.steps,
-                history=[*recipe.history, *state.history],
-                initial=recipe.initial or state.initial,
+                stage=flight.stage,
+                stage_steps=pyramid.stage_done + state.steps,
+                done=pyramid.done + state.steps,
+                history=[*pyramid.history, *state.history],
+                initial=pyramid.initial or state.initial,
                 losses=state.losses,
-                seconds=recipe.seconds + state.seconds,
+                seconds=pyramid.seconds + state.seconds,
             )
             path = layout.checkpoint_path(task.folder, task.relative_output, task.key)
             checkpoint.save(saved, path, task.folder)
@@ -615,13 +619,13 @@ class _Saver:
             warn(f"{task.label}: cannot write its checkpoint: {exc}")
 
     def _snapshot(self, i: int, batch: BatchView) -> None:
-        task, recipe, _ = self.jobs[i]
+        task, pyramid = self.flights[i].task, self.flights[i].pyramid
         state = batch.state(i)
         if state is None:
             return
-        step = recipe.done + state.steps
+        step = pyramid.done + state.steps
         metadata = snapshot_metadata(task.key, step, task.params.total_steps, state.losses.total)
-        picture = images.to_image(recipe.picture(state.image))
+        picture = images.to_image(pyramid.picture(state.image))
         try:
             path = layout.snapshot_path(task.output, step)
             images.save_image(picture, path, metadata, root=task.folder)
@@ -685,10 +689,7 @@ class WorkerSetup:
     name: str
     threads: int  # torch threads (CPU workers share the cores)
     report_every: int
-    compile: bool
-    cuda_graphs: bool
-    checkpoint_every: float = CHECKPOINT_EVERY
-    resume: bool = True
+    options: WorkerOptions = field(default_factory=WorkerOptions)
 
 
 IDLE_POLL = 1.0  # seconds between an idle worker's looks at its stop flag
@@ -763,15 +764,7 @@ def worker_main(setup: WorkerSetup, inbox: Any, outbox: Any) -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, stop.signalled)
     torch.set_num_threads(setup.threads)
-    worker = Worker(
-        setup.device,
-        setup.name,
-        setup.compile,
-        setup.cuda_graphs,
-        setup.checkpoint_every,
-        setup.resume,
-        stop=stop,
-    )
+    worker = Worker(setup.device, setup.name, setup.options, stop=stop)
     stopped: tuple[int, ...] = ()  # the batch a stop left, if a stop did
     while (item := _next(inbox, stop)) is not None:
         indices, tasks = item

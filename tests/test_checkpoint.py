@@ -27,7 +27,7 @@ from nst_batch.manifest import load_manifest
 from nst_batch.plan import plan
 from nst_batch.results import read_rows
 from nst_batch.stylize import Losses
-from nst_batch.worker import Worker
+from nst_batch.worker import Worker, WorkerOptions
 
 COMMAND = [sys.executable, "-m", "nst_batch"]
 LOSSES = Losses(1.0, 2.0, 0.0, 3.0)
@@ -378,7 +378,7 @@ def test_a_task_goes_on_from_its_checkpoint(write_manifest: Callable[..., Path])
     assert not path.exists()
     # --force: the checkpoint is not used
     checkpoint.save(saved, path, task.folder)
-    (forced,) = Worker("cpu", "cpu#0", resume=False).run_batch([task])
+    (forced,) = Worker("cpu", "cpu#0", WorkerOptions(resume=False)).run_batch([task])
     assert forced.resumed_from is None and forced.steps == 10
 
 

@@ -30,6 +30,7 @@ from nst_batch.images import read_metadata
 from nst_batch.layout import curve_path
 from nst_batch.metadata import KEY_METADATA
 from nst_batch.results import read_rows, write_table
+from nst_batch.worker import WorkerOptions
 
 NST_BATCH = Path(sys.executable).parent / "nst-batch"
 OUTPUTS = (
@@ -793,10 +794,9 @@ def test_the_run_config_comes_from_the_manifest_options_and_environment(
     assert config == runner.RunConfig(
         devices=("cpu", "cpu"),
         batch_size=3,
-        compile=True,
-        cuda_graphs=False,
         report_every=10,
         shard=(1, 2),
+        worker=WorkerOptions(compile=True, cuda_graphs=False),
     )
     assert config.shard_label == "1/2"
 

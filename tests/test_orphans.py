@@ -216,7 +216,7 @@ def test_an_idle_worker_leaves_on_sigterm_and_tells_the_parent(process_state: No
     helper.start()
     start = time.monotonic()
     worker_main(
-        WorkerSetup("cpu", "cpu#4", threads=1, report_every=1, compile=False, cuda_graphs=False),
+        WorkerSetup("cpu", "cpu#4", threads=1, report_every=1),
         inbox,
         outbox,
     )

@@ -80,7 +80,7 @@ def test_a_corrupt_original_weights_file_is_refused_by_checksum(
 def test_a_weights_path_that_does_not_exist(tmp_path: Path) -> None:
     missing = tmp_path / "vgg.pth"
     with pytest.raises(WeightsError) as caught:
-        weights.fingerprint(str(missing))
+        weights.identity(str(missing))
     assert str(caught.value) == (
         f"weights file {missing} does not exist; give 'original', 'torchvision' "
         "or the path of a state dict in torchvision's vgg19().features layout"

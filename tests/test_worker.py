@@ -33,6 +33,7 @@ from nst_batch.worker import (
     FatalWorkerError,
     StepMessage,
     Worker,
+    WorkerOptions,
     WorkerSetup,
     worker_main,
 )
@@ -421,7 +422,7 @@ def test_compiled_worker_matches_the_eager_one(write_manifest, content, style) -
         write_manifest(content=[str(CHELSEA)], style=[str(STARRY)], params={"size": 64, "steps": 6})
     )
     (task,) = plan(manifest)
-    eager, compiled = Worker("cpu", "cpu#0"), Worker("cpu", "cpu#1", compile=True)
+    eager, compiled = Worker("cpu", "cpu#0"), Worker("cpu", "cpu#1", WorkerOptions(compile=True))
     eager_net, compiled_net = eager.model(task), compiled.model(task)
     assert getattr(eager_net.forward, "compiled", None) is None
     # Only the optimization's passes (with gradients) go through the compiled forward.
@@ -474,7 +475,7 @@ def process_state() -> Iterator[None]:
 
 
 def _setup(name: str) -> WorkerSetup:
-    return WorkerSetup("cpu", name, threads=1, report_every=1, compile=False, cuda_graphs=False)
+    return WorkerSetup("cpu", name, threads=1, report_every=1)
 
 
 def test_worker_main_reports_steps_and_outcomes_until_told_to_stop(

@@ -27,7 +27,7 @@ from nst_batch import filecache
 from nst_batch.filecache import FileCache
 from nst_batch.gallery.animation import update_animations
 from nst_batch.gallery.compare import (
-    Pair,
+    Position,
     compare_contents_view,
     compare_pairs,
     render_compare,
@@ -248,7 +248,7 @@ class _Gallery:
             [self.cells[part.variant][i][j] for i in part.rows for j in part.columns],
         )
 
-    def pairs_print(self, pairs: Sequence[Pair]) -> Print:
+    def pairs_print(self, pairs: Sequence[Position]) -> Print:
         """What a run of the comparison's pairs shows."""
         return (
             self.manifest.path.name,

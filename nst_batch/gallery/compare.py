@@ -31,10 +31,10 @@ from nst_batch.gallery.page import (
 from nst_batch.layout import PAGE
 from nst_batch.manifest import Manifest, Variant
 
-Pair = tuple[int, int]  # (content, style) indices into the grids
+Position = tuple[int, int]  # a pair's (content, style) indices into the grids
 
 
-def compare_pairs(grids: Sequence[Grid]) -> list[Pair]:
+def compare_pairs(grids: Sequence[Grid]) -> list[Position]:
     """The pairs the comparison shows, in grid order: every cell that is a task."""
     first = grids[0]
     return [
@@ -46,7 +46,7 @@ def compare_pairs(grids: Sequence[Grid]) -> list[Pair]:
 
 
 def render_compare(
-    manifest: Manifest, grids: Sequence[Grid], pairs: Sequence[Pair], nav: Nav | None = None
+    manifest: Manifest, grids: Sequence[Grid], pairs: Sequence[Position], nav: Nav | None = None
 ) -> str:
     """The comparison of `pairs` as text, from the grids of every variant (at least two):
     all of it on `compare.html` (`nav` None), or a run of pairs on a page of `pages/`."""
@@ -79,7 +79,7 @@ def render_compare(
 
 
 def compare_contents_view(
-    manifest: Manifest, grids: Sequence[Grid], pages: Sequence[tuple[str, Sequence[Pair]]]
+    manifest: Manifest, grids: Sequence[Grid], pages: Sequence[tuple[str, Sequence[Position]]]
 ) -> dict[str, Any]:
     """What `compare.html` shows when the comparison is on several pages: a link to each of
     its `pages` (name in the output folder, pairs) with its first and last pair and counts.

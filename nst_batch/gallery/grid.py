@@ -24,6 +24,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Literal
 
+from nst_batch.filecache import Stamp
+from nst_batch.filecache import stamp as file_stamp
 from nst_batch.images import IMAGE_ERRORS, ImageError, load_image, open_output, save_image, shrunk
 from nst_batch.layout import curve_path, header_thumbnail, output_thumbnail
 from nst_batch.manifest import ImageSpec, Manifest, Variant
@@ -43,20 +45,16 @@ OUTDATED = "made with other inputs or settings; rerun to redo"
 MISSING = "the output file is missing or unreadable; rerun"
 
 
-# A file's (inode, modification time in ns, size): a rewrite through the atomic writer is a
-# new inode, so an unchanged stamp is an unchanged file.
-Stamp = tuple[int, int, int]
-
-
 def stamp(path: Path) -> Stamp | None:
-    """The stamp of the file at `path`; None when there is no file (or a folder) there."""
+    """The stamp of the file at `path` (a rewrite through the atomic writer is a new inode,
+    so an unchanged stamp is an unchanged file); None when there is no file there."""
     try:
         info = os.stat(path)
     except (OSError, ValueError):
         return None
     if not stat.S_ISREG(info.st_mode):
         return None
-    return info.st_ino, info.st_mtime_ns, info.st_size
+    return file_stamp(info)
 
 
 @dataclass(frozen=True)
@@ -267,7 +265,7 @@ def _thumbnail(
     if source_stamp is None:
         return None
     thumb_stamp = stamp(thumb)
-    if thumb_stamp is None or thumb_stamp[1] < source_stamp[1]:
+    if thumb_stamp is None or thumb_stamp[1] < source_stamp[1]:  # by modification time
         try:
             image = load(source)
         except IMAGE_ERRORS:

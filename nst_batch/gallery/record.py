@@ -106,9 +106,9 @@ def _fingerprint(value: object) -> str:
 
 
 def _stamp(value: object) -> Stamp:
-    if not (isinstance(value, list) and len(value) == 3 and all(type(v) is int for v in value)):
+    if not (isinstance(value, list) and len(value) == 4 and all(type(v) is int for v in value)):
         raise ValueError(f"not a stamp: a {type(value).__name__}")
-    return value[0], value[1], value[2]
+    return value[0], value[1], value[2], value[3]
 
 
 def fingerprint(*parts: object) -> str:

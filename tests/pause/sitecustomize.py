@@ -55,7 +55,8 @@ def _install(spec: dict[str, object]) -> None:
 
     def paused_evaluated(saver: worker._Saver, batch: worker.BatchView) -> None:
         if not paused:
-            steps = [recipe.done + batch.steps(i) for i, (_, recipe, _) in enumerate(saver.jobs)]
+            flights = enumerate(saver.flights)
+            steps = [flight.pyramid.done + batch.steps(i) for i, flight in flights]
             if min(steps) >= step and not any(saver is seen for seen in passed):
                 if len(passed) < skip:
                     passed.append(saver)

@@ -1,7 +1,7 @@
-"""The stylization recipe (scales, colour modes, blends, init) and its public API.
+"""The image pyramid (scales, colour modes, blends, init) and its public API.
 
 `test_pinned_outputs` pins the final loss and the pixels of five real tasks that exercise
-every part of the recipe: a refactor must not change a single pixel on the CPU. The pins are
+every part of the pyramid: a refactor must not change a single pixel on the CPU. The pins are
 per kind of CPU kernels (see `kernels`): the sums round differently on AVX2 and AVX-512.
 """
 
@@ -114,7 +114,7 @@ def test_pinned_outputs(tmp_path: Path) -> None:
 
 
 def test_transfer_makes_the_workers_pixels(tmp_path: Path) -> None:
-    """The public API and a gallery task are one recipe: the same pixels on the CPU."""
+    """The public API and a gallery task are one pyramid: the same pixels on the CPU."""
     import nst_batch
 
     seen: list[Progress] = []
@@ -178,24 +178,24 @@ def test_transfer_refuses_bad_settings_and_images(tmp_path: Path) -> None:
         transfer(tmp_path / "missing.png", STYLE / "starry_night.jpg", size=64, steps=2)
 
 
-def test_resume_refuses_a_checkpoint_that_does_not_fit_the_recipe() -> None:
-    """Recipe.resume takes only what this recipe could have saved: its scale count, the
+def test_resume_refuses_a_checkpoint_that_does_not_fit_the_pyramid() -> None:
+    """Pyramid.resume takes only what this pyramid could have saved: its scale count, the
     scale's image size, and no more steps than the scales before it and its own budget."""
     from nst_batch import images
     from nst_batch.params import Params
-    from nst_batch.recipe import Recipe
+    from nst_batch.pyramid import Pyramid
     from nst_batch.stylize import Losses
 
     with Image.open(CONTENT / "chelsea.png") as opened:
         content = opened.convert("RGB")
-    recipe = Recipe.start(content, Params(size=128, steps=10, scales=2, scale_steps=4), None, "c")
-    assert recipe.stages == [(64, 4), (128, 10)]
+    pyramid = Pyramid.start(content, Params(size=128, steps=10, scales=2, scale_steps=4), None, "c")
+    assert pyramid.stages == [(64, 4), (128, 10)]
     w, h = images.target_size(*content.size, 128, False)
     fine_image = torch.rand(1, 3, h, w)
     losses = Losses(1.0, 2.0, 0.0, 3.0, 0.0)
 
     def resume(stage: int, stage_steps: int, image: torch.Tensor, done: int) -> None:
-        recipe.resume(stage, stage_steps, image, done, [1.0] * done, 1.0, losses)
+        pyramid.resume(stage, stage_steps, image, done, [1.0] * done, 1.0, losses)
 
     with pytest.raises(ValueError, match="it is at scale 3, this task has 2"):
         resume(2, 1, fine_image, 5)
@@ -206,4 +206,4 @@ def test_resume_refuses_a_checkpoint_that_does_not_fit_the_recipe() -> None:
     with pytest.raises(ValueError, match="it has 400 steps done before a scale of 4"):
         resume(1, 3, fine_image, 403)
     resume(1, 3, fine_image, 7)  # 4 at the coarse scale, 3 at the fine one
-    assert (recipe.done, recipe.resumed_from) == (7, 7)
+    assert (pyramid.done, pyramid.resumed_from) == (7, 7)

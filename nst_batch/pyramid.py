@@ -1,11 +1,11 @@
-"""The recipe around the optimization: scales coarse to fine, colour control, style blends
-and the start image; and `transfer`, the public one-call API built on it.
+"""The image pyramid around the optimization: scales coarse to fine, colour control, style
+blends and the start image; and `transfer`, the public one-call API built on it.
 
-`stylize` optimizes one image at one size. A recipe turns a content image and settings
+`stylize` optimizes one image at one size. A pyramid turns a content image and settings
 into that optimization's inputs at each scale (the content resized, the start upsampled
 from the coarser scale or taken from `init`, the images moved to luminance for
 `preserve_color: luminance`), carries each scale's result into the next, and makes the
-output (the content's own colours put back). The worker runs many recipes in step,
+output (the content's own colours put back). The worker runs many pyramids in step,
 batching each scale across tasks, and owns files, caches and devices; `transfer` runs one.
 """
 
@@ -72,7 +72,7 @@ def style_grams(
 
 
 @dataclass
-class Recipe:
+class Pyramid:
     """One image's way through its scales: its inputs, loaded once, and its progress."""
 
     content: Image.Image
@@ -87,7 +87,7 @@ class Recipe:
     initial: Losses | None = None  # at the very start (the first scale's start)
     stage_done: int = 0  # steps done at the current scale before its job (a resumed one)
     resumed: tuple[int, int, torch.Tensor] | None = None  # (scale, its steps done, image)
-    resumed_from: int | None = None  # the step a resumed recipe goes on from
+    resumed_from: int | None = None  # the step a resumed pyramid goes on from
     # A sequence's frame after its first: the frame before, stylized and warped onto this
     # one, (1, 3, H, W) 0..1, and the pixels its flow can be trusted for, (1, 1, H, W).
     follows: tuple[torch.Tensor, torch.Tensor] | None = None
@@ -95,8 +95,8 @@ class Recipe:
     @classmethod
     def start(
         cls, content: Image.Image, params: Params, init: Image.Image | None, name: str
-    ) -> Recipe:
-        """The recipe of `content` (named `name` in errors) under `params`; the coarse
+    ) -> Pyramid:
+        """The pyramid of `content` (named `name` in errors) under `params`; the coarse
         scales under the minimum side are skipped. ImageError if the output would be too
         small."""
         p = params
@@ -115,7 +115,7 @@ class Recipe:
         return images.target_size(*self.content.size, self.params.size, self.params.square)
 
     def follow(self, warped: torch.Tensor, trusted: torch.Tensor) -> None:
-        """Make this a sequence frame's recipe: start from `warped`, the frame before warped
+        """Make this a sequence frame's pyramid: start from `warped`, the frame before warped
         onto this one (at the output size, so the coarse scales go), unless the start is
         the task's own previous output, and hold its `trusted` pixels to it."""
         self.stages = self.stages[-1:]
@@ -133,7 +133,7 @@ class Recipe:
     ) -> None:
         """Go on from a checkpoint: `stage_steps` steps done at scale `stage` (0 the
         coarsest), whose best image is `image`, `done` steps over every scale. ValueError
-        when it does not fit this recipe (another scale count or image size)."""
+        when it does not fit this pyramid (another scale count or image size)."""
         if not 0 <= stage < len(self.stages):
             raise ValueError(f"it is at scale {stage + 1}, this task has {len(self.stages)}")
         size, steps = self.stages[stage]
@@ -314,19 +314,19 @@ def transfer(
         init = _image(init_source, "init_image")
     layers = sorted({*p.content_layers, *p.style_layers}, key=LAYER_NAMES.index)
     vgg = build_vgg19(weights, layers, p.pooling, where)
-    recipe = Recipe.start(picture, p, init, _name(content))
+    pyramid = Pyramid.start(picture, p, init, _name(content))
     result: Result | None = None
-    for stage in range(len(recipe.stages)):
-        job = recipe.job(
+    for stage in range(len(pyramid.stages)):
+        job = pyramid.job(
             stage, where, lambda size, c: style_grams(vgg, styles, p, size, c), on_progress
         )
         outcome = stylize_batch(vgg, [job], report_every)[0]
         if isinstance(outcome, StylizeError):
             raise outcome
-        recipe.carry(outcome)
+        pyramid.carry(outcome)
         result = outcome
     assert result is not None
-    return images.to_image(recipe.output(result))
+    return images.to_image(pyramid.output(result))
 
 
 def _check_reporting(on_progress: object, report_every: object) -> None:
