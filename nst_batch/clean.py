@@ -1,6 +1,7 @@
 """What the plan no longer makes: the files in an output folder that nst-batch wrote for tasks,
 sequences or images the manifest no longer has (outputs of a removed content, style or variant,
-their loss curves and snapshots, thumbnails, animations, checkpoints, flow cache entries).
+their loss curves and snapshots, thumbnails, animations, checkpoints, flow cache entries,
+video frames decoded for a clip no content entry takes any more).
 `nst-batch clean` lists them and removes them only when asked. A file is listed only when it
 carries nst-batch's mark (its metadata, a curve's key, our names under `.nst-batch/` and
 `thumbs/`), never when it is an input of the manifest. See docs/reliability.md.
@@ -10,6 +11,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,9 +21,14 @@ from nst_batch import layout
 from nst_batch.metadata import KEY_METADATA
 from nst_batch.plan import Task
 
-Kind = Literal["output", "curve", "snapshot", "animation", "thumbnail", "checkpoint", "flow"]
+Kind = Literal[
+    "output", "curve", "snapshot", "animation", "thumbnail", "checkpoint", "flow", "frames"
+]
 _IMAGES = (".jpg", ".jpeg", ".png", ".webp")
 _CURVE_BYTES = 1 << 24  # a curve of a million steps is some 20 MB; larger is not ours
+# A clip's folder under `.nst-batch/frames/` (video.digest) and the files decode writes in it.
+_CLIP_FOLDER = re.compile(r"^[0-9a-f]{16}$")
+_DECODED = re.compile(r"^frame_\d{6}\.png$")
 
 
 @dataclass(frozen=True)
@@ -47,6 +54,7 @@ def stale_files(root: Path, tasks: Iterable[Task]) -> list[Stale]:
     planned_names = [task.relative_output for task in tasks]
     found += [Stale(path, "checkpoint") for path in layout.orphan_checkpoints(root, planned_names)]
     found += _flow_entries(root, tasks)
+    found += _decoded_clips(root, tasks)
     return sorted(found, key=lambda stale: stale.path)
 
 
@@ -165,3 +173,30 @@ def _flow_entries(root: Path, tasks: list[Task]) -> list[Stale]:
         for path in _walk(folder, set())
         if path.suffix == ".npz" and path.name not in wanted
     ]
+
+
+def _decoded_clips(root: Path, tasks: list[Task]) -> list[Stale]:
+    """The frames of a video clip decoded earlier that no sequence of the plan takes (the
+    video changed, or its entry's start, end, every or limits), and those of a decoding that
+    was killed before its folder was renamed into place."""
+    folder = root / layout.STATE / layout.FRAMES
+    if not folder.is_dir() or folder.is_symlink():
+        return []
+    wanted = {
+        task.content.sequence.video.digest
+        for task in tasks
+        if task.content.sequence is not None and task.content.sequence.video is not None
+    }
+    found = []
+    for clip in folder.iterdir():
+        ours = _CLIP_FOLDER.match(clip.name) or layout.is_temporary(clip.name)
+        if not ours or clip.name in wanted or clip.is_symlink() or not clip.is_dir():
+            continue
+        with os.scandir(clip) as listing:
+            found += [
+                Stale(Path(entry.path), "frames")
+                for entry in listing
+                if (entry.name == layout.FRAMES_RECORD or _DECODED.match(entry.name))
+                and entry.is_file(follow_symlinks=False)
+            ]
+    return found

@@ -515,7 +515,8 @@ def accept_command(manifest: str, overrides: tuple[str, ...], only: tuple[str, .
 def clean_command(manifest: str, overrides: tuple[str, ...], yes: bool) -> None:
     """List the files in the output folder that the manifest no longer makes, and remove
     them with --yes: outputs of a removed content, style or variant, their loss curves,
-    snapshots and thumbnails, animations, checkpoints and flow cache entries.
+    snapshots and thumbnails, animations, checkpoints, flow cache entries and the frames
+    decoded from a video clip no content entry takes any more.
 
     Only files nst-batch wrote (by their metadata or their place under .nst-batch/ and
     thumbs/), never an input; nothing while a run holds the output folder (exit 75).

@@ -168,6 +168,93 @@ def test_a_variable_frame_rate_clip_is_taken_as_decoded_at_its_average_rate(
     assert sequence.video.rate == average
 
 
+@pytest.mark.parametrize("degrees", [-90, 90, 180])
+def test_a_clip_recorded_turned_is_decoded_upright(tmp_path: Path, degrees: int) -> None:
+    # A phone held upright stores its pictures turned and records the turn in the display
+    # matrix (ffprobe: "rotation of -90.00 degrees"): the pictures turned counter-clockwise
+    # by that angle are upright, as a player shows them.
+    if not hasattr(av.video.stream.VideoStream, "set_display_rotation"):
+        pytest.skip("this PyAV cannot write a display matrix (set_display_rotation)")
+    stored = np.zeros((48, 64, 3), np.uint8)  # quadrants: red, green / blue, white
+    stored[:24, :32], stored[:24, 32:] = (255, 0, 0), (0, 255, 0)
+    stored[24:, :32], stored[24:, 32:] = (0, 0, 255), (255, 255, 255)
+    path = tmp_path / "clips" / "walk.mp4"
+    path.parent.mkdir()
+    with av.open(str(path), "w") as out:
+        stream = out.add_stream("libx264", rate=8)
+        stream.width, stream.height, stream.pix_fmt = 64, 48, "yuv420p"
+        stream.set_display_rotation(degrees)
+        for n in range(2):
+            frame = av.VideoFrame.from_ndarray(stored, "rgb24")
+            frame.pts = n
+            out.mux(stream.encode(frame.reformat(format="yuv420p")))
+        out.mux(stream.encode(None))
+    with av.open(str(path)) as container:
+        turned = next(container.decode(video=0)).rotation  # written as a phone does
+    assert turned % 360 == degrees % 360
+    manifest = load_manifest(write(tmp_path, {"path": "clips/walk.mp4"}))
+    upright = np.asarray(Image.open(manifest.contents[0].path).convert("RGB")).astype(int)
+    desired = np.rot90(stored, k=degrees // 90).astype(int)
+    assert upright.shape == desired.shape
+    assert np.abs(upright - desired).mean() < 8  # H.264 blurs the quadrants' edges only
+    if degrees == -90:  # the phone's case, spelled out: a quarter turn clockwise
+        assert upright.shape == (64, 48, 3)
+        top_left, bottom_right = upright[8, 8], upright[-8, -8]
+        assert top_left[2] > 200 > top_left[0]  # stored bottom-left: blue
+        assert bottom_right[1] > 200 > bottom_right[0]  # stored top-right: green
+    half = load_manifest(write(tmp_path, {"path": "clips/walk.mp4", "max_side": 32}))
+    size = (24, 32) if degrees % 180 else (32, 24)  # upright first, then scaled
+    assert Image.open(half.contents[0].path).size == size
+
+
+def test_a_pattern_with_a_videos_extension_takes_each_video_as_a_sequence(
+    tmp_path: Path,
+) -> None:
+    clip(tmp_path, "a.mp4")  # 4 frames
+    clip(tmp_path, "b.mp4", seconds=0.25, sound=False)  # 2 frames
+    clip(tmp_path, "c.webm")  # another extension: not matched
+    entries = ["clips/*.mp4", {"path": "clips/b.mp4", "every": 2}]  # b: its own entry
+    manifest = load_manifest(write(tmp_path, content=entries))
+    sequences = {spec.sequence for spec in manifest.contents}
+    assert {(s.name, s.frames) for s in sequences if s is not None} == {("a", 4), ("b", 1)}
+    assert len(list((tmp_path / "out" / ".nst-batch" / "frames").iterdir())) == 2
+    # A video of ours (an animation with its key) where the pattern looks is not an input.
+    (frame,) = [spec.path for spec in manifest.contents if spec.name == "b/frame_000001"]
+    ours = tmp_path / "clips" / "a__starry_night.mp4"
+    video.encode([frame], ours, tmp_path / "clips", "mp4", Fraction(8), {KEY_METADATA: "k"})
+    again = load_manifest(write(tmp_path, content=entries, output="clips"))
+    assert {spec.name.split("/")[0] for spec in again.contents} == {"a", "b"}
+
+
+def test_a_pattern_of_videos_is_refused_before_decoding_when_names_clash(tmp_path: Path) -> None:
+    clip(tmp_path, "walk.mp4")
+    clip(tmp_path, "x/walk.mp4")
+    manifest = write(tmp_path, {"path": "clips/**/*.mp4"})
+    clips = tmp_path / "clips"
+    assert (
+        f"{manifest}: content[0] 'clips/**/*.mp4': the videos {clips / 'walk.mp4'} and "
+        f"{clips / 'x' / 'walk.mp4'} would both be the sequence 'walk'; rename one, or list each "
+        "as an entry of its own with a 'name:'"
+    ) in refused(tmp_path, manifest)
+    manifest = write(tmp_path, {"path": "clips/**/*.mp4", "name": "walk"})
+    assert (
+        f"{manifest}: content[0] 'clips/**/*.mp4': 'name' needs a single video, but it matches 2"
+    ) in refused(tmp_path, manifest)
+    assert not (tmp_path / "out" / ".nst-batch" / "frames").exists()
+
+
+def test_the_shipped_video_job_takes_the_sample_clip_small(tmp_path: Path) -> None:
+    shipped = REPO / "jobs" / "video.yaml"
+    manifest = load_manifest(shipped, [f"output={tmp_path / 'out'}"])
+    sequence = manifest.contents[0].sequence
+    assert sequence is not None and sequence.video is not None
+    assert (sequence.name, sequence.frames, sequence.animation) == ("coffee", 36, "mp4")
+    assert (sequence.video.width, sequence.video.height, sequence.video.rate) == (128, 96, 12)
+    assert sequence.video.whole and sequence.video.audio == "aac"  # its sound goes with it
+    assert [spec.name for spec in manifest.styles] == ["starry_night"]
+    assert manifest.contents[0].path.is_relative_to(tmp_path / "out" / ".nst-batch" / "frames")
+
+
 # -- refusals -----------------------------------------------------------------------------
 
 
@@ -239,6 +326,18 @@ def test_a_file_that_is_not_a_video_is_refused(tmp_path: Path) -> None:
             f"content[0] '{CONTENT / 'chelsea.png'}': 'every' takes part of a video file "
             "(.mp4, .mov, .webm, .mkv ...), and "
             f"'{CONTENT / 'chelsea.png'}' is not one; remove it",
+        ),
+        (
+            {"path": "clips/*"},
+            {},
+            "content[0] 'clips/*': the pattern matches no image, but 1 video (.mp4): a pattern "
+            "ending in a video's extension, such as 'clips/*.mp4', takes each video as a "
+            "sequence of its frames",
+        ),
+        (
+            {"path": "clips/*.mov"},
+            {},
+            "content[0] 'clips/*.mov': the pattern matches no video",
         ),
         (
             None,

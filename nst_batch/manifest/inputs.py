@@ -9,6 +9,7 @@ every file a run reads (`input_files`), for the plan to keep its outputs off the
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import glob
 import os
@@ -19,7 +20,7 @@ from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
-from nst_batch import layout
+from nst_batch import layout, video
 from nst_batch.manifest.clips import clip_frames, is_clip_entry, refuse_clip_keys, refuse_video
 from nst_batch.manifest.errors import ManifestError
 from nst_batch.manifest.schema import (
@@ -144,11 +145,13 @@ def expand(
     spec: a single-file entry wins over a folder or pattern, whatever the order; two that
     disagree and are both single files (or both not) are refused, naming both. A video's
     frames are decoded into the output folder's cache (clips.py), each frame over
-    `max_pixels` refused."""
+    `max_pixels` refused; a video an entry names is left out of the patterns that match it,
+    before any is decoded."""
     specs: list[tuple[ImageSpec, bool, str, int]] = []  # (spec, single file, where, entry)
     frames: list[tuple[int, ImageSpec]] = []  # (entry, frame): each a task, never merged
-    for i, entry in enumerate(entries):
-        item = entry if isinstance(entry, _Entry) else _Entry(path=entry)
+    items = [entry if isinstance(entry, _Entry) else _Entry(path=entry) for entry in entries]
+    listed = _listed_videos(root, items)
+    for i, item in enumerate(items):
         if item.name is not None:
             _check_image_name(f"{path}: {kind}[{i}].name", item.name)
         if kind == "style":
@@ -158,7 +161,7 @@ def expand(
             refuse_clip_keys(f"{path}: {kind}[{i}] '{item.path}'", item)
         sequence_keys = {"animation", "fps"} & item.model_fields_set
         if item.sequence or sequence_keys or is_clip_entry(item):
-            sequence = _sequence(path, root, kind, i, item, output, max_pixels)
+            sequence = _sequence(path, root, kind, i, item, output, max_pixels, listed)
             frames += [(i, frame) for frame in sequence]
             continue
         if isinstance(item.path, list) or item.weights is not None:
@@ -228,10 +231,18 @@ def natural_key(name: str) -> tuple[tuple[int, int | str], ...]:
 
 
 def _sequence(
-    path: Path, root: Path, kind: str, i: int, item: _Entry, output: Path, max_pixels: int
+    path: Path,
+    root: Path,
+    kind: str,
+    i: int,
+    item: _Entry,
+    output: Path,
+    max_pixels: int,
+    listed: frozenset[Path] = frozenset(),
 ) -> list[ImageSpec]:
     """The frames of a `sequence: true` entry, in natural order of their file names, or of
-    a video file, in decoding order."""
+    a video file (or each a pattern matches but for those `listed` by entries of their own),
+    in decoding order."""
     where = f"{path}: {kind}[{i}]"
     if kind != "content":
         raise ManifestError(f"{where}: only content entries can be sequences (sequence: true)")
@@ -241,10 +252,9 @@ def _sequence(
         raise ManifestError(f"{where}: a sequence is one folder or pattern of frames, not a blend")
     files, single = _match(root, item.path, f"{where} '{item.path}'", output)
     if is_clip_entry(item):
-        check_readable(files[0], where)
-        name = item.name or _entry_name(path, kind, files[0], None)
-        _check_image_name(f"{where}.name", name)
-        return clip_frames(f"{where} '{item.path}'", files[0], name, item, output, max_pixels)
+        if not single:
+            files = [file for file in files if file not in listed]
+        return _videos(path, where, item, files, single, output, max_pixels)
     if single:
         raise ManifestError(
             f"{where} '{item.path}': a sequence is a folder (or pattern) of frames, not one file"
@@ -260,6 +270,53 @@ def _sequence(
         stem = _entry_name(path, kind, file, None, found=True)
         spec = ImageSpec(file, f"{name}/{stem}", dict(item.params), (), sequence, number)
         specs.append(spec)
+    return specs
+
+
+def _listed_videos(root: Path, items: Iterable[_Entry]) -> frozenset[Path]:
+    """The video files that entries name one by one (resolved), which patterns leave to
+    them: `clips/*.mp4` beside `{path: clips/walk.mp4, start: 2}` takes walk.mp4 once."""
+    listed = set()
+    for item in items:
+        if is_clip_entry(item) and isinstance(item.path, str) and not glob.has_magic(item.path):
+            target = Path(os.path.expanduser(item.path))
+            full = target if target.is_absolute() else root / target
+            if full.is_file():
+                listed.add(full.resolve())
+    return frozenset(listed)
+
+
+def _videos(
+    path: Path,
+    where: str,
+    item: _Entry,
+    files: list[Path],
+    single: bool,
+    output: Path,
+    max_pixels: int,
+) -> list[ImageSpec]:
+    """The frames of the video file of an entry, or of each video its pattern matches, each
+    video a sequence named by its file (clips.py decodes them). Names are checked before
+    any video is decoded."""
+    given = f"{where} '{item.path}'"
+    if item.name is not None and len(files) > 1:
+        raise ManifestError(f"{given}: 'name' needs a single video, but it matches {len(files)}")
+    named: dict[str, Path] = {}
+    for file in files:
+        check_readable(file, where)
+        name = item.name or _entry_name(path, "content", file, None, found=not single)
+        _check_image_name(f"{where}.name", name)
+        if name in named:
+            raise ManifestError(
+                f"{given}: the videos {layout.display(named[name])} and {layout.display(file)} "
+                f"would both be the sequence '{name}'; rename one, or list each as an entry of "
+                "its own with a 'name:'"
+            )
+        named[name] = file
+    specs = []
+    for name, file in named.items():
+        at = given if single else f"{given} ({layout.display(file)})"
+        specs += clip_frames(at, file, name, item, output, max_pixels)
     return specs
 
 
@@ -372,20 +429,28 @@ def _match(root: Path, pattern: str, where: str, output: Path | None) -> tuple[l
     full = target if target.is_absolute() else root / target
     resolve = _resolver()
     if glob.has_magic(pattern):
-        suffixes = image_suffixes()
+        # A pattern ending in a video's extension ('clips/*.mp4') takes videos, any other
+        # images only: a stray clip among photos is never decoded unasked.
+        videos = video.is_video(pattern)
+        suffixes = video.VIDEO_SUFFIXES if videos else image_suffixes()
         hidden_too = Path(pattern).name.startswith(".")  # a pattern that asks for them
-        files = sorted((Path(p) for p in glob.glob(str(full), recursive=True)), key=_path_order)
+        found = sorted((Path(p) for p in glob.glob(str(full), recursive=True)), key=_path_order)
         files = [
             resolve(f)
-            for f in files
+            for f in found
             if f.suffix.lower() in suffixes
             and (hidden_too or not f.name.startswith("."))
             and f.is_file()
         ]
         files = [f for f in files if not _made_by_us(output, f)]
+        if not files and videos:
+            raise ManifestError(
+                f"{where}: the pattern matches no video; patterns are relative to {root}"
+            )
         if not files:
             raise ManifestError(
-                f"{where}: the pattern matches no image; patterns are relative to {root}"
+                f"{where}: the pattern matches no image{_videos_hint(pattern, found)}; "
+                f"patterns are relative to {root}"
             )
         return files, False
     if full.is_dir():
@@ -412,14 +477,32 @@ def _match(root: Path, pattern: str, where: str, output: Path | None) -> tuple[l
             ) from None
         files = [f for f in files if not _made_by_us(output, f)]
         if not files:
+            held: list[Path] = []
+            with contextlib.suppress(OSError):
+                held = list(full.iterdir())
             raise ManifestError(
                 f"{where}: the folder {full} holds no image ({', '.join(COMMON_SUFFIXES)} or "
                 "another format Pillow reads; hidden files are skipped)"
+                f"{_videos_hint(posixpath.join(pattern, '*'), held)}"
             )
         return files, False
     if not full.is_file():
         raise ManifestError(f"{where}: no such file {full}; paths are relative to {root}")
     return [full.resolve()], True
+
+
+def _videos_hint(pattern: str, found: list[Path]) -> str:
+    """What to write when a folder or pattern that takes images holds videos only."""
+    videos = [f for f in found if video.is_video(f) and not f.name.startswith(".")]
+    if not videos:
+        return ""
+    suffixes = sorted({_suffix(f.name) for f in videos})
+    taking = posixpath.join(posixpath.dirname(pattern), f"*{suffixes[0]}")
+    return (
+        f", but {len(videos)} video{'s' * (len(videos) != 1)} ({', '.join(suffixes)}): a "
+        f"pattern ending in a video's extension, such as '{taking}', takes each video as a "
+        "sequence of its frames"
+    )
 
 
 def _path_order(path: Path) -> tuple[str, ...]:
@@ -457,6 +540,8 @@ def _made_by_us(output: Path | None, file: Path) -> bool:
         return False
     if layout.is_reserved(relative):
         return True
+    if video.is_video(file):  # an animation of ours: an MP4 or WebM
+        return KEY_METADATA in video.read_metadata(file)
     from nst_batch.images import read_metadata  # Pillow only: reads the header
 
     return KEY_METADATA in read_metadata(file)
