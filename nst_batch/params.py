@@ -161,8 +161,10 @@ class Params(BaseModel):
     adam_average: NonNegativeFloat = Field(
         0.9, lt=1, description="Adam: decay of the iterate average output at the end; 0 off"
     )
-    precision: Literal["fp32", "tf32", "bf16", "fp16"] = Field(
-        "fp32", description="VGG19 arithmetic; Gram matrices and losses stay float32"
+    precision: Literal["fp32", "tf32", "bf16", "fp16", "auto"] = Field(
+        "fp32",
+        description="VGG19 arithmetic; Gram matrices and losses stay float32. auto: bf16 "
+        "where the devices have fast bf16 (CPUs with AMX, CUDA from Ampere), else fp32",
     )
     save_every: StrictInt = Field(
         0,

@@ -17,7 +17,7 @@ import json
 import os
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from functools import lru_cache
+from functools import lru_cache, partial
 from pathlib import Path
 from typing import Any, Literal, NamedTuple
 
@@ -29,6 +29,7 @@ from nst_batch.manifest import ImageSpec, Manifest, ManifestError, Variant
 from nst_batch.manifest.errors import params_error
 from nst_batch.manifest.inputs import input_files
 from nst_batch.params import ALGORITHM_VERSION, LAYER_NAMES, Params
+from nst_batch.precision import AUTO_CHOICES, Resolved
 from nst_batch.task import TaskId
 from nst_batch.weights import file_sha256, identity
 
@@ -181,6 +182,48 @@ def _effective(params: Params) -> dict[str, object]:
     if len(params.scale_sizes) == 1:
         leave_out |= {"scales", "scale_steps"}
     return params.model_dump(mode="json", exclude=leave_out)
+
+
+def _recipe(
+    content: ImageSpec,
+    style: ImageSpec,
+    weights: str,
+    files: FileCache,
+    before: Task | None,
+    params: Params,
+) -> dict[str, Any]:
+    """A planned task's recipe; a sequence's frame after another holds that one's key."""
+    init = Path(params.init_image) if params.init_image else None
+    recipe = task_recipe(content.path, style.images, params, weights, init, files.sha256)
+    if before is not None:  # its start, and so its pixels, depend on the frame before
+        recipe = {**recipe, "after": before.key, "temporal": params.temporal_weight}
+    return recipe
+
+
+def _resolved(
+    params: Params,
+    auto: Resolved,
+    recipe_of: Callable[[Params], dict[str, Any]],
+    files: FileCache,
+    folder: Path,
+    relative: str,
+) -> tuple[Params, dict[str, Any]]:
+    """`precision: auto` made `auto`, or the other choice where the task's output was made
+    in it (on a node of another kind): with the recipe for it."""
+    choices = [auto, *(choice for choice in AUTO_CHOICES if choice != auto)]
+    made = files.output_key(folder / relative, relative) if (folder / relative).exists() else None
+    options = [_with_precision(params, choice) for choice in choices]
+    recipes = [recipe_of(option) for option in options]
+    for option, recipe in zip(options, recipes, strict=True):
+        if made is not None and recipe_key(recipe) == made:
+            return option, recipe
+    return options[0], recipes[0]
+
+
+@lru_cache(maxsize=256)
+def _with_precision(params: Params, precision: Resolved) -> Params:
+    """`params` in `precision`: one object per setting, as the manifest's are."""
+    return params.model_copy(update={"precision": precision})
 
 
 # -- the one walk over the tasks ----------------------------------------------------
@@ -466,25 +509,26 @@ def _check_inputs(
 # -- the plan -----------------------------------------------------------------------
 
 
-def plan(manifest: Manifest, files: FileCache | None = None) -> list[Task]:
+def plan(manifest: Manifest, files: FileCache | None = None, auto: Resolved = "fp32") -> list[Task]:
     """Every task of the manifest, ordered so that tasks sharing style targets run together.
 
     Built on the manifest's one walk (`manifest.outlines`), which loading has made. Each
-    input file is read (hashed) once, and not at all while `files` knows its hash."""
-    file_hash = (files or FileCache()).sha256
+    input file is read (hashed) once, and not at all while `files` knows its hash.
+    `precision: auto` becomes `auto` (see precision.py), or the precision the task's
+    existing output was made in, where that is another `auto` may choose."""
+    files = files or FileCache()
     tasks = []
     previous: dict[tuple[str, str, str], Task] = {}  # a sequence's last frame, per style
     for content, style, variant, params, relative in manifest.outlines:
-        init = Path(params.init_image) if params.init_image else None
-        recipe = task_recipe(content.path, style.images, params, manifest.weights, init, file_hash)
-        before = None
         chain = (
             None if content.sequence is None else (content.sequence.name, style.name, variant.name)
         )
-        if chain is not None:
-            before = previous.get(chain) if content.frame else None
-            if before is not None:  # its start, and so its pixels, depend on the frame before
-                recipe = {**recipe, "after": before.key, "temporal": params.temporal_weight}
+        before = previous.get(chain) if chain is not None and content.frame else None
+        recipe_of = partial(_recipe, content, style, manifest.weights, files, before)
+        if params.precision == "auto":
+            params, recipe = _resolved(params, auto, recipe_of, files, manifest.output, relative)
+        else:
+            recipe = recipe_of(params)
         task = Task(
             content=content,
             style=style,

@@ -46,6 +46,7 @@ class ResultRow:
     resumed_from: int | None = None  # the step a task resumed from a checkpoint went on from
     seconds: float | None = None
     device: str = ""  # e.g. 'cpu', 'cuda:0'
+    precision: str = ""  # the VGG19 arithmetic its key holds (`auto` resolved: precision.py)
     worker: str = ""  # e.g. 'cpu#0', 'cuda:1#1' (device plus worker index)
     key: str = ""  # the task key (hex hash)
     error: str = ""  # one-line reason for failed/interrupted
@@ -76,6 +77,7 @@ def task_row(task: Task, status: Status, shard: str, **outcome: Any) -> ResultRo
         status=status,
         key=task.key,
         shard=shard,
+        precision=task.params.precision,
         **outcome,
     )
 

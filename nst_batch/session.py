@@ -22,7 +22,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
-from nst_batch import filecache, layout
+from nst_batch import filecache, layout, precision
 from nst_batch.explain import reasons
 from nst_batch.filecache import FileCache
 from nst_batch.layout import Share, UnsafeWrite
@@ -261,8 +261,12 @@ def why(prepared: Prepared) -> dict[int, list[str]]:
 
 
 def _plan(manifest: Manifest, files: FileCache) -> list[Task]:
+    """The plan, `precision: auto` resolved for the manifest's devices on this machine."""
+    auto: precision.Resolved = "fp32"
+    if any(outline.params.precision == "auto" for outline in manifest.outlines):
+        auto = precision.resolve(manifest.devices)
     try:
-        return plan(manifest, files)
+        return plan(manifest, files, auto)
     except WeightsError as exc:
         raise SessionError(str(exc)) from None
     except OSError as exc:

@@ -15,7 +15,7 @@ from typing import Any, Protocol, cast
 
 import torch
 
-from nst_batch import lbfgs
+from nst_batch import lbfgs, precision
 from nst_batch.lbfgs import Evaluation, LBFGSConfig, Probe, Read, Search
 from nst_batch.losses import (
     content_loss,
@@ -525,6 +525,8 @@ def stylize_batch(
         raise ValueError(f"a batch needs one precision, got {sorted(modes)}")
     runs = [_Run(vgg, job, report_every) for job in jobs]
     shape, mode = jobs[0].content.shape, jobs[0].params.precision
+    if mode == "auto":  # as a gallery's plan resolves it, for this device
+        mode = precision.resolve([str(jobs[0].content.device)])
     layers = sorted(set().union(*(run.objective.layers for run in runs)))
     scale = _LossScale(mode == "fp16")
     evaluate = _Evaluator(vgg, mode, layers, graphs and _graphs_allowed(mode))

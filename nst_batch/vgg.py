@@ -18,6 +18,7 @@ from typing import Any, Literal
 import torch
 from torch import nn
 
+from nst_batch import precision
 from nst_batch.params import LAYER_NAMES, canonical_layer
 from nst_batch.weights import (
     ORIGINAL,
@@ -318,7 +319,7 @@ def build_vgg19(
     return VGG19Features(state, convention, last, pooling, keep_pre_relu=keep).to(device)
 
 
-Precision = Literal["fp32", "tf32", "bf16", "fp16"]
+Precision = Literal["fp32", "tf32", "bf16", "fp16", "auto"]
 _AUTOCAST = {"bf16": torch.bfloat16, "fp16": torch.float16}
 
 
@@ -326,7 +327,10 @@ _AUTOCAST = {"bf16": torch.bfloat16, "fp16": torch.float16}
 def precision_scope(device: torch.device, mode: Precision) -> Iterator[None]:
     """VGG19's arithmetic within: fp32 (true float32, TF32 off), tf32 (TF32 tensor cores
     for convolutions and matmuls on CUDA; the same as fp32 on a CPU), or bf16/fp16
-    autocast. The losses force float32 themselves (losses.py)."""
+    autocast; `auto` as precision.resolve says for `device`. The losses force float32
+    themselves (losses.py)."""
+    if mode == "auto":
+        mode = precision.resolve([str(device)])
     if mode in _AUTOCAST:
         # No cast cache: each forward casts each weight once anyway, and CUDA graph
         # capture (stylize._Evaluator) needs the cache off.

@@ -1,4 +1,5 @@
-"""Precision modes (fp32, tf32, bf16, fp16) and channels_last on the CPU.
+"""Precision modes (fp32, tf32, bf16, fp16) and channels_last on the CPU; what
+`precision: auto` becomes, with the machine's capabilities faked.
 
 The real 'original' VGG19 on the sample images: 64 px for fp32 and bf16 runs, 32 px for
 fp16 (float16 convolutions are slow on a CPU).
@@ -6,14 +7,22 @@ fp16 (float16 convolutions are slow on a CPU).
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import json
+from collections.abc import Callable, Iterator, Sequence
+from pathlib import Path
 
 import pytest
 import torch
-from conftest import CONTENT, STYLE, content_at, style_like
+from conftest import CONTENT, STYLE, content_at, invoke, style_like
 
+from nst_batch import precision, session
+from nst_batch.images import read_metadata
 from nst_batch.losses import gram_matrix
+from nst_batch.manifest import load_manifest
+from nst_batch.metadata import PARAMS_METADATA
 from nst_batch.params import GATYS_CONTENT_LAYERS, GATYS_STYLE_LAYERS, Params
+from nst_batch.plan import Task, plan
+from nst_batch.results import read_rows
 from nst_batch.stylize import (
     Job,
     StylizeError,
@@ -298,3 +307,133 @@ def test_a_batch_needs_one_precision_and_one_shape(net, content, style) -> None:
     assert other.shape == (1, 3, 64, 64)
     with pytest.raises(ValueError, match="shape"):
         stylize_batch(net, [Job(content, targets, fp32), Job(other, targets, fp32)])
+
+
+# -- precision: auto (nst_batch/precision.py), the machine's capabilities faked ----------
+
+AMX = frozenset({"avx512f", "avx512_bf16", "amx_tile", "amx_bf16"})
+AVX512_BF16 = frozenset({"avx512f", "avx512_bf16"})  # bf16 instructions, no matrix units
+
+
+@pytest.fixture
+def machine(monkeypatch: pytest.MonkeyPatch) -> Callable[..., None]:
+    """Fake what this machine has: its CPU flags and its CUDA devices' capabilities."""
+
+    def fake(cpu: frozenset[str], cuda: Sequence[tuple[int, int]] = ()) -> None:
+        monkeypatch.setattr(precision, "cpu_flags", lambda: cpu)
+        monkeypatch.setattr(
+            precision, "cuda_capability", lambda i: cuda[i] if i < len(cuda) else None
+        )
+        monkeypatch.setattr(precision, "_auto_devices", lambda: _cuda_names(cuda) or ["cpu"])
+
+    return fake
+
+
+def _cuda_names(cuda: Sequence[tuple[int, int]]) -> list[str]:
+    return [f"cuda:{i}" for i in range(len(cuda))]
+
+
+@pytest.mark.parametrize(
+    ("cpu", "cuda", "devices", "expected"),
+    [
+        (AMX, (), ["cpu"], "bf16"),
+        (AVX512_BF16, (), ["cpu"], "fp32"),  # measured slower than fp32: docs/gpus.md
+        (frozenset(), (), ["cpu"], "fp32"),  # no /proc/cpuinfo (macOS)
+        (AVX512_BF16, ((8, 0),), ["cuda:0"], "bf16"),
+        (AVX512_BF16, ((9, 0), (9, 0)), ["auto"], "bf16"),
+        (AMX, ((7, 5),), ["cuda"], "fp32"),  # Turing: no bf16 tensor cores
+        (AMX, (), ["auto"], "bf16"),  # auto without CUDA: the CPU
+        (AVX512_BF16, ((8, 0),), ["cuda:0", "cpu"], "fp32"),  # all of them, or none
+        (AMX, ((8, 6),), ["cuda:0", "cpu", "cpu"], "bf16"),
+        (AMX, ((8, 0),), ["cuda:1"], "fp32"),  # no such device: the run will say so
+        (AMX, (), ["mps"], "fp32"),
+    ],
+)
+def test_auto_is_bf16_only_where_every_device_has_fast_bf16(
+    machine: Callable[..., None],
+    cpu: frozenset[str],
+    cuda: tuple[tuple[int, int], ...],
+    devices: list[str],
+    expected: str,
+) -> None:
+    machine(cpu, cuda)
+    assert precision.resolve(devices) == expected
+
+
+def test_cpu_flags_come_from_proc_cpuinfo(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    cpuinfo = tmp_path / "cpuinfo"
+    cpuinfo.write_text(
+        "processor\t: 0\nmodel name\t: Intel(R) Xeon(R)\nflags\t\t: fpu avx512_bf16 amx_bf16\n\n"
+        "processor\t: 1\nflags\t\t: fpu avx512_bf16 amx_bf16\n"
+    )
+    monkeypatch.setattr(precision, "CPUINFO", cpuinfo)
+    precision.cpu_flags.cache_clear()
+    try:
+        assert precision.cpu_flags() == {"fpu", "avx512_bf16", "amx_bf16"}
+        assert precision.fast_bf16("cpu")
+        monkeypatch.setattr(precision, "CPUINFO", tmp_path / "missing")
+        precision.cpu_flags.cache_clear()
+        assert precision.cpu_flags() == frozenset() and not precision.fast_bf16("cpu")
+    finally:
+        precision.cpu_flags.cache_clear()
+
+
+@pytest.mark.parametrize(("cpu", "autocast"), [(AMX, True), (AVX512_BF16, False)])
+def test_an_auto_scope_autocasts_as_the_device_resolves(
+    machine: Callable[..., None], cpu: frozenset[str], autocast: bool
+) -> None:
+    machine(cpu)
+    with precision_scope(CPU, "auto"):
+        assert torch.is_autocast_enabled("cpu") is autocast
+
+
+def _planned(path: Path) -> list[Task]:
+    return plan(load_manifest(path))
+
+
+def test_auto_plans_the_resolved_precision_with_its_key(
+    machine: Callable[..., None], write_manifest: Callable[..., Path]
+) -> None:
+    """The key holds the precision that makes the pixels: `auto` resolved to bf16 is the
+    task of `bf16`, and resolved to fp32 the task of the default."""
+    auto = write_manifest("auto.yaml", params={"precision": "auto"})
+    bf16 = write_manifest("bf16.yaml", params={"precision": "bf16"})
+    fp32 = write_manifest("fp32.yaml")
+    machine(AMX)
+    on_amx = session.prepare(auto).whole
+    assert {task.params.precision for task in on_amx} == {"bf16"}
+    assert [t.key for t in on_amx] == [t.key for t in _planned(bf16)]
+    machine(AVX512_BF16)
+    elsewhere = session.prepare(auto).whole
+    assert {task.params.precision for task in elsewhere} == {"fp32"}
+    assert [t.key for t in elsewhere] == [t.key for t in _planned(fp32)]
+
+
+def test_auto_keeps_the_precision_an_output_was_made_in(
+    machine: Callable[..., None], write_manifest: Callable[..., Path]
+) -> None:
+    """A gallery run on nodes of two kinds is not redone back and forth: an output made in
+    bf16 on an AMX node is up to date on a node without AMX, and one made in fp32 there is
+    up to date on the AMX node. An output of other settings is redone in what this node
+    resolves to."""
+    path = write_manifest(params={"precision": "auto", "size": 48, "steps": 2})
+    machine(AMX)
+    made = invoke(path, "--devices", "cpu")
+    assert made.exit_code == 0, made.output
+    rows = read_rows(path.parent / "out" / "results.csv")
+    assert {row.precision for row in rows} == {"bf16"}
+    assert {row.status for row in rows} == {"done"}
+    (chosen,) = {task.params.precision for task in session.prepare(path).whole}
+    assert chosen == "bf16"
+
+    machine(AVX512_BF16)  # another node: what is made stays made
+    prepared = session.prepare(path)
+    assert prepared.todo == [] and {t.params.precision for t in prepared.whole} == {"bf16"}
+    first = prepared.whole[0]
+    metadata = read_metadata(first.output)
+    assert json.loads(metadata[PARAMS_METADATA])["precision"] == "bf16"
+
+    # An output made with other settings is redone in this node's choice, fp32.
+    new = write_manifest(params={"precision": "auto", "size": 48, "steps": 3})
+    again = session.prepare(new)
+    assert len(again.todo) == 4 and {t.params.precision for t in again.todo} == {"fp32"}

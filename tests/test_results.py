@@ -45,7 +45,7 @@ def test_columns_follow_the_dataclass() -> None:
         "content", "style", "variant", "output", "status", "content_loss", "style_loss",
         "tv_loss", "temporal_loss", "total_loss", "steps", "stopped", "start", "resumed_from",
         "seconds",
-        "device", "worker", "key", "error", "finished_at", "run", "shard",
+        "device", "precision", "worker", "key", "error", "finished_at", "run", "shard",
     )  # fmt: skip
 
 
@@ -173,11 +173,11 @@ def test_other_versions_header(tmp_path: Path) -> None:
     with newer.open("w", newline="") as f:
         csv.writer(f, lineterminator="\n").writerows(
             [newer_cols, ["cat", "wave", "", "wave/cat.png", "done", "3.2 GiB", "0.5"]
-             + [""] * 13 + [T1, "", "1/2"]]
+             + [""] * 14 + [T1, "", "1/2"]]
         )  # fmt: skip
     with older.open("w", newline="") as f:
         csv.writer(f, lineterminator="\n").writerows(
-            [older_cols, ["dog", "wave", "", "wave/dog.png", "failed"] + [""] * 12 + ["boom", T2]]
+            [older_cols, ["dog", "wave", "", "wave/dog.png", "failed"] + [""] * 13 + ["boom", T2]]
         )
     assert read_rows(newer) == [row(content_loss=0.5, shard="1/2")]
     assert read_rows(older) == [row("dog", status="failed", error="boom", finished_at=T2)]
@@ -283,12 +283,15 @@ def _task(content: str, key: str) -> SimpleNamespace:
         id=TaskId(content, "wave", ""),
         relative_output=f"wave/{content}.png",
         key=key,
+        params=name(precision="bf16"),
     )
 
 
 def test_task_row_names_the_task() -> None:
     made = task_row(_task("cat", "k1"), "skipped", "1/2")  # type: ignore[arg-type]
-    assert made == ResultRow("cat", "wave", "", "wave/cat.png", "skipped", key="k1", shard="1/2")
+    assert made == ResultRow(
+        "cat", "wave", "", "wave/cat.png", "skipped", precision="bf16", key="k1", shard="1/2"
+    )
 
 
 def test_only_unrecorded_up_to_date_tasks_get_a_skipped_row(tmp_path: Path) -> None:
