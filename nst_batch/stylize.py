@@ -203,7 +203,7 @@ class _Tracker:
                 Progress(done, self.params.steps, _losses(terms if host is None else host))
             )
         if host is None:  # no host values (Adam): its budget, and the device every 50
-            if done >= self.params.steps:
+            if done >= self.stop.steps:
                 self.stopped = self.stop.spent()
                 return True
             return done % 50 == 0 and int(self.first_bad) >= 0
@@ -211,8 +211,6 @@ class _Tracker:
         if not math.isfinite(total):
             return True  # diverged: `result` says so
         self.stopped = self.stop.evaluated(total)
-        if self.stopped is None and done >= self.params.steps:
-            self.stopped = self.stop.spent()
         return self.stopped is not None
 
     def state(self, seconds: float) -> JobState | None:
@@ -268,7 +266,9 @@ class Job:
     callback: ProgressCallback | None = None
     resumed: bool = False  # starts from a checkpoint's image: no failure for holding it
     temporal: Temporal | None = None  # a sequence frame's temporal loss target
-    stop: StopRule | None = None  # when it stops; None: StopRule.of(params, "cold")
+    # When it stops (its `steps` the budget, as `params.steps`, which progress counts to);
+    # None: StopRule.of(params, "cold").
+    stop: StopRule | None = None
 
 
 @dataclass(frozen=True)

@@ -413,8 +413,8 @@ class Worker:
         steps = GRAPH_WARMUP + 2
         sample = sorted(jobs, key=lambda job: job.params.optimizer != "lbfgs")[:2]
         trial = [
-            dataclasses.replace(
-                job, params=job.params.model_copy(update={"steps": steps}), callback=None
+            dataclasses.replace(  # the cold rule of its shortened budget
+                job, params=job.params.model_copy(update={"steps": steps}), callback=None, stop=None
             )
             for job in sample
         ]
