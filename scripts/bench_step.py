@@ -338,6 +338,7 @@ def run_gallery(
     from nst_batch.plan import plan
     from nst_batch.results import ResultsWriter
     from nst_batch.runner import RunConfig, resolve_devices, run_tasks
+    from nst_batch.worker import WorkerOptions
 
     class Collect:
         def __init__(self) -> None:
@@ -365,7 +366,9 @@ def run_gallery(
     loaded.output.mkdir()
     devices = resolve_devices(loaded.devices, loaded.workers_per_device)
     config = RunConfig(
-        devices=tuple(devices), batch_size=args.gallery_batch_size, cuda_graphs=GRAPHS
+        devices=tuple(devices),
+        batch_size=args.gallery_batch_size,
+        worker=WorkerOptions(cuda_graphs=GRAPHS),
     )
     events = Collect()
     with ResultsWriter(loaded.output / "results.csv") as writer:

@@ -5,6 +5,7 @@ the opt-ins that turn a skip into a failure where a run asked for the tests (CUD
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import shutil
@@ -12,7 +13,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -98,28 +99,33 @@ def chromium() -> str:
     return CHROMIUM
 
 
+def write_manifest_in(folder: Path, file: str = "gallery.yaml", /, **fields: Any) -> Path:
+    """Write a manifest as `folder`/`file`: a 2x2 gallery at 64 px and 8 steps unless overridden.
+
+    Keyword arguments replace top-level keys (`name` too: the file's name is `file`);
+    `params` is merged into the small defaults. A key given as None, top-level or in
+    `params`, is left out.
+    """
+    doc: dict[str, Any] = {
+        "output": "out",
+        "content": [str(CONTENT / "chelsea.png"), str(CONTENT / "coffee.png")],
+        "style": [str(STYLE / "starry_night.jpg"), str(STYLE / "the_scream.jpg")],
+        "params": {"size": 64, "steps": 8},
+    }
+    params = {**doc["params"], **fields.pop("params", {})}
+    doc.update(fields)
+    doc["params"] = {key: value for key, value in params.items() if value is not None}
+    doc = {key: value for key, value in doc.items() if value is not None}
+    path = folder / file
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(yaml.safe_dump(doc, sort_keys=False))
+    return path
+
+
 @pytest.fixture
 def write_manifest(tmp_path: Path) -> Callable[..., Path]:
-    """Write a manifest into tmp_path: a 2x2 gallery at 64 px and 8 steps unless overridden.
-
-    Keyword arguments replace top-level keys; `params` is merged into the small defaults.
-    """
-
-    def write(name: str = "gallery.yaml", **fields: Any) -> Path:
-        doc: dict[str, Any] = {
-            "output": "out",
-            "content": [str(CONTENT / "chelsea.png"), str(CONTENT / "coffee.png")],
-            "style": [str(STYLE / "starry_night.jpg"), str(STYLE / "the_scream.jpg")],
-            "params": {"size": 64, "steps": 8},
-        }
-        params = {**doc["params"], **fields.pop("params", {})}
-        doc.update(fields)
-        doc["params"] = params
-        path = tmp_path / name
-        path.write_text(yaml.safe_dump(doc, sort_keys=False))
-        return path
-
-    return write
+    """`write_manifest_in` tmp_path: write_manifest(file="gallery.yaml", /, **fields)."""
+    return functools.partial(write_manifest_in, tmp_path)
 
 
 class Pause:
@@ -207,9 +213,10 @@ def run_unprivileged(imports: str, code: str) -> subprocess.CompletedProcess[str
     )
 
 
-def invoke(*args: object) -> Result:
-    """`nst-batch ARGS` in process (click's CliRunner); stderr is part of `output`."""
-    return CliRunner().invoke(main, [str(a) for a in args])
+def invoke(*args: object, env: Mapping[str, str | None] | None = None) -> Result:
+    """`nst-batch ARGS` in process (click's CliRunner); stderr is part of `output`. `env`
+    sets variables for the call (None unsets one)."""
+    return CliRunner().invoke(main, [str(a) for a in args], env=env)
 
 
 def running(pid: int) -> bool:

@@ -397,20 +397,23 @@ def _run_weights(write_manifest: Writer, tmp_path: Path, weights: Path) -> Resul
     return result
 
 
-def test_random_bytes_weights(write_manifest: Writer, tmp_path: Path) -> None:
+def _random_bytes(path: Path) -> None:
+    path.write_bytes(np.random.default_rng(0).integers(0, 256, 4096, np.uint8).tobytes())
+
+
+def _truncated_torch_file(path: Path) -> None:
+    torch.save({"0.weight": torch.zeros(64, 3, 3, 3), "0.bias": torch.zeros(64)}, path)
+    path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
+
+
+@pytest.mark.parametrize(
+    "write", [_random_bytes, _truncated_torch_file], ids=["random-bytes", "truncated-torch-file"]
+)
+def test_corrupt_weights(
+    write_manifest: Writer, tmp_path: Path, write: Callable[[Path], None]
+) -> None:
     weights = tmp_path / "vgg.pth"
-    weights.write_bytes(np.random.default_rng(0).integers(0, 256, 4096, np.uint8).tobytes())
-
-    result = _run_weights(write_manifest, tmp_path, weights)
-
-    assert "is corrupt or not a torch file; re-create it" in result.stderr
-
-
-def test_truncated_torch_file_weights(write_manifest: Writer, tmp_path: Path) -> None:
-    weights = tmp_path / "vgg.pth"
-    torch.save({"0.weight": torch.zeros(64, 3, 3, 3), "0.bias": torch.zeros(64)}, weights)
-    data = weights.read_bytes()
-    weights.write_bytes(data[: len(data) // 2])
+    write(weights)
 
     result = _run_weights(write_manifest, tmp_path, weights)
 

@@ -363,6 +363,7 @@ def test_a_checkpoint_of_another_size_is_ignored(
     )
 
 
+@pytest.mark.slow
 def test_a_task_goes_on_from_its_checkpoint(write_manifest: Callable[..., Path]) -> None:
     (task,) = _tasks(write_manifest, params={"steps": 10}, content=[str(CONTENT / "chelsea.png")],
                      style=[str(STYLE / "the_scream.jpg")])  # fmt: skip

@@ -20,12 +20,11 @@ from typing import Any
 
 import pytest
 import yaml
-from click.testing import CliRunner, Result
-from conftest import CONTENT, STYLE, invoke
+from click.testing import Result
+from conftest import CONTENT, STYLE, invoke, write_manifest_in
 from PIL import Image
 
 from nst_batch import __version__
-from nst_batch.cli import main
 from nst_batch.images import read_metadata
 from nst_batch.layout import curve_path
 from nst_batch.metadata import KEY_METADATA
@@ -46,21 +45,6 @@ SUMMARY = re.compile(
     r"\((\d+) style target computations\)$",
     re.MULTILINE,
 )
-
-
-def _write(folder: Path, name: str = "gallery.yaml", **fields: Any) -> Path:
-    """The conftest gallery (2x2, 64 px, 8 steps, output 'out'), for any folder and scope."""
-    doc: dict[str, Any] = {
-        "output": "out",
-        "content": [str(CONTENT / "chelsea.png"), str(CONTENT / "coffee.png")],
-        "style": [str(STYLE / "starry_night.jpg"), str(STYLE / "the_scream.jpg")],
-        "params": {"size": 64, "steps": 8},
-    }
-    doc.update(fields)
-    folder.mkdir(parents=True, exist_ok=True)
-    path = folder / name
-    path.write_text(yaml.safe_dump(doc, sort_keys=False))
-    return path
 
 
 def _summary(text: str) -> tuple[int, ...]:
@@ -97,7 +81,7 @@ class Finished:
 def finished(tmp_path_factory: pytest.TempPathFactory) -> Finished:
     """The 2x2 gallery, run once by the installed executable (a real subprocess)."""
     root = tmp_path_factory.mktemp("finished")
-    manifest = _write(root)
+    manifest = write_manifest_in(root)
     proc = subprocess.run(
         [str(NST_BATCH), "gallery.yaml"],
         cwd=root,
@@ -130,7 +114,7 @@ def failed_run(tmp_path_factory: pytest.TempPathFactory) -> FailedRun:
     """A 2x2 gallery whose first content image is a text file named bad.png, run with -q."""
     root = tmp_path_factory.mktemp("failing")
     _bad_image(root / "bad.png")
-    manifest = _write(root, content=["bad.png", str(CONTENT / "chelsea.png")])
+    manifest = write_manifest_in(root, content=["bad.png", str(CONTENT / "chelsea.png")])
     return FailedRun(root, manifest, invoke(manifest, "-q"))
 
 
@@ -356,7 +340,7 @@ def test_force_redoes_everything(gallery: Path) -> None:
 
 
 def test_dry_run_on_a_fresh_gallery_writes_nothing(tmp_path: Path) -> None:
-    manifest = _write(tmp_path)
+    manifest = write_manifest_in(tmp_path)
 
     result = invoke(manifest, "--dry-run")
 
@@ -377,7 +361,7 @@ def test_dry_run_on_a_fresh_gallery_writes_nothing(tmp_path: Path) -> None:
 
 
 def test_run_subcommand_and_options_before_the_manifest(tmp_path: Path) -> None:
-    manifest = _write(tmp_path)
+    manifest = write_manifest_in(tmp_path)
     plain = invoke(manifest, "--dry-run")
     assert invoke("run", manifest, "--dry-run").stdout == plain.stdout
     assert invoke("--dry-run", manifest).stdout == plain.stdout
@@ -460,7 +444,7 @@ def test_report_does_not_count_outdated_results_as_done(gallery: Path) -> None:
 
 
 def test_report_on_a_fresh_manifest(tmp_path: Path) -> None:
-    manifest = _write(tmp_path)
+    manifest = write_manifest_in(tmp_path)
 
     result = invoke("report", manifest)
 
@@ -544,32 +528,32 @@ def _yaml_error(folder: Path) -> Path:
 
 ERRORS = {
     "unknown key": (
-        lambda d: _write(d, ouptut="x"),
+        lambda d: write_manifest_in(d, ouptut="x"),
         [],
         "unknown key 'ouptut' (did you mean 'output'?)",
     ),
     "missing file": (
-        lambda d: _write(d, content=["photos/missing.png"]),
+        lambda d: write_manifest_in(d, content=["photos/missing.png"]),
         [],
         "content[0] 'photos/missing.png': no such file",
     ),
     "bad param": (
-        lambda d: _write(d, params={"size": 64, "steps": 0}),
+        lambda d: write_manifest_in(d, params={"steps": 0}),
         [],
         "params.steps: Input should be greater than or equal to ",
     ),
     "bad --set": (
-        _write,
+        write_manifest_in,
         ["--set", "params.style_weight"],
         "--set 'params.style_weight': expected KEY=VALUE, e.g. params.style_weight=20",
     ),
     "bad --set index": (
-        _write,
+        write_manifest_in,
         ["--set", "style.9=monet.jpg"],
         "--set style.9: style is a list of 2; use an index from 0 to 1",
     ),
     "bad --devices": (
-        _write,
+        write_manifest_in,
         ["--devices", "gpu"],
         "--devices: unknown device 'gpu'; use auto, cpu, cuda, cuda:N",
     ),
@@ -601,21 +585,21 @@ def test_missing_manifest_exit_2(tmp_path: Path) -> None:
 
 
 def test_report_manifest_error_exit_2(tmp_path: Path) -> None:
-    result = invoke("report", _write(tmp_path, ouptut="x"))
+    result = invoke("report", write_manifest_in(tmp_path, ouptut="x"))
     assert result.exit_code == 2
     assert "did you mean 'output'?" in result.stderr
     assert not (tmp_path / "out").exists()
 
 
 def test_unknown_option_exit_2(tmp_path: Path) -> None:
-    result = invoke(_write(tmp_path), "--frobnicate")
+    result = invoke(write_manifest_in(tmp_path), "--frobnicate")
     assert result.exit_code == 2
     assert "No such option '--frobnicate'" in result.stderr
 
 
 def test_corrupt_weights_file_exit_2(tmp_path: Path) -> None:
     (tmp_path / "vgg.pth").write_text("not a state dict")
-    manifest = _write(tmp_path, weights="vgg.pth")
+    manifest = write_manifest_in(tmp_path, weights="vgg.pth")
 
     result = invoke(manifest)
 
@@ -629,7 +613,7 @@ def test_corrupt_weights_file_exit_2(tmp_path: Path) -> None:
 
 def test_output_folder_that_is_a_file_exit_2(tmp_path: Path) -> None:
     (tmp_path / "out").write_text("a file where the output folder should be")
-    manifest = _write(tmp_path)
+    manifest = write_manifest_in(tmp_path)
 
     result = invoke(manifest)
 
@@ -641,7 +625,7 @@ def test_output_folder_that_is_a_file_exit_2(tmp_path: Path) -> None:
 
 @pytest.mark.slow
 def test_print_every_zero_is_a_usage_error(tmp_path: Path) -> None:
-    manifest = _write(
+    manifest = write_manifest_in(
         tmp_path, content=[str(CONTENT / "coffee.png")], style=[str(STYLE / "shipwreck.jpg")]
     )
     result = invoke(manifest, "--print-every", "0")
@@ -671,7 +655,7 @@ def test_quiet_prints_only_errors_and_the_summary(failed_run: FailedRun) -> None
 
 @pytest.mark.slow
 def test_verbose_prints_step_losses(tmp_path: Path) -> None:
-    manifest = _write(
+    manifest = write_manifest_in(
         tmp_path, content=[str(CONTENT / "coffee.png")], style=[str(STYLE / "shipwreck.jpg")]
     )
 
@@ -737,7 +721,7 @@ def test_help(args: list[str]) -> None:
 
 @pytest.mark.slow
 def test_shards_split_the_gallery_and_report_merges_them(tmp_path: Path, monkeypatch) -> None:
-    manifest = _write(tmp_path, params={"size": 64, "steps": 4})
+    manifest = write_manifest_in(tmp_path, params={"steps": 4})
     out = tmp_path / "out"
     first = invoke(manifest, "--shard", "1/2")
     assert first.exit_code == 0, first.output
@@ -766,7 +750,7 @@ def test_shards_split_the_gallery_and_report_merges_them(tmp_path: Path, monkeyp
 
 
 def test_a_bad_shard_is_a_usage_error(tmp_path: Path) -> None:
-    result = invoke(_write(tmp_path), "--shard", "3/2")
+    result = invoke(write_manifest_in(tmp_path), "--shard", "3/2")
     assert result.exit_code == 2
     assert "--shard '3/2': K must be between 1 and N (2)" in result.output
     assert not (tmp_path / "out").exists()
@@ -786,9 +770,9 @@ def test_the_run_config_comes_from_the_manifest_options_and_environment(
         return runner.RunStats()
 
     monkeypatch.setattr(runner, "run_tasks", fake_run_tasks)
-    manifest = _write(tmp_path, workers_per_device=2, batch_size=3, compile=True)
+    manifest = write_manifest_in(tmp_path, workers_per_device=2, batch_size=3, compile=True)
     monkeypatch.setenv("NST_BATCH_CUDA_GRAPHS", "0")
-    result = CliRunner().invoke(main, [str(manifest), "--devices", "cpu", "--shard", "1/2"])
+    result = invoke(manifest, "--devices", "cpu", "--shard", "1/2")
     assert result.exit_code == 0, result.output
     (config,) = seen
     assert config == runner.RunConfig(

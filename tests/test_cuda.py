@@ -29,7 +29,8 @@ STARRY = STYLE / "starry_night.jpg"
 
 
 @pytest.fixture(scope="module")
-def net() -> VGG19Features:
+def cuda_net() -> VGG19Features:
+    """conftest's `net` on the GPU, channels-last: a model of its own, not the shared one."""
     vgg = build_vgg19("original", (*GATYS_CONTENT_LAYERS, *GATYS_STYLE_LAYERS), device="cuda")
     return vgg.to_channels_last()
 
@@ -51,10 +52,10 @@ def test_a_worker_named_cuda_gets_the_current_device_number() -> None:
 
 
 @pytest.mark.parametrize("precision", ["fp32", "bf16"])
-def test_graph_replay_matches_eager_evaluation(net: VGG19Features, precision: str) -> None:
-    job = _job(net, steps=30, precision=precision)
-    (eager,) = _done(stylize_batch(net, [job], graphs=False))
-    (graphed,) = _done(stylize_batch(net, [job], graphs=True))
+def test_graph_replay_matches_eager_evaluation(cuda_net: VGG19Features, precision: str) -> None:
+    job = _job(cuda_net, steps=30, precision=precision)
+    (eager,) = _done(stylize_batch(cuda_net, [job], graphs=False))
+    (graphed,) = _done(stylize_batch(cuda_net, [job], graphs=True))
     assert graphed.steps == eager.steps == 30
     # The same kernels on the same data: the first evaluations agree closely, and
     # L-BFGS, which amplifies last bits, ends within a few percent.
@@ -63,10 +64,10 @@ def test_graph_replay_matches_eager_evaluation(net: VGG19Features, precision: st
     assert graphed.losses.total < 0.5 * graphed.initial_losses.total
 
 
-def test_a_batch_that_shrinks_is_captured_again(net: VGG19Features) -> None:
-    short, long = _job(net, steps=8), _job(net, steps=20)
-    batched = _done(stylize_batch(net, [short, long], graphs=True))
-    alone = _done([stylize_batch(net, [job], graphs=True)[0] for job in (short, long)])
+def test_a_batch_that_shrinks_is_captured_again(cuda_net: VGG19Features) -> None:
+    short, long = _job(cuda_net, steps=8), _job(cuda_net, steps=20)
+    batched = _done(stylize_batch(cuda_net, [short, long], graphs=True))
+    alone = _done([stylize_batch(cuda_net, [job], graphs=True)[0] for job in (short, long)])
     assert [r.steps for r in batched] == [8, 20]
     for together, single in zip(batched, alone, strict=True):
         assert together.history[:3] == pytest.approx(single.history[:3], rel=1e-4)
@@ -74,19 +75,21 @@ def test_a_batch_that_shrinks_is_captured_again(net: VGG19Features) -> None:
 
 
 @pytest.mark.parametrize("precision", ["fp32", "tf32", "bf16", "fp16"])
-def test_every_precision_lowers_the_loss_on_cuda(net: VGG19Features, precision: str) -> None:
-    job = _job(net, steps=40, precision=precision)
-    (result,) = _done(stylize_batch(net, [job]))
+def test_every_precision_lowers_the_loss_on_cuda(cuda_net: VGG19Features, precision: str) -> None:
+    job = _job(cuda_net, steps=40, precision=precision)
+    (result,) = _done(stylize_batch(cuda_net, [job]))
     assert result.image.is_cuda and result.image.shape == job.content.shape
     assert result.losses.total < 0.5 * result.initial_losses.total
 
 
 @pytest.mark.parametrize("size", [1, 4])
-def test_a_round_synchronizes_with_the_device_at_most_twice(net: VGG19Features, size: int) -> None:
+def test_a_round_synchronizes_with_the_device_at_most_twice(
+    cuda_net: VGG19Features, size: int
+) -> None:
     # Counted by CUDA itself (sync debug mode): one read of the batch's losses and
     # line-search figures, one of the history products; not one per task.
-    jobs = [_job(net, steps=20, precision="bf16") for _ in range(size)]
-    stylize_batch(net, jobs[:size], graphs=True)  # autotuning and capture happen here
+    jobs = [_job(cuda_net, steps=20, precision="bf16") for _ in range(size)]
+    stylize_batch(cuda_net, jobs[:size], graphs=True)  # autotuning and capture happen here
 
     class Rounds:
         def __init__(self) -> None:
@@ -104,7 +107,7 @@ def test_a_round_synchronizes_with_the_device_at_most_twice(net: VGG19Features, 
         warnings.simplefilter("always")
         torch.cuda.set_sync_debug_mode("warn")
         try:
-            _done(stylize_batch(net, jobs, graphs=True, watch=rounds))
+            _done(stylize_batch(cuda_net, jobs, graphs=True, watch=rounds))
         finally:
             torch.cuda.set_sync_debug_mode("default")
     later = rounds.counts[3:]  # after the warm-up evaluations and the graph's capture

@@ -21,9 +21,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import yaml
 from click.testing import Result
-from conftest import CONTENT, STYLE, invoke
+from conftest import CONTENT, STYLE, invoke, write_manifest_in
 from PIL import Image
 from PIL.PngImagePlugin import PngInfo
 
@@ -56,23 +55,18 @@ SUMMARY = re.compile(r"^(\d+) tasks: (\d+) done, (\d+) skipped, (\d+) failed in 
 PAD = " " * 12  # a reason's indent under its task
 
 
-def _write(folder: Path, **fields: Any) -> Path:
+def _gallery(folder: Path) -> Path:
     """3 contents (copies in `folder`, the third a text file) x 2 styles, PNG, 48 px, 2 steps."""
     folder.mkdir(parents=True, exist_ok=True)
     for name in ("chelsea.png", "coffee.png"):
         shutil.copy2(CONTENT / name, folder / name)
     (folder / "bad.png").write_text("this is a text file, not a PNG\n")
-    doc: dict[str, Any] = {
-        "output": "out",
-        "content": ["chelsea.png", "coffee.png", "bad.png"],
-        "style": [str(STYLE / "starry_night.jpg"), str(STYLE / "the_scream.jpg")],
-        "params": {"size": 48, "steps": 2},
-        "format": "png",
-    }
-    doc.update(fields)
-    path = folder / "gallery.yaml"
-    path.write_text(yaml.safe_dump(doc, sort_keys=False))
-    return path
+    return write_manifest_in(
+        folder,
+        content=["chelsea.png", "coffee.png", "bad.png"],
+        params={"size": 48, "steps": 2},
+        format="png",
+    )
 
 
 @dataclass(frozen=True)
@@ -84,7 +78,7 @@ class Ran:
 @pytest.fixture(scope="module")
 def ran(tmp_path_factory: pytest.TempPathFactory) -> Ran:
     root = tmp_path_factory.mktemp("explain")
-    result = invoke(_write(root), "-q")
+    result = invoke(_gallery(root), "-q")
     return Ran(root, result)
 
 
@@ -127,7 +121,7 @@ def _rewrite_png_text(path: Path, change: Callable[[dict[str, str]], None]) -> N
 
 
 def test_dry_run_verbose_says_new_for_a_fresh_gallery(tmp_path: Path) -> None:
-    manifest = _write(tmp_path)
+    manifest = _gallery(tmp_path)
 
     result = invoke(manifest, "--dry-run", "-v")
 
@@ -267,7 +261,7 @@ def test_dry_run_names_a_new_algorithm_version_and_a_missing_recipe(gallery: Pat
 
 
 def test_dry_run_verbose_with_a_results_file_not_ours_exits_2(tmp_path: Path) -> None:
-    manifest = _write(tmp_path)
+    manifest = _gallery(tmp_path)
     (tmp_path / "out").mkdir()
     (tmp_path / "out" / "results.csv").write_text("a;b;c\n1;2;3\n")
 
@@ -428,7 +422,7 @@ def test_parse_only_and_select(write_manifest: Writer) -> None:
 
 
 def test_only_usage_errors_exit_2(tmp_path: Path) -> None:
-    manifest = _write(tmp_path)
+    manifest = _gallery(tmp_path)
 
     bad_key = invoke(manifest, "--dry-run", "--only", "colour=red")
     assert bad_key.exit_code == 2
@@ -450,7 +444,7 @@ def test_only_usage_errors_exit_2(tmp_path: Path) -> None:
 
 
 def test_only_one_key_is_or_and_keys_are_and(tmp_path: Path) -> None:
-    manifest = _write(tmp_path)
+    manifest = _gallery(tmp_path)
     args = ("--dry-run", "--only", "content=coffee", "--only", "content=ba?", "--only", "style=t*")
 
     result = invoke(manifest, *args)
@@ -466,7 +460,7 @@ def test_only_one_key_is_or_and_keys_are_and(tmp_path: Path) -> None:
 
 def test_only_filters_a_shard_of_the_whole_plan(tmp_path: Path) -> None:
     """The whole plan is sharded first: a task's shard does not depend on --only."""
-    manifest = _write(tmp_path)
+    manifest = _gallery(tmp_path)
     only = ("--only", "style=the_scream")
 
     first = invoke(manifest, "--dry-run", "--shard", "1/2", *only)
@@ -744,7 +738,7 @@ def test_report_json(gallery: Path, ran: Ran) -> None:
 
 
 def test_report_json_on_a_fresh_gallery(tmp_path: Path) -> None:
-    manifest = _write(tmp_path)
+    manifest = _gallery(tmp_path)
 
     result = invoke("report", manifest, "--json")
 
@@ -756,7 +750,7 @@ def test_report_json_on_a_fresh_gallery(tmp_path: Path) -> None:
 
 
 def test_report_lists_interrupted_tasks(tmp_path: Path) -> None:
-    manifest = _write(tmp_path)
+    manifest = _gallery(tmp_path)
     task = plan(load_manifest(manifest))[0]
     (tmp_path / "out").mkdir()
     with ResultsWriter(tmp_path / "out" / "results.csv") as writer:
@@ -776,7 +770,7 @@ def test_report_lists_interrupted_tasks(tmp_path: Path) -> None:
 
 def test_explaining_needs_no_torch(tmp_path: Path) -> None:
     """--dry-run -v, --only, show and report decide from files alone: no model, no torch."""
-    manifest = _write(tmp_path)
+    manifest = _gallery(tmp_path)
     output = tmp_path / "made.png"
     info = PngInfo()
     info.add_text(KEY_METADATA, "a" * 24)

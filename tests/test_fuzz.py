@@ -48,13 +48,11 @@ from pathlib import Path
 
 import pytest
 import yaml
-from click.testing import CliRunner
-from conftest import CONTENT, STYLE
+from conftest import CONTENT, STYLE, invoke
 from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import strategies as st
 from PIL import Image
 
-from nst_batch.cli import main
 from nst_batch.manifest import ManifestError, load_manifest
 from nst_batch.params import Params
 from nst_batch.plan import Task, plan
@@ -439,7 +437,7 @@ def _env(layout: Layout) -> dict[str, str | None]:
 
 def _invoke(layout: Layout, args: list[str]) -> Outcome:
     with contextlib.chdir(layout.work):
-        result = CliRunner().invoke(main, args, env=_env(layout))
+        result = invoke(*args, env=_env(layout))
     text = result.output
     with contextlib.suppress(ValueError):
         text += result.stderr  # result.output already holds it on click >= 8.2

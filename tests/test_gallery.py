@@ -23,7 +23,7 @@ import markupsafe
 import pytest
 import yaml
 from click.testing import Result
-from conftest import CONTENT, STYLE, invoke
+from conftest import CONTENT, STYLE, invoke, write_manifest_in
 from PIL import Image
 
 from nst_batch.gallery import GalleryFiles, write_gallery
@@ -131,20 +131,12 @@ def _points(polyline: str) -> list[tuple[float, float]]:
 
 
 def _manifest(folder: Path, **fields: Any) -> Manifest:
+    """The conftest gallery with its contents in `folder`/photos: chelsea and coffee as ODD."""
     photos = folder / "photos"
     photos.mkdir(parents=True, exist_ok=True)
     shutil.copyfile(CONTENT / "chelsea.png", photos / "chelsea.png")
     shutil.copyfile(CONTENT / "coffee.png", photos / f"{ODD}.png")
-    doc: dict[str, Any] = {
-        "output": "out",
-        "content": ["photos/"],
-        "style": [str(STYLE / "starry_night.jpg"), str(STYLE / "the_scream.jpg")],
-        "params": {"size": 64, "steps": 8},
-        **fields,
-    }
-    path = folder / "gallery.yaml"
-    path.write_text(yaml.safe_dump(doc, sort_keys=False))
-    return load_manifest(path)
+    return load_manifest(write_manifest_in(folder, content=["photos/"], **fields))
 
 
 def _finish(task: Task, curve: Sequence[float] | None = None, **row: Any) -> ResultRow:
@@ -548,7 +540,7 @@ class Run:
 def real(tmp_path_factory: pytest.TempPathFactory) -> Run:
     """A real 2x2 run (64 px, 4 steps) whose first content image is not an image at all."""
     root = tmp_path_factory.mktemp("real")
-    manifest = _manifest(root, params={"size": 64, "steps": 4}).path
+    manifest = _manifest(root, params={"steps": 4}).path
     (root / "photos" / "chelsea.png").unlink()
     (root / "photos" / "bad.png").write_text("not an image\n")
     return Run(manifest, root / "out", invoke(manifest, "-q"))

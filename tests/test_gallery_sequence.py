@@ -17,7 +17,7 @@ from urllib.parse import unquote
 
 import pytest
 import yaml
-from conftest import CONTENT, STYLE, invoke
+from conftest import CONTENT, STYLE, invoke, write_manifest_in
 from PIL import Image
 from test_gallery import LAYOUT, PageReader, _near, _row
 
@@ -48,20 +48,15 @@ def _frames(folder: Path) -> Path:
 
 
 def _manifest(folder: Path, **fields: Any) -> Manifest:
+    """The `_frames` clip (a GIF at 10 fps) and chelsea x STYLES, at 64 px and 8 steps."""
     _frames(folder)
-    doc: dict[str, Any] = {
-        "output": "out",
-        "content": [
-            {"path": "clip/", "sequence": True, "animation": "gif", "fps": 10},
-            str(CONTENT / "chelsea.png"),
-        ],
+    clip = {"path": "clip/", "sequence": True, "animation": "gif", "fps": 10}
+    doc = {
+        "content": [clip, str(CONTENT / "chelsea.png")],
         "style": [str(STYLE / f"{name}.jpg") for name in STYLES],
-        "params": {"size": 64, "steps": 8},
         **fields,
     }
-    path = folder / "gallery.yaml"
-    path.write_text(yaml.safe_dump(doc, sort_keys=False))
-    return load_manifest(path)
+    return load_manifest(write_manifest_in(folder, **doc))
 
 
 def _finish(task: Task, colour: Sequence[int] | None = None, **values: Any) -> ResultRow:
@@ -380,15 +375,13 @@ def test_a_real_sequence_run_makes_its_animation(tmp_path: Path) -> None:
     source = Path(__file__).resolve().parent.parent / "examples" / "sequences" / "coffee"
     for number in range(1, 5):
         shutil.copyfile(source / f"frame_{number:03d}.jpg", frames / f"frame_{number:03d}.jpg")
-    doc = {
-        "output": "out",
-        "content": [{"path": "coffee/", "sequence": True, "animation": "gif"}],
-        "style": [str(STYLE / "starry_night.jpg")],
-        "params": {"size": 48, "steps": 2},
-        "devices": "cpu",
-    }
-    manifest = tmp_path / "m.yaml"
-    manifest.write_text(yaml.safe_dump(doc))
+    manifest = write_manifest_in(
+        tmp_path,
+        content=[{"path": "coffee/", "sequence": True, "animation": "gif"}],
+        style=[str(STYLE / "starry_night.jpg")],
+        params={"size": 48, "steps": 2},
+        devices="cpu",
+    )
     result = invoke(manifest, "-q")
     assert result.exit_code == 0, result.output
     out = tmp_path / "out"

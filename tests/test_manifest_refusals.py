@@ -16,11 +16,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-from click.testing import CliRunner
-from conftest import CONTENT, STYLE
+from conftest import CONTENT, STYLE, invoke
 from PIL import Image
 
-from nst_batch.cli import main
 from nst_batch.gallery.animation import frame_duration
 from nst_batch.manifest import load_manifest
 from nst_batch.manifest.inputs import image_suffixes
@@ -41,7 +39,8 @@ class Outcome:
 
 
 def _invoke(*args: object, env: dict[str, str] | None = None) -> Outcome:
-    result = CliRunner().invoke(main, [str(a) for a in args], env=env)
+    """`invoke`, failing on any exception but the command's exit."""
+    result = invoke(*args, env=env)
     assert result.exception is None or isinstance(result.exception, SystemExit), repr(
         result.exception
     )

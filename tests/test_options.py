@@ -16,8 +16,7 @@ from typing import Any
 
 import pytest
 import torch
-import yaml
-from conftest import CONTENT, STYLE, content_at, style_at
+from conftest import CONTENT, STYLE, content_at, style_at, write_manifest_in
 from PIL import Image
 
 from nst_batch import color, images
@@ -36,28 +35,14 @@ STEPS = 10
 MODES = ("none", "luminance", "histogram")
 
 
-def _write(folder: Path, **fields: Any) -> Path:
-    """A manifest in `folder`: chelsea in Starry Night, 64 px, STEPS steps, PNG output.
+def _tasks(folder: Path, **fields: Any) -> list[Task]:
+    """The plan of chelsea in Starry Night, 64 px, STEPS steps, PNG output, in `folder`.
 
     Keyword arguments replace top-level keys; `params` is merged into the defaults.
     """
-    doc: dict[str, Any] = {
-        "output": "out",
-        "content": [str(CHELSEA)],
-        "style": [str(STARRY)],
-        "format": "png",
-    }
-    params = {"size": 64, "steps": STEPS, **fields.pop("params", {})}
-    doc.update(fields)
-    doc["params"] = params
-    folder.mkdir(parents=True, exist_ok=True)
-    path = folder / "gallery.yaml"
-    path.write_text(yaml.safe_dump(doc, sort_keys=False))
-    return path
-
-
-def _tasks(folder: Path, **fields: Any) -> list[Task]:
-    return plan(load_manifest(_write(folder, **fields)))
+    params = {"steps": STEPS, **fields.pop("params", {})}
+    doc = {"content": [str(CHELSEA)], "style": [str(STARRY)], "format": "png", **fields}
+    return plan(load_manifest(write_manifest_in(folder, **doc, params=params)))
 
 
 def _only(folder: Path, **fields: Any) -> Task:

@@ -9,8 +9,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import yaml
-from conftest import CONTENT, STYLE, invoke
+from conftest import CONTENT, STYLE, invoke, write_manifest_in
 from PIL import Image
 from test_gallery import LAYOUT, PageReader
 
@@ -27,11 +26,11 @@ SCREAM = str(STYLE / "the_scream.jpg")
 DIAGONAL = [{"content": CHELSEA, "style": STARRY}, {"content": COFFEE, "style": SCREAM}]
 
 
-def _write(folder: Path, **fields: Any) -> Path:
-    doc: dict[str, Any] = {"output": "out", "pairs": DIAGONAL, "params": {"size": 64}, **fields}
-    path = folder / "gallery.yaml"
-    path.write_text(yaml.safe_dump(doc, sort_keys=False))
-    return path
+def _pairs(folder: Path, **fields: Any) -> Path:
+    """conftest's manifest with the DIAGONAL pairs in place of its content and style."""
+    return write_manifest_in(
+        folder, **{"content": None, "style": None, "pairs": DIAGONAL, **fields}
+    )
 
 
 def _error(path: Path, overrides: tuple[str, ...] = ()) -> str:
@@ -50,7 +49,7 @@ def _tasks(path: Path, overrides: tuple[str, ...] = ()) -> list[tuple[str, str, 
 
 
 def test_the_plan_is_exactly_the_listed_pairs(tmp_path: Path) -> None:
-    path = _write(tmp_path)
+    path = _pairs(tmp_path)
     manifest = load_manifest(path)
     assert [c.name for c in manifest.contents] == ["chelsea", "coffee"]  # as they appear
     assert [s.name for s in manifest.styles] == ["starry_night", "the_scream"]
@@ -65,7 +64,7 @@ def test_the_plan_is_exactly_the_listed_pairs(tmp_path: Path) -> None:
 
 
 def test_a_sweep_multiplies_each_pair(tmp_path: Path) -> None:
-    path = _write(tmp_path, sweep={"style_weight": [10, 30]})
+    path = _pairs(tmp_path, sweep={"style_weight": [10, 30]})
     assert _tasks(path) == [
         ("chelsea", "starry_night", "style_weight-10"),
         ("chelsea", "starry_night", "style_weight-30"),
@@ -82,7 +81,7 @@ def test_one_image_in_several_pairs_is_one_row_or_column(tmp_path: Path) -> None
         {"content": CHELSEA, "style": SCREAM},
         {"content": COFFEE, "style": STARRY},
     ]
-    manifest = load_manifest(_write(tmp_path, pairs=pairs))
+    manifest = load_manifest(_pairs(tmp_path, pairs=pairs))
     assert [c.name for c in manifest.contents] == ["chelsea", "coffee"]
     assert [s.name for s in manifest.styles] == ["starry_night", "the_scream"]
     assert len(plan(manifest)) == 3
@@ -99,7 +98,7 @@ def test_settings_merge_preset_params_content_style_pair_sweep(tmp_path: Path) -
         },
         {"content": COFFEE, "style": SCREAM},
     ]
-    path = _write(
+    path = _pairs(
         tmp_path,
         pairs=pairs,
         preset="pytorch-tutorial",
@@ -121,7 +120,7 @@ def test_a_pair_takes_a_blend_and_named_entries(tmp_path: Path) -> None:
         {"content": {"path": CHELSEA, "name": "cat"}, "style": STARRY},
         {"content": COFFEE, "style": {"path": [STARRY, SCREAM], "weights": [3, 1]}},
     ]
-    manifest = load_manifest(_write(tmp_path, pairs=pairs))
+    manifest = load_manifest(_pairs(tmp_path, pairs=pairs))
     assert [c.name for c in manifest.contents] == ["cat", "coffee"]
     blend = manifest.styles[1]
     assert blend.name == "starry_night+the_scream"
@@ -133,7 +132,7 @@ def test_a_pair_takes_a_blend_and_named_entries(tmp_path: Path) -> None:
 
 
 def test_set_reaches_into_pairs(tmp_path: Path) -> None:
-    path = _write(tmp_path)
+    path = _pairs(tmp_path, params={"steps": None})  # Params' default steps
     manifest = load_manifest(path, ("pairs.0.params.steps=5", "pairs.1.content.params.tv_weight=3"))
     params = {t.content.name: t.params for t in plan(manifest)}
     assert params["chelsea"].steps == 5 and params["coffee"].steps == 300
@@ -148,7 +147,7 @@ def test_set_reaches_into_pairs(tmp_path: Path) -> None:
 def test_a_pairs_init_image_is_relative_to_the_manifest(tmp_path: Path) -> None:
     shutil.copyfile(CONTENT / "astronaut.png", tmp_path / "start.png")
     pairs = [{**DIAGONAL[0], "params": {"init": "image", "init_image": "start.png"}}, DIAGONAL[1]]
-    params = {t.content.name: t.params for t in plan(load_manifest(_write(tmp_path, pairs=pairs)))}
+    params = {t.content.name: t.params for t in plan(load_manifest(_pairs(tmp_path, pairs=pairs)))}
     assert params["chelsea"].init_image == str(tmp_path / "start.png")
     assert params["coffee"].init_image is None
 
@@ -157,22 +156,21 @@ def test_a_pairs_init_image_is_relative_to_the_manifest(tmp_path: Path) -> None:
 
 
 def test_content_and_style_and_pairs_together_are_refused(tmp_path: Path) -> None:
-    path = _write(tmp_path, content=[CHELSEA], style=[STARRY])
+    path = _pairs(tmp_path, content=[CHELSEA], style=[STARRY])
     assert _error(path) == (
         f"{path}: pairs: a manifest lists either content and style (every content in every "
         "style) or pairs (only those), not both; remove content and style, or remove pairs"
     )
-    path = _write(tmp_path, style=STARRY)
+    path = _pairs(tmp_path, style=STARRY)
     assert "not both; remove style, or remove pairs" in _error(path)
 
 
 def test_without_pairs_content_and_style_are_required(tmp_path: Path) -> None:
-    path = tmp_path / "gallery.yaml"
-    path.write_text(yaml.safe_dump({"output": "out", "style": [STARRY]}))
+    path = write_manifest_in(tmp_path, content=None, style=[STARRY])
     assert _error(path) == (
         f"{path}: missing required key 'content' (or list pairs instead of content and style)"
     )
-    path.write_text(yaml.safe_dump({"style": [STARRY]}))
+    path = write_manifest_in(tmp_path, output=None, content=None, style=[STARRY])
     assert _error(path).splitlines() == [
         f"{path}: missing required key 'output'",
         f"{path}: missing required key 'content' (or list pairs instead of content and style)",
@@ -181,7 +179,7 @@ def test_without_pairs_content_and_style_are_required(tmp_path: Path) -> None:
 
 def test_a_pair_listed_twice_is_refused_naming_both(tmp_path: Path) -> None:
     pairs = [*DIAGONAL, {"content": CHELSEA, "style": STARRY, "params": {"steps": 5}}]
-    path = _write(tmp_path, pairs=pairs)
+    path = _pairs(tmp_path, pairs=pairs)
     assert _error(path) == (
         f"{path}: pairs[2] repeats pairs[0] (content 'chelsea' in style 'starry_night'); list "
         "each pair once, and use a sweep to try several settings on one pair"
@@ -190,7 +188,7 @@ def test_a_pair_listed_twice_is_refused_naming_both(tmp_path: Path) -> None:
 
 def test_one_name_for_two_different_images_is_refused(tmp_path: Path) -> None:
     pairs = [DIAGONAL[0], {"content": {"path": COFFEE, "name": "chelsea"}, "style": SCREAM}]
-    path = _write(tmp_path, pairs=pairs)
+    path = _pairs(tmp_path, pairs=pairs)
     assert _error(path) == (
         f"{path}: pairs[0].content and pairs[1].content are both the content 'chelsea' but "
         "differ in image or params; give one a 'name:', or put settings for one pair in that "
@@ -200,14 +198,14 @@ def test_one_name_for_two_different_images_is_refused(tmp_path: Path) -> None:
 
 def test_one_image_with_different_entry_params_is_refused(tmp_path: Path) -> None:
     pairs = [DIAGONAL[0], {"content": COFFEE, "style": {"path": STARRY, "params": {"steps": 5}}}]
-    path = _write(tmp_path, pairs=pairs)
+    path = _pairs(tmp_path, pairs=pairs)
     assert _error(path).startswith(
         f"{path}: pairs[0].style and pairs[1].style are both the style 'starry_night' but "
     )
 
 
 def test_a_folder_in_a_pair_is_refused(tmp_path: Path) -> None:
-    path = _write(tmp_path, pairs=[{"content": str(CONTENT), "style": STARRY}])
+    path = _pairs(tmp_path, pairs=[{"content": str(CONTENT), "style": STARRY}])
     assert _error(path) == (
         f"{path}: pairs[0].content '{CONTENT}': a pair takes one image file, not a folder or "
         "pattern; list a pair per image, or use content and style for every combination"
@@ -215,7 +213,7 @@ def test_a_folder_in_a_pair_is_refused(tmp_path: Path) -> None:
 
 
 def test_a_missing_file_in_a_pair_names_the_pair(tmp_path: Path) -> None:
-    path = _write(tmp_path, pairs=[{"content": CHELSEA, "style": "nope.jpg"}])
+    path = _pairs(tmp_path, pairs=[{"content": CHELSEA, "style": "nope.jpg"}])
     assert _error(path) == (
         f"{path}: pairs[0].style 'nope.jpg': no such file {tmp_path / 'nope.jpg'}; paths are "
         f"relative to {tmp_path}"
@@ -223,7 +221,7 @@ def test_a_missing_file_in_a_pair_names_the_pair(tmp_path: Path) -> None:
 
 
 def test_a_pair_that_is_not_a_mapping_is_refused(tmp_path: Path) -> None:
-    path = _write(tmp_path, pairs=[DIAGONAL[0], CHELSEA])
+    path = _pairs(tmp_path, pairs=[DIAGONAL[0], CHELSEA])
     assert _error(path) == (
         f"{path}: pairs: pairs[1] is not a mapping; write each pair as "
         "{content: photo.jpg, style: painting.jpg}"
@@ -231,20 +229,20 @@ def test_a_pair_that_is_not_a_mapping_is_refused(tmp_path: Path) -> None:
 
 
 def test_unknown_keys_in_a_pair_and_its_params(tmp_path: Path) -> None:
-    path = _write(tmp_path, pairs=[{**DIAGONAL[0], "parms": {}}])
+    path = _pairs(tmp_path, pairs=[{**DIAGONAL[0], "parms": {}}])
     assert _error(path) == f"{path}: unknown key 'pairs.0.parms' (did you mean 'params'?)"
-    path = _write(tmp_path, pairs=[{"content": {"path": CHELSEA, "nmae": "x"}, "style": STARRY}])
+    path = _pairs(tmp_path, pairs=[{"content": {"path": CHELSEA, "nmae": "x"}, "style": STARRY}])
     assert _error(path) == f"{path}: unknown key 'pairs.0.content.nmae' (did you mean 'name'?)"
-    path = _write(tmp_path, pairs=[{**DIAGONAL[0], "params": {"stlye_weight": 1}}])
+    path = _pairs(tmp_path, pairs=[{**DIAGONAL[0], "params": {"stlye_weight": 1}}])
     assert _error(path) == (
         f"{path}: pairs[0].params: unknown key 'stlye_weight' (did you mean 'style_weight'?)"
     )
-    path = _write(tmp_path, pairs=[{"content": CHELSEA}])
+    path = _pairs(tmp_path, pairs=[{"content": CHELSEA}])
     assert _error(path) == f"{path}: missing required key 'pairs.0.style'"
 
 
 def test_a_bad_value_in_a_pairs_params_names_the_pair(tmp_path: Path) -> None:
-    path = _write(tmp_path, pairs=[{**DIAGONAL[0], "params": {"steps": 0}}])
+    path = _pairs(tmp_path, pairs=[{**DIAGONAL[0], "params": {"steps": 0}}])
     assert _error(path) == (
         f"{path}: params.steps: Input should be greater than or equal to 2 (got 0) (with the "
         "overrides of the pair 'chelsea' x 'starry_night')"
@@ -253,7 +251,7 @@ def test_a_bad_value_in_a_pairs_params_names_the_pair(tmp_path: Path) -> None:
 
 def test_two_pairs_writing_one_file_are_refused(tmp_path: Path) -> None:
     pairs = [DIAGONAL[0], {"content": CHELSEA, "style": SCREAM}]
-    path = _write(tmp_path, pairs=pairs, name="{content}")
+    path = _pairs(tmp_path, pairs=pairs, name="{content}")
     assert _error(path) == (
         f"{path}: two tasks would write chelsea.jpg: ('chelsea', 'starry_night', '') and "
         "('chelsea', 'the_scream', ''); add {variant} or {style} to 'name', or rename an image "
@@ -265,7 +263,7 @@ def test_a_pair_whose_output_is_its_own_content_is_refused(tmp_path: Path) -> No
     photo = tmp_path / "out" / "x.jpg"
     photo.parent.mkdir()
     shutil.copyfile(STARRY, photo)
-    path = _write(tmp_path, pairs=[{"content": "out/x.jpg", "style": SCREAM}], name="{content}")
+    path = _pairs(tmp_path, pairs=[{"content": "out/x.jpg", "style": SCREAM}], name="{content}")
     assert _error(path) == (
         f"{path}: content image {photo} would be overwritten by the task ('x', 'the_scream', ''), "
         "which writes x.jpg in the output folder; choose another 'output' or 'name'"
@@ -273,7 +271,7 @@ def test_a_pair_whose_output_is_its_own_content_is_refused(tmp_path: Path) -> No
 
 
 def test_a_plan_of_pairs_over_max_tasks_is_refused(tmp_path: Path) -> None:
-    path = _write(tmp_path, sweep={"style_weight": [1, 2, 3]}, max_tasks=5)
+    path = _pairs(tmp_path, sweep={"style_weight": [1, 2, 3]}, max_tasks=5)
     assert _error(path) == (
         f"{path}: the plan has 6 tasks (2 pairs x 3 variants), more than max_tasks (5); sweep "
         "(1 keys, 3 variants: style_weight 3) raises it most: narrow it, or raise max_tasks if "
@@ -286,7 +284,7 @@ def test_a_plan_of_pairs_over_max_tasks_is_refused(tmp_path: Path) -> None:
 
 @pytest.mark.slow
 def test_a_real_run_of_two_pairs_shows_two_empty_cells(tmp_path: Path) -> None:
-    path = _write(tmp_path, params={"size": 48, "steps": 2})
+    path = _pairs(tmp_path, params={"size": 48, "steps": 2})
     result = invoke(path, "-q")
     assert result.exit_code == 0, result.output
     out = tmp_path / "out"

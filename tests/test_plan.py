@@ -150,12 +150,9 @@ def test_keys_are_stable_across_plans(write_manifest: WriteManifest) -> None:
     assert [t.key for t in first] == [t.key for t in second]
 
 
-def test_keys_do_not_depend_on_the_manifest_location(
-    write_manifest: WriteManifest, tmp_path: Path
-) -> None:
+def test_keys_do_not_depend_on_the_manifest_location(write_manifest: WriteManifest) -> None:
     here = _plan(write_manifest())
-    (tmp_path / "other").mkdir()
-    there = _plan(write_manifest(name="other/gallery.yaml"))
+    there = _plan(write_manifest("other/gallery.yaml"))
     assert _keys(here) == _keys(there)
 
 
@@ -234,7 +231,7 @@ def test_one_style_override_changes_only_that_styles_keys(write_manifest: WriteM
     }
 
     overridden = write_manifest(
-        name="per_style.yaml",
+        "per_style.yaml",
         style=[
             str(STYLE / "starry_night.jpg"),
             {"path": str(STYLE / "the_scream.jpg"), "params": {"style_weight": 5}},

@@ -113,6 +113,7 @@ def test_pinned_outputs(tmp_path: Path) -> None:
     assert_pinned(made, (outcome.losses.total, outcome.steps, _pixels(task.output)))
 
 
+@pytest.mark.slow
 def test_transfer_makes_the_workers_pixels(tmp_path: Path) -> None:
     """The public API and a gallery task are one pyramid: the same pixels on the CPU."""
     import nst_batch

@@ -45,10 +45,8 @@ from urllib.parse import quote
 
 import pytest
 import torch
-from click.testing import CliRunner
-from conftest import CONTENT, STYLE
+from conftest import CONTENT, STYLE, invoke
 
-from nst_batch.cli import main
 from nst_batch.manifest import load_manifest
 from nst_batch.plan import plan
 from nst_batch.results import COLUMNS, read_rows
@@ -78,8 +76,8 @@ class Outcome:
 
 
 def _invoke(*args: object) -> Outcome:
-    """The click command in process; stderr is part of `output` (click >= 8.2)."""
-    result = CliRunner().invoke(main, [str(a) for a in args])
+    """`invoke` as an Outcome, comparable with a subprocess's (`_execute`)."""
+    result = invoke(*args)
     return Outcome(result.exit_code, result.output, result.exception)
 
 

@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from conftest import CONTENT, STYLE, running
+from conftest import CONTENT, STYLE, Pause, invoke, running
 from PIL import Image
 
 from nst_batch.manifest import load_manifest
@@ -191,10 +191,6 @@ def test_two_cpu_workers_share_the_gallery_and_match_one(write_manifest, tmp_pat
 def test_one_cpu_worker_and_two_make_the_same_pixels_through_the_command(write_manifest, tmp_path):
     """One worker has both cores' threads, each of two has one: the sums must not follow
     the thread count (they did at 96 px and 30 steps, by up to 66 levels)."""
-    from click.testing import CliRunner
-
-    from nst_batch.cli import main
-
     doc = {
         "content": [str(CONTENT / "chelsea.png"), str(CONTENT / "coffee.png")],
         "style": [str(STYLE / "starry_night.jpg"), str(STYLE / "shipwreck.jpg")],
@@ -203,7 +199,7 @@ def test_one_cpu_worker_and_two_make_the_same_pixels_through_the_command(write_m
     }
     for name, devices in (("one", ["cpu"]), ("two", ["cpu", "cpu"])):
         manifest = write_manifest(f"{name}.yaml", output=name, devices=devices, **doc)
-        result = CliRunner().invoke(main, [str(manifest)])
+        result = invoke(manifest)
         assert result.exit_code == 0, result.output
     one = {r.output: r for r in read_rows(tmp_path / "one" / "results.csv")}
     two = {r.output: r for r in read_rows(tmp_path / "two" / "results.csv")}
@@ -266,31 +262,23 @@ def _children(pid: int) -> list[int]:
 
 @pytest.mark.slow
 @pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
-def test_a_signal_stops_every_worker_and_records_the_tasks_in_flight(write_manifest, signum):
+def test_a_signal_stops_every_worker_and_records_the_tasks_in_flight(
+    write_manifest, pause: Pause, signum
+):
     import subprocess
     import sys
-    import time
 
-    manifest = write_manifest(params={"size": 64, "steps": 2000})
-    command = [sys.executable, "-m", "nst_batch", str(manifest), "--devices", "cpu,cpu", "-v"]
-    command += ["--print-every", "5"]
-    process = subprocess.Popen(command, stderr=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
-    assert process.stderr is not None
-    steps_seen = 0
-    for line in process.stderr:  # both workers are stylizing once each has printed a step
-        steps_seen += " step " in line
-        if steps_seen >= 2:
-            break
-    workers = _children(process.pid)
-    assert len(workers) >= 2
+    manifest = write_manifest(params={"size": 64, "steps": 60})
+    command = [sys.executable, "-m", "nst_batch", str(manifest), "--devices", "cpu,cpu"]
+    process = subprocess.Popen(
+        command, stderr=subprocess.PIPE, stdout=subprocess.PIPE, text=True, env=pause.env(5)
+    )
+    workers = pause.wait(process, count=2)  # both workers 5 steps into their batch of two
     process.send_signal(signum)
     _, err = process.communicate(timeout=30)
     assert process.returncode == 128 + signum
     assert f"interrupted by {signal.Signals(signum).name}" in err
-    deadline = time.monotonic() + 10
-    while any(running(pid) for pid in workers) and time.monotonic() < deadline:
-        time.sleep(0.1)
-    assert not any(running(pid) for pid in workers)
+    assert not any(running(pid) for pid in workers)  # the command joined them before it exited
     rows = read_rows(manifest.parent / "out" / "results.csv")
     assert len(rows) == 4  # every task was in flight: a batch of two on each worker
     assert all(r.status == "interrupted" for r in rows)
@@ -311,12 +299,14 @@ def _spawned(pid: int) -> list[int]:
 
 @pytest.mark.slow
 @pytest.mark.parametrize(("tasks", "spawned"), [(1, 0), (2, 2)])
-def test_the_command_starts_no_more_workers_than_tasks(write_manifest, tmp_path, tasks, spawned):
+def test_the_command_starts_no_more_workers_than_tasks(
+    write_manifest, tmp_path, pause: Pause, tasks, spawned
+):
     """--devices cpu,cpu,cpu: one task runs in the command's own process (it spawned three
-    workers, two of them for nothing), two tasks of one at a time on two workers."""
+    workers, two of them for nothing), two tasks of one at a time on two workers. The
+    workers are counted while every task is paused in flight, when all of them are alive."""
     import subprocess
     import sys
-    import time
 
     manifest = write_manifest(
         content=[str(CONTENT / "chelsea.png"), str(CONTENT / "coffee.png")][:tasks],
@@ -324,16 +314,16 @@ def test_the_command_starts_no_more_workers_than_tasks(write_manifest, tmp_path,
         batch_size=1,
     )
     command = [sys.executable, "-m", "nst_batch", str(manifest), "--devices", "cpu,cpu,cpu"]
-    with (tmp_path / "run.log").open("wb") as log:
-        process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=log)
-    seen: set[int] = set()  # every worker process seen while the run lasted
-    deadline = time.monotonic() + 600
-    while process.poll() is None and time.monotonic() < deadline:
-        seen.update(_spawned(process.pid))
-        time.sleep(0.02)
-    process.kill()
-    assert process.wait() == 0, (tmp_path / "run.log").read_text()
-    assert len(seen) == spawned
+    with (tmp_path / "run.log").open("w") as log:
+        process = subprocess.Popen(
+            command, stdout=subprocess.DEVNULL, stderr=log, text=True, env=pause.env(2)
+        )
+    paused = pause.wait(process, count=tasks)
+    workers = _spawned(process.pid)
+    pause.release()
+    assert process.wait(timeout=600) == 0, (tmp_path / "run.log").read_text()
+    assert len(workers) == spawned
+    assert set(paused) == (set(workers) if spawned else {process.pid})
     rows = read_rows(tmp_path / "out" / "results.csv")
     assert [r.status for r in rows] == ["done"] * tasks
     assert sorted(r.worker for r in rows) == ["cpu#0", "cpu#1"][:tasks]

@@ -15,29 +15,16 @@ import shutil
 import subprocess
 import sys
 from pathlib import Path
-from typing import Any
 
 import pytest
-import yaml
-from click.testing import CliRunner, Result
-from conftest import CONTENT, STYLE
+from click.testing import Result
+from conftest import CONTENT, STYLE, invoke, write_manifest_in
 
 from nst_batch import layout
-from nst_batch.cli import main
 from nst_batch.results import read_rows
 
 EXECUTABLE = Path(sys.executable).parent / "nst-batch"
-
-
-def _invoke(*args: object) -> Result:
-    return CliRunner().invoke(main, [str(a) for a in args])
-
-
-def _manifest(folder: Path, **doc: Any) -> Path:
-    doc.setdefault("params", {"size": 48, "steps": 2})
-    path = folder / "m.yaml"
-    path.write_text(yaml.safe_dump(doc, sort_keys=False))
-    return path
+TINY = {"size": 48, "steps": 2}  # every run's params: the outcome is checked, not the image
 
 
 def _snapshot(top: Path, skip: Path | None = None) -> dict[str, str]:
@@ -77,20 +64,31 @@ def photos(tmp_path: Path) -> Path:
 
 
 def test_an_output_named_like_its_content_image_is_refused(photos: Path) -> None:
-    manifest = _manifest(
-        photos, output="imgs", content=["imgs/"], style=["paintings/"], name="{content}"
+    manifest = write_manifest_in(
+        photos,
+        output="imgs",
+        content=["imgs/"],
+        style=["paintings/"],
+        name="{content}",
+        params=TINY,
     )
     before = _snapshot(photos)
-    result = _invoke(manifest)
+    result = invoke(manifest)
     _clean_exit_2(result, "content image", "chelsea.jpg", "would be overwritten by the task")
     assert _snapshot(photos) == before
 
 
 def test_an_output_over_the_style_image_is_refused(photos: Path) -> None:
-    manifest = _manifest(photos, output=".", content=["imgs/chelsea.jpg"], style=["paintings/"])
-    manifest.write_text(manifest.read_text() + "name: paintings/{style}\n")
+    manifest = write_manifest_in(
+        photos,
+        output=".",
+        content=["imgs/chelsea.jpg"],
+        style=["paintings/"],
+        name="paintings/{style}",
+        params=TINY,
+    )
     before = _snapshot(photos)
-    result = _invoke(manifest)
+    result = invoke(manifest)
     _clean_exit_2(result, "style image", "starry_night.jpg", "paintings/starry_night.jpg")
     assert _snapshot(photos) == before
 
@@ -101,20 +99,22 @@ def test_an_output_over_the_style_image_is_refused(photos: Path) -> None:
 def test_an_input_where_nst_batch_keeps_its_files_is_refused(photos: Path, name: str) -> None:
     (photos / "out" / name).parent.mkdir(parents=True)
     shutil.copy(CONTENT / "coffee.png", photos / "out" / name)
-    manifest = _manifest(photos, output="out", content=[f"out/{name}"], style=["paintings/"])
+    manifest = write_manifest_in(photos, content=[f"out/{name}"], style=["paintings/"], params=TINY)
     before = _snapshot(photos)
-    _clean_exit_2(_invoke(manifest), "is where nst-batch keeps its own files", name)
+    _clean_exit_2(invoke(manifest), "is where nst-batch keeps its own files", name)
     assert _snapshot(photos) == before
 
 
 def test_output_in_the_content_folder_plans_the_same_tasks_on_every_rerun(photos: Path) -> None:
-    manifest = _manifest(photos, output="imgs", content=["imgs/"], style=["paintings/"])
+    manifest = write_manifest_in(
+        photos, output="imgs", content=["imgs/"], style=["paintings/"], params=TINY
+    )
     inputs = {name: (photos / "imgs" / name).read_bytes() for name in ("chelsea.jpg", "coffee.png")}
-    first = _invoke(manifest)
+    first = invoke(manifest)
     assert first.exit_code == 0, first.output
     assert (photos / "imgs" / "contact_sheet.jpg").is_file()
     for _ in range(2):
-        again = _invoke(manifest, "--dry-run")
+        again = invoke(manifest, "--dry-run")
         assert again.exit_code == 0, again.output
         assert again.output.splitlines()[-1] == "0 to run, 2 up to date, 2 in all"
         assert "__starry_night__starry_night" not in again.output
@@ -126,31 +126,31 @@ def test_output_in_the_content_folder_plans_the_same_tasks_on_every_rerun(photos
 
 
 def test_a_dot_slash_name_is_the_same_output(tmp_path: Path) -> None:
-    manifest = _manifest(
+    manifest = write_manifest_in(
         tmp_path,
-        output="out",
         content=[
             str(CONTENT / "chelsea.png"),
             {"path": str(CONTENT / "astronaut.png"), "name": "./chelsea"},
         ],
         style=[str(STYLE / "starry_night.jpg")],
+        params=TINY,
     )
-    _clean_exit_2(_invoke(manifest, "--dry-run"), "share the name 'chelsea'")
+    _clean_exit_2(invoke(manifest, "--dry-run"), "share the name 'chelsea'")
     assert not (tmp_path / "out").exists()
 
 
 def test_style_names_with_and_without_a_trailing_slash_collide(tmp_path: Path) -> None:
-    manifest = _manifest(
+    manifest = write_manifest_in(
         tmp_path,
-        output="out",
         content=[str(CONTENT / "chelsea.png")],
         style=[
             {"path": str(STYLE / "starry_night.jpg"), "name": "x"},
             {"path": str(STYLE / "the_scream.jpg"), "name": "x/"},
         ],
         name="{style}/{content}",
+        params=TINY,
     )
-    _clean_exit_2(_invoke(manifest), "share the name 'x'")
+    _clean_exit_2(invoke(manifest), "share the name 'x'")
 
 
 # -- 3 and 4. report never loses a row -------------------------------------------------------
@@ -170,12 +170,12 @@ def test_report_answers_during_a_run_and_writes_nothing(tmp_path: Path) -> None:
     depends on how fast a real run is), report counts what is recorded, says a run is in
     progress and since when, and changes no file: not the merged table, not the page."""
     manifest = _gallery(tmp_path)
-    assert _invoke(manifest, "--shard", "1/2").exit_code == 0  # a shard's rows, not merged
+    assert invoke(manifest, "--shard", "1/2").exit_code == 0  # a shard's rows, not merged
     out = tmp_path / "out"
     with layout.hold(out, None):
         before = _stamps(out)
-        report = _invoke("report", manifest)
-        as_json = _invoke("report", manifest, "--json")
+        report = invoke("report", manifest)
+        as_json = invoke("report", manifest, "--json")
         after = _stamps(out)
     assert report.exit_code == 0, report.output
     assert report.output.startswith(
@@ -189,7 +189,7 @@ def test_report_answers_during_a_run_and_writes_nothing(tmp_path: Path) -> None:
     assert json.loads(as_json.output)["running"]["since"] > 0
     assert after == before
     assert not (out / "results.csv").exists()  # merged only once no run holds the folder
-    assert _invoke("report", manifest).exit_code == 0
+    assert invoke("report", manifest).exit_code == 0
     assert (out / "results.csv").exists()
 
 
@@ -205,14 +205,9 @@ def test_a_shard_refuses_to_start_while_a_whole_run_holds_the_output(tmp_path: P
 
 
 def test_report_with_a_narrower_plan_keeps_every_row(tmp_path: Path) -> None:
-    manifest = _manifest(
-        tmp_path,
-        output="out",
-        content=[str(CONTENT / "chelsea.png"), str(CONTENT / "coffee.png")],
-        style=[str(STYLE / "starry_night.jpg"), str(STYLE / "the_scream.jpg")],
-    )
-    assert _invoke(manifest).exit_code == 0
-    narrow = _invoke("report", manifest, "--set", f"style={STYLE / 'the_scream.jpg'}")
+    manifest = write_manifest_in(tmp_path, params=TINY)  # the 2x2 gallery
+    assert invoke(manifest).exit_code == 0
+    narrow = invoke("report", manifest, "--set", f"style={STYLE / 'the_scream.jpg'}")
     assert narrow.exit_code == 0, narrow.output
     assert narrow.output.startswith("2 tasks planned: 2 done")
     rows = read_rows(tmp_path / "out" / "results.csv")
@@ -228,14 +223,14 @@ def test_a_planted_file_link_is_refused(tmp_path: Path, name: str) -> None:
     victim.write_text("precious\n")
     (tmp_path / "out").mkdir()
     (tmp_path / "out" / name).symlink_to(victim)
-    manifest = _manifest(
+    manifest = write_manifest_in(
         tmp_path,
-        output="out",
         content=[str(CONTENT / "chelsea.png")],
         style=[str(STYLE / "starry_night.jpg")],
+        params=TINY,
     )
     before = _snapshot(tmp_path, skip=tmp_path / "out")
-    result = _invoke(manifest)
+    result = invoke(manifest)
     _clean_exit_2(result, f"{tmp_path / 'out' / name} is a symbolic link")
     assert _snapshot(tmp_path, skip=tmp_path / "out") == before
     assert victim.read_text() == "precious\n"
@@ -246,16 +241,16 @@ def test_a_planted_folder_link_is_refused(tmp_path: Path) -> None:
     elsewhere.mkdir()
     (tmp_path / "out").mkdir()
     (tmp_path / "out" / "thumbs").symlink_to(elsewhere, target_is_directory=True)
-    manifest = _manifest(
+    manifest = write_manifest_in(
         tmp_path,
-        output="out",
         content=[str(CONTENT / "chelsea.png")],
         style=[str(STYLE / "starry_night.jpg")],
+        params=TINY,
     )
-    result = _invoke(manifest)
+    result = invoke(manifest)
     _clean_exit_2(result, "thumbs is a symbolic link")
     assert list(elsewhere.iterdir()) == []
-    report = _invoke("report", manifest)
+    report = invoke("report", manifest)
     assert report.exit_code == 0  # nothing ran yet: report has no results to write
     assert list(elsewhere.iterdir()) == []
 
@@ -274,20 +269,16 @@ def test_the_atomic_writer_refuses_a_link_made_after_the_check(tmp_path: Path) -
 
 
 def _gallery(tmp_path: Path) -> Path:
-    return _manifest(
-        tmp_path,
-        output="out",
-        content=[str(CONTENT / "chelsea.png"), str(CONTENT / "coffee.png")],
-        style=[str(STYLE / "starry_night.jpg")],
-    )
+    """chelsea and coffee in starry_night."""
+    return write_manifest_in(tmp_path, style=[str(STYLE / "starry_night.jpg")], params=TINY)
 
 
 def test_a_whole_run_waits_for_a_running_shard(tmp_path: Path) -> None:
     manifest = _gallery(tmp_path)
     with layout.hold(tmp_path / "out", (1, 2)):
-        whole = _invoke(manifest)
-        other_split = _invoke(manifest, "--shard", "1/3")
-        same_split = _invoke(manifest, "--shard", "2/2")
+        whole = invoke(manifest)
+        other_split = invoke(manifest, "--shard", "1/3")
+        same_split = invoke(manifest, "--shard", "2/2")
     assert whole.exit_code == 75, whole.output
     assert f"shards 1/2 (PID {os.getpid()})" in whole.output
     assert other_split.exit_code == 75, other_split.output
@@ -300,7 +291,7 @@ def test_a_whole_run_waits_for_a_running_shard(tmp_path: Path) -> None:
 def test_a_shard_waits_for_a_whole_run(tmp_path: Path) -> None:
     manifest = _gallery(tmp_path)
     with layout.hold(tmp_path / "out", None):
-        shard = _invoke(manifest, "--shard", "1/2")
+        shard = invoke(manifest, "--shard", "1/2")
     assert shard.exit_code == 75, shard.output
     assert f"(PID {os.getpid()})" in shard.output and "is locked" in shard.output
 
@@ -321,10 +312,10 @@ def test_stale_temporaries_of_every_kind_are_removed(tmp_path: Path) -> None:
         path.write_bytes(b"torn")
     mine = out / ".notes.tmp"  # not ours: kept
     mine.write_text("mine")
-    result = _invoke(_gallery(tmp_path), "--shard", "1/2")
+    result = invoke(_gallery(tmp_path), "--shard", "1/2")
     assert result.exit_code == 0, result.output
     assert all(path.exists() for path in stale)  # a shard touches only its own outputs'
-    result = _invoke(_gallery(tmp_path))
+    result = invoke(_gallery(tmp_path))
     assert result.exit_code == 0, result.output
     assert [path for path in stale if path.exists()] == []
     assert mine.read_text() == "mine"

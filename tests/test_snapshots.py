@@ -7,13 +7,10 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-import yaml
-from click.testing import CliRunner
-from conftest import CONTENT, STYLE
+from conftest import CONTENT, STYLE, invoke
 from PIL import Image
 
 from nst_batch import layout
-from nst_batch.cli import main
 from nst_batch.images import read_metadata
 from nst_batch.manifest import ManifestError, load_manifest
 from nst_batch.metadata import KEY_METADATA, SNAPSHOT_METADATA
@@ -21,7 +18,7 @@ from nst_batch.plan import plan
 
 
 def _run(manifest: Path, *args: str) -> str:
-    result = CliRunner().invoke(main, [str(manifest), *args])
+    result = invoke(manifest, *args)
     assert result.exit_code == 0, result.output
     return result.output
 
@@ -30,6 +27,7 @@ def _snapshots(out: Path) -> list[str]:
     return sorted(p.name for p in out.glob("*.step*.jpg"))
 
 
+@pytest.mark.slow
 def test_snapshots_appear_at_the_right_steps_as_valid_images(
     write_manifest: Callable[..., Path],
 ) -> None:
@@ -86,6 +84,7 @@ def test_snapshots_are_never_planned_as_inputs(write_manifest: Callable[..., Pat
     assert [t.content.name for t in again] == [t.content.name for t in first] == ["chelsea"]
 
 
+@pytest.mark.slow
 def test_a_rerun_of_the_task_removes_its_old_snapshots(write_manifest: Callable[..., Path]) -> None:
     manifest = write_manifest(params={"steps": 8, "save_every": 3})
     out = manifest.parent / "out"
@@ -100,8 +99,6 @@ def test_a_rerun_of_the_task_removes_its_old_snapshots(write_manifest: Callable[
 
 
 def test_an_output_named_like_a_snapshot_is_refused(write_manifest: Callable[..., Path]) -> None:
-    manifest = write_manifest()
-    doc = yaml.safe_load(manifest.read_text())
-    manifest.write_text(yaml.safe_dump({**doc, "name": "{style}/{content}.step0100"}))
+    manifest = write_manifest(name="{style}/{content}.step0100")
     with pytest.raises(ManifestError, match="named like a progress snapshot"):
         load_manifest(manifest)

@@ -107,6 +107,7 @@ def problem(net):  # type: ignore[no-untyped-def]
     return net, content, style_targets(net, style, params), params
 
 
+@pytest.mark.slow
 def test_the_optimization_reports_why_it_stopped(problem) -> None:  # type: ignore[no-untyped-def]
     net, content, targets, params = problem
     spent = stylize(net, content, targets, params)

@@ -186,6 +186,7 @@ def test_reported_losses_are_those_of_the_returned_image(lbfgs_run, net, content
 # Other optimizers and starting images
 
 
+@pytest.mark.slow
 def test_adam_lowers_the_loss_and_reports_the_last_step(net, content, targets) -> None:
     progress: list[Progress] = []
     params = _params(steps=6, optimizer="adam")
@@ -401,6 +402,7 @@ def test_black_white_and_saturated_pixels_are_stylized(size: int, steps: int, op
     assert min(changes) > 2.0, changes
 
 
+@pytest.mark.slow
 def test_the_command_stylizes_black_white_and_saturated_areas(tmp_path) -> None:
     from click.testing import CliRunner
 
@@ -479,6 +481,7 @@ def test_cuda_graphs_are_off_for_fp16() -> None:
     assert not _graphs_allowed("fp16")  # its loss scale changes between evaluations
 
 
+@pytest.mark.slow
 def test_the_temporal_term_holds_trusted_pixels_to_the_warped_frame(net, content, targets) -> None:
     # The "previous frame": the content's mirror image, trusted on the left half only.
     warped = content.flip(-1)
@@ -541,7 +544,7 @@ class _HostReads(TorchFunctionMode):
     def stopped(self, batch: object) -> None: ...
 
 
-@pytest.mark.parametrize("size", [1, 3])
+@pytest.mark.parametrize("size", [1, pytest.param(3, marks=pytest.mark.slow)])
 def test_a_round_reads_the_device_at_most_twice_whatever_the_batch_size(
     net, content, targets, monkeypatch, size: int
 ) -> None:
@@ -575,6 +578,7 @@ def test_adam_never_reads_the_device_between_evaluations(
     assert reads.rounds == [(0, 1)] * 11 + [(0, 0)]
 
 
+@pytest.mark.slow
 def test_the_gpu_branches_of_lbfgs_optimize_as_the_cpu_ones(
     net, content, targets, monkeypatch
 ) -> None:

@@ -18,7 +18,6 @@ import torch
 import torch.hub
 from torch import nn
 
-from nst_batch import vgg
 from nst_batch.params import FLAT_ALIASES, LAYER_NAMES, canonical_layer
 from nst_batch.vgg import (
     CAFFE,
@@ -50,11 +49,6 @@ def state() -> dict[str, torch.Tensor]:
     weights, convention = load_weights("original")
     assert convention == CAFFE
     return weights
-
-
-@pytest.fixture(scope="module")
-def net() -> vgg.VGG19Features:
-    return build_vgg19("original", GATYS_LAYERS)
 
 
 @pytest.fixture(scope="module")
@@ -411,27 +405,26 @@ def test_pickled_custom_class_is_refused(tmp_path) -> None:
         load_weights(str(path))
 
 
-def test_truncated_file(tmp_path, state) -> None:
-    path = _save(tmp_path, {"0.weight": state["conv1_1.weight"]})
-    data = path.read_bytes()
-    path.write_bytes(data[: len(data) // 2])
-    with pytest.raises(WeightsError, match="is corrupt or not a torch file"):
-        load_weights(str(path))
+def _truncated(path: Path) -> None:
+    """The first half of a torch file holding a conv1_1 weight."""
+    torch.save({"0.weight": torch.zeros(64, 3, 3, 3)}, path)
+    path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
 
 
-def test_random_bytes_are_called_corrupt(tmp_path) -> None:
-    path = tmp_path / "noise.pth"
-    path.write_bytes(
-        torch.randint(0, 256, (4096,), generator=torch.Generator().manual_seed(0))
-        .to(torch.uint8)
-        .numpy()
-        .tobytes()
-    )
+def _random_bytes(path: Path) -> None:
+    noise = torch.randint(0, 256, (4096,), generator=torch.Generator().manual_seed(0))
+    path.write_bytes(noise.to(torch.uint8).numpy().tobytes())
+
+
+@pytest.mark.parametrize("write", [_truncated, _random_bytes], ids=["truncated", "random-bytes"])
+def test_a_file_torch_cannot_read_is_called_corrupt(tmp_path, write) -> None:
+    path = tmp_path / "weights.pth"
+    write(path)
     with pytest.raises(WeightsError) as info:
         load_weights(str(path))
-    assert str(path) in str(info.value)
-    assert "corrupt" in str(info.value)
-    assert "weights_only` set to `False`" not in str(info.value)
+    message = str(info.value)
+    assert str(path) in message and "is corrupt or not a torch file" in message
+    assert "weights_only` set to `False`" not in message  # not torch's advice to unpickle it
 
 
 def _unusable_file(kind: str, tmp_path: Path) -> Path:

@@ -9,12 +9,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import yaml
-from click.testing import CliRunner, Result
-from conftest import CONTENT, STYLE, content_at, style_at
+from conftest import CONTENT, STYLE, content_at, invoke, style_at, write_manifest_in
 from PIL import Image
 
-from nst_batch.cli import main
 from nst_batch.images import read_metadata
 from nst_batch.manifest import load_manifest
 from nst_batch.metadata import KEY_METADATA, START_METADATA
@@ -25,19 +22,8 @@ from nst_batch.stopping import StopRule, warm_budget
 from nst_batch.stylize import style_targets, stylize
 from nst_batch.vgg import build_vgg19
 
-
-def _invoke(*args: object) -> Result:
-    return CliRunner().invoke(main, [str(a) for a in args])
-
-
-def _manifest(folder: Path, **doc: Any) -> Path:
-    doc.setdefault("output", "out")
-    doc.setdefault("content", [str(CONTENT / "chelsea.png")])
-    doc.setdefault("style", [str(STYLE / "starry_night.jpg")])
-    doc["params"] = {"size": 64, "steps": 20, **doc.get("params", {})}
-    path = folder / "m.yaml"
-    path.write_text(yaml.safe_dump(doc, sort_keys=False))
-    return path
+# One task: chelsea x starry_night.
+ONE = {"content": [str(CONTENT / "chelsea.png")], "style": [str(STYLE / "starry_night.jpg")]}
 
 
 def _start(output: Path) -> dict[str, Any]:
@@ -46,19 +32,19 @@ def _start(output: Path) -> dict[str, Any]:
 
 @pytest.mark.slow
 def test_an_outdated_output_is_the_start_of_its_rerun(tmp_path: Path) -> None:
-    manifest = _manifest(tmp_path)
-    assert _invoke(manifest).exit_code == 0
+    manifest = write_manifest_in(tmp_path, **ONE, params={"steps": 20})
+    assert invoke(manifest).exit_code == 0
     out = tmp_path / "out" / "chelsea__starry_night.jpg"
     old_key = read_metadata(out)[KEY_METADATA]
     assert _start(out) == {"init": "content", "from": None}
 
-    warm = _invoke(manifest, "--set", "params.style_weight=30", "--set", "params.init=previous")
+    warm = invoke(manifest, "--set", "params.style_weight=30", "--set", "params.init=previous")
     assert warm.exit_code == 0, warm.output
     row = read_rows(tmp_path / "out" / "results.csv")[-1]
     assert (row.status, row.start) == ("done", "previous")
     assert _start(out) == {"init": "previous", "from": old_key}
     # The warm result stands for the cold one: a run with the usual init finds it up to date.
-    cold = _invoke(manifest, "--set", "params.style_weight=30", "--dry-run")
+    cold = invoke(manifest, "--set", "params.style_weight=30", "--dry-run")
     assert cold.output.splitlines()[-1] == "0 to run, 1 up to date, 1 in all"
     (task,) = plan(load_manifest(manifest, ["params.style_weight=30"]))
     assert read_metadata(out)[KEY_METADATA] == task.key
@@ -66,7 +52,7 @@ def test_an_outdated_output_is_the_start_of_its_rerun(tmp_path: Path) -> None:
 
 @pytest.mark.slow
 def test_without_a_previous_output_the_start_is_the_content(tmp_path: Path) -> None:
-    result = _invoke(_manifest(tmp_path, params={"init": "previous"}))
+    result = invoke(write_manifest_in(tmp_path, **ONE, params={"steps": 20, "init": "previous"}))
     assert result.exit_code == 0, result.output
     (row,) = read_rows(tmp_path / "out" / "results.csv")
     assert row.start == "content"
@@ -78,12 +64,12 @@ def test_without_a_previous_output_the_start_is_the_content(tmp_path: Path) -> N
 
 @pytest.mark.slow
 def test_a_previous_output_of_another_size_is_resized(tmp_path: Path) -> None:
-    manifest = _manifest(tmp_path, format="png", params={"steps": 60})
-    assert _invoke(manifest).exit_code == 0
+    manifest = write_manifest_in(tmp_path, **ONE, format="png", params={"steps": 60})
+    assert invoke(manifest).exit_code == 0
     out = tmp_path / "out" / "chelsea__starry_night.png"
     assert Image.open(out).size == (64, 43)
     assert warm_budget(60) < 60
-    bigger = _invoke(manifest, "--set", "params.size=96", "--set", "params.init=previous")
+    bigger = invoke(manifest, "--set", "params.size=96", "--set", "params.init=previous")
     assert bigger.exit_code == 0, bigger.output
     assert Image.open(out).size == (96, 64)
     row = read_rows(tmp_path / "out" / "results.csv")[-1]
@@ -92,14 +78,16 @@ def test_a_previous_output_of_another_size_is_resized(tmp_path: Path) -> None:
 
 
 def test_the_start_column_names_every_usual_init(tmp_path: Path) -> None:
-    manifest = _manifest(tmp_path, params={"steps": 2}, sweep={"init": ["content", "noise"]})
-    assert _invoke(manifest).exit_code == 0
+    manifest = write_manifest_in(
+        tmp_path, **ONE, params={"steps": 2}, sweep={"init": ["content", "noise"]}
+    )
+    assert invoke(manifest).exit_code == 0
     rows = read_rows(tmp_path / "out" / "results.csv")
     assert sorted(r.start for r in rows) == ["content", "noise"]
 
 
 def test_init_previous_shares_the_cold_key(tmp_path: Path) -> None:
-    manifest = _manifest(tmp_path)
+    manifest = write_manifest_in(tmp_path, **ONE, params={"steps": 20})
     (cold,) = plan(load_manifest(manifest))
     (warm,) = plan(load_manifest(manifest, ["params.init=previous"]))
     (noise,) = plan(load_manifest(manifest, ["params.init=noise"]))
@@ -114,6 +102,7 @@ def problem() -> tuple[Any, Any, Any]:
     return net, content, style
 
 
+@pytest.mark.slow
 def test_tolerance_stops_a_converged_optimization_early(problem) -> None:
     net, content, style = problem
     layers = ("relu1_1", "relu2_1", "relu3_1", "relu4_1")
@@ -135,7 +124,7 @@ def test_tolerance_stops_a_converged_optimization_early(problem) -> None:
 
 
 def test_tolerance_is_part_of_the_key(tmp_path: Path) -> None:
-    manifest = _manifest(tmp_path)
+    manifest = write_manifest_in(tmp_path, **ONE, params={"steps": 20})
     (default,) = plan(load_manifest(manifest))
     (other,) = plan(load_manifest(manifest, ["params.tolerance=0.5"]))
     assert default.key != other.key
@@ -146,41 +135,47 @@ def test_tolerance_is_part_of_the_key(tmp_path: Path) -> None:
 
 @pytest.mark.slow
 def test_a_preview_seeds_the_final_run_through_an_init_image_template(tmp_path: Path) -> None:
-    preview = _manifest(tmp_path, output="preview", params={"size": 48, "steps": 4})
-    preview.rename(tmp_path / "preview.yaml")
-    final = _manifest(
+    preview = write_manifest_in(
+        tmp_path, "preview.yaml", **ONE, output="preview", params={"size": 48, "steps": 4}
+    )
+    final = write_manifest_in(
         tmp_path,
+        **ONE,
         params={"init": "image", "init_image": "preview/{content}__{style}.jpg", "steps": 4},
     )
-    missing = _invoke(final, "--dry-run")
+    missing = invoke(final, "--dry-run")
     assert missing.exit_code == 2
     assert (
         f"init_image for chelsea x starry_night: no readable file "
         f"{tmp_path / 'preview' / 'chelsea__starry_night.jpg'}; make it first"
     ) in missing.output
-    assert _invoke(tmp_path / "preview.yaml").exit_code == 0
-    result = _invoke(final)
+    assert invoke(preview).exit_code == 0
+    result = invoke(final)
     assert result.exit_code == 0, result.output
     (row,) = read_rows(tmp_path / "out" / "results.csv")
     assert (row.status, row.start) == ("done", "image")
 
 
 def test_an_init_image_template_with_an_unknown_field_is_refused(tmp_path: Path) -> None:
-    manifest = _manifest(tmp_path, params={"init": "image", "init_image": "p/{contnet}.jpg"})
-    result = _invoke(manifest)
+    manifest = write_manifest_in(
+        tmp_path, **ONE, params={"steps": 20, "init": "image", "init_image": "p/{contnet}.jpg"}
+    )
+    result = invoke(manifest)
     assert result.exit_code == 2
     assert "params.init_image: unknown field {contnet} in 'p/{contnet}.jpg'" in result.output
 
 
 def test_an_init_image_template_may_not_be_the_tasks_own_output(tmp_path: Path) -> None:
-    manifest = _manifest(
-        tmp_path, params={"init": "image", "init_image": "out/{content}__{style}.jpg"}
+    manifest = write_manifest_in(
+        tmp_path,
+        **ONE,
+        params={"steps": 20, "init": "image", "init_image": "out/{content}__{style}.jpg"},
     )
     (tmp_path / "out").mkdir()
     (tmp_path / "out" / "chelsea__starry_night.jpg").write_bytes(
         (CONTENT / "chelsea.png").read_bytes()
     )
-    result = _invoke(manifest)
+    result = invoke(manifest)
     assert result.exit_code == 2
     assert "init_image" in result.output and "would be overwritten by the task" in result.output
 
