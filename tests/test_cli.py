@@ -557,6 +557,21 @@ ERRORS = {
         ["--devices", "gpu"],
         "--devices: unknown device 'gpu'; use auto, cpu, cuda, cuda:N",
     ),
+    "bad --shard": (
+        write_manifest_in,
+        ["--shard", "2"],
+        "--shard '2': expected K/N, e.g. 1/4 (K from 1 to N)",
+    ),
+    "bad --only": (
+        write_manifest_in,
+        ["--only", "chelsea"],
+        "--only 'chelsea': expected KEY=GLOB, e.g. --only content='chel*'",
+    ),
+    "bad --exit-code without --dry-run": (
+        write_manifest_in,
+        ["--exit-code"],
+        "--json and --exit-code go with --dry-run (-n)",
+    ),
     "yaml syntax": (_yaml_error, [], "YAML syntax error at line 3, column "),
 }
 

@@ -444,6 +444,17 @@ def test_init_image_with_escaped_braces_names_the_file_with_braces(tmp_path: Pat
     assert task.params.init_image == str((tmp_path / "init" / "{x}.png").resolve())
 
 
+@pytest.mark.parametrize("template", ["previews/{content!r}.png", "previews/{content:>9}.png"])
+def test_init_image_template_field_with_a_format_spec_is_refused(
+    tmp_path: Path, template: str
+) -> None:
+    path = _init_manifest(tmp_path, template)
+    assert _error(path) == (
+        f"{path}: params.init_image: {{content}} in {template!r} has a format spec or "
+        "conversion (':' or '!'); write the field plainly, such as {content}"
+    )
+
+
 def test_unreadable_content_image(write_manifest: WriteManifest, shared_tmp: Path) -> None:
     # a real refusal of the file system, also as root (see run_unprivileged)
     image = _copy(CONTENT / "coffee.png", shared_tmp / "coffee.png")
@@ -642,6 +653,17 @@ def test_image_name_cannot_escape_the_output_folder(
     assert _error(path) == (
         f"{path}: {kind}[1].name: {name!r} would write outside the output folder; "
         "give a relative name without '..', such as 'portrait'"
+    )
+
+
+@pytest.mark.parametrize("name", ["", ".", "cups\ncoffee", "tab\there"])
+def test_image_name_empty_or_with_a_control_character_is_refused(
+    write_manifest: WriteManifest, name: str
+) -> None:
+    path = write_manifest(content=[{"path": str(CONTENT / "coffee.png"), "name": name}])
+    assert _error(path) == (
+        f"{path}: content[0].name: {name!r} is empty or holds a control character (a line "
+        "break, say); give a plain name, such as 'portrait'"
     )
 
 

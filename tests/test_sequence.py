@@ -107,6 +107,16 @@ def test_a_sequence_can_be_named_and_sits_beside_stills(tmp_path: Path) -> None:
         ([{"path": "frames/f1.png", "sequence": True}], None, "a sequence is a folder"),
         ([{"path": "frames", "animation": "gif"}], None, "'animation' and 'fps' need"),
         (None, [{"path": "frames", "sequence": True}], "only content entries can be sequences"),
+        (
+            [{"path": ["frames/f1.png", "frames/f2.png"], "sequence": True}],
+            None,
+            "a sequence is one folder or pattern of frames, not a blend",
+        ),
+        (
+            [{"path": "frames", "sequence": True, "weights": [1.0]}],
+            None,
+            "a sequence is one folder or pattern of frames, not a blend",
+        ),
     ],
 )
 def test_sequence_entries_that_cannot_work_are_refused(

@@ -280,6 +280,21 @@ def test_a_file_that_is_not_a_video_is_refused(tmp_path: Path) -> None:
     )
 
 
+def test_a_file_with_only_sound_is_refused(tmp_path: Path) -> None:
+    sound = tmp_path / "clips" / "walk.mp4"
+    sound.parent.mkdir()
+    with av.open(str(sound), "w") as out:
+        audio = out.add_stream("aac", rate=22_050)
+        audio.layout = "mono"
+        piece = av.AudioFrame.from_ndarray(np.zeros((1, 1024), np.float32), "flt", "mono")
+        piece.sample_rate, piece.pts = 22_050, 0
+        out.mux([*audio.encode(piece), *audio.encode(None)])
+    manifest = write(tmp_path)
+    assert (
+        f"{manifest}: content[0] 'clips/walk.mp4': it holds no video stream; give a video file"
+    ) in refused(tmp_path, manifest)
+
+
 @pytest.mark.parametrize(
     ("entry", "doc", "message"),
     [
