@@ -81,10 +81,28 @@ class _Gram(torch.autograd.Function):
     @staticmethod
     def backward(ctx: Any, grad: torch.Tensor) -> tuple[torch.Tensor, None, None]:
         (flat,) = ctx.saved_tensors
-        # Autograd's own F @ F^T backward takes two matmuls and an add. This product sums
-        # over channels, which BLAS does not split between threads (it splits the positions).
+        # Autograd's own F @ F^T backward takes two matmuls and an add; this is one.
         with _tf32_matmuls(ctx.tf32):
-            return torch.bmm(grad + grad.transpose(1, 2), flat).mul_(ctx.scale), None, None
+            return _symmetric_product(grad + grad.transpose(1, 2), flat).mul_(ctx.scale), None, None
+
+
+BACKWARD_FEW_POSITIONS = 4096  # at most this many positions: the product taken transposed
+
+
+def _symmetric_product(s: torch.Tensor, flat: torch.Tensor) -> torch.Tensor:
+    """S F for a symmetric (B, C, C) S and (B, C, N) F, summed over channels in an order that
+    does not depend on the thread count.
+
+    On a CPU, one BLAS product S F with few positions (a deep layer: 40 of them at 64 px)
+    splits its sum over channels between threads from 3 threads on (MKL's AVX2 kernels),
+    and the input gradient, with every later pixel, followed the number of threads. Taken
+    as (F^T S)^T, the same product splits the positions and channels it writes instead,
+    at every thread count from 1 to 16 and every layer's shape measured; it costs more
+    where the positions are many, and there the plain product splits only the positions.
+    """
+    if not flat.is_cpu or flat.shape[-1] > BACKWARD_FEW_POSITIONS:
+        return torch.bmm(s, flat)
+    return torch.bmm(flat.transpose(1, 2), s).transpose(1, 2).contiguous()
 
 
 def gram_matrix(features: torch.Tensor) -> torch.Tensor:

@@ -104,6 +104,34 @@ def test_gram_gradient_flows_through_half_precision_input() -> None:
     assert features.grad.float().abs().sum() > 0
 
 
+@pytest.mark.parametrize(
+    ("channels", "positions"), [(512, 24), (512, 40), (256, 150), (64, 150), (128, 5000)]
+)
+def test_gram_and_its_gradient_do_not_depend_on_the_thread_count(
+    channels: int, positions: int
+) -> None:
+    # A deep layer of a small image (512 channels, 24 or 40 positions) is where one BLAS
+    # product split its sum over channels between threads; 5000 positions take the plain one.
+    features = _features(19, (1, channels, 1, positions))
+    upstream = _features(20, (1, channels, channels))
+    before, results = torch.get_num_threads(), {}
+    try:
+        for threads in (1, 2, 3, 4, 6, 8, 16):
+            torch.set_num_threads(threads)
+            x = features.clone().requires_grad_(True)
+            gram = gram_matrix(x)
+            (grad,) = torch.autograd.grad(gram, x, upstream)
+            results[threads] = (gram.detach(), grad)
+    finally:
+        torch.set_num_threads(before)
+    differ = [
+        n
+        for n, (gram, grad) in results.items()
+        if not (torch.equal(gram, results[1][0]) and torch.equal(grad, results[1][1]))
+    ]
+    assert differ == []
+
+
 def test_tf32_matmuls_are_allowed_only_within_and_only_where_asked() -> None:
     matmul = torch.backends.cuda.matmul
     before = matmul.allow_tf32
