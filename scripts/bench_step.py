@@ -38,7 +38,7 @@ from typing import TYPE_CHECKING
 import torch
 import yaml
 
-from nst_batch import images
+from nst_batch import images, precision
 from nst_batch.losses import content_loss, style_loss, total_variation_loss
 from nst_batch.params import LAYER_NAMES, Params
 from nst_batch.stylize import (
@@ -515,6 +515,14 @@ def step_table(args: argparse.Namespace, device: torch.device) -> None:
             )
 
 
+def cpu_model() -> str:
+    """The CPU's model name from /proc/cpuinfo, or "CPU" where it does not say."""
+    for line in precision.CPUINFO.read_text(errors="replace").splitlines():
+        if line.startswith("model name"):
+            return line.partition(":")[2].strip()
+    return "CPU"
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     gpu = torch.cuda.is_available()
@@ -560,8 +568,14 @@ def main() -> None:
     device = torch.device(args.device)
     if device.type == "cuda":
         torch.backends.cudnn.benchmark = True  # as every worker sets it: what a gallery runs
-    name = torch.cuda.get_device_name(device) if device.type == "cuda" else "CPU"
+    name = torch.cuda.get_device_name(device) if device.type == "cuda" else cpu_model()
     print(f"device {device} ({name}, {torch.get_num_threads()} threads), {args.steps} steps")
+    if device.type == "cpu":
+        flags = sorted(f for f in precision.cpu_flags() if f in ("amx_bf16", "avx512_bf16"))
+        print(
+            f"CPU kernels {torch.backends.cpu.get_cpu_capability()}, bf16 units: "
+            f"{', '.join(flags) or 'none'}; precision: auto is {precision.resolve(['cpu'])} here"
+        )
     if args.batches:
         batch_table(args, device)
     if args.largest:
