@@ -32,6 +32,10 @@ WARM_TOLERANCE = 0.015
 # tolerance, and docs/performance.md for the grid (scripts/bench_warm.py) it was chosen on.
 WARM_SHARE = 0.3
 WARM_FLOOR = 20
+# From an output of another size (a preview's, upscaled): WARM_RESIZED_SHARE of `steps`, at
+# least WARM_RESIZED_FLOOR evaluations (the same grid; see nst_batch/stopping.py).
+WARM_RESIZED_SHARE = 0.5
+WARM_RESIZED_FLOOR = 75
 # temporal_weight's default, from scripts/bench_sequence.py (6 frames of the sample pan at
 # 96 px, 60 steps): warping error against independent frames 0.47x with the warm start
 # alone (0), 0.37x at 1e7, 0.20x at 1e8, 0.13x at 1e9; style loss 0.60x, 0.64x, 0.84x,
@@ -142,7 +146,8 @@ class Params(BaseModel):
         "auto",
         description=f"L-BFGS stops when its best loss fell by less than this fraction over "
         f"the last {CONVERGENCE_WINDOW} evaluations; 0: every step; auto: a warm start from "
-        f"a previous output runs {WARM_SHARE:.0%} of steps, a sequence's frame stops at "
+        f"a previous output runs {WARM_SHARE:.0%} of steps ({WARM_RESIZED_SHARE:.0%}, at least "
+        f"{WARM_RESIZED_FLOOR}, after a size change), a sequence's frame stops at "
         f"{WARM_TOLERANCE}, a cold start runs every step",
     )
     seed: StrictInt = Field(0, ge=0)

@@ -172,8 +172,8 @@ class Pyramid:
         begins: Start = "cold"
         if self.follows is not None:
             begins = "frame"
-        elif p.init == "previous" and self.init is not None and self.init.size == self.final:
-            begins = "previous"  # not across a size change: see nst_batch/stopping.py
+        elif p.init == "previous" and self.init is not None:
+            begins = "previous" if self.init.size == self.final else "resized"
         rule = StopRule.of(p.model_copy(update={"steps": steps}), begins)
         update: dict[str, object] = {"size": size, "steps": rule.steps, "tolerance": rule.tolerance}
         start = None

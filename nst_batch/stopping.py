@@ -3,8 +3,9 @@
 - `budget`: it ran every step of its budget (`steps`): what a cold start does by default.
 - `tolerance`: its best loss fell by less than `tolerance` of itself over the last
   CONVERGENCE_WINDOW evaluations (set by the user; `auto` for a sequence's frames).
-- `warm`: a warm start (`init: previous` from the task's own output, of the same size) ran
-  its share of the budget, WARM_SHARE of `steps` and at least WARM_FLOOR evaluations.
+- `warm`: a warm start (`init: previous` from the task's own output) ran its share of the
+  budget: WARM_SHARE of `steps` and at least WARM_FLOOR evaluations; from an output of
+  another size, WARM_RESIZED_SHARE and at least WARM_RESIZED_FLOOR.
 - `converged`: L-BFGS found no step that lowers the loss (a flat gradient); nothing to gain.
 
 Why a share of the budget for warm starts, and not a tolerance: a warm start begins a few
@@ -17,9 +18,11 @@ has; a share of the budget tracks that. Measured over sizes, budgets, changes of
 and images never tuned on with scripts/bench_warm.py (docs/performance.md has the grid).
 
 A warm start across a size change (a preview's output, upscaled, as the start of the final)
-keeps the whole budget: the upscaled image has lost the fine texture the style loss asks
-for at the new size, and starts near ten times a cold run's final loss; measured at 64 to
-128 px, it was still 3% to 10% above the cold result after 40% of the budget.
+begins near ten times a cold run's final loss: the upscaling lost the fine texture the style
+loss asks for at the new size. Regrowing it took the grid's hard pair 63 to 72 evaluations
+at 100 steps, and at 300 steps the run came within 2% of the cold result about where the
+cold run comes within 2% of its own end, halfway. So it runs half the budget, and at least
+the evaluations the texture takes.
 
 The rule is replayable on a recorded loss curve (`StopRule.replay`): one evaluation at a
 time, as the optimization calls it, with the same decisions.
@@ -32,11 +35,21 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Literal
 
-from nst_batch.params import CONVERGENCE_WINDOW, WARM_FLOOR, WARM_SHARE, WARM_TOLERANCE, Params
+from nst_batch.params import (
+    CONVERGENCE_WINDOW,
+    WARM_FLOOR,
+    WARM_RESIZED_FLOOR,
+    WARM_RESIZED_SHARE,
+    WARM_SHARE,
+    WARM_TOLERANCE,
+    Params,
+)
 
 StopReason = Literal["budget", "tolerance", "warm", "converged"]
 STOP_REASONS: tuple[StopReason, ...] = ("budget", "tolerance", "warm", "converged")
-Start = Literal["cold", "previous", "frame"]  # how an optimization starts, for its rule
+# How an optimization starts, for its rule: from the content (or noise, style, an image),
+# the task's previous output of the same size, of another size, or a sequence's frame before.
+Start = Literal["cold", "previous", "resized", "frame"]
 
 
 @dataclass(frozen=True)
@@ -47,10 +60,12 @@ class Stop:
     reason: StopReason
 
 
-def warm_budget(steps: int) -> int:
+def warm_budget(steps: int, resized: bool = False) -> int:
     """A warm start's evaluations for a cold budget of `steps`: WARM_SHARE of it, at least
-    WARM_FLOOR, never more than `steps`."""
-    return min(steps, max(WARM_FLOOR, math.ceil(WARM_SHARE * steps)))
+    WARM_FLOOR (WARM_RESIZED_SHARE and WARM_RESIZED_FLOOR when `resized`), never more than
+    `steps`."""
+    share, floor = (WARM_RESIZED_SHARE, WARM_RESIZED_FLOOR) if resized else (WARM_SHARE, WARM_FLOOR)
+    return min(steps, max(floor, math.ceil(share * steps)))
 
 
 @dataclass
@@ -69,12 +84,12 @@ class StopRule:
     def of(cls, params: Params, start: Start) -> StopRule:
         """The rule for `params` (its `steps` the budget) and how the optimization starts:
         `tolerance` as set; for `auto`, the warm share of the budget from a previous
-        output, WARM_TOLERANCE for a sequence's frame from the one before, else the whole
-        budget."""
+        output (of the same size or resized), WARM_TOLERANCE for a sequence's frame from
+        the one before, else the whole budget."""
         if params.tolerance != "auto":
             return cls(params.steps, params.tolerance)
-        if start == "previous":
-            share = warm_budget(params.steps)
+        if start in ("previous", "resized"):
+            share = warm_budget(params.steps, resized=start == "resized")
             return cls(share, warm=share < params.steps)
         if start == "frame":
             return cls(params.steps, WARM_TOLERANCE)

@@ -22,7 +22,9 @@ ratio to time; run nothing else meanwhile for those.
     .venv/bin/python scripts/bench_warm.py table warm.json
 
 Targets (docs/performance.md): every cell at most 0.33x the cold time with every loss at
-most 1.02x the cold run's; preview to final (size x2) at most 0.5x.
+most 1.02x the cold run's; preview to final (size x2: its size is the final one, the old
+output's is half of it) at most 0.5x. Record size x2 with --warm-cap 1, since its warm
+start runs more than half of a small budget.
 """
 
 from __future__ import annotations
@@ -167,14 +169,8 @@ def table(args: argparse.Namespace) -> None:
     rows = []
     for cell in data["cells"]:
         cold, warm = cell["cold"], cell["warm"]
-        if cell["change"] == "size x2":  # a size change keeps the whole budget
-            print(
-                f"{cell['pair']} {cell['size']} px {cell['steps']} steps, size x2: the whole "
-                f"budget; warm/cold loss after {len(warm)} evaluations: "
-                f"{min(warm) / min(cold):.3f}"
-            )
-            continue
-        rule = StopRule.of(Params(steps=cell["steps"]), "previous")
+        start = "resized" if cell["change"] == "size x2" else "previous"
+        rule = StopRule.of(Params(steps=cell["steps"]), start)
         stop = rule.replay(warm)
         if stop.step > len(warm) or (stop.step == len(warm) and rule.steps > len(warm)):
             print(f"{cell['pair']}: the warm curve ends before the rule stops; record more")
@@ -211,11 +207,15 @@ def _grid(rows: list[tuple[dict[str, object], float, float]]) -> None:
         print(f"| {size} | {steps} | {' | '.join(cells)} |")
     times = [v[0] for v in worst.values()]
     losses = [v[1] for v in worst.values()]
-    met = sum(t <= 0.33 and q <= 1.02 for t, q in worst.values())
+    met = sum(t <= _TARGET.get(k[2], 0.33) and q <= 1.02 for k, (t, q) in worst.items())
     print(
         f"\n{len(worst)} cells: time {min(times):.2f}x to {max(times):.2f}x the cold run, "
-        f"loss {min(losses):.3f}x to {max(losses):.3f}x; {met} meet 0.33x and 1.02x"
+        f"loss {min(losses):.3f}x to {max(losses):.3f}x; {met} meet their target (0.33x, "
+        f"0.5x for size x2, and 1.02x)"
     )
+
+
+_TARGET = {"size x2": 0.5}  # the time targets that are not 0.33x
 
 
 def main() -> None:

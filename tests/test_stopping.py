@@ -13,7 +13,14 @@ from click.testing import CliRunner
 from conftest import CONTENT, STYLE, content_at, style_at
 
 from nst_batch.cli import main
-from nst_batch.params import CONVERGENCE_WINDOW, WARM_FLOOR, WARM_SHARE, Params
+from nst_batch.params import (
+    CONVERGENCE_WINDOW,
+    WARM_FLOOR,
+    WARM_RESIZED_FLOOR,
+    WARM_RESIZED_SHARE,
+    WARM_SHARE,
+    Params,
+)
 from nst_batch.results import read_rows
 from nst_batch.stopping import STOP_REASONS, Stop, StopRule, warm_budget
 from nst_batch.stylize import style_targets, stylize
@@ -40,6 +47,19 @@ def test_a_warm_start_runs_its_share_of_the_budget() -> None:
         expected = Stop(share, "budget" if share == steps else "warm")
         assert rule.replay(_falling(steps)) == expected, steps
     assert warm_budget(10) == 10  # never more than the budget itself
+
+
+def test_a_warm_start_from_another_size_runs_half_the_budget_and_at_least_its_floor() -> None:
+    for steps, share in ((50, 50), (100, WARM_RESIZED_FLOOR), (300, 150), (1000, 500)):
+        assert (
+            warm_budget(steps, resized=True)
+            == share
+            == min(steps, max(WARM_RESIZED_FLOOR, math.ceil(WARM_RESIZED_SHARE * steps)))
+        )
+        rule = StopRule.of(Params(steps=steps), "resized")
+        expected = Stop(share, "budget" if share == steps else "warm")
+        assert rule.replay(_falling(steps)) == expected, steps
+    assert warm_budget(300, resized=True) > warm_budget(300)
 
 
 def test_a_tolerance_stops_once_the_best_loss_falls_slower() -> None:
@@ -84,13 +104,15 @@ def _cells() -> list[dict[str, object]]:
 )
 def test_on_recorded_curves_a_warm_start_stops_in_a_third_of_the_cold_time(index: int) -> None:
     """Replayed on warm runs recorded after a change of settings: the rule stops them at
-    most a third of the cold budget in, where their best loss is within the recorded bound
-    of what the cold run of the new settings reached with its whole budget."""
+    most a third of the cold budget in (a size change: the recorded share), where their best
+    loss is within the recorded bound of what the cold run of the new settings reached with
+    its whole budget."""
     cell = _cells()[index]
     steps, warm, cold = int(cell["steps"]), cell["warm"], cell["cold"]  # type: ignore[call-overload]
     assert isinstance(warm, list) and isinstance(cold, list) and len(cold) == steps
-    stop = StopRule.of(Params(steps=steps), "previous").replay(warm)
-    assert stop.step <= steps / 3
+    start = "resized" if cell["change"] == "size x2" else "previous"
+    stop = StopRule.of(Params(steps=steps), start).replay(warm)
+    assert stop.step <= float(cell.get("time", 1 / 3)) * steps  # type: ignore[arg-type]
     assert stop.step < len(warm)  # the recorded curve goes on: the rule chose to stop
     loss = min(warm[: stop.step]) / min(cold)
     assert loss <= cell["bound"], (stop, loss)

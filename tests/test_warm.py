@@ -64,17 +64,17 @@ def test_without_a_previous_output_the_start_is_the_content(tmp_path: Path) -> N
 
 @pytest.mark.slow
 def test_a_previous_output_of_another_size_is_resized(tmp_path: Path) -> None:
-    manifest = write_manifest_in(tmp_path, **ONE, format="png", params={"steps": 60})
-    assert invoke(manifest).exit_code == 0
+    manifest = write_manifest_in(tmp_path, **ONE, format="png", params={"steps": 160})
+    assert invoke(manifest, "--set", "params.steps=20").exit_code == 0
     out = tmp_path / "out" / "chelsea__starry_night.png"
     assert Image.open(out).size == (64, 43)
-    assert warm_budget(60) < 60
+    assert warm_budget(160) < warm_budget(160, resized=True) < 160
     bigger = invoke(manifest, "--set", "params.size=96", "--set", "params.init=previous")
     assert bigger.exit_code == 0, bigger.output
     assert Image.open(out).size == (96, 64)
     row = read_rows(tmp_path / "out" / "results.csv")[-1]
-    # Across a size change the warm start keeps its whole budget (nst_batch/stopping.py).
-    assert (row.start, row.steps, row.stopped) == ("previous", 60, "budget")
+    # Across a size change the warm start runs the resized share (nst_batch/stopping.py).
+    assert (row.start, row.steps, row.stopped) == ("previous", warm_budget(160, True), "warm")
 
 
 def test_the_start_column_names_every_usual_init(tmp_path: Path) -> None:
@@ -186,11 +186,13 @@ def test_auto_tolerance_gives_each_start_its_rule() -> None:
     warm = StopRule.of(auto, "previous")
     assert (warm.steps, warm.tolerance, warm.warm) == (warm_budget(300), 0.0, True)
     assert warm_budget(300) == math.ceil(WARM_SHARE * 300) < 300
+    resized = StopRule.of(auto, "resized")
+    assert (resized.steps, resized.tolerance, resized.warm) == (150, 0.0, True)
     frame = StopRule.of(auto, "frame")
     assert (frame.steps, frame.tolerance, frame.warm) == (300, WARM_TOLERANCE, False)
     cold = StopRule.of(auto, "cold")  # a cold run keeps its whole budget
     assert (cold.steps, cold.tolerance, cold.warm) == (300, 0.0, False)
     chosen = Params(steps=300, tolerance=0.2)  # a tolerance set holds for every start
-    for start in ("cold", "previous", "frame"):
+    for start in ("cold", "previous", "resized", "frame"):
         rule = StopRule.of(chosen, start)  # type: ignore[arg-type]
         assert (rule.steps, rule.tolerance, rule.warm) == (300, 0.2, False)
