@@ -6,4 +6,4 @@ scripts/setup.sh
 .venv/bin/ruff check nst_batch tests scripts
 .venv/bin/ruff format --check nst_batch tests scripts
 .venv/bin/mypy nst_batch
-.venv/bin/python -m pytest -q "$@"
+.venv/bin/python -m pytest -q --durations=15 "$@"  # the slowest 15, to keep the suite short
