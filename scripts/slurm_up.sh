@@ -193,6 +193,9 @@ SlurmctldPort=$CTLD_PORT
 SlurmdPort=$SLURMD_PORT
 AuthType=auth/munge
 CredType=cred/munge
+# A requeued job waits out its step credentials' lifetime (120 s by default) before it
+# starts again; a local test cluster needs no more than a few seconds.
+AuthInfo=cred_expire=10
 SlurmUser=root
 SlurmdUser=root
 StateSaveLocation=$DIR/state
@@ -216,8 +219,9 @@ MailProg=/bin/true
 SelectType=select/cons_tres
 SelectTypeParameters=CR_Core
 SchedulerType=sched/backfill
-# The default batch_sched_delay=3 starts array tasks in waves 3 s apart.
-SchedulerParameters=batch_sched_delay=0
+# The default batch_sched_delay=3 starts array tasks in waves 3 s apart; a requeued task
+# waits for the next pass of the main or backfill scheduler (every 60 and 30 s by default).
+SchedulerParameters=batch_sched_delay=0,sched_interval=2,bf_interval=2
 ReturnToService=2
 # Finished jobs stay visible to scontrol show job for 300 s.
 MinJobAge=300

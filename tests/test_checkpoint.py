@@ -407,7 +407,7 @@ def test_a_whole_run_removes_checkpoints_of_outputs_no_longer_planned(
 
 # -- real processes ---------------------------------------------------------------------------
 
-SIZE, STEPS = 96, 120  # a few seconds on two cores; long enough to end within 3% after a stop
+SIZE, STEPS = 64, 90  # a few seconds on two cores; long enough to end within 3% after a stop
 
 
 def _one_task(write_manifest: Callable[..., Path], folder: str, **fields: object) -> Path:
@@ -515,7 +515,7 @@ def test_sigterm_saves_every_task_in_flight_of_several_workers(
     write_manifest: Callable[..., Path], pause: Pause
 ) -> None:
     # 4 tasks, 2 CPU workers with a batch of 2 each: all four in flight at once
-    manifest = write_manifest(params={"size": 64, "steps": 60}, devices="cpu,cpu", batch_size=2)
+    manifest = write_manifest(params={"size": 64, "steps": 30}, devices="cpu,cpu", batch_size=2)
     out = manifest.parent / "out"
     process = _start(manifest, pause.env(10))
     assert len(pause.wait(process, count=2)) == 2
@@ -537,7 +537,7 @@ def test_sigterm_saves_every_task_in_flight_of_several_workers(
 def test_a_worker_stopped_alone_records_its_task_interrupted_and_the_run_goes_on(
     write_manifest: Callable[..., Path], pause: Pause
 ) -> None:
-    manifest = write_manifest(params={"size": 64, "steps": 60}, devices="cpu,cpu", batch_size=1)
+    manifest = write_manifest(params={"size": 64, "steps": 30}, devices="cpu,cpu", batch_size=1)
     out = manifest.parent / "out"
     process = _start(manifest, pause.env(10))
     first, _ = sorted(pause.wait(process, count=2))  # both spawned workers, 10 steps in

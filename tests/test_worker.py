@@ -443,7 +443,8 @@ def test_compiled_worker_matches_the_eager_one(write_manifest, content, style) -
         targets = style_targets(model, style, params)
         results.append(run_stylize(model, content, targets, params))
         objective = _Objective(model, content, targets, params)
-        x = content.clone().requires_grad_(True)
+        # contiguous, as the optimization's images are: another layout would recompile
+        x = content.clone(memory_format=torch.contiguous_format).requires_grad_(True)
         terms = objective.terms(model(x, sorted(objective.layers)), x)
         terms.sum().backward()
         grads.append((terms.detach(), x.grad))
