@@ -181,9 +181,20 @@ def table(args: argparse.Namespace) -> None:
         if args.verbose:
             print(
                 f"{cell['pair']:32} {cell['size']:4} {cell['steps']:4} {cell['change']:22} "
-                f"{stop.step:4} {stop.reason:10} time {ratio:.2f} loss {loss:.3f}"
+                f"{stop.step:4} {stop.reason:10} time {ratio:.2f} loss {loss:.3f} "
+                f"within 2% after: warm {_within(warm, min(cold))}, cold {_within(cold, min(cold))}"
             )
     _grid(rows)
+
+
+def _within(curve: Sequence[float], cold: float, margin: float = 1.02) -> str:
+    """After how many evaluations a curve's best comes within `margin` of `cold`'s loss."""
+    best = math.inf
+    for i, total in enumerate(curve, 1):
+        best = min(best, total)
+        if best <= margin * cold:
+            return str(i)
+    return f"> {len(curve)}"
 
 
 def _grid(rows: list[tuple[dict[str, object], float, float]]) -> None:
