@@ -244,12 +244,15 @@ def test_a_failing_task_does_not_stop_its_worker(write_manifest, tmp_path) -> No
     manifest = write_manifest(content=[str(bad), str(good)], params={"size": 64, "steps": 4})
     rows = run(manifest, ["cpu", "cpu"], batch_size=1)
     failed = [r for r in rows if r.status == "failed"]
-    assert {r.content for r in failed} == {"broken"}
-    assert all("broken.png" in r.error for r in failed)
+    assert {r.content for r in failed} == {"broken"} and len(failed) == 2
+    # The worker reported the image's own error: it caught it and lived (a worker that
+    # died would leave "worker process cpu#N died (...) during this task" instead).
+    # Which worker goes on to which task is a race between the two, so not asserted here;
+    # test_worker runs a failing task and then a good one in one worker.
+    assert all(r.error.startswith(f"Cannot use image '{bad}': ") for r in failed), failed
     done = [r for r in rows if r.status == "done"]
     assert {r.content for r in done} == {"chelsea"} and len(done) == 2
-    # The workers that failed a task went on to finish others.
-    assert {r.worker for r in failed} <= {r.worker for r in done}
+    assert len(rows) == 4 and {r.worker for r in rows} <= {"cpu#0", "cpu#1"}
     assert multiprocessing.active_children() == []
 
 

@@ -181,6 +181,10 @@ def test_an_unreadable_content_fails_its_task_and_the_batch_finishes(
     assert done.steps == 2 and done.batch == 1  # it ran alone: the broken task never started
     assert tasks[1].output.is_file()
     assert own.target_computations == 1  # the style was read once, for the task that ran
+    # A batch of the broken task alone fails, and the worker goes on to the next one.
+    assert [o.status for o in own.run_batch(tasks[:1])] == ["failed"]
+    assert [o.status for o in own.run_batch(tasks[1:])] == ["done"]
+    assert own.target_computations == 1
 
 
 def _failing_stylize_batch(exc: Exception) -> Callable[..., Any]:
