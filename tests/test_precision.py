@@ -1,8 +1,8 @@
 """Precision modes (fp32, tf32, bf16, fp16) and channels_last on the CPU; what
 `precision: auto` becomes, with the machine's capabilities faked.
 
-The real 'original' VGG19 on the sample images: 64 px for fp32 and bf16 runs, 32 px for
-fp16 (float16 convolutions are slow on a CPU).
+The real 'original' VGG19 on the sample images: 64 px for fp32 runs, 48 px for bf16 ones
+and 32 px for fp16 (bfloat16 and float16 convolutions are slow on a CPU without their units).
 """
 
 from __future__ import annotations
@@ -182,16 +182,19 @@ def test_gram_matrix_gradient_is_float32_under_bf16_autocast() -> None:
 
 
 @pytest.mark.slow
-def test_bf16_run_lowers_the_loss_and_matches_fp32(net, content, style) -> None:
-    """60 steps: L-BFGS from the content lowers the loss by ~7% a step for the first 20,
-    where bf16's one extra line-search evaluation early on still shows as a 5-10% gap;
-    by 60 steps both runs level off together, bf16 never more than 2% above fp32 (on this
-    CPU it ends 2% below it)."""
+def test_bf16_run_lowers_the_loss_and_matches_fp32(net) -> None:
+    """48 px and 40 steps (bf16 is emulated, 0.8 s a step, on a CPU without bf16 units):
+    L-BFGS from the content lowers the loss fast for the first 30 steps, where bf16's
+    rounding moves its line searches and its loss runs up to 6% either side of fp32's; by 40
+    steps both level off together, bf16 within 1% of fp32 here (at 64 px and 60 steps, 2%
+    below it on another CPU)."""
+    content = content_at(CHELSEA, 48)
+    style = style_like(STARRY, content)
     losses = {}
     for mode in ("fp32", "bf16"):
-        params = _params(steps=60, precision=mode)
+        params = _params(size=48, steps=40, precision=mode)
         result = stylize(net, content, style_targets(net, style, params), params)
-        assert result.image.dtype == torch.float32 and result.steps == 60
+        assert result.image.dtype == torch.float32 and result.steps == 40
         assert result.losses.total < 0.1 * result.initial_losses.total
         evaluated = _fp32_loss(net, content, style, result.image)
         # its own (bf16) objective agrees with the fp32 one on its image
