@@ -19,6 +19,7 @@ from multiprocessing import connection as mp_connection
 from pathlib import Path
 from typing import Any, Protocol
 
+import torch
 import torch.multiprocessing as mp
 
 from nst_batch import images, plan
@@ -166,6 +167,8 @@ def run_tasks(
     recorder.stats.workers = len(devices)
     if len(devices) == 1:
         device = devices[0]
+        if device == "cpu":  # torch's own count is the machine's cores: keep to the allocation
+            torch.set_num_threads(min(torch.get_num_threads(), cpu_cores()))
         worker = Worker(device, f"{device}#0", config.worker)
         _run_here(tasks, batches, worker, recorder, config.report_every)
     else:
@@ -285,11 +288,24 @@ def worker_devices(devices: Sequence[str], at_once: int) -> list[str]:
     return [devices[i] for i in sorted(first)]
 
 
+def cpu_cores() -> int:
+    """The cores this run may use: those it is pinned to, and no more than a Slurm job's
+    `--cpus-per-task` (SLURM_CPUS_PER_TASK). A Slurm that allocates CPUs without pinning
+    tasks to them (TaskPlugin=task/none) leaves every core in the affinity mask: two array
+    tasks of one CPU each on a 2-core node would each run 2 threads and slow each other
+    down severalfold."""
+    pinned = os.sched_getaffinity(0) if hasattr(os, "sched_getaffinity") else None
+    cores = len(pinned) if pinned else os.cpu_count() or 1
+    allocated = os.environ.get("SLURM_CPUS_PER_TASK", "").strip()
+    if allocated.isdigit() and int(allocated) > 0:
+        cores = min(cores, int(allocated))
+    return cores
+
+
 def cpu_threads_per_worker(devices: Sequence[str]) -> int:
     """Each CPU worker's torch thread count, so that CPU workers never oversubscribe the cores."""
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
     cpu_workers = sum(1 for d in devices if d == "cpu") or 1
-    return max(1, (cores or 1) // cpu_workers)
+    return max(1, cpu_cores() // cpu_workers)
 
 
 WAIT = ()  # the scheduler's answer while what is left waits for frames in flight

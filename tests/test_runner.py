@@ -28,6 +28,7 @@ from nst_batch.runner import (
     _Scheduler,
     _shape_reader,
     batch_limit,
+    cpu_cores,
     cpu_threads_per_worker,
     resolve_devices,
     run_tasks,
@@ -92,6 +93,30 @@ def test_resolve_devices(monkeypatch: pytest.MonkeyPatch) -> None:
     assert resolve_devices(["auto"]) in (["cpu"], [f"cuda:{i}" for i in range(8)][:1]) or all(
         d.startswith("cuda:") for d in resolve_devices(["auto"])
     )
+
+
+def test_a_slurm_allocation_caps_the_cpu_threads(
+    write_manifest, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Slurm with TaskPlugin=task/none pins nothing: SLURM_CPUS_PER_TASK is the allocation."""
+    cores = len(os.sched_getaffinity(0))
+    for value in ("", "0", "two", "-1"):  # unset or unusable: the pinned cores
+        monkeypatch.setenv("SLURM_CPUS_PER_TASK", value)
+        assert cpu_cores() == cores
+    monkeypatch.setenv("SLURM_CPUS_PER_TASK", "64")
+    assert cpu_cores() == cores  # never more than the pinned cores
+    monkeypatch.setenv("SLURM_CPUS_PER_TASK", "1")
+    assert cpu_cores() == 1
+    assert cpu_threads_per_worker(["cpu"]) == cpu_threads_per_worker(["cpu", "cpu"]) == 1
+    before = torch.get_num_threads()
+    try:  # one worker runs here: this process keeps to the allocation
+        rows = run(
+            write_manifest(style=[str(STYLE / "starry_night.jpg")], params={"steps": 2}), ["cpu"]
+        )
+        assert [r.status for r in rows] == ["done", "done"]
+        assert torch.get_num_threads() == 1
+    finally:
+        torch.set_num_threads(before)
 
 
 def test_cpu_workers_share_the_cores() -> None:
