@@ -100,7 +100,9 @@ def test_a_slurm_allocation_caps_the_cpu_threads(
 ) -> None:
     """Slurm with TaskPlugin=task/none pins nothing: SLURM_CPUS_PER_TASK is the allocation."""
     cores = len(os.sched_getaffinity(0))
-    for value in ("", "0", "two", "-1"):  # unset or unusable: the pinned cores
+    monkeypatch.delenv("SLURM_CPUS_PER_TASK", raising=False)
+    assert cpu_cores() == cores  # outside Slurm: the pinned cores
+    for value in ("", "0", "two", "-1"):  # unusable: the pinned cores
         monkeypatch.setenv("SLURM_CPUS_PER_TASK", value)
         assert cpu_cores() == cores
     monkeypatch.setenv("SLURM_CPUS_PER_TASK", "64")
@@ -119,7 +121,8 @@ def test_a_slurm_allocation_caps_the_cpu_threads(
         torch.set_num_threads(before)
 
 
-def test_cpu_workers_share_the_cores() -> None:
+def test_cpu_workers_share_the_cores(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("SLURM_CPUS_PER_TASK", raising=False)  # as when run inside a job
     cores = len(os.sched_getaffinity(0))
     assert cpu_threads_per_worker(["cpu"]) == cores
     assert cpu_threads_per_worker(["cpu"] * (2 * cores)) == 1
@@ -142,6 +145,7 @@ def test_cpu_workers_share_the_cores_among_the_workers_started(
     write_manifest, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setattr(os, "sched_getaffinity", lambda pid: set(range(12)))
+    monkeypatch.delenv("SLURM_CPUS_PER_TASK", raising=False)
     tasks = plan(load_manifest(write_manifest()))
     config = RunConfig(devices=("cpu",) * 3, batch_size=1)
     recorder = _Recorder(tasks, None, Recorder(), "")  # type: ignore[arg-type]
