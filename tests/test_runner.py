@@ -95,12 +95,18 @@ def test_resolve_devices(monkeypatch: pytest.MonkeyPatch) -> None:
     )
 
 
+@pytest.fixture
+def outside_slurm(monkeypatch: pytest.MonkeyPatch) -> None:
+    """No Slurm allocation in the environment, for tests of the core count: the suite
+    itself may run inside a Slurm job, whose SLURM_CPUS_PER_TASK caps it."""
+    monkeypatch.delenv("SLURM_CPUS_PER_TASK", raising=False)
+
+
 def test_a_slurm_allocation_caps_the_cpu_threads(
-    write_manifest, monkeypatch: pytest.MonkeyPatch
+    write_manifest, monkeypatch: pytest.MonkeyPatch, outside_slurm: None
 ) -> None:
     """Slurm with TaskPlugin=task/none pins nothing: SLURM_CPUS_PER_TASK is the allocation."""
     cores = len(os.sched_getaffinity(0))
-    monkeypatch.delenv("SLURM_CPUS_PER_TASK", raising=False)
     assert cpu_cores() == cores  # outside Slurm: the pinned cores
     for value in ("", "0", "two", "-1"):  # unusable: the pinned cores
         monkeypatch.setenv("SLURM_CPUS_PER_TASK", value)
@@ -121,8 +127,7 @@ def test_a_slurm_allocation_caps_the_cpu_threads(
         torch.set_num_threads(before)
 
 
-def test_cpu_workers_share_the_cores(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.delenv("SLURM_CPUS_PER_TASK", raising=False)  # as when run inside a job
+def test_cpu_workers_share_the_cores(outside_slurm: None) -> None:
     cores = len(os.sched_getaffinity(0))
     assert cpu_threads_per_worker(["cpu"]) == cores
     assert cpu_threads_per_worker(["cpu"] * (2 * cores)) == 1
@@ -142,10 +147,9 @@ def test_worker_devices_never_outnumber_the_batches_that_can_run_at_once() -> No
 
 
 def test_cpu_workers_share_the_cores_among_the_workers_started(
-    write_manifest, monkeypatch: pytest.MonkeyPatch
+    write_manifest, monkeypatch: pytest.MonkeyPatch, outside_slurm: None
 ) -> None:
     monkeypatch.setattr(os, "sched_getaffinity", lambda pid: set(range(12)))
-    monkeypatch.delenv("SLURM_CPUS_PER_TASK", raising=False)
     tasks = plan(load_manifest(write_manifest()))
     config = RunConfig(devices=("cpu",) * 3, batch_size=1)
     recorder = _Recorder(tasks, None, Recorder(), "")  # type: ignore[arg-type]
